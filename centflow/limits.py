@@ -1,0 +1,55 @@
+"""Every limit of centflow, named in one place (units last in names).
+
+Changing a limit that shapes recovery state (`SHARD_COUNT`,
+`WRITER_PARTITION_COUNT`) changes state keys: a run with a different value
+cannot resume an old recovery directory and must start fresh.
+"""
+
+from __future__ import annotations
+
+# Wire format (DESIGN.md)
+MESSAGE_BYTES_MAX = 64 * 1024
+EVENT_ID_CHARS_MAX = 64
+PARTY_ID_CHARS_MAX = 64
+DEVICE_ID_CHARS_MAX = 256
+IP_CHARS_MAX = 256
+RISK_SIGNALS_MAX = 64
+RISK_SIGNAL_NAME_CHARS_MAX = 64
+SPLITS_MAX = 64
+BPS_WHOLE = 10_000
+AMOUNT_INTEGER_DIGITS_MAX = 12
+AMOUNT_FRACTION_DIGITS_MAX = 6
+
+# Money: integer micro-units of the major unit.
+MICROS_PER_UNIT = 1_000_000
+# Largest DECIMAL(18,6): also the largest total one batch may carry.
+AMOUNT_MICROS_MAX = 10**18 - 1
+
+# Time: microseconds since the Unix epoch, UTC.
+MICROS_PER_SECOND = 1_000_000
+MICROS_PER_MILLISECOND = 1_000
+# A watermark that means "this input has ended".
+WATERMARK_END_US = 2**62
+
+# Parallelism: logical shards of keyed state (fixed: results and recovery
+# state must not depend on the number of workers).
+SHARD_COUNT = 16
+WRITER_PARTITION_COUNT = 8
+RECOVERY_PARTITION_COUNT = 16
+WORKERS_MAX = 16
+
+# Input batching.
+SOURCE_BATCH_MESSAGES_MAX = 4_096
+SINK_BUFFER_ROWS_MAX = 250_000
+
+# Settlement and de-duplication defaults (overridable by configuration).
+WINDOW_LENGTH_S_DEFAULT = 3_600
+WINDOW_LENGTH_S_MIN = 1
+WINDOW_LENGTH_S_MAX = 7 * 24 * 3_600
+LATENESS_S_DEFAULT = 300
+LATENESS_S_MAX = 7 * 24 * 3_600
+DEDUPE_HORIZON_S_DEFAULT = 7 * 24 * 3_600
+DEDUPE_HORIZON_S_MAX = 90 * 24 * 3_600
+FUTURE_SKEW_S_DEFAULT = 300
+IDLE_S_DEFAULT = 5.0
+IDLE_S_MAX = 3_600.0
