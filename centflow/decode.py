@@ -101,7 +101,7 @@ def _decode(raw: bytes, source: str, ingest_us: int, future_skew_us: int) -> Pay
         raise _explain(raw, error) from None
     except msgspec.DecodeError as error:
         raise InvalidEvent("invalid_json", str(error)[:200]) from None
-    return _validate(wire, source, ingest_us, future_skew_us)
+    return _validate(wire, raw, source, ingest_us, future_skew_us)
 
 
 def _explain(raw: bytes, error: msgspec.ValidationError) -> InvalidEvent:
@@ -132,7 +132,7 @@ def _check_length(name: str, value: str, chars_max: int) -> None:
         raise InvalidEvent("invalid_field", f"{name} must be 1-{chars_max} characters, got {len(value)}")
 
 
-def _validate(wire: _WirePayment, source: str, ingest_us: int, future_skew_us: int) -> Payment:
+def _validate(wire: _WirePayment, raw: bytes, source: str, ingest_us: int, future_skew_us: int) -> Payment:
     _check_length("event_id", wire.event_id, EVENT_ID_CHARS_MAX)
     if wire.type not in EVENT_TYPES:
         raise InvalidEvent("invalid_type", f"type {wire.type[:32]!r} is not one of {sorted(EVENT_TYPES)}")
@@ -174,6 +174,7 @@ def _validate(wire: _WirePayment, source: str, ingest_us: int, future_skew_us: i
         rail=wire.rail,
         country=wire.country,
         source=source,
+        raw=raw,
         ref_event_id=wire.ref_event_id if wire.type in REVERSAL_TYPES else None,
         splits=splits,
         device_id=wire.device_id,

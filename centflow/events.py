@@ -72,6 +72,7 @@ class Payment(msgspec.Struct, array_like=True, gc=False):
     rail: str
     country: str
     source: str
+    raw: bytes = b""
     ref_event_id: str | None = None
     splits: tuple[Split, ...] | None = None
     device_id: str | None = None

@@ -1,0 +1,482 @@
+"""confluent-kafka helpers: client settings, reachability, topics, and publishing a replay log.
+
+This module owns every Kafka client centflow creates outside the dataflows
+(admin clients and the replay producer). It never imports Bytewax. Each
+client it creates is bounded in time and closed before the function returns,
+and its librdkafka log lines go to the ``centflow.kafka.librdkafka`` logger
+(silent unless the application configures logging) instead of being printed
+to stderr every few milliseconds while a broker is down.
+
+Topics are always looked up in the full metadata listing: some brokers (Tansu,
+the local development broker) create a topic when a metadata request merely
+names it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
+
+from centflow.errors import ConfigError, TerminalError, TransientError, invariant
+from centflow.limits import MICROS_PER_MILLISECOND
+from centflow.replay import iter_log
+
+REACHABLE_TIMEOUT_S = 10.0
+TOPICS_TIMEOUT_S = 20.0
+PARTITION_COUNT_TIMEOUT_S = 10.0
+FLUSH_TIMEOUT_S = 60.0
+# One metadata request waits at most this long, so deadlines are kept.
+METADATA_SLICE_S = 1.0
+TOPIC_POLL_INTERVAL_S = 0.1
+BUFFER_FULL_POLL_S = 0.05
+PACING_SLEEP_S_MIN = 0.001
+PROGRESS_EVERY_MESSAGES = 10_000
+PARTITIONS_MAX = 10_000
+PROPERTIES_LINES_MAX = 10_000
+HEADER_ORIGIN = "origin"
+# librdkafka treats a timestamp of 0 as "now": the earliest log-clock
+# instant it can carry is 1 ms after the epoch.
+TIMESTAMP_MS_MIN = 1
+
+# Throughput settings for the replay producer; any of them can be overridden
+# by the client settings given to `produce_log`.
+PRODUCER_DEFAULTS: Mapping[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 20,
+    "batch.size": 1_000_000,
+    "batch.num.messages": 10_000,
+    "queue.buffering.max.messages": 500_000,
+    "queue.buffering.max.kbytes": 512 * 1024,
+    "compression.type": "none",
+    # Java clients' partitioner: the same payer lands in the same partition
+    # whichever client language produced it.
+    "partitioner": "murmur2_random",
+    "delivery.report.only.error": True,
+}
+
+# Error codes that no retry cures, reported through error_cb.
+_AUTH_ERRORS = frozenset(
+    {
+        KafkaError._AUTHENTICATION,
+        KafkaError._SSL,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    }
+)
+
+LIBRDKAFKA_LOGGER = logging.getLogger("centflow.kafka.librdkafka")
+LIBRDKAFKA_LOGGER.addHandler(logging.NullHandler())
+
+
+class _PayerKey(msgspec.Struct):
+    payer_id: str | None = None
+
+
+_payer_decoder = msgspec.json.Decoder(_PayerKey)
+
+
+def client_config(bootstrap: str, settings: Mapping[str, str] | None = None) -> dict[str, str]:
+    """librdkafka settings: `settings` passed through (SASL/TLS ...), `bootstrap` winning.
+
+    >>> client_config("127.0.0.1:9092", {"security.protocol": "SASL_SSL"})
+    {'security.protocol': 'SASL_SSL', 'bootstrap.servers': '127.0.0.1:9092'}
+    """
+    if not bootstrap.strip():
+        raise ConfigError("Kafka bootstrap servers are empty (give --kafka HOST:PORT)")
+    config = {str(key): str(value) for key, value in (settings or {}).items()}
+    config["bootstrap.servers"] = bootstrap
+    invariant(config["bootstrap.servers"] == bootstrap, "bootstrap.servers was overridden")
+    return config
+
+
+def _parse_setting(text: str, where: str) -> tuple[str, str]:
+    """One ``key=value`` (or ``key: value``) setting; a ConfigError names `where`."""
+    separators = [index for index in (text.find("="), text.find(":")) if index >= 0]
+    key = text[: min(separators)].strip() if separators else ""
+    if not key:
+        raise ConfigError(
+            f"{where}: expected key=value, got {text!r} (e.g. security.protocol=SASL_SSL)"
+        )
+    return key, text[min(separators) + 1 :].strip()
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    """A Java-style .properties file: ``#``/``!`` comments, ``\\`` line continuations."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read client settings {path}: {error}") from error
+    if len(lines) > PROPERTIES_LINES_MAX:
+        raise ConfigError(f"{path} has {len(lines)} lines, over {PROPERTIES_LINES_MAX}")
+    settings: dict[str, str] = {}
+    pending, start = "", 0
+    for number, line in enumerate(lines, start=1):
+        text = pending + line.lstrip() if pending else line.strip()
+        start = start if pending else number
+        if not pending and (not text or text[0] in "#!"):
+            continue
+        trailing_backslashes = len(text) - len(text.rstrip("\\"))
+        if trailing_backslashes % 2 == 1:
+            pending = text[:-1]
+            continue
+        pending = ""
+        key, value = _parse_setting(text.strip(), f"{path}:{start}")
+        settings[key] = value
+    if pending:
+        raise ConfigError(f"{path}:{start}: the file ends inside a continued line (drop the '\\')")
+    return settings
+
+
+def load_client_settings(path: Path | None, pairs: list[str]) -> dict[str, str]:
+    """Client settings from a .properties file, then ``KEY=VALUE`` pairs (pairs win)."""
+    settings = _read_properties(path) if path is not None else {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(
+                f"client setting {pair!r} is not KEY=VALUE (e.g. sasl.mechanism=PLAIN)"
+            )
+        key, value = _parse_setting(pair, "client setting")
+        settings[key] = value
+    invariant(all(key for key in settings), "an empty client setting key was accepted")
+    return settings
+
+
+class _ErrorLog:
+    """The librdkafka errors one client reported through error_cb (served by poll)."""
+
+    def __init__(self) -> None:
+        self.errors: list[KafkaError] = []
+
+    def __call__(self, error: KafkaError) -> None:
+        self.errors.append(error)
+
+    def cause(self) -> str:
+        """The most telling error so far, as one line."""
+        telling = [e for e in self.errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
+        chosen = (telling or self.errors or [None])[-1]
+        return " ".join(chosen.str().split()) if chosen is not None else "no answer"
+
+    def terminal(self) -> KafkaError | None:
+        """An authentication or fatal error: retrying until the deadline is pointless."""
+        return next((e for e in self.errors if e.code() in _AUTH_ERRORS or e.fatal()), None)
+
+
+def quiet_client_config(config: Mapping[str, Any], errors: _ErrorLog | None = None) -> dict:
+    """`config` with librdkafka logs routed to Python logging and errors to `errors`."""
+    quiet = dict(config)
+    quiet.setdefault("logger", LIBRDKAFKA_LOGGER)
+    if errors is not None:
+        quiet.setdefault("error_cb", errors)
+    return quiet
+
+
+def _bootstrap(config: Mapping[str, Any]) -> str:
+    return str(config.get("bootstrap.servers", "?"))
+
+
+def _metadata(admin: AdminClient, errors: _ErrorLog, bootstrap: str, timeout_s: float):
+    """The full cluster metadata, retried in slices until `timeout_s`; TerminalError if none."""
+    invariant(timeout_s > 0, f"metadata timeout must be positive, got {timeout_s}")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining_s = deadline - time.monotonic()
+        try:
+            metadata: ClusterMetadata = admin.list_topics(
+                timeout=max(min(METADATA_SLICE_S, remaining_s), 0.01)
+            )
+            return metadata
+        except KafkaException as error:
+            admin.poll(0)  # serve error_cb
+            refused = errors.terminal()
+            if refused is not None:
+                raise TerminalError(
+                    f"Kafka at {bootstrap} refused the client: {' '.join(refused.str().split())} "
+                    "(check security.protocol, sasl.* and ssl.* settings)"
+                ) from error
+            if time.monotonic() >= deadline:
+                raise TerminalError(
+                    f"cannot reach Kafka at {bootstrap} within {timeout_s:g} s: "
+                    f"{errors.cause()} (is the broker running? check --kafka)"
+                ) from error
+
+
+def check_reachable(config: Mapping[str, Any], timeout_s: float = REACHABLE_TIMEOUT_S) -> None:
+    """Return once the cluster answers a metadata request; TerminalError after `timeout_s`."""
+    errors = _ErrorLog()
+    admin = AdminClient(quiet_client_config(config, errors))
+    metadata = _metadata(admin, errors, _bootstrap(config), timeout_s)
+    invariant(metadata is not None, "metadata request returned nothing")
+
+
+def _partition_counts(metadata: ClusterMetadata) -> dict[str, int]:
+    return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
+
+
+def topic_partition_count(
+    config: Mapping[str, Any], topic: str, timeout_s: float = PARTITION_COUNT_TIMEOUT_S
+) -> int:
+    """The number of partitions of `topic`; TerminalError if it does not exist."""
+    errors = _ErrorLog()
+    admin = AdminClient(quiet_client_config(config, errors))
+    bootstrap = _bootstrap(config)
+    metadata = _metadata(admin, errors, bootstrap, timeout_s)
+    if topic not in metadata.topics:
+        raise TerminalError(
+            f"topic {topic!r} does not exist at {bootstrap} (check the name, or create it first)"
+        )
+    described = metadata.topics[topic]
+    if described.error is not None:
+        raise TerminalError(
+            f"topic {topic!r} at {bootstrap} is unusable: {described.error.str()} "
+            "(check ACLs and the topic name)"
+        )
+    count = len(described.partitions)
+    invariant(count > 0, f"topic {topic!r} listed with no partitions")
+    return count
+
+
+def _create_missing(admin: AdminClient, wanted: list[NewTopic], bootstrap: str) -> None:
+    """Create `wanted`; a topic that already exists is fine."""
+    for name, future in admin.create_topics(wanted).items():
+        try:
+            future.result()
+        except KafkaException as exception:
+            error: KafkaError = exception.args[0]
+            if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            kind = TransientError if error.retriable() else TerminalError
+            raise kind(
+                f"cannot create topic {name!r} at {bootstrap}: {' '.join(error.str().split())} "
+                "(check ACLs, partition count and replication_factor)"
+            ) from exception
+
+
+def ensure_topics(
+    config: Mapping[str, Any],
+    topics: Mapping[str, int],
+    timeout_s: float = TOPICS_TIMEOUT_S,
+    *,
+    replication_factor: int = -1,
+    topic_config: Mapping[str, str] | None = None,
+) -> None:
+    """Create the missing `topics` (name → partitions) and wait until metadata lists them.
+
+    Idempotent. A topic that already exists is kept as it is, whatever its
+    partition count. `replication_factor` -1 is the broker's default;
+    `topic_config` (``retention.ms`` ...) applies to the topics created here,
+    the only moment some brokers (Tansu) accept it.
+    """
+    for name, partitions in topics.items():
+        if not name or not 0 < partitions <= PARTITIONS_MAX:
+            raise ConfigError(
+                f"topic {name!r} with {partitions} partitions (give a name and 1-{PARTITIONS_MAX})"
+            )
+    errors = _ErrorLog()
+    admin = AdminClient(quiet_client_config(config, errors))
+    bootstrap = _bootstrap(config)
+    deadline = time.monotonic() + timeout_s
+    existing = _partition_counts(_metadata(admin, errors, bootstrap, timeout_s))
+    wanted = [
+        NewTopic(name, partitions, replication_factor, config=dict(topic_config or {}))
+        for name, partitions in topics.items()
+        if name not in existing
+    ]
+    if wanted:
+        _create_missing(admin, wanted, bootstrap)
+    expected = {t.topic: t.num_partitions for t in wanted}
+    while True:
+        remaining_s = max(deadline - time.monotonic(), 0.01)
+        listed = _partition_counts(_metadata(admin, errors, bootstrap, remaining_s))
+        waiting = sorted(n for n in topics if listed.get(n, 0) < expected.get(n, 1))
+        if not waiting:
+            invariant(all(n in listed for n in topics), "an ensured topic is not listed")
+            return
+        if time.monotonic() >= deadline:
+            raise TransientError(
+                f"topics {waiting} at {bootstrap} not listed with their partitions "
+                f"after {timeout_s:g} s (broker slow? retry)"
+            )
+        time.sleep(TOPIC_POLL_INTERVAL_S)
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceStats:
+    """What one `produce_log` call published."""
+
+    messages: int
+    bytes: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Messages per second (0 for an empty log).
+
+        >>> ProduceStats(messages=10, bytes=100, seconds=2.0).rate
+        5.0
+        """
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Deliveries:
+    """Failed deliveries and fatal producer errors, from librdkafka's callbacks."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+        self.first_failure = ""
+        self.fatal: KafkaError | None = None
+
+    def on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            return
+        self.failed += 1
+        if not self.first_failure:
+            origin = dict(message.headers() or []).get(HEADER_ORIGIN, b"?")
+            self.first_failure = f"{error.str()} at {origin.decode(errors='replace')}"
+
+    def on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self.fatal = error
+
+
+def _pacer(
+    rate_per_s: float | None, speed: float | None
+) -> Callable[[int, int], float] | None:
+    """A function (messages sent, ingestion µs) → seconds to wait; None for full speed."""
+    if rate_per_s is not None and speed is not None:
+        raise ConfigError("give either a rate or a speed-up to produce, not both")
+    for name, value in (("rate", rate_per_s), ("speed", speed)):
+        if value is not None and not 0 < value < float("inf"):
+            raise ConfigError(f"produce {name} {value} must be a positive number")
+    started_s = time.monotonic()
+    if rate_per_s is not None:
+        return lambda sent, _ingest_us: started_s + sent / rate_per_s - time.monotonic()
+    if speed is None:
+        return None
+    # Event-time origin: the first non-zero log clock (lines before the first
+    # readable occurred_at sit at 0 and are sent at once).
+    origin: list[float] = []
+
+    def wait_s(_sent: int, ingest_us: int) -> float:
+        if not origin:
+            if ingest_us <= 0:
+                return 0.0
+            origin.extend((ingest_us, time.monotonic()))
+        event_elapsed_s = (ingest_us - origin[0]) / 1_000_000
+        return origin[1] + event_elapsed_s / speed - time.monotonic()
+
+    return wait_s
+
+
+def _producer(config: Mapping[str, Any], deliveries: _Deliveries) -> Producer:
+    settings: dict[str, Any] = dict(PRODUCER_DEFAULTS)
+    settings.update(config)
+    settings["on_delivery"] = deliveries.on_delivery
+    settings["error_cb"] = deliveries.on_error
+    return Producer(quiet_client_config(settings))
+
+
+def produce_log(
+    path: Path,
+    config: Mapping[str, Any],
+    topic: str,
+    *,
+    rate_per_s: float | None = None,
+    speed: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ProduceStats:
+    """Publish a replay log to `topic` in log order; return what was sent.
+
+    Each line becomes one message: value = the raw bytes, key = its
+    ``payer_id`` (None if the line has none), timestamp = its log-clock
+    ingestion time in ms (`centflow.replay.iter_log`; 0 becomes
+    `TIMESTAMP_MS_MIN`), header ``origin`` = its source position. The topic
+    must exist (see `ensure_topics`). Raises TerminalError if any message
+    failed, TransientError if some were still undelivered at the end.
+    """
+    pace = _pacer(rate_per_s, speed)
+    topic_partition_count(config, topic)
+    deliveries = _Deliveries()
+    producer = _producer(config, deliveries)
+    started_s = time.perf_counter()
+    sent = sent_bytes = 0
+    for position, raw, ingest_us in iter_log(path):
+        if pace is not None:
+            wait_s = pace(sent, ingest_us)
+            while wait_s > PACING_SLEEP_S_MIN:
+                producer.poll(wait_s)
+                wait_s = pace(sent, ingest_us)
+        try:
+            payer_id = _payer_decoder.decode(raw).payer_id
+        except msgspec.DecodeError:
+            payer_id = None
+        timestamp_ms = max(ingest_us // MICROS_PER_MILLISECOND, TIMESTAMP_MS_MIN)
+        _produce_one(producer, topic, raw, payer_id, timestamp_ms, position, deliveries)
+        sent += 1
+        sent_bytes += len(raw)
+        if sent % PROGRESS_EVERY_MESSAGES == 0:
+            producer.poll(0)
+            _raise_if_fatal(deliveries, topic)
+            if progress is not None:
+                progress(sent)
+    undelivered = producer.flush(FLUSH_TIMEOUT_S)
+    seconds = time.perf_counter() - started_s
+    _raise_if_fatal(deliveries, topic)
+    if deliveries.failed:
+        raise TerminalError(
+            f"{deliveries.failed} of {sent} messages to {topic!r} failed, first: "
+            f"{deliveries.first_failure} (check the broker log and the topic)"
+        )
+    if undelivered:
+        raise TransientError(
+            f"{undelivered} of {sent} messages to {topic!r} undelivered after "
+            f"{FLUSH_TIMEOUT_S:g} s (broker slow or down? produce again: the log is idempotent"
+            " only per producer session)"
+        )
+    invariant(len(producer) == 0, "producer queue not empty after a complete flush")
+    if progress is not None and sent % PROGRESS_EVERY_MESSAGES != 0:
+        progress(sent)
+    return ProduceStats(messages=sent, bytes=sent_bytes, seconds=seconds)
+
+
+def _produce_one(
+    producer: Producer,
+    topic: str,
+    raw: bytes,
+    payer_id: str | None,
+    timestamp_ms: int,
+    position: str,
+    deliveries: _Deliveries,
+) -> None:
+    """Queue one message, serving delivery reports while the local queue is full."""
+    key = payer_id.encode() if payer_id else None
+    headers = [(HEADER_ORIGIN, position)]
+    while True:
+        try:
+            producer.produce(topic, raw, key, timestamp=timestamp_ms, headers=headers)
+            return
+        except BufferError:
+            producer.poll(BUFFER_FULL_POLL_S)
+            _raise_if_fatal(deliveries, topic)
+        except KafkaException as exception:
+            error: KafkaError = exception.args[0]
+            raise TerminalError(
+                f"cannot produce {position} ({len(raw)} bytes) to {topic!r}: {error.str()} "
+                "(oversize line? raise message.max.bytes)"
+            ) from exception
+
+
+def _raise_if_fatal(deliveries: _Deliveries, topic: str) -> None:
+    if deliveries.fatal is not None:
+        raise TerminalError(
+            f"producer to {topic!r} hit a fatal error: {deliveries.fatal.str()} "
+            "(idempotent producer fenced or broker state lost; produce again)"
+        )

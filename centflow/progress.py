@@ -1,0 +1,151 @@
+"""Shards, envelopes and frontiers: how keyed state and watermarks travel.
+
+Keyed state lives in a fixed number of logical shards (`SHARD_COUNT`), not in
+one state per key and not per worker: a stage's items are *batches* of events
+(one Bytewax item carries hundreds of events, which is what makes the pipeline
+fast), routed to the shard that owns their key. Because the shard count is
+fixed, the same key lands in the same shard whatever the number of workers,
+and recovery state keeps its meaning when a run is resumed with more or fewer
+workers.
+
+An `Envelope` carries a shard's events plus the sender's **watermark**: a
+promise that every event the sender forwards later has an ingestion time at
+least that large. Each shard keeps a `Frontier`: the minimum watermark over
+every origin that feeds it (all input partitions for the first stage, all
+upstream shards after that). A window closes only once the frontier has
+passed it, which is what "close a window only when every input partition has
+moved past it" means, whatever order the partitions were read in.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable
+
+import msgspec
+
+from centflow.errors import invariant
+from centflow.events import Payment
+from centflow.limits import SHARD_COUNT, WATERMARK_END_US
+
+#: Before an origin has said anything, it holds the frontier back.
+WATERMARK_NONE_US = -(2**62)
+
+
+def shard_of(key: str) -> int:
+    """The shard that owns `key`: stable across processes and runs (CRC-32).
+
+    >>> shard_of("merchant-1") == shard_of("merchant-1"), 0 <= shard_of("x") < SHARD_COUNT
+    (True, True)
+    """
+    return zlib.crc32(key.encode()) % SHARD_COUNT
+
+
+def shard_key(shard: int) -> str:
+    """The Bytewax routing key of a shard.
+
+    >>> shard_key(3)
+    's03'
+    """
+    return f"s{shard:02d}"
+
+
+def shard_index(key: str) -> int:
+    """Inverse of `shard_key`."""
+    return int(key[1:])
+
+
+class Envelope(msgspec.Struct, array_like=True, gc=False):
+    """Events for one shard, with the sender's watermark (µs of ingestion time)."""
+
+    origin: str
+    shard: int
+    watermark_us: int
+    events: list[Payment]
+
+
+class Frontier:
+    """The minimum watermark over a fixed set of origins.
+
+    An origin's watermark is the last one it sent (it may move back only when
+    a stopped input is resumed, see `centflow.settlement`). `value` may be
+    `WATERMARK_END_US` once every origin has ended; `value_live` ignores
+    ended origins' END, for work that must not treat an end of input as the
+    end of time (de-duplication horizons).
+
+    >>> frontier = Frontier(["a", "b"])
+    >>> frontier.update("a", 10); frontier.value
+    -4611686018427387904
+    >>> frontier.update("b", 7); frontier.value
+    7
+    """
+
+    __slots__ = ("_live", "_watermarks")
+
+    def __init__(self, origins: Iterable[str]) -> None:
+        self._watermarks = dict.fromkeys(origins, WATERMARK_NONE_US)
+        self._live = dict.fromkeys(self._watermarks, WATERMARK_NONE_US)
+        invariant(len(self._watermarks) > 0, "a frontier needs at least one origin")
+
+    def update(self, origin: str, watermark_us: int) -> None:
+        """Record the latest watermark of `origin`."""
+        invariant(origin in self._watermarks, f"unexpected origin {origin!r}")
+        self._watermarks[origin] = watermark_us
+        if watermark_us != WATERMARK_END_US:
+            self._live[origin] = max(self._live[origin], watermark_us)
+
+    @property
+    def value(self) -> int:
+        """Every event still to come has an ingestion time at least this large."""
+        return min(self._watermarks.values())
+
+    @property
+    def value_live(self) -> int:
+        """Like `value`, but an ended origin counts with its last real watermark."""
+        return min(self._live.values())
+
+    def state(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Picklable copy for a recovery snapshot."""
+        return dict(self._watermarks), dict(self._live)
+
+    @classmethod
+    def restore(cls, state: tuple[dict[str, int], dict[str, int]]) -> Frontier:
+        """Rebuild from `state`."""
+        frontier = cls(state[0])
+        frontier._watermarks.update(state[0])
+        frontier._live.update(state[1])
+        return frontier
+
+
+class Router:
+    """Splits events by downstream shard and decides which shards need an envelope.
+
+    A downstream shard gets an envelope when there are events for it, or when
+    the watermark moved since it last heard from this origin (so frontiers keep
+    moving even where no events go).
+    """
+
+    __slots__ = ("_origin", "_sent_us")
+
+    def __init__(self, origin: str, sent_us: dict[int, int] | None = None) -> None:
+        self._origin = origin
+        self._sent_us = dict(sent_us or {})
+
+    def route(
+        self, events: Iterable[Payment], watermark_us: int, key_of: Callable[[Payment], str]
+    ) -> list[tuple[str, Envelope]]:
+        """Envelopes ``(shard key, Envelope)`` for the events and watermark of one step."""
+        groups: dict[int, list[Payment]] = {}
+        for event in events:
+            groups.setdefault(shard_of(key_of(event)), []).append(event)
+        out = []
+        for shard in range(SHARD_COUNT):
+            shard_events = groups.get(shard)
+            if shard_events or self._sent_us.get(shard) != watermark_us:
+                self._sent_us[shard] = watermark_us
+                out.append((shard_key(shard), Envelope(self._origin, shard, watermark_us, shard_events or [])))
+        return out
+
+    def state(self) -> dict[int, int]:
+        """Picklable copy for a recovery snapshot."""
+        return dict(self._sent_us)

@@ -1,0 +1,155 @@
+"""The analyst tables: their columns, and records turned into rows.
+
+This module and ``schemas/tables.sql`` describe the same tables; a test checks
+that they agree column for column. Rows are plain tuples in column order
+(cheap to build, and `sinks.parquet` turns lists of them into Arrow columns).
+In a row, money is ``int`` micro-units and time is ``int`` µs since the epoch;
+the sinks turn them into DECIMAL(18,6) and TIMESTAMPTZ.
+"""
+
+from __future__ import annotations
+
+from centflow.events import DeadLetter, Payment
+from centflow.ledger import LedgerEntry
+from centflow.settlement import Batch
+
+# Logical column types: text, money (DECIMAL(18,6)), rate (DECIMAL(18,9)),
+# timestamp (µs, UTC), integer, boolean, double (never money), bytes.
+TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "payments": (
+        ("event_id", "text"),
+        ("type", "text"),
+        ("occurred_at", "timestamp"),
+        ("ingested_at", "timestamp"),
+        ("payer_id", "text"),
+        ("payee_id", "text"),
+        ("amount", "money"),
+        ("currency", "text"),
+        ("rail", "text"),
+        ("country", "text"),
+        ("ref_event_id", "text"),
+        ("risk_score", "double"),
+        ("decision", "text"),
+        ("model_version", "text"),
+        ("risk_reasons", "text"),
+        ("batch_id", "text"),
+        ("late", "boolean"),
+        ("device_id", "text"),
+        ("ip", "text"),
+        ("source", "text"),
+    ),
+    "settlement_batches": (
+        ("batch_id", "text"),
+        ("payee_id", "text"),
+        ("currency", "text"),
+        ("window_start", "timestamp"),
+        ("window_end", "timestamp"),
+        ("part", "integer"),
+        ("event_count", "integer"),
+        ("late_count", "integer"),
+        ("gross", "money"),
+        ("refunds", "money"),
+        ("fees", "money"),
+        ("net", "money"),
+        ("settlement_currency", "text"),
+        ("fx_rate", "rate"),
+        ("payout", "money"),
+        ("carry_in", "money"),
+        ("carry_out", "money"),
+        ("closed_at", "timestamp"),
+    ),
+    "ledger_entries": (
+        ("entry_id", "text"),
+        ("batch_id", "text"),
+        ("event_id", "text"),
+        ("kind", "text"),
+        ("account", "text"),
+        ("currency", "text"),
+        ("amount", "money"),
+        ("posted_at", "timestamp"),
+    ),
+    "dead_letters": (
+        ("source", "text"),
+        ("reason", "text"),
+        ("detail", "text"),
+        ("raw", "bytes"),
+        ("received_at", "timestamp"),
+    ),
+}
+
+#: The column(s) that identify a row: idempotent loads keep one row per key.
+TABLE_KEYS: dict[str, tuple[str, ...]] = {
+    "payments": ("event_id",),
+    "settlement_batches": ("batch_id",),
+    "ledger_entries": ("entry_id",),
+    "dead_letters": ("source",),
+}
+
+
+def payment_row(event: Payment, batch_id: str | None) -> tuple:
+    """A `payments` row; `batch_id` is None for an event that settles in no batch."""
+    return (
+        event.event_id,
+        event.type,
+        event.occurred_us,
+        event.ingest_us,
+        event.payer_id,
+        event.payee_id,
+        event.amount_micros,
+        event.currency,
+        event.rail,
+        event.country,
+        event.ref_event_id,
+        event.risk_score,
+        event.decision,
+        event.model_version,
+        ";".join(event.reasons) if event.reasons else None,
+        batch_id,
+        event.late,
+        event.device_id,
+        event.ip,
+        event.source,
+    )
+
+
+def batch_row(batch: Batch) -> tuple:
+    """A `settlement_batches` row."""
+    return (
+        batch.batch_id,
+        batch.payee_id,
+        batch.currency,
+        batch.window_start_us,
+        batch.window_end_us,
+        batch.part,
+        batch.event_count,
+        batch.late_count,
+        batch.gross_micros,
+        batch.refunds_micros,
+        batch.fees_micros,
+        batch.net_micros,
+        batch.settlement_currency,
+        batch.fx_rate,
+        batch.payout_micros,
+        batch.carry_in_micros,
+        batch.carry_out_micros,
+        batch.closed_us,
+    )
+
+
+def entry_row(entry: LedgerEntry) -> tuple:
+    """A `ledger_entries` row."""
+    return (
+        entry.entry_id,
+        entry.batch_id,
+        entry.event_id,
+        entry.kind,
+        entry.account,
+        entry.currency,
+        entry.amount_micros,
+        entry.posted_us,
+    )
+
+
+def dead_letter_row(letter: DeadLetter) -> tuple:
+    """A `dead_letters` row."""
+    return (letter.source, letter.reason, letter.detail, letter.raw, letter.received_us)

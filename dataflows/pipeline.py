@@ -1,0 +1,100 @@
+"""The centflow dataflow: read → decode → admit → decide → settle → sinks.
+
+Run it as ``python -m bytewax.run dataflows.pipeline:flow`` with the
+configuration in the environment (``centflow run`` does that for you), or
+build it with `build_flow`, handing in sources and sinks (tests pass
+``TestingSink``).
+
+Items are batches: a source item carries up to a few thousand messages, and
+each keyed step moves one `Envelope` of events per shard (see
+`centflow.progress`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from centflow.config import PipelineConfig, from_environment
+from dataflows import steps
+from dataflows.sources import KafkaBatchSource, ReplaySource
+from sinks.kafka import KafkaMessageSink
+from sinks.parquet import ParquetSink
+
+
+def build_flow(
+    config: PipelineConfig,
+    source: Source,
+    table_sink: Sink,
+    dead_letter_sink: Sink | None = None,
+    decision_sink: Sink | None = None,
+) -> Dataflow:
+    """Wire the pipeline between the given source and sinks."""
+    flow = Dataflow("centflow")
+    batches = op.input("read", flow, source)
+    # SourceBatch(partition="payments/0", messages=[RawMessage(...), ...], watermark_us=...)
+    decoded = op.map("decode", batches, steps.decoder(config))
+    # Decoded(partition, payments=[Payment(...)], dead=[DeadLetter(...)], watermark_us)
+    to_admission = op.flat_map("route_to_admission", decoded, steps.route_to_admission)
+    # ("s07", Envelope(origin="payments/0", shard=7, watermark_us, events=[Payment(...)]))
+    admission = op.stateful_batch("admit", to_admission, steps.admission_builder(config))
+    # ("s07", ("route", ("s03", Envelope(...))) | ("dead", [DeadLetter(...)]))
+    to_settlement = op.flat_map("admitted", admission, steps.routed_envelopes)
+    # ("s03", Envelope(origin="admit-7", shard=3, watermark_us, events=[Payment(...)]))
+    decided = op.map_value("decide", to_settlement, steps.decide_envelope)
+    # ("s03", Envelope(events=[Payment(decision="approve", ...)]))
+    settled = op.stateful_batch("settle", decided, steps.settlement_builder(config))
+    # ("s03", Settled(batches=[Batch(...)], events=[(Payment, batch_id)], entries=[LedgerEntry(...)]))
+    settled_rows = op.flat_map("settled_rows", settled, steps.settled_rows)
+    # ("w03", ("settlement_batches" | "ledger_entries" | "payments", [row, ...]))
+
+    decode_dead = op.map("decode_dead_letters", decoded, steps.decoded_dead_letters)
+    admission_dead = op.map("admission_dead_letters", admission, steps.admission_dead_letters)
+    dead = op.merge("dead_letters", decode_dead, admission_dead)
+    # [DeadLetter(source, reason, detail, raw, received_us), ...]
+    dead_rows = op.flat_map("dead_letter_rows", dead, steps.dead_letter_rows)
+    # ("w05", ("dead_letters", [row, ...]))
+    op.output("tables", op.merge("table_rows", settled_rows, dead_rows), table_sink)
+
+    if dead_letter_sink is not None:
+        dead_messages = op.flat_map("dead_letter_messages", dead, steps.dead_letter_messages)
+        # (b"payments/0/17", b'{"source": ..., "reason": "invalid_json", ...}')
+        op.output("dead_letter_topic", dead_messages, dead_letter_sink)
+    if decision_sink is not None:
+        decisions = op.flat_map("decision_messages", decided, steps.envelope_decisions)
+        # (b"evt-1", b'{"event_id": "evt-1", "decision": "approve", ...}')
+        op.output("decision_topic", decisions, decision_sink)
+    return flow
+
+
+def flow_for(config: PipelineConfig) -> Dataflow:
+    """The production flow for `config`: replay file or Kafka in, Parquet (+ Kafka) out."""
+    table_sink = ParquetSink(config.parquet_dir)
+    if config.replay_path is not None:
+        source: Source = ReplaySource(Path(config.replay_path), config.batch_messages_max)
+        return build_flow(config, source, table_sink)
+    client = dict(config.kafka or {})
+    idle_s = config.idle_s if config.until_idle else None
+    source = KafkaBatchSource(client, list(config.partitions), config.batch_messages_max, idle_s)
+    return build_flow(
+        config,
+        source,
+        table_sink,
+        KafkaMessageSink(client, config.topics.dead_letters),
+        KafkaMessageSink(client, config.topics.decisions),
+    )
+
+
+def _flow_from_environment() -> Dataflow | None:
+    import os
+
+    from centflow.config import CONFIG_ENV
+
+    return flow_for(from_environment()) if os.environ.get(CONFIG_ENV) else None
+
+
+flow = _flow_from_environment()

@@ -1,0 +1,198 @@
+"""Bytewax adapters around the domain's shard classes, and the small mapping steps.
+
+Each stateful step holds one domain object per shard key (`AdmissionShard`,
+`SettlementShard`) and only translates between Bytewax's calls and the
+domain's methods. All logic lives in `centflow`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+import zlib
+
+import msgspec
+from bytewax.operators import StatefulBatchLogic
+
+from centflow.admission import AdmissionShard, AdmissionState
+from centflow.config import PipelineConfig
+from centflow.decision import decide, decision_messages
+from centflow.decode import decode_message
+from centflow.events import DeadLetter, Payment, SourceBatch
+from centflow.limits import SHARD_COUNT
+from centflow.progress import Envelope, Router
+from centflow.settlement import Settled, SettlementShard, SettlementState
+from centflow.tables import batch_row, dead_letter_row, entry_row, payment_row
+from sinks.parquet import TableRows, writer_key
+
+KeyedEnvelope = tuple[str, Envelope]
+Tagged = tuple[str, Any]  # ("route", KeyedEnvelope) or ("dead", list[DeadLetter])
+
+
+class Decoded(msgspec.Struct, array_like=True, gc=False):
+    """A source batch after decoding: payments, dead letters, and the watermark."""
+
+    partition: str
+    payments: list[Payment]
+    dead: list[DeadLetter]
+    watermark_us: int
+
+
+def decoder(config: PipelineConfig) -> Callable[[SourceBatch], Decoded]:
+    """The decode step: every message becomes one payment or one dead letter."""
+    future_skew_us = config.future_skew_us
+
+    def decode_batch(batch: SourceBatch) -> Decoded:
+        payments: list[Payment] = []
+        dead: list[DeadLetter] = []
+        for message in batch.messages:
+            result = decode_message(message.value, message.source, message.ingest_us, future_skew_us)
+            if type(result) is Payment:
+                payments.append(result)
+            else:
+                dead.append(result)  # type: ignore[arg-type]
+        return Decoded(batch.partition, payments, dead, batch.watermark_us)
+
+    return decode_batch
+
+
+def thread_key(event: Payment) -> str:
+    """Admission routes a payment and its reversals together."""
+    return event.ref_event_id or event.event_id
+
+
+def payee_key(event: Payment) -> str:
+    """Settlement routes by payee."""
+    return event.payee_id
+
+
+def route_to_admission(decoded: Decoded) -> list[KeyedEnvelope]:
+    """Fan a decoded batch out to every admission shard (events by thread, watermark to all)."""
+    return Router(decoded.partition).route(decoded.payments, decoded.watermark_us, thread_key)
+
+
+def decoded_dead_letters(decoded: Decoded) -> list[DeadLetter]:
+    """The dead letters of a decoded batch."""
+    return decoded.dead
+
+
+def admission_origins() -> list[str]:
+    """The origins settlement shards hear from: every admission shard."""
+    return [f"admit-{index}" for index in range(SHARD_COUNT)]
+
+
+class AdmissionLogic(StatefulBatchLogic[Envelope, Tagged, tuple[int, AdmissionState]]):
+    """One admission shard: de-duplicate, check references, route on to settlement by payee."""
+
+    def __init__(self, config: PipelineConfig, resume: tuple[int, AdmissionState] | None) -> None:
+        self._index = resume[0] if resume else -1
+        self._shard = AdmissionShard(list(config.partitions), config.dedupe_horizon_us, resume[1] if resume else None)
+        self._router = Router(f"admit-{self._index}")
+
+    def on_batch(self, values: list[Envelope]) -> tuple[list[Tagged], bool]:
+        if self._index < 0:
+            self._index = values[0].shard
+            self._router = Router(f"admit-{self._index}")
+        admitted, dead = self._shard.admit(values)
+        routed = self._router.route(admitted, self._shard.frontier.value, payee_key)
+        out: list[Tagged] = [("route", item) for item in routed]
+        if dead:
+            out.append(("dead", dead))
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> tuple[int, AdmissionState]:
+        return self._index, self._shard.snapshot()
+
+
+def admission_builder(config: PipelineConfig) -> Callable[[tuple[int, AdmissionState] | None], AdmissionLogic]:
+    """Builds (or resumes) the logic of one admission shard."""
+    return lambda resume: AdmissionLogic(config, resume)
+
+
+def routed_envelopes(tagged: tuple[str, Tagged]) -> list[KeyedEnvelope]:
+    """The envelopes an admission shard sent on."""
+    _, (tag, payload) = tagged
+    return [payload] if tag == "route" else []
+
+
+def admission_dead_letters(tagged: tuple[str, Tagged]) -> list[DeadLetter]:
+    """The dead letters an admission shard produced."""
+    _, (tag, payload) = tagged
+    return payload if tag == "dead" else []
+
+
+def decide_envelope(envelope: Envelope) -> Envelope:
+    """The decision seam, applied to one envelope's events."""
+    decide(envelope.events)
+    return envelope
+
+
+def envelope_decisions(keyed: KeyedEnvelope) -> list[tuple[bytes | None, bytes]]:
+    """Kafka messages for ``payments.decisions``."""
+    return decision_messages(keyed[1].events)  # type: ignore[return-value]
+
+
+class SettlementLogic(StatefulBatchLogic[Envelope, Settled, SettlementState]):
+    """One settlement shard: window, close and net the payees it owns."""
+
+    def __init__(self, config: PipelineConfig, state: SettlementState | None) -> None:
+        self._shard = SettlementShard(admission_origins(), config.window_us, config.lateness_us, state)
+
+    def on_batch(self, values: list[Envelope]) -> tuple[list[Settled], bool]:
+        settled = self._shard.settle(values)
+        if settled.batches or settled.events:
+            return [settled], StatefulBatchLogic.RETAIN
+        return [], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> SettlementState:
+        return self._shard.snapshot()
+
+
+def settlement_builder(config: PipelineConfig) -> Callable[[SettlementState | None], SettlementLogic]:
+    """Builds (or resumes) the logic of one settlement shard."""
+    return lambda state: SettlementLogic(config, state)
+
+
+def settled_rows(keyed: tuple[str, Settled]) -> list[tuple[str, TableRows]]:
+    """Table rows for the Parquet writers, keyed by the shard's writer."""
+    key, settled = keyed
+    writer = writer_key(int(key[1:]))
+    out: list[tuple[str, TableRows]] = []
+    if settled.batches:
+        out.append((writer, ("settlement_batches", [batch_row(batch) for batch in settled.batches])))
+        out.append((writer, ("ledger_entries", [entry_row(entry) for entry in settled.entries])))
+    if settled.events:
+        out.append((writer, ("payments", [payment_row(event, batch_id) for event, batch_id in settled.events])))
+    return out
+
+
+def dead_letter_rows(letters: list[DeadLetter]) -> list[tuple[str, TableRows]]:
+    """Dead-letter rows, spread over writers by their source position."""
+    if not letters:
+        return []
+    writer = writer_key(zlib.crc32(letters[0].source.encode()))
+    return [(writer, ("dead_letters", [dead_letter_row(letter) for letter in letters]))]
+
+
+def dead_letter_messages(letters: list[DeadLetter]) -> list[tuple[bytes | None, bytes]]:
+    """Kafka messages for ``payments.dlq``, keyed by source position."""
+    return [
+        (
+            letter.source.encode(),
+            _dlq_encoder.encode(
+                _DeadLetterMessage(letter.source, letter.reason, letter.detail, letter.raw, letter.received_us)
+            ),
+        )
+        for letter in letters
+    ]
+
+
+class _DeadLetterMessage(msgspec.Struct):
+    source: str
+    reason: str
+    detail: str
+    raw: bytes
+    received_us: int
+
+
+_dlq_encoder = msgspec.json.Encoder()

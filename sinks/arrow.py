@@ -1,0 +1,71 @@
+"""Rows to Arrow: the logical column types of `centflow.tables` as Arrow types.
+
+Money is written as decimal128(18, 6), built straight from ``int`` micro-units
+(the 128-bit two's complement of the int64, no Python ``Decimal`` per value),
+so no float ever holds an amount on the way to disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+import numpy as np
+import pyarrow as pa
+
+from centflow.errors import invariant
+from centflow.tables import TABLES
+
+MONEY = pa.decimal128(18, 6)
+RATE = pa.decimal128(18, 9)
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+ARROW_TYPES = {
+    "text": pa.string(),
+    "money": MONEY,
+    "rate": RATE,
+    "timestamp": TIMESTAMP,
+    "integer": pa.int64(),
+    "boolean": pa.bool_(),
+    "double": pa.float64(),
+    "bytes": pa.binary(),
+}
+
+
+def table_schema(table: str) -> pa.Schema:
+    """The Arrow schema of an analyst table."""
+    return pa.schema([pa.field(name, ARROW_TYPES[kind]) for name, kind in TABLES[table]])
+
+
+def money_array(micros: Sequence[int]) -> pa.Array:
+    """decimal128(18, 6) from int micro-units, exactly.
+
+    >>> money_array([1, -100_000, 999_999_999_999_999_999]).to_pylist()
+    [Decimal('0.000001'), Decimal('-0.100000'), Decimal('999999999999.999999')]
+    """
+    low = np.fromiter(micros, dtype=np.int64, count=len(micros))
+    words = np.empty(2 * len(low), dtype=np.int64)
+    words[0::2] = low
+    words[1::2] = low >> 63  # sign extension into the high 64 bits
+    array = pa.Array.from_buffers(MONEY, len(low), [None, pa.py_buffer(words.tobytes())])
+    invariant(len(array) == len(micros), "money column lost values")
+    return array
+
+
+def _column(kind: str, values: Sequence[object]) -> pa.Array:
+    if kind == "money":
+        return money_array(values)  # type: ignore[arg-type]
+    if kind == "rate":
+        return pa.array([Decimal(value) for value in values], type=RATE)  # type: ignore[arg-type]
+    return pa.array(values, type=ARROW_TYPES[kind])
+
+
+def rows_to_table(table: str, rows: Sequence[tuple]) -> pa.Table:
+    """An Arrow table from row tuples in the column order of `centflow.tables`."""
+    columns = TABLES[table]
+    invariant(all(len(row) == len(columns) for row in rows), f"{table} row of the wrong width")
+    transposed = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    arrays = [_column(kind, values) for (_, kind), values in zip(columns, transposed, strict=True)]
+    result = pa.Table.from_arrays(arrays, schema=table_schema(table))
+    invariant(result.num_rows == len(rows), f"{table}: {len(rows)} rows became {result.num_rows}")
+    return result
