@@ -24,23 +24,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import msgspec
-
 from centflow.errors import invariant
 from centflow.events import Payment
 
 
-class LedgerEntry(msgspec.Struct, array_like=True, gc=False, frozen=True):
-    """One posting: a signed amount on one account, in the batch currency."""
+#: A posting as a row of ``ledger_entries`` (see `centflow.tables`):
+#: (entry_id, batch_id, event_id, kind, account, currency, amount_micros, posted_us).
+LedgerRow = tuple[str, str, str | None, str, str, str, int, int]
 
-    entry_id: str
-    batch_id: str
-    event_id: str | None
-    kind: str
-    account: str
-    currency: str
-    amount_micros: int
-    posted_us: int
+AMOUNT = 6  # index of amount_micros in a LedgerRow
+ACCOUNT = 4
 
 
 def post_batch(
@@ -50,25 +43,28 @@ def post_batch(
     events: Sequence[Payment],
     payout_micros: int,
     posted_us: int,
-) -> list[LedgerEntry]:
-    """The balanced postings of one batch: two per event, two for the payout."""
-    entries: list[LedgerEntry] = []
+) -> list[LedgerRow]:
+    """The balanced postings of one batch: two per event, two for the payout.
+
+    Entry ids are the batch id and a sequence number, in the order of
+    `events` (which settlement sorts), so they are the same in every run.
+    """
     payable = f"payee_payable:{payee_id}"
-
-    def post(event_id: str | None, kind: str, debit: str, credit: str, amount_micros: int) -> None:
-        sequence = len(entries)
-        entries.append(LedgerEntry(f"{batch_id}:{sequence:06d}", batch_id, event_id, kind, debit, currency, amount_micros, posted_us))
-        entries.append(LedgerEntry(f"{batch_id}:{sequence + 1:06d}", batch_id, event_id, kind, credit, currency, -amount_micros, posted_us))
-
+    rows: list[LedgerRow] = []
+    append = rows.append
+    sequence = 0
     for event in events:
         invariant(event.currency == currency, f"event {event.event_id} in {event.currency} posted to a {currency} batch")
         clearing = f"rail_clearing:{event.rail}"
-        if event.type == "payment":
-            post(event.event_id, "payment", clearing, payable, event.amount_micros)
-        else:
-            post(event.event_id, event.type, payable, clearing, event.amount_micros)
-    post(None, "payout", payable, f"payee_payout:{payee_id}", payout_micros)
-    invariant(sum(entry.amount_micros for entry in entries) == 0, f"batch {batch_id} postings do not balance")
-    payable_balance = sum(entry.amount_micros for entry in entries if entry.account == payable)
+        debit, credit = (clearing, payable) if event.type == "payment" else (payable, clearing)
+        amount = event.amount_micros
+        append((f"{batch_id}:{sequence:06d}", batch_id, event.event_id, event.type, debit, currency, amount, posted_us))
+        append((f"{batch_id}:{sequence + 1:06d}", batch_id, event.event_id, event.type, credit, currency, -amount, posted_us))
+        sequence += 2
+    payout = f"payee_payout:{payee_id}"
+    append((f"{batch_id}:{sequence:06d}", batch_id, None, "payout", payable, currency, payout_micros, posted_us))
+    append((f"{batch_id}:{sequence + 1:06d}", batch_id, None, "payout", payout, currency, -payout_micros, posted_us))
+    invariant(sum(row[AMOUNT] for row in rows) == 0, f"batch {batch_id} postings do not balance")
+    payable_balance = sum(row[AMOUNT] for row in rows if row[ACCOUNT] == payable)
     invariant(payable_balance == 0, f"batch {batch_id} leaves {payable_balance} on the payee's payable")
-    return entries
+    return rows

@@ -22,6 +22,8 @@ from centflow.limits import AMOUNT_MICROS_MAX, MICROS_PER_UNIT
 # rule (schemas/payment_event.schema.json). "> 0" is checked after parsing.
 _AMOUNT_PATTERN = re.compile(r"([0-9]{1,12})(?:\.([0-9]{1,6}))?")
 
+_FRACTION_SCALE = tuple(10 ** (6 - digits) for digits in range(7))
+
 #: ISO 4217 codes whose minor unit is "N.A." (gold, SDR, test codes) settle
 #: at the full micro-unit precision.
 EXPONENT_NOT_APPLICABLE = 6
@@ -68,6 +70,16 @@ def parse_amount_micros(text: object) -> int:
         raise InvalidEvent(
             "invalid_amount", f"amount must be a decimal string, got {type(text).__name__} {text!r}"
         )
+    whole, dot, fraction = text.partition(".")
+    if (
+        text.isascii()
+        and whole.isdigit()
+        and len(whole) <= 12
+        and (not dot or (fraction.isdigit() and len(fraction) <= 6))
+    ):  # fast path; same rule as _AMOUNT_PATTERN
+        micros = int(whole) * MICROS_PER_UNIT + (int(fraction) * _FRACTION_SCALE[len(fraction)] if dot else 0)
+        if micros > 0:
+            return micros
     match = _AMOUNT_PATTERN.fullmatch(text)
     if match is None:
         raise InvalidEvent(

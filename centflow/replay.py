@@ -86,6 +86,7 @@ def iter_lines(path: Path, start_line: int = 0) -> Iterator[tuple[str, int, byte
     """
     line_number = 0
     for file in log_files(path):
+        name = file.name
         with _open(file) as stream:
             for line in stream:
                 line_number += 1
@@ -93,7 +94,7 @@ def iter_lines(path: Path, start_line: int = 0) -> Iterator[tuple[str, int, byte
                     continue
                 raw = line.rstrip(b"\r\n")
                 if raw.strip():
-                    yield file.name, line_number, raw
+                    yield name, line_number, raw
 
 
 def iter_log(path: Path) -> Iterator[tuple[str, bytes, int]]:

@@ -32,18 +32,19 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from operator import attrgetter
 from decimal import Decimal
 
 import msgspec
 
 from centflow.errors import invariant
 from centflow.events import Payment
-from centflow.ledger import LedgerEntry, post_batch
-from centflow.limits import AMOUNT_MICROS_MAX
+from centflow.ledger import LedgerRow, post_batch
+from centflow.limits import AMOUNT_MICROS_MAX, WATERMARK_END_US
 from centflow.progress import Envelope, Frontier
-from centflow.limits import WATERMARK_END_US
 
 WindowKey = tuple[str, str, int]  # (payee_id, currency, window index)
+_ORDER = attrgetter("occurred_us", "event_id", "type")
 
 
 def assign_window(occurred_us: int, ingest_us: int, window_us: int, lateness_us: int) -> tuple[int, bool]:
@@ -106,7 +107,7 @@ class Settled(msgspec.Struct, array_like=True, gc=False):
 
     batches: list[Batch]
     events: list[tuple[Payment, str | None]]
-    entries: list[LedgerEntry]
+    entries: list[LedgerRow]
 
 
 class SettlementState(msgspec.Struct, array_like=True):
@@ -209,27 +210,31 @@ def _parts(events: list[Payment]) -> list[list[Payment]]:
 
 def build_batches(
     key: WindowKey, events: list[Payment], window_us: int, lateness_us: int
-) -> list[tuple[Batch, list[Payment], list[LedgerEntry]]]:
+) -> list[tuple[Batch, list[Payment], list[LedgerRow]]]:
     """Net a closed window's events into batches with their ledger postings."""
     payee_id, currency, index = key
     invariant(len(events) > 0, f"window {key} closed with no events")
-    ordered = sorted(events, key=lambda event: (event.occurred_us, event.event_id, event.type))
+    ordered = sorted(events, key=_ORDER)
     window_start_us = index * window_us
     closed_us = close_time_us(index, window_us, lateness_us)
     out = []
     for part, part_events in enumerate(_parts(ordered)):
-        gross = sum(event.amount_micros for event in part_events if event.type == "payment")
-        refunds = sum(event.amount_micros for event in part_events if event.type != "payment")
+        gross = refunds = late_count = 0
+        for event in part_events:
+            if event.type == "payment":
+                gross += event.amount_micros
+            else:
+                refunds += event.amount_micros
+            late_count += event.late
         fees = 0
         net = gross - refunds - fees
         batch_id = batch_id_for(payee_id, currency, window_start_us, window_us, part)
         entries = post_batch(batch_id, payee_id, currency, part_events, net, closed_us)
         batch = Batch(
             batch_id, payee_id, currency, window_start_us, window_start_us + window_us, part,
-            len(part_events), sum(1 for event in part_events if event.late),
-            gross, refunds, fees, net, currency, Decimal(1), net, 0, 0, closed_us,
+            len(part_events), late_count, gross, refunds, fees, net, currency, Decimal(1), net, 0, 0, closed_us,
         )
-        invariant(gross + refunds == sum(event.amount_micros for event in part_events), f"batch {batch_id} totals disagree")
+        invariant(0 <= gross <= AMOUNT_MICROS_MAX and 0 <= refunds <= AMOUNT_MICROS_MAX, f"batch {batch_id} overflows DECIMAL(18,6)")
         out.append((batch, part_events, entries))
     invariant(sum(len(item[1]) for item in out) == len(events), f"window {key} lost events into parts")
     return out

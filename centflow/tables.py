@@ -10,7 +10,7 @@ the sinks turn them into DECIMAL(18,6) and TIMESTAMPTZ.
 from __future__ import annotations
 
 from centflow.events import DeadLetter, Payment
-from centflow.ledger import LedgerEntry
+from centflow.ledger import LedgerRow
 from centflow.settlement import Batch
 
 # Logical column types: text, money (DECIMAL(18,6)), rate (DECIMAL(18,9)),
@@ -136,18 +136,9 @@ def batch_row(batch: Batch) -> tuple:
     )
 
 
-def entry_row(entry: LedgerEntry) -> tuple:
-    """A `ledger_entries` row."""
-    return (
-        entry.entry_id,
-        entry.batch_id,
-        entry.event_id,
-        entry.kind,
-        entry.account,
-        entry.currency,
-        entry.amount_micros,
-        entry.posted_us,
-    )
+def entry_row(entry: LedgerRow) -> tuple:
+    """A `ledger_entries` row (postings are made as rows already)."""
+    return entry
 
 
 def dead_letter_row(letter: DeadLetter) -> tuple:

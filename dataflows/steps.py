@@ -22,7 +22,7 @@ from centflow.events import DeadLetter, Payment, SourceBatch
 from centflow.limits import SHARD_COUNT
 from centflow.progress import Envelope, Router
 from centflow.settlement import Settled, SettlementShard, SettlementState
-from centflow.tables import batch_row, dead_letter_row, entry_row, payment_row
+from centflow.tables import batch_row, dead_letter_row, payment_row
 from sinks.parquet import TableRows, writer_key
 
 KeyedEnvelope = tuple[str, Envelope]
@@ -160,7 +160,7 @@ def settled_rows(keyed: tuple[str, Settled]) -> list[tuple[str, TableRows]]:
     out: list[tuple[str, TableRows]] = []
     if settled.batches:
         out.append((writer, ("settlement_batches", [batch_row(batch) for batch in settled.batches])))
-        out.append((writer, ("ledger_entries", [entry_row(entry) for entry in settled.entries])))
+        out.append((writer, ("ledger_entries", settled.entries)))
     if settled.events:
         out.append((writer, ("payments", [payment_row(event, batch_id) for event, batch_id in settled.events])))
     return out
