@@ -79,11 +79,11 @@ def flow_for(config: PipelineConfig) -> Dataflow:
     """The production flow for `config`: replay file or Kafka in, Parquet (+ Kafka) out."""
     table_sink = ParquetSink(config.parquet_dir)
     if config.replay_path is not None:
-        source: Source = ReplaySource(Path(config.replay_path), config.batch_messages_max)
+        source: Source = ReplaySource(Path(config.replay_path), config.batch_messages_max, Path(config.out_dir))
         return build_flow(config, source, table_sink)
     client = dict(config.kafka or {})
     idle_s = config.idle_s if config.until_idle else None
-    source = KafkaBatchSource(client, list(config.partitions), config.batch_messages_max, idle_s)
+    source = KafkaBatchSource(client, list(config.partitions), config.batch_messages_max, idle_s, Path(config.out_dir))
     return build_flow(
         config,
         source,

@@ -35,6 +35,7 @@ from centflow.events import RawMessage, SourceBatch
 from centflow.limits import MICROS_PER_MILLISECOND, WATERMARK_END_US
 from centflow.progress import WATERMARK_NONE_US
 from centflow.replay import LogClock, iter_lines
+from centflow.status import StatusWriter
 
 REPLAY_PARTITION = "replay"
 POLL_PAUSE = timedelta(milliseconds=20)
@@ -49,8 +50,12 @@ class ReplayPosition(msgspec.Struct, array_like=True, frozen=True):
 
 
 class _ReplayPartition(StatefulSourcePartition[SourceBatch, ReplayPosition]):
-    def __init__(self, path: Path, batch_messages_max: int, position: ReplayPosition | None) -> None:
+    def __init__(
+        self, path: Path, batch_messages_max: int, position: ReplayPosition | None, status: StatusWriter
+    ) -> None:
         position = position or ReplayPosition(0, 0, False)
+        self._status = status
+        self._messages = position.line
         self._line = position.line
         self._clock = LogClock(position.clock_us)
         self._ended = position.ended
@@ -65,9 +70,12 @@ class _ReplayPartition(StatefulSourcePartition[SourceBatch, ReplayPosition]):
         for name, line_number, raw in islice(self._lines, self._batch_messages_max):
             messages.append(RawMessage(f"{name}:{line_number}", advance(raw), raw))
             self._line = line_number
+        self._messages = self._line
         if not messages:
             self._ended = True
+            self._status.update(self._messages, self._clock.now_us, ended=True)
             return [SourceBatch(REPLAY_PARTITION, [], WATERMARK_END_US)]
+        self._status.update(self._messages, self._clock.now_us)
         return [SourceBatch(REPLAY_PARTITION, messages, self._clock.now_us)]
 
     def snapshot(self) -> ReplayPosition:
@@ -77,15 +85,17 @@ class _ReplayPartition(StatefulSourcePartition[SourceBatch, ReplayPosition]):
 class ReplaySource(FixedPartitionedSource[SourceBatch, ReplayPosition]):
     """A replay log as one input partition."""
 
-    def __init__(self, path: Path, batch_messages_max: int) -> None:
+    def __init__(self, path: Path, batch_messages_max: int, status_dir: Path | None = None) -> None:
         self._path = path
         self._batch_messages_max = batch_messages_max
+        self._status_dir = status_dir
 
     def list_parts(self) -> list[str]:
         return [REPLAY_PARTITION]
 
     def build_part(self, step_id: str, for_part: str, resume_state: ReplayPosition | None) -> _ReplayPartition:
-        return _ReplayPartition(self._path, self._batch_messages_max, resume_state)
+        status = StatusWriter(self._status_dir, for_part)
+        return _ReplayPartition(self._path, self._batch_messages_max, resume_state, status)
 
 
 class KafkaPosition(msgspec.Struct, array_like=True, frozen=True):
@@ -98,8 +108,10 @@ class KafkaPosition(msgspec.Struct, array_like=True, frozen=True):
 class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
     def __init__(
         self, client: dict[str, str], name: str, batch_messages_max: int, idle_s: float | None,
-        position: KafkaPosition | None,
+        position: KafkaPosition | None, status: StatusWriter,
     ) -> None:
+        self._status = status
+        self._messages = 0
         topic, _, number = name.rpartition("/")
         self._name = name
         self._topic = topic
@@ -142,10 +154,13 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
         self._watermark_us = watermark_us
         self._quiet = not messages
         if messages:
+            self._messages += len(messages)
+            self._status.update(self._messages, watermark_us)
             self._last_message_s = time.monotonic()
             return [SourceBatch(self._name, messages, max(watermark_us, 0))]
         if self._idle_s is not None and time.monotonic() - self._last_message_s >= self._idle_s:
             self._ended = True
+            self._status.update(self._messages, watermark_us, ended=True)
             return [SourceBatch(self._name, [], WATERMARK_END_US)]
         return []
 
@@ -162,7 +177,11 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
 class KafkaBatchSource(FixedPartitionedSource[SourceBatch, KafkaPosition]):
     """Partitions ``<topic>/<n>`` of a Kafka topic, read in batches."""
 
-    def __init__(self, client: dict[str, str], partitions: list[str], batch_messages_max: int, idle_s: float | None):
+    def __init__(
+        self, client: dict[str, str], partitions: list[str], batch_messages_max: int, idle_s: float | None,
+        status_dir: Path | None = None,
+    ) -> None:
+        self._status_dir = status_dir
         self._client = client
         self._partitions = partitions
         self._batch_messages_max = batch_messages_max
@@ -172,4 +191,5 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, KafkaPosition]):
         return list(self._partitions)
 
     def build_part(self, step_id: str, for_part: str, resume_state: KafkaPosition | None) -> _KafkaPartition:
-        return _KafkaPartition(self._client, for_part, self._batch_messages_max, self._idle_s, resume_state)
+        status = StatusWriter(self._status_dir, for_part)
+        return _KafkaPartition(self._client, for_part, self._batch_messages_max, self._idle_s, resume_state, status)

@@ -1,0 +1,287 @@
+"""The ``centflow`` command line: run, produce, generate, recon, broker, demo.
+
+Every failure a user can cause (a bad flag, a missing file, an unreachable
+broker) ends in one line on stderr, ``centflow: error: ...``, and exit status
+2; a bug still shows its traceback, because hiding it would hide the bug.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from centflow import limits
+from centflow.config import PipelineConfig, Topics, validate
+from centflow.errors import CentflowError, ConfigError
+from centflow.status import read_status
+from centflow.timeparse import format_us
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Stream settlement of global micro-payments: Kafka or replay logs in, "
+    "netted batches, a balanced ledger and DuckDB reconciliation tables out.",
+)
+console = Console(stderr=True)
+report_console = Console(width=None if sys.stdout.isatty() else 132)
+
+KafkaSetting = Annotated[
+    list[str] | None,
+    typer.Option("--kafka-setting", "-X", help="librdkafka client setting KEY=VALUE (SASL/TLS ...); repeatable."),
+]
+KafkaConfigFile = Annotated[
+    Path | None,
+    typer.Option("--kafka-config", help="A .properties file of librdkafka client settings."),
+]
+
+
+def _client(bootstrap: str, config_file: Path | None, settings: list[str] | None) -> dict[str, str]:
+    from centflow.kafka import client_config, load_client_settings
+
+    return client_config(bootstrap, load_client_settings(config_file, settings or []))
+
+
+def _count_lines(path: Path) -> int | None:
+    from centflow.replay import iter_lines
+
+    try:
+        return sum(1 for _ in iter_lines(path))
+    except CentflowError:
+        return None
+
+
+def _run_with_progress(config: PipelineConfig, workers: int, snapshot_s: float, total: int | None) -> float:
+    """Run the workers under a live progress bar and summary line."""
+    from centflow.runner import run_workers
+
+    out_dir = Path(config.out_dir)
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[clock]}"), TimeElapsedColumn(), console=console, transient=False,
+    ) as progress:
+        task = progress.add_task("reading", total=total, rate="", clock="")
+        started_s = time.monotonic()
+
+        def tick() -> None:
+            statuses = read_status(out_dir)
+            read = sum(status.messages for status in statuses)
+            live = [status.watermark_us for status in statuses if status.watermark_us > 0]
+            rate = read / max(time.monotonic() - started_s, 1e-3)
+            clock = f"event clock {format_us(min(live))[:19]}" if live else ""
+            progress.update(task, completed=read, rate=f"{rate:,.0f} msg/s", clock=clock)
+
+        seconds = run_workers(config, workers, snapshot_s, on_tick=tick)
+        tick()
+    return seconds
+
+
+def _finish(out_dir: Path) -> None:
+    from centflow.recon import render, summarize
+    from sinks.duckdb import materialize
+
+    database = materialize(out_dir)
+    summary = summarize(database)
+    render(summary, report_console)
+    if not summary.ok:
+        raise CentflowError("reconciliation checks failed (see the report above)")
+
+
+@app.command()
+def run(
+    replay: Annotated[Path | None, typer.Option(help="Replay log: .jsonl, .jsonl.gz or a directory of them.")] = None,
+    kafka: Annotated[str | None, typer.Option(help="Kafka bootstrap servers, e.g. 127.0.0.1:9092.")] = None,
+    out: Annotated[Path, typer.Option(help="Output and state directory.")] = Path("out"),
+    until_idle: Annotated[
+        bool | None, typer.Option("--until-idle/--follow", help="Stop when input is idle (default for --replay).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    window_s: Annotated[int, typer.Option(help="Settlement window length, seconds.")] = limits.WINDOW_LENGTH_S_DEFAULT,
+    lateness_s: Annotated[int, typer.Option(help="Allowed lateness, seconds.")] = limits.LATENESS_S_DEFAULT,
+    dedupe_horizon_s: Annotated[int, typer.Option(help="De-duplication horizon, seconds.")] = limits.DEDUPE_HORIZON_S_DEFAULT,
+    future_skew_s: Annotated[int, typer.Option(help="Largest event time ahead of ingestion, seconds.")] = limits.FUTURE_SKEW_S_DEFAULT,
+    idle_s: Annotated[float, typer.Option(help="Kafka: seconds without a message that count as idle.")] = limits.IDLE_S_DEFAULT,
+    topic: Annotated[str, typer.Option(help="Payments topic.")] = "payments",
+    dlq_topic: Annotated[str, typer.Option(help="Dead-letter topic.")] = "payments.dlq",
+    decisions_topic: Annotated[str, typer.Option(help="Decisions topic.")] = "payments.decisions",
+    kafka_config: KafkaConfigFile = None,
+    kafka_setting: KafkaSetting = None,
+    snapshot_s: Annotated[float, typer.Option(help="Seconds between recovery snapshots.")] = 5.0,
+    fresh: Annotated[bool, typer.Option(help="Discard the state kept in --out and start over.")] = False,
+) -> None:
+    """Run the pipeline into OUT (resumes from OUT's recovery state after a crash)."""
+    from centflow.runner import clear_state
+
+    if (replay is None) == (kafka is None):
+        raise ConfigError("give exactly one input: --replay FILE or --kafka BOOTSTRAP")
+    if fresh:
+        clear_state(out)
+    topics = Topics(topic, dlq_topic, decisions_topic)
+    common = dict(
+        out_dir=str(out), topics=topics, window_length_s=window_s, lateness_s=lateness_s,
+        dedupe_horizon_s=dedupe_horizon_s, future_skew_s=future_skew_s, idle_s=idle_s,
+    )
+    total = None
+    if replay is not None:
+        from centflow.replay import log_files
+
+        log_files(replay)  # a missing log is a one-line error before anything starts
+        config = PipelineConfig(replay_path=str(replay.resolve()), until_idle=True, **common)  # type: ignore[arg-type]
+        total = _count_lines(replay)
+    else:
+        from centflow.kafka import check_reachable, ensure_topics, topic_partition_count
+
+        client = _client(kafka, kafka_config, kafka_setting)  # type: ignore[arg-type]
+        check_reachable(client)
+        partition_count = topic_partition_count(client, topic)
+        ensure_topics(client, {dlq_topic: partition_count, decisions_topic: partition_count})
+        partitions = tuple(f"{topic}/{index}" for index in range(partition_count))
+        config = PipelineConfig(
+            kafka=client, partitions=partitions, until_idle=until_idle is not False, **common  # type: ignore[arg-type]
+        )
+    validate(config)
+    seconds = _run_with_progress(config, workers, snapshot_s, total)
+    console.print(f"pipeline finished in {seconds:.1f} s")
+    _finish(out)
+
+
+@app.command()
+def produce(
+    log: Annotated[Path, typer.Argument(help="Replay log to publish.")],
+    kafka: Annotated[str, typer.Option(help="Kafka bootstrap servers.")],
+    topic: Annotated[str, typer.Option(help="Topic to publish to.")] = "payments",
+    rate: Annotated[float | None, typer.Option(help="Messages per second (default: as fast as possible).")] = None,
+    speed: Annotated[float | None, typer.Option(help="Event-time speed-up: 60 = an hour a minute.")] = None,
+    partitions: Annotated[int, typer.Option(help="Partitions if the topic must be created.")] = 4,
+    create_topic: Annotated[bool, typer.Option(help="Create the topic if it is missing.")] = True,
+    kafka_config: KafkaConfigFile = None,
+    kafka_setting: KafkaSetting = None,
+) -> None:
+    """Publish a replay log to Kafka, keyed by payer_id, stamped with the log clock."""
+    from centflow.kafka import check_reachable, ensure_topics, produce_log, topic_partition_count
+    from centflow.replay import log_files
+
+    log_files(log)
+    client = _client(kafka, kafka_config, kafka_setting)
+    check_reachable(client)
+    if create_topic:
+        ensure_topics(client, {topic: partitions})
+    else:
+        topic_partition_count(client, topic)
+    total = _count_lines(log)
+    with Progress(
+        TextColumn("[bold]producing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task("produce", total=total)
+        stats = produce_log(log, client, topic, rate_per_s=rate, speed=speed, progress=lambda sent: progress.update(task, completed=sent))
+        progress.update(task, completed=stats.messages)
+    console.print(f"produced {stats.messages:,} messages ({stats.bytes:,} bytes) in {stats.seconds:.2f} s: {stats.rate:,.0f} msg/s")
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Argument(help="Log to write (.jsonl or .jsonl.gz).")],
+    events: Annotated[int, typer.Option(help="Number of lines.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same log.")] = 7,
+    start: Annotated[str, typer.Option(help="RFC 3339 start of event time.")] = "2026-11-02T09:00:00Z",
+    duration_s: Annotated[int, typer.Option(help="Event-time span, seconds.")] = 7_200,
+    faults: Annotated[bool, typer.Option(help="Inject duplicates, late and malformed lines.")] = True,
+) -> None:
+    """Write a seeded synthetic payment log."""
+    from centflow.generate import write_log
+    from centflow.timeparse import parse_rfc3339_us
+
+    if not 1 <= events <= 100_000_000:
+        raise ConfigError(f"--events {events} is out of range 1..100000000")
+    try:
+        start_us = parse_rfc3339_us(start)
+    except CentflowError:
+        raise ConfigError(f"--start {start!r} is not an RFC 3339 time like 2026-11-02T09:00:00Z") from None
+    started_s = time.monotonic()
+    stats = write_log(out, events, seed=seed, start_us=start_us, duration_s=duration_s, faults=faults)
+    console.print(f"wrote {out}: {stats} in {time.monotonic() - started_s:.1f} s")
+
+
+@app.command()
+def recon(
+    out: Annotated[Path, typer.Option(help="A run's output directory.")] = Path("out"),
+) -> None:
+    """Reload OUT's DuckDB tables from its Parquet dataset and print the reconciliation report."""
+    if not (out / "parquet").is_dir():
+        raise ConfigError(f"{out} holds no Parquet dataset: run `centflow run --out {out}` first")
+    _finish(out)
+
+
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option(help="Loopback port to listen on.")] = 9092,
+) -> None:
+    """Run a local Kafka-compatible broker (memory only) until Ctrl-C."""
+    from centflow.broker import LocalBroker
+
+    with LocalBroker(port=port) as local:
+        console.print(f"broker listening on {local.bootstrap} (memory only); Ctrl-C stops it")
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            console.print("stopping broker")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output directory (its old state is discarded).")] = Path("out"),
+    log: Annotated[Path, typer.Option(help="Replay log to publish.")] = Path("replay_data/sample.jsonl.gz"),
+    partitions: Annotated[int, typer.Option(help="Partitions of the payments topic.")] = 4,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    window_s: Annotated[int, typer.Option(help="Settlement window length, seconds.")] = 60,
+    lateness_s: Annotated[int, typer.Option(help="Allowed lateness, seconds.")] = 30,
+) -> None:
+    """The whole pipeline on a log through a local broker it starts and stops itself."""
+    from centflow.broker import LocalBroker
+    from centflow.kafka import client_config, ensure_topics, produce_log
+    from centflow.replay import log_files
+    from centflow.runner import clear_state
+
+    log_files(log)
+    clear_state(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with LocalBroker(log_path=out / "broker.log") as local:
+        client = client_config(local.bootstrap)
+        console.print(f"local broker on {local.bootstrap}")
+        ensure_topics(client, {"payments": partitions, "payments.dlq": partitions, "payments.decisions": partitions})
+        stats = produce_log(log, client, "payments")
+        console.print(f"produced {stats.messages:,} messages from {log} at {stats.rate:,.0f} msg/s")
+        config = PipelineConfig(
+            out_dir=str(out), kafka=client, partitions=tuple(f"payments/{index}" for index in range(partitions)),
+            window_length_s=window_s, lateness_s=lateness_s, idle_s=2.0,
+        )
+        seconds = _run_with_progress(validate(config), workers, 2.0, stats.messages)
+        console.print(f"pipeline finished in {seconds:.1f} s")
+    _finish(out)
+
+
+def main() -> None:
+    """Entry point: run the app; a CentflowError becomes one line and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except CentflowError as error:
+        console.print(f"centflow: error: {error}", markup=False, highlight=False)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("centflow: interrupted")
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except Exception as error:
+        format_message = getattr(error, "format_message", None)
+        if format_message is None:  # not a usage error: a bug, keep its traceback
+            raise
+        console.print(f"centflow: error: {format_message()}", markup=False, highlight=False)
+        sys.exit(2)

@@ -1,0 +1,93 @@
+"""The reconciliation report: what came in, what settled, and whether it all adds up.
+
+Reads the DuckDB database a run produced (see `sinks.duckdb`) with the queries
+in ``centflow/queries/``; renders with rich. `Summary` is plain data so tests
+can check the figures without parsing the text.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from centflow.errors import ConfigError
+
+QUERIES_DIR = Path(__file__).resolve().parent / "queries"
+
+
+class CurrencyTotals(msgspec.Struct, frozen=True):
+    currency: str
+    batches: int
+    events: int
+    late: int
+    gross: Decimal
+    refunds: Decimal
+    fees: Decimal
+    net: Decimal
+    payout: Decimal
+    ledger_balanced: bool
+    ledger_balance: Decimal
+
+
+class Summary(msgspec.Struct, frozen=True):
+    database: str
+    outcomes: list[tuple[str, int]]
+    currencies: list[CurrencyTotals]
+    checks: list[tuple[str, int]]
+
+    @property
+    def ok(self) -> bool:
+        """True when every reconciliation check passed."""
+        return all(failures == 0 for _, failures in self.checks)
+
+    def count(self, outcome: str) -> int:
+        """The count of one outcome row (0 if absent)."""
+        return next((count for name, count in self.outcomes if name == outcome), 0)
+
+
+def query(name: str) -> str:
+    """The text of ``centflow/queries/<name>.sql``."""
+    return (QUERIES_DIR / f"{name}.sql").read_text()
+
+
+def summarize(database: Path) -> Summary:
+    """Run the summary queries against a run's database (read-only)."""
+    if not database.exists():
+        raise ConfigError(f"no database at {database}: run `centflow run --out {database.parent}` first")
+    connection = duckdb.connect(str(database), read_only=True)
+    try:
+        outcomes = [(str(name), int(count)) for name, count in connection.execute(query("summary_events")).fetchall()]
+        currencies = [CurrencyTotals(*row) for row in connection.execute(query("summary_currencies")).fetchall()]
+        checks = [(str(name), int(failures)) for name, failures in connection.execute(query("summary_checks")).fetchall()]
+    finally:
+        connection.close()
+    return Summary(str(database), outcomes, currencies, checks)
+
+
+def render(summary: Summary, console: Console) -> None:
+    """Print the report."""
+    outcomes = Table(title="Events", title_justify="left")
+    outcomes.add_column("outcome")
+    outcomes.add_column("count", justify="right")
+    for name, count in summary.outcomes:
+        outcomes.add_row(name, f"{count:,}")
+    console.print(outcomes)
+    money = Table(title="Settled, per currency", title_justify="left")
+    for column in ("currency", "batches", "events", "late", "gross", "refunds", "fees", "net", "payout", "ledger"):
+        money.add_column(column, justify="left" if column == "currency" else "right")
+    for row in summary.currencies:
+        money.add_row(
+            row.currency, f"{row.batches:,}", f"{row.events:,}", f"{row.late:,}",
+            *(f"{value:,.6f}".rstrip("0").rstrip(".") for value in (row.gross, row.refunds, row.fees, row.net, row.payout)),
+            "balanced" if row.ledger_balanced else f"[red]off by {row.ledger_balance}[/red]",
+        )
+    console.print(money)
+    for name, failures in summary.checks:
+        mark = "[green]pass[/green]" if failures == 0 else f"[red]FAIL ({failures})[/red]"
+        console.print(f"  {mark}  {name}")
+    console.print(f"DuckDB: {summary.database}")

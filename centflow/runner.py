@@ -1,0 +1,194 @@
+"""Running the dataflow: worker processes, recovery state, and the load into DuckDB.
+
+``centflow run`` starts one Bytewax process per worker (``python -m
+bytewax.run dataflows.pipeline:flow``; worker threads in one process share one
+interpreter lock, so parallelism comes from processes), all on loopback
+addresses, with recovery on. Everything a run keeps lives in its output
+directory::
+
+    DIR/recovery/        Bytewax recovery partitions (snapshots of every state)
+    DIR/parquet/<table>/ the Parquet dataset, one writer per partition
+    DIR/centflow.duckdb  the analyst tables, loaded from the dataset at the end
+    DIR/status/          live progress of each input partition
+    DIR/logs/            each worker's output
+    DIR/state.json       what this state belongs to (input, windows, shards)
+
+Rerunning the same command after a crash or a kill resumes from the last
+snapshot: the sources seek back, state is restored, and the output produced
+after the snapshot is produced again, which the idempotent sinks absorb. A
+command whose settings would change the meaning of the saved state (another
+input, window length, lateness...) is refused with a one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from centflow.config import PipelineConfig, to_environment, validate
+from centflow.errors import ConfigError, InfrastructureError, TerminalError
+from centflow.limits import RECOVERY_PARTITION_COUNT, SHARD_COUNT, WORKERS_MAX, WRITER_PARTITION_COUNT
+
+SNAPSHOT_S_DEFAULT = 5.0
+POLL_S = 0.25
+STOP_TIMEOUT_S = 10.0
+STATE_FILE = "state.json"
+KEPT_NAMES = ("recovery", "parquet", "centflow.duckdb", "centflow.duckdb.wal", "status", "logs", STATE_FILE)
+
+
+class StateIdentity(msgspec.Struct, frozen=True):
+    """What saved state means; a resume must match it exactly."""
+
+    input: str
+    partitions: tuple[str, ...]
+    window_length_s: int
+    lateness_s: int
+    dedupe_horizon_s: int
+    future_skew_s: int
+    shard_count: int
+    writer_partition_count: int
+
+
+def state_identity(config: PipelineConfig) -> StateIdentity:
+    """The identity of the state a run with `config` builds."""
+    if config.replay_path is not None:
+        source = f"replay:{Path(config.replay_path).resolve()}"
+    else:
+        kafka = config.kafka or {}
+        source = f"kafka:{kafka.get('bootstrap.servers')}/{config.topics.payments}"
+    return StateIdentity(
+        source, config.partitions, config.window_length_s, config.lateness_s, config.dedupe_horizon_s,
+        config.future_skew_s, SHARD_COUNT, WRITER_PARTITION_COUNT,
+    )
+
+
+def clear_state(out_dir: Path) -> None:
+    """Remove what a run keeps in `out_dir` (``--fresh``); other files are left alone."""
+    for name in KEPT_NAMES:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def prepare_state(config: PipelineConfig) -> Path:
+    """Create or check the output directory and recovery partitions; return the recovery dir."""
+    from bytewax.recovery import init_db_dir
+
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    identity = state_identity(config)
+    state_file = out_dir / STATE_FILE
+    if state_file.exists():
+        saved = msgspec.json.decode(state_file.read_bytes(), type=StateIdentity)
+        if saved != identity:
+            differences = [
+                f"{field}: {getattr(saved, field)!r} → {getattr(identity, field)!r}"
+                for field in identity.__struct_fields__
+                if getattr(saved, field) != getattr(identity, field)
+            ]
+            raise ConfigError(
+                f"{out_dir} holds the state of a different run ({'; '.join(differences)}); "
+                "use another --out, or --fresh to start over"
+            )
+    recovery = out_dir / "recovery"
+    if not recovery.exists():
+        recovery.mkdir()
+        init_db_dir(recovery, RECOVERY_PARTITION_COUNT)
+        state_file.write_bytes(msgspec.json.encode(identity))
+    return recovery
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def worker_commands(recovery: Path, workers: int, snapshot_s: float) -> list[list[str]]:
+    """The command line of each worker process."""
+    base = [
+        sys.executable, "-m", "bytewax.run", "dataflows.pipeline:flow",
+        "-r", str(recovery), "-s", f"{snapshot_s:g}", "-b", "0",
+    ]
+    if workers == 1:
+        return [base]
+    addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(workers))
+    return [[*base, "-i", str(index), "-a", addresses] for index in range(workers)]
+
+
+def _last_error_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "error" in line or "Exception" in line:
+            return line.strip()[:300]
+    return lines[-1].strip()[:300] if lines else "no output"
+
+
+def run_workers(
+    config: PipelineConfig,
+    workers: int = 1,
+    snapshot_s: float = SNAPSHOT_S_DEFAULT,
+    on_tick: Callable[[], None] | None = None,
+) -> float:
+    """Run the dataflow to its end in `workers` processes; return the seconds it took."""
+    validate(config)
+    if not 1 <= workers <= WORKERS_MAX:
+        raise ConfigError(f"--workers {workers} is out of range 1..{WORKERS_MAX}")
+    if not 0.1 <= snapshot_s <= 3600:
+        raise ConfigError(f"--snapshot-s {snapshot_s} is out of range 0.1..3600")
+    recovery = prepare_state(config)
+    logs = Path(config.out_dir) / "logs"
+    logs.mkdir(exist_ok=True)
+    environment = {**os.environ, **to_environment(config), "PYTHONHASHSEED": "0"}
+    started_s = time.monotonic()
+    processes: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        for index, command in enumerate(worker_commands(recovery, workers, snapshot_s)):
+            log = logs / f"worker-{index}.log"
+            with log.open("wb") as stream:
+                processes.append((subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=environment), log))
+        _wait(processes, on_tick)
+    finally:
+        _stop(processes)
+    return time.monotonic() - started_s
+
+
+def _wait(processes: list[tuple[subprocess.Popen[bytes], Path]], on_tick: Callable[[], None] | None) -> None:
+    while True:
+        codes = [process.poll() for process, _ in processes]
+        for (process, log), code in zip(processes, codes, strict=True):
+            if code not in (None, 0):
+                raise TerminalError(f"worker {processes.index((process, log))} failed (exit {code}): {_last_error_line(log)} (full log: {log})")
+        if all(code == 0 for code in codes):
+            return
+        if on_tick is not None:
+            on_tick()
+        time.sleep(POLL_S)
+
+
+def _stop(processes: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
+    for process, _ in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for process, _ in processes:
+        try:
+            process.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+__all__ = ["InfrastructureError", "run_workers", "prepare_state", "clear_state", "state_identity"]

@@ -1,0 +1,68 @@
+-- The analyst tables of centflow (DuckDB). The single source of truth with
+-- centflow/tables.py, which a test checks column for column.
+-- Amounts are DECIMAL(18,6) in the major unit: never a floating type.
+-- Times are TIMESTAMPTZ (UTC). Each table is loaded from the Parquet dataset
+-- keeping one row per key, so a reload is idempotent.
+
+CREATE TABLE IF NOT EXISTS payments (
+    event_id       VARCHAR PRIMARY KEY,
+    type           VARCHAR NOT NULL,       -- payment | refund | chargeback
+    occurred_at    TIMESTAMPTZ NOT NULL,   -- event time
+    ingested_at    TIMESTAMPTZ NOT NULL,   -- ingestion time (Kafka timestamp or log clock)
+    payer_id       VARCHAR NOT NULL,
+    payee_id       VARCHAR NOT NULL,
+    amount         DECIMAL(18,6) NOT NULL,
+    currency       VARCHAR NOT NULL,
+    rail           VARCHAR NOT NULL,
+    country        VARCHAR NOT NULL,
+    ref_event_id   VARCHAR,                -- the payment a refund/chargeback reverses
+    risk_score     DOUBLE,                 -- a model output in [0, 1], never money
+    decision       VARCHAR NOT NULL,       -- approve | review | decline
+    model_version  VARCHAR,
+    risk_reasons   VARCHAR,                -- ';'-separated
+    batch_id       VARCHAR,                -- null until settled
+    late           BOOLEAN NOT NULL,       -- joined a later batch as a late adjustment
+    device_id      VARCHAR,
+    ip             VARCHAR,
+    source         VARCHAR NOT NULL        -- topic/partition/offset or file:line
+);
+
+CREATE TABLE IF NOT EXISTS settlement_batches (
+    batch_id             VARCHAR PRIMARY KEY,
+    payee_id             VARCHAR NOT NULL,
+    currency             VARCHAR NOT NULL,
+    window_start         TIMESTAMPTZ NOT NULL,
+    window_end           TIMESTAMPTZ NOT NULL,
+    part                 BIGINT NOT NULL,   -- > 0 only when a window overflowed DECIMAL(18,6)
+    event_count          BIGINT NOT NULL,
+    late_count           BIGINT NOT NULL,
+    gross                DECIMAL(18,6) NOT NULL,
+    refunds              DECIMAL(18,6) NOT NULL,
+    fees                 DECIMAL(18,6) NOT NULL,
+    net                  DECIMAL(18,6) NOT NULL,
+    settlement_currency  VARCHAR NOT NULL,
+    fx_rate              DECIMAL(18,9) NOT NULL,
+    payout               DECIMAL(18,6) NOT NULL,
+    carry_in             DECIMAL(18,6) NOT NULL,
+    carry_out            DECIMAL(18,6) NOT NULL,
+    closed_at            TIMESTAMPTZ NOT NULL  -- window end + allowed lateness
+);
+
+CREATE TABLE IF NOT EXISTS ledger_entries (
+    entry_id   VARCHAR PRIMARY KEY,
+    batch_id   VARCHAR NOT NULL,
+    event_id   VARCHAR,                  -- null for batch-level postings (payout)
+    kind       VARCHAR NOT NULL,         -- payment | refund | chargeback | payout
+    account    VARCHAR NOT NULL,
+    currency   VARCHAR NOT NULL,
+    amount     DECIMAL(18,6) NOT NULL,   -- signed: debit > 0, credit < 0
+    posted_at  TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+    source       VARCHAR PRIMARY KEY,    -- topic/partition/offset or file:line
+    reason       VARCHAR NOT NULL,       -- stable code, e.g. invalid_json, duplicate
+    detail       VARCHAR NOT NULL,
+    raw          BLOB NOT NULL,          -- the message exactly as received
+    received_at  TIMESTAMPTZ NOT NULL    -- its ingestion time
+);
