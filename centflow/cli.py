@@ -57,7 +57,7 @@ def _count_lines(path: Path) -> int | None:
         return None
 
 
-def _run_with_progress(config: PipelineConfig, workers: int, snapshot_s: float, total: int | None) -> float:
+def _run_with_progress(config: PipelineConfig, workers: int, snapshot_s: int, total: int | None) -> float:
     """Run the workers under a live progress bar and summary line."""
     from centflow.runner import run_workers
 
@@ -112,7 +112,7 @@ def run(
     decisions_topic: Annotated[str, typer.Option(help="Decisions topic.")] = "payments.decisions",
     kafka_config: KafkaConfigFile = None,
     kafka_setting: KafkaSetting = None,
-    snapshot_s: Annotated[float, typer.Option(help="Seconds between recovery snapshots.")] = 5.0,
+    snapshot_s: Annotated[int, typer.Option(help="Seconds between recovery snapshots.")] = 5,
     fresh: Annotated[bool, typer.Option(help="Discard the state kept in --out and start over.")] = False,
 ) -> None:
     """Run the pipeline into OUT (resumes from OUT's recovery state after a crash)."""
@@ -262,7 +262,7 @@ def demo(
             out_dir=str(out), kafka=client, partitions=tuple(f"payments/{index}" for index in range(partitions)),
             window_length_s=window_s, lateness_s=lateness_s, idle_s=2.0,
         )
-        seconds = _run_with_progress(validate(config), workers, 2.0, stats.messages)
+        seconds = _run_with_progress(validate(config), workers, 2, stats.messages)
         console.print(f"pipeline finished in {seconds:.1f} s")
     _finish(out)
 

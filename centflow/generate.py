@@ -16,10 +16,11 @@ differ between zlib builds (the gzip header carries no name and no time).
 
 What a log looks like (rates are per line and approximate):
 
-- Payees and payers follow Zipf-like activity (a few payees take most of
-  the traffic); about 200 payees and 2000 payers per 5000 lines, scaling
-  with the count. A payee mostly takes one currency (USD, EUR, GBP, JPY,
-  BHD, BRL, INR), a payer has a home country, one to three devices and an IP.
+- Payees and payers follow Zipf-like activity (a tenth of the payees take
+  over half of the payments); about 200 payees and 2000 payers appear per
+  5000 lines, scaling with the count. A payee mostly takes one currency
+  (USD, EUR, GBP, JPY, BHD, BRL, INR); a payer has a home country, one to
+  three devices and an IP, and now and then shows a device never seen before.
 - Amounts are decimal strings, heavy-tailed: about two thirds between 0.001
   and 0.50 (USD-equivalent), a tail up to 20 000. They respect the currency's
   minor unit (JPY whole, BHD three decimals, others two), except about 5 %
@@ -28,21 +29,30 @@ What a log looks like (rates are per line and approximate):
 - Event time advances uniformly from `start_us` over `duration_s` with
   jitter; some timestamps carry an offset (``+05:30``, ``-03:00``, ...) or
   microsecond or whole-second precision.
-- Refunds (~3 %) and chargebacks (~0.5 %) reference an earlier valid payment
-  of the log with the same payer, payee and currency, never exceeding what is
-  left of it (a chargeback takes all that is left).
+- Refunds (~3 %) and chargebacks (~0.5 %) reference a valid payment earlier
+  in the log (one of the 50 000 most recent) with the same payer, payee,
+  currency, rail and country, at a later event time, never exceeding what is
+  left of it (a chargeback takes all that is left). The same payer matters:
+  `centflow produce` keys messages by payer, so a reversal follows its
+  payment in one partition.
 - ~5 % of payments carry splits, some carry ``risk_signals``, ~2 % of events
   carry unknown extra fields (``"channel": "app"``), which must be accepted.
 
-With ``faults=True`` also: exact duplicates (~1 %: the bytes of a line a few
-lines earlier), out-of-order events (~3 %: a few seconds behind the clock),
-very late events (~0.5 %: 3-10 `window_hint_s` windows behind), and
+With ``faults=True`` also: exact duplicates (~1 %: the bytes of a valid line
+up to 20 lines earlier), out-of-order events (~3 %: 1.5-8 s behind the
+latest event time so far), very late events (~0.5 %: 3-10 `window_hint_s`
+windows behind it), and
 malformed lines (~1.5 %) of every kind in `FAULT_REASONS`, each kind at
 least once in the first malformed lines when the log is long enough
 (oversize lines: at most one per 5000 lines). Three kinds decode fine and
 only the pipeline can reject them (`PIPELINE_FAULTS`): a refund of a payment
 never seen, a refund whose payee differs from its payment's, and a refund
-exceeding what is left of its payment.
+exceeding what is left of its payment. Lines of the other kinds are dead
+letters for `centflow.decode.decode_message`.
+
+`python -m centflow.generate PATH --events N --seed S` writes a log and
+prints its `GenerateStats` (``replay_data/README.md`` has the commands of
+the shipped logs).
 """
 
 from __future__ import annotations
@@ -58,8 +68,13 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from functools import cache
+from itertools import accumulate
+from math import gcd
 from pathlib import Path
+from queue import Queue
 from random import Random
+from threading import Thread
 from typing import Any, NamedTuple
 
 import msgspec
@@ -111,11 +126,17 @@ _P_CROSS_BORDER = 0.05
 _DUPLICATE_DELAY_LINES_MAX = 20
 _OVERSIZE_LINES_PER = 5000
 _PAYEES_PER_EVENT = 200 / 5000
-_PAYERS_PER_EVENT = 2000 / 5000
+_PAYERS_PER_EVENT = 4000 / 5000  # a pool from which about 2000 per 5000 lines appear
+_PAYER_RANK_SHIFT = 20  # payer weights 1/(rank + shift): the heaviest payer has ~1.5 %
 
 # Currency: (share of payees, units per USD, rails with weights, payer countries).
 _CURRENCIES: dict[str, tuple[int, float, tuple[tuple[str, int], ...], tuple[str, ...]]] = {
-    "USD": (30, 1.0, (("card", 55), ("ach", 20), ("wallet", 15), ("lightning", 7), ("swift", 3)), ("US",)),
+    "USD": (
+        30,
+        1.0,
+        (("card", 55), ("ach", 20), ("wallet", 15), ("lightning", 7), ("swift", 3)),
+        ("US",),
+    ),
     "EUR": (
         22,
         0.92,
@@ -141,6 +162,8 @@ _AMOUNT_BUCKETS = (
     (0.99, 50.0, 500.0),
     (1.00, 500.0, 20_000.0),
 )
+_AMOUNT_CUMULATIVE = [bucket[0] for bucket in _AMOUNT_BUCKETS]
+_AMOUNT_LAST = len(_AMOUNT_BUCKETS) - 1
 _P_SUB_MINOR_TINY = 0.25  # sub-minor share of amounts below 0.01 USD
 _P_SUB_MINOR_OTHER = 0.023  # and of the others: about 5 % overall
 _EXTRA_FIELDS: tuple[dict[str, Any], ...] = (
@@ -156,6 +179,9 @@ _BAD_RAILS = ("paypal", "cash", "CARD", "wire")
 _BAD_COUNTRIES = ("UK", "EU", "ZZ", "usa", "de")
 _BAD_TIMESTAMP_SUFFIXES = ("", " ", "UTC")
 _OVERSIZE_PAD_CHARS = MESSAGE_BYTES_MAX + 4096
+_DEVICE_IDS = 16**12
+_REFUND_POOL = 50_000  # refunds reverse one of the most recent payments
+_NEEDS_OPEN_PAYMENT = frozenset({"reference_mismatch", "refund_exceeds_payment"})
 
 _US_PER_DAY = 86_400 * MICROS_PER_SECOND
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -192,8 +218,8 @@ class GenerateStats:
     sub_minor_amounts: int = 0
     with_splits: int = 0
     extra_fields: int = 0
-    payees: int = 0
-    payers: int = 0
+    payees: int = 0  # the payee pool (nearly all appear)
+    payers: int = 0  # distinct payers that appear
 
     @property
     def valid(self) -> int:
@@ -219,6 +245,18 @@ class _Payee(NamedTuple):
     split_parties: tuple[str, ...]
 
 
+class _Profile(NamedTuple):
+    """What a currency implies: rate against USD, minor unit, rails, payer countries."""
+
+    code: str
+    units_per_usd: float
+    digits: int
+    rail_cumulative: list[float]
+    rail_total: float
+    rails: list[str]
+    countries: tuple[str, ...]
+
+
 class _Payer(NamedTuple):
     payer_id: str
     country: str
@@ -230,7 +268,17 @@ class _Payer(NamedTuple):
 class _OpenPayment:
     """A valid payment refunds may still reverse, and what is left of it."""
 
-    __slots__ = ("country", "currency", "digits", "event_id", "occurred_us", "payee", "payer", "rail", "remaining")
+    __slots__ = (
+        "country",
+        "currency",
+        "digits",
+        "event_id",
+        "occurred_us",
+        "payee",
+        "payer",
+        "rail",
+        "remaining",
+    )
 
     def __init__(
         self,
@@ -265,12 +313,10 @@ def generate_lines(
     faults: bool = True,
     stats: GenerateStats | None = None,
 ) -> Iterator[LogLine]:
-    """Yield `count` labelled lines in log order; fill `stats` as they go."""
-    if count < 0:
-        raise ConfigError(f"event count must be >= 0, got {count}")
-    if duration_s <= 0 or window_hint_s <= 0:
-        raise ConfigError(f"duration ({duration_s} s) and window hint ({window_hint_s} s) must be > 0")
-    return _Generator(count, seed, start_us, duration_s, window_hint_s, faults, stats or GenerateStats()).lines()
+    """Yield `count` labelled lines in log order; fill `stats` (if given) as they go."""
+    stats = GenerateStats() if stats is None else stats
+    generator = _Generator(count, seed, start_us, duration_s, window_hint_s, faults, stats)
+    return map(LogLine._make, generator.lines())
 
 
 def generate_events(
@@ -283,51 +329,97 @@ def generate_events(
     faults: bool = True,
 ) -> Iterator[bytes]:
     """Yield `count` JSON lines (bytes without newline) in log order."""
-    lines = generate_lines(
-        count, seed=seed, start_us=start_us, duration_s=duration_s, window_hint_s=window_hint_s, faults=faults
+    generator = _Generator(
+        count, seed, start_us, duration_s, window_hint_s, faults, GenerateStats()
     )
-    return (line.raw for line in lines)
+    return (raw for _, _, raw in generator.lines())
 
 
-def write_log(path: Path, count: int, *, compresslevel: int = 3, **kwargs: Any) -> GenerateStats:
+def write_log(
+    path: Path,
+    count: int,
+    *,
+    seed: int = 7,
+    start_us: int,
+    duration_s: int,
+    window_hint_s: int = 60,
+    faults: bool = True,
+    compresslevel: int = 3,
+) -> GenerateStats:
     """Write a generated log to `path` (gzip if it ends in ``.gz``), atomically.
 
-    Keyword arguments are those of `generate_events`. One line per event,
-    each ending in ``\\n``.
+    Arguments are those of `generate_events`, plus gzip's `compresslevel`
+    (low by default: generation speed matters more than size). One line per
+    event, each ending in ``\\n``.
     """
     path = Path(path)
     stats = GenerateStats()
-    lines = generate_lines(count, stats=stats, **kwargs)
+    generator = _Generator(count, seed, start_us, duration_s, window_hint_s, faults, stats)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    with partial.open("wb") as file:
-        if path.name.endswith(".gz"):
-            # No file name and time zero in the header: same content, same header.
-            with gzip.GzipFile(filename="", mode="wb", fileobj=file, compresslevel=compresslevel, mtime=0) as stream:
-                _write_lines(stream.write, lines)
-        else:
-            _write_lines(file.write, lines)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(partial, path)
+    try:
+        with partial.open("wb") as file:
+            if path.name.endswith(".gz"):
+                # No file name and time zero in the header: same content, same header.
+                with gzip.GzipFile(
+                    filename="", mode="wb", fileobj=file, compresslevel=compresslevel, mtime=0
+                ) as stream:
+                    _write_lines(stream.write, generator.lines())
+            else:
+                _write_lines(file.write, generator.lines())
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return stats
 
 
-def _write_lines(write: Callable[[bytes], Any], lines: Iterator[LogLine], chunk_lines: int = 4096) -> None:
-    chunk: list[bytes] = []
-    for line in lines:
-        chunk.append(line.raw)
-        if len(chunk) >= chunk_lines:
+def _write_lines(
+    write: Callable[[bytes], Any], lines: Iterator[tuple[str, str, bytes]], chunk_lines: int = 4096
+) -> None:
+    """Write lines in chunks from a second thread, so compression (which releases
+    the GIL) overlaps with generation; the bytes and their order are unchanged."""
+    chunks: Queue[bytes | None] = Queue(maxsize=8)
+    failures: list[BaseException] = []
+
+    def drain() -> None:
+        while (chunk := chunks.get()) is not None:
+            if not failures:
+                try:
+                    write(chunk)
+                except BaseException as error:  # re-raised by the caller below
+                    failures.append(error)
+
+    writer = Thread(target=drain, name="centflow-generate-writer", daemon=True)
+    writer.start()
+    try:
+        chunk: list[bytes] = []
+        for _, _, raw in lines:
+            chunk.append(raw)
+            if len(chunk) >= chunk_lines:
+                chunk.append(b"")
+                chunks.put(b"\n".join(chunk))
+                chunk.clear()
+                if failures:
+                    break
+        if chunk and not failures:
             chunk.append(b"")
-            write(b"\n".join(chunk))
-            chunk.clear()
-    if chunk:
-        chunk.append(b"")
-        write(b"\n".join(chunk))
+            chunks.put(b"\n".join(chunk))
+    finally:
+        chunks.put(None)
+        writer.join()
+    if failures:
+        raise failures[0]
 
 
 class _Generator:
-    """The state of one log: its people, its clock, the payments open to refunds."""
+    """The state of one log: its people, its clock, the payments open to refunds.
+
+    Written for speed (the benchmark generates half a million lines): the hot
+    path binds attributes to locals, payers are made on first use, and the
+    text of the current second of the clock is cached.
+    """
 
     def __init__(
         self,
@@ -339,6 +431,12 @@ class _Generator:
         faults: bool,
         stats: GenerateStats,
     ) -> None:
+        if count < 0:
+            raise ConfigError(f"event count must be >= 0, got {count}")
+        if duration_s <= 0 or window_hint_s <= 0:
+            raise ConfigError(
+                f"duration ({duration_s} s) and window ({window_hint_s} s) must be > 0"
+            )
         self.count = count
         self.seed = seed
         self.start_us = start_us
@@ -347,30 +445,60 @@ class _Generator:
         self.faults = faults
         self.stats = stats
         self.random = Random(seed).random
-        self.day_prefixes: dict[int, str] = {}
+        # The most recent payments, which refunds pick from (a ring: memory stays bounded).
         self.open_payments: list[_OpenPayment] = []
-        self.payees = self._make_payees(max(3, round(count * _PAYEES_PER_EVENT)))
-        self.payers = self._make_payers(max(10, round(count * _PAYERS_PER_EVENT)))
-        # Zipf-like activity: weight 1/(rank+1) for payees, a flatter 1/(rank+10) for payers.
-        self.payee_cumulative = _cumulative([1 / (rank + 1) for rank in range(len(self.payees))])
-        self.payer_cumulative = _cumulative([1 / (rank + 10) for rank in range(len(self.payers))])
-        self.rails = {code: _weighted_table(spec[2]) for code, spec in _CURRENCIES.items()}
-        self.digits = {code: minor_unit_exponent(code) for code in _CURRENCIES}
+        self.profiles = {
+            code: _Profile(
+                code,
+                spec[1],
+                minor_unit_exponent(code),
+                *_weighted_table(spec[2]),
+                spec[3],
+            )
+            for code, spec in _CURRENCIES.items()
+        }
+        # Payers' home countries, each currency's share spread over its countries.
+        self.payer_countries = [
+            country
+            for spec in _CURRENCIES.values()
+            for country in spec[3]
+            for _ in range(max(1, round(spec[0] * 10 / len(spec[3]))))
+        ]
+        self.currency_table = _weighted_table(
+            tuple((code, spec[0]) for code, spec in _CURRENCIES.items())
+        )
+        # Zipf-like activity: weight 1/(rank+1) for payees, a flatter 1/(rank+20) for payers.
+        payee_count = max(3, round(count * _PAYEES_PER_EVENT))
+        payer_count = max(10, round(count * _PAYERS_PER_EVENT))
+        self.payee_cumulative = list(accumulate(1 / rank for rank in range(1, payee_count + 1)))
+        self.payer_cumulative = list(
+            accumulate(
+                1 / rank for rank in range(_PAYER_RANK_SHIFT, payer_count + _PAYER_RANK_SHIFT)
+            )
+        )
+        self.payee_total, self.payee_last = self.payee_cumulative[-1], payee_count - 1
+        self.payer_total, self.payer_last = self.payer_cumulative[-1], payer_count - 1
+        self.payee_numbers = self._permutation(payee_count)
+        self.payer_numbers = self._permutation(payer_count)
+        self.payees = [self._make_payee(rank) for rank in range(payee_count)]
+        self.payers: list[_Payer | None] = [None] * payer_count  # made on first use
         self.fault_kinds = [kind for kind in FAULT_REASONS if kind != "oversize"]
         self.oversize_budget = count // _OVERSIZE_LINES_PER
         # The first malformed lines go through every kind once, in a seeded order.
         opening = self.fault_kinds + (["oversize"] if self.oversize_budget else [])
         self.fault_opening = self._shuffled(opening)
-        self.stats.payees = len(self.payees)
-        self.stats.payers = len(self.payers)
+        self.second_cached = -1
+        self.second_text = ""
+        stats.payees = payee_count
 
     # -- random helpers (only `random()` is used: its sequence is stable across Pythons)
 
     def _below(self, bound: int) -> int:
-        return min(int(self.random() * bound), bound - 1)
+        """0 <= n < bound (int(random() * bound) < bound for every bound below 2**53)."""
+        return int(self.random() * bound)
 
     def _pick(self, items: Sequence[Any]) -> Any:
-        return items[self._below(len(items))]
+        return items[int(self.random() * len(items))]
 
     def _shuffled(self, items: list[Any]) -> list[Any]:
         items = list(items)
@@ -382,42 +510,54 @@ class _Generator:
     def _hex(self, digits: int) -> str:
         return format(self._below(16**digits), f"0{digits}x")
 
+    def _permutation(self, size: int) -> tuple[int, int, int]:
+        """An affine bijection of 0..size-1 (rank -> id number), so ids do not give ranks away."""
+        while True:
+            multiplier = 1 + self._below(size * 7 + 1000)
+            if gcd(multiplier, size) == 1:
+                return multiplier, self._below(size), size
+
     # -- the people
 
-    def _make_payees(self, count: int) -> list[_Payee]:
-        table = _weighted_table(tuple((code, spec[0]) for code, spec in _CURRENCIES.items()))
-        numbers = self._shuffled(list(range(1, count + 1)))
-        payees = []
-        for number in numbers:
-            payee_id = f"payee-{number}"
-            currency = _choose(table, self.random())
-            secondary = "EUR" if currency == "USD" else "USD"
-            partners = 1 + self._below(3)
-            parties = (payee_id, f"platform-{1 + self._below(3)}") + tuple(
-                f"partner-{number}-{index}" for index in range(partners - 1)
-            )
-            payees.append(_Payee(payee_id, currency, secondary, parties))
-        return payees
+    def _make_payee(self, rank: int) -> _Payee:
+        multiplier, offset, size = self.payee_numbers
+        number = (rank * multiplier + offset) % size + 1
+        payee_id = f"payee-{number}"
+        currency = _choose(self.currency_table, self.random())
+        secondary = "EUR" if currency == "USD" else "USD"
+        platform = f"platform-{1 + self._below(3)}"
+        partners = [f"partner-{number}-{index}" for index in range(self._below(3))]
+        return _Payee(payee_id, currency, secondary, (payee_id, platform, *partners))
 
-    def _make_payers(self, count: int) -> list[_Payer]:
-        table = _weighted_table(tuple((code, spec[0]) for code, spec in _CURRENCIES.items()))
-        numbers = self._shuffled(list(range(1, count + 1)))
-        payers = []
-        for number in numbers:
-            country = self._pick(_CURRENCIES[_choose(table, self.random())][3])
-            devices = tuple(f"dev-{self._hex(12)}" for _ in range(1 + self._below(3)))
-            if self.random() < 0.2:
-                ip = f"2001:db8:{self._hex(4)}:{self._hex(4)}::{self._hex(3)}"
-            else:  # the shared address space of carrier-grade NAT: plausible, never a real host
-                ip = f"100.{64 + self._below(64)}.{self._below(256)}.{1 + self._below(254)}"
-            payers.append(_Payer(f"payer-{number}", country, _COUNTRY_OFFSETS_MIN.get(country, 0), devices, ip))
-        return payers
+    def _make_payer(self, rank: int) -> _Payer:
+        multiplier, offset, size = self.payer_numbers
+        number = (rank * multiplier + offset) % size + 1
+        random = self.random
+        countries = self.payer_countries
+        country = countries[int(random() * len(countries))]
+        devices = tuple(
+            [f"dev-{int(random() * _DEVICE_IDS):012x}" for _ in range(1 + int(random() * 3))]
+        )
+        if random() < 0.2:
+            group, host = int(random() * 65536), int(random() * 65536)
+            ip = f"2001:db8:{group:x}:{host:x}::{int(random() * 4096):x}"
+        else:  # the shared address space of carrier-grade NAT: plausible, never a real host
+            ip = f"100.{64 + int(random() * 64)}.{int(random() * 256)}.{1 + int(random() * 254)}"
+        offset_min = _COUNTRY_OFFSETS_MIN.get(country, 0)
+        payer = self.payers[rank] = _Payer(f"payer-{number}", country, offset_min, devices, ip)
+        self.stats.payers += 1
+        return payer
 
     # -- time
 
-    def _timestamp(self, occurred_us: int, payer: _Payer | None) -> tuple[str, int]:
-        """RFC 3339 text for an instant, and the instant it really says (after truncation)."""
-        draw = self.random()
+    def _timestamp(self, occurred_us: int, offset_min: int) -> tuple[str, int]:
+        """RFC 3339 text for an instant, and the instant it really says (after truncation).
+
+        Mostly milliseconds, some microseconds, a few whole seconds; in UTC
+        (``Z``), or for a payer whose country has an offset, sometimes local.
+        """
+        random = self.random
+        draw = random()
         if draw < 0.82:
             occurred_us -= occurred_us % 1000
             fraction = f".{occurred_us % MICROS_PER_SECOND // 1000:03d}"
@@ -426,63 +566,74 @@ class _Generator:
         else:
             occurred_us -= occurred_us % MICROS_PER_SECOND
             fraction = ""
-        offset_min = 0
-        if payer is not None and payer.offset_min and self.random() < _P_OFFSET:
-            offset_min = payer.offset_min
+        if offset_min and random() < _P_OFFSET:
             self.stats.offset_timestamps += 1
-        return self._render(occurred_us, offset_min, fraction), occurred_us
+            return self._render(occurred_us, offset_min, fraction), occurred_us
+        second = occurred_us // MICROS_PER_SECOND
+        if second != self.second_cached:
+            self.second_cached = second
+            self.second_text = self._render(occurred_us, 0, "")[:-1]
+        return f"{self.second_text}{fraction}Z", occurred_us
 
-    def _render(self, occurred_us: int, offset_min: int, fraction: str) -> str:
-        day, of_day = divmod(occurred_us + offset_min * 60 * MICROS_PER_SECOND, _US_PER_DAY)
-        prefix = self.day_prefixes.get(day)
-        if prefix is None:
-            prefix = self.day_prefixes[day] = date.fromordinal(_EPOCH_ORDINAL + day).isoformat() + "T"
+    @staticmethod
+    def _render(occurred_us: int, offset_min: int, fraction: str) -> str:
+        local_us = occurred_us + offset_min * 60 * MICROS_PER_SECOND
+        day, of_day = divmod(local_us, _US_PER_DAY)
         seconds = of_day // MICROS_PER_SECOND
+        clock = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
         if offset_min:
-            sign = "+" if offset_min > 0 else "-"
             hours, minutes = divmod(abs(offset_min), 60)
-            zone = f"{sign}{hours:02d}:{minutes:02d}"
+            zone = f"{'+' if offset_min > 0 else '-'}{hours:02d}:{minutes:02d}"
         else:
             zone = "Z"
-        return f"{prefix}{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}{fraction}{zone}"
+        return f"{_day_text(day)}T{clock}{fraction}{zone}"
 
     # -- money
 
-    def _amount(self, currency: str) -> tuple[int, int, bool]:
+    def _amount(self, profile: _Profile) -> tuple[int, int, bool]:
         """(units, fraction digits, sub-minor?) of a heavy-tailed amount."""
-        draw = self.random()
-        for cumulative, low, high in _AMOUNT_BUCKETS:
-            if draw < cumulative:
-                break
-        if high == _AMOUNT_BUCKETS[-1][2]:
-            usd = 1 / (1 / low - self.random() * (1 / low - 1 / high))
+        random = self.random
+        bucket = bisect_right(_AMOUNT_CUMULATIVE, random(), 0, _AMOUNT_LAST)
+        _, low, high = _AMOUNT_BUCKETS[bucket]
+        if bucket == _AMOUNT_LAST:  # the Pareto tail, by inversion: division only
+            usd = 1 / (1 / low - random() * (1 / low - 1 / high))
         else:
-            usd = low + self.random() * (high - low)
-        major = usd * _CURRENCIES[currency][1]
-        digits = self.digits[currency]
-        sub_minor_rate = _P_SUB_MINOR_TINY if usd < 0.01 else _P_SUB_MINOR_OTHER
-        sub_minor = digits > 0 and self.random() < sub_minor_rate
-        if sub_minor:
+            usd = low + random() * (high - low)
+        major = usd * profile.units_per_usd
+        digits = profile.digits
+        if digits and random() < (_P_SUB_MINOR_TINY if usd < 0.01 else _P_SUB_MINOR_OTHER):
             minor_digits = digits
-            digits += 1 + self._below(6 - digits)
-        units = max(1, int(major * 10**digits))
-        if sub_minor and units % 10 ** (digits - minor_digits) == 0:
-            units += 1
-        return units, digits, sub_minor
+            digits += 1 + int(random() * (6 - digits))
+            units = max(1, int(major * 10**digits))
+            if units % 10 ** (digits - minor_digits) == 0:
+                units += 1
+            return units, digits, True
+        return max(1, int(major * 10**digits)), digits, False
 
     # -- events
 
     def _payment(self, number: int, occurred_us: int) -> tuple[dict[str, Any], _OpenPayment, bool]:
-        """A valid payment: its wire object, what refunds need of it, and whether it is sub-minor."""
-        payee = self.payees[_choose_index(self.payee_cumulative, self.random())]
-        payer = self.payers[_choose_index(self.payer_cumulative, self.random())]
-        currency = payee.currency if self.random() >= _P_SECONDARY_CURRENCY else payee.secondary_currency
-        units, digits, sub_minor = self._amount(currency)
-        rail = _choose(self.rails[currency], self.random())
-        if units > 5000 * 10**digits and self.random() < 0.5:
+        """A valid payment: its wire object, what refunds need of it, whether it is sub-minor."""
+        random = self.random
+        payee = self.payees[
+            bisect_right(self.payee_cumulative, random() * self.payee_total, 0, self.payee_last)
+        ]
+        rank = bisect_right(self.payer_cumulative, random() * self.payer_total, 0, self.payer_last)
+        payer = self.payers[rank] or self._make_payer(rank)
+        currency = payee.currency if random() >= _P_SECONDARY_CURRENCY else payee.secondary_currency
+        profile = self.profiles[currency]
+        units, digits, sub_minor = self._amount(profile)
+        rails = profile.rails
+        rail = rails[
+            bisect_right(profile.rail_cumulative, random() * profile.rail_total, 0, len(rails) - 1)
+        ]
+        if units > 5000 * 10**digits and random() < 0.5:
             rail = "swift"
-        country = payer.country if self.random() >= _P_CROSS_BORDER else self._pick(_CURRENCIES[currency][3])
-        occurred_at, occurred_us = self._timestamp(occurred_us, payer)
+        country = payer.country
+        if random() < _P_CROSS_BORDER:
+            countries = profile.countries
+            country = countries[int(random() * len(countries))]
+        occurred_at, occurred_us = self._timestamp(occurred_us, payer.offset_min)
         event_id = f"evt-{self.seed}-{number}"
         event: dict[str, Any] = {
             "event_id": event_id,
@@ -495,18 +646,21 @@ class _Generator:
             "rail": rail,
             "country": country,
         }
-        draw = self.random()
-        if draw < 0.85:
+        draw = random()
+        if draw < 0.83:
             devices = payer.devices
-            event["device_id"] = devices[self._below(len(devices))] if draw < 0.83 else f"dev-{self._hex(12)}"
-        if self.random() < 0.9:
+            event["device_id"] = devices[int(random() * len(devices))]
+        elif draw < 0.85:  # a device never seen before
+            event["device_id"] = f"dev-{self._hex(12)}"
+        if random() < 0.9:
             event["ip"] = payer.ip
-        if self.random() < _P_SPLITS:
+        if random() < _P_SPLITS:
             event["splits"] = self._splits(payee)
-        signals = self._risk_signals(rail)
-        if signals:
-            event["risk_signals"] = signals
-        opened = _OpenPayment(event_id, payer, payee, currency, units, digits, occurred_us, rail, country)
+        if random() < (0.5 if rail == "card" else 0.15):
+            event["risk_signals"] = self._risk_signals(rail)
+        opened = _OpenPayment(
+            event_id, payer, payee, currency, units, digits, occurred_us, rail, country
+        )
         return event, opened, sub_minor
 
     def _splits(self, payee: _Payee) -> list[dict[str, Any]]:
@@ -516,12 +670,11 @@ class _Generator:
             cuts.add(1 + self._below(BPS_WHOLE - 1))
         bounds = [0, *sorted(cuts), BPS_WHOLE]
         return [
-            {"party_id": party, "bps": bounds[index + 1] - bounds[index]} for index, party in enumerate(parties)
+            {"party_id": party, "bps": bounds[index + 1] - bounds[index]}
+            for index, party in enumerate(parties)
         ]
 
-    def _risk_signals(self, rail: str) -> dict[str, float] | None:
-        if self.random() >= (0.5 if rail == "card" else 0.15):
-            return None
+    def _risk_signals(self, rail: str) -> dict[str, float]:
         signals: dict[str, float] = {}
         if rail == "card":
             signals["bin_score"] = self._below(1000) / 1000
@@ -531,24 +684,45 @@ class _Generator:
             signals["upstream_model"] = self._below(10_000) / 10_000
         return signals
 
-    def _reversal(self, number: int, kind: str, occurred_us: int, clock_us: int) -> tuple[dict[str, Any], bool]:
-        """A refund or chargeback of an open payment, and whether its time fault held."""
-        opened = self._open_payment()
+    def _open_payment(self) -> _OpenPayment | None:
+        """A recent payment with something left to reverse, or None (rarely)."""
+        pool = self.open_payments
+        if pool:
+            for _ in range(8):
+                opened = pool[int(self.random() * len(pool))]
+                if opened.remaining:
+                    return opened
+        return None
+
+    def _reversal(
+        self, number: int, kind: str, opened: _OpenPayment, occurred_us: int, clock_us: int
+    ) -> tuple[dict[str, Any], int, bool]:
+        """A refund or chargeback of an open payment, its event time, and whether the
+        event time asked for (perhaps a fault) held: a reversal never precedes its payment."""
         if kind == "chargeback" or self.random() < 0.5:
             units = opened.remaining
         else:
             units = 1 + self._below(opened.remaining)
         opened.remaining -= units
-        if opened.remaining == 0:
-            self._close(opened)
-        faulted = occurred_us < clock_us
-        if occurred_us <= opened.occurred_us:  # never before the payment it reverses
-            occurred_us, faulted = max(clock_us, opened.occurred_us + 1000), False
-        occurred_at, _ = self._timestamp(occurred_us, opened.payer)
-        return self._reversal_object(number, kind, occurred_at, opened, opened.payee.payee_id, units), faulted
+        occurred_at, rendered_us = self._timestamp(occurred_us, opened.payer.offset_min)
+        held = rendered_us > opened.occurred_us
+        if not held:
+            rendered_us = max(clock_us, opened.occurred_us + 1000)
+            rendered_us -= rendered_us % 1000
+            fraction = f".{rendered_us % MICROS_PER_SECOND // 1000:03d}"
+            occurred_at = self._render(rendered_us, 0, fraction)
+        payee_id = opened.payee.payee_id
+        event = self._reversal_object(number, kind, occurred_at, opened, payee_id, units)
+        return event, rendered_us, held
 
     def _reversal_object(
-        self, number: int, kind: str, occurred_at: str, opened: _OpenPayment, payee_id: str, units: int
+        self,
+        number: int,
+        kind: str,
+        occurred_at: str,
+        opened: _OpenPayment,
+        payee_id: str,
+        units: int,
     ) -> dict[str, Any]:
         return {
             "event_id": f"evt-{self.seed}-{number}",
@@ -563,31 +737,29 @@ class _Generator:
             "ref_event_id": opened.event_id,
         }
 
-    def _open_payment(self) -> _OpenPayment:
-        return self.open_payments[self._below(len(self.open_payments))]
-
-    def _close(self, opened: _OpenPayment) -> None:
-        payments = self.open_payments
-        index = payments.index(opened) if payments[-1] is not opened else len(payments) - 1
-        payments[index] = payments[-1]
-        payments.pop()
-
     # -- faults
 
     def _fault_kind(self) -> str:
         if self.fault_opening:
-            kind = self.fault_opening.pop()
-        elif self.stats.malformed.get("oversize", 0) < self.oversize_budget and self.random() < 0.01:
-            kind = "oversize"
-        else:
-            kind = self._pick(self.fault_kinds)
-        if kind == "oversize" and self.stats.malformed.get("oversize", 0) >= self.oversize_budget:
-            kind = self._pick(self.fault_kinds)
-        if kind in ("reference_mismatch", "refund_exceeds_payment") and not self.open_payments:
-            kind = "unknown_reference"
-        return kind
+            kind = self.fault_opening[-1]
+            if kind not in _NEEDS_OPEN_PAYMENT or self.open_payments:
+                return self.fault_opening.pop()
+        elif (
+            self.stats.malformed.get("oversize", 0) < self.oversize_budget and self.random() < 0.01
+        ):
+            return "oversize"
+        return self._pick(self.fault_kinds)
 
-    def _malformed(self, kind: str, number: int, clock_us: int) -> bytes:
+    def _malformed(self, kind: str, number: int, clock_us: int) -> tuple[str, bytes]:
+        """A line of this fault kind (or of ``unknown_reference`` if no payment is open)."""
+        opened = self._open_payment() if kind in _NEEDS_OPEN_PAYMENT else None
+        if kind in _NEEDS_OPEN_PAYMENT and opened is None:
+            kind = "unknown_reference"
+        return kind, self._malformed_bytes(kind, number, clock_us, opened)
+
+    def _malformed_bytes(
+        self, kind: str, number: int, clock_us: int, opened: _OpenPayment | None
+    ) -> bytes:
         event, _, _ = self._payment(number, clock_us)
         event.pop("risk_signals", None)
         if kind != "splits_sum":
@@ -602,15 +774,19 @@ class _Generator:
         if kind == "missing_field":
             del event[self._pick(list(event)[:9])]
         elif kind == "amount_number":
-            event["amount"] = float(event["amount"]) if "." in event["amount"] else int(event["amount"])
+            event["amount"] = (
+                float(event["amount"]) if "." in event["amount"] else int(event["amount"])
+            )
         elif kind == "amount_zero":
             event["amount"] = self._pick(("0", "0.00", "0.000000"))
         elif kind == "unknown_currency":
             event["currency"] = "XYZ"
         elif kind == "timestamp_no_offset":
-            event["occurred_at"] = self._render(clock_us - clock_us % 1000, 0, f".{clock_us // 1000 % 1000:03d}")[
-                :-1
-            ] + self._pick(_BAD_TIMESTAMP_SUFFIXES)
+            at_ms = clock_us - clock_us % 1000
+            naive = self._render(
+                at_ms, 0, f".{at_ms % MICROS_PER_SECOND // 1000:03d}"
+            ).removesuffix("Z")
+            event["occurred_at"] = naive + self._pick(_BAD_TIMESTAMP_SUFFIXES)  # a naive datetime
         elif kind == "invalid_type":
             event["type"] = self._pick(_BAD_TYPES)
         elif kind == "invalid_rail":
@@ -624,71 +800,93 @@ class _Generator:
         elif kind == "splits_sum":
             payee_id = event["payee_id"]
             off = self._pick((-100, -1, 1, 2500))
-            event["splits"] = [{"party_id": payee_id, "bps": 7000 + off}, {"party_id": "platform-1", "bps": 3000}]
-        elif kind == "not_utf8":
-            event["device_id"] = "Caf\u00e9-POS"
-            return _encode(event).replace("\u00e9".encode(), b"\xe9")  # Latin-1 bytes
+            event["splits"] = [
+                {"party_id": payee_id, "bps": 7000 + off},
+                {"party_id": "platform-1", "bps": 3000},
+            ]
+        elif kind == "not_utf8":  # a Latin-1 "é" in a device name or in a payer id
+            if self.random() < 0.5:
+                event["device_id"] = "Caf\u00e9-POS"
+            else:
+                event["payer_id"] = f"{event['payer_id']}-jos\u00e9"
+            return _encode(event).replace("\u00e9".encode(), b"\xe9")
         elif kind == "oversize":
             event["note"] = "x" * _OVERSIZE_PAD_CHARS
         elif kind == "unknown_reference":
             event["type"] = "refund"
             event["ref_event_id"] = f"evt-{self.seed}-ghost-{number}"
-        elif kind in ("reference_mismatch", "refund_exceeds_payment"):
-            opened = self._open_payment()
+        elif opened is not None:  # reference_mismatch, refund_exceeds_payment
             if kind == "reference_mismatch":
-                others = [payee for payee in self.payees if payee.payee_id != opened.payee.payee_id]
-                payee_id = self._pick(others).payee_id
+                payees = self.payees
+                index = self._below(len(payees))
+                if payees[index] is opened.payee:
+                    index = (index + 1) % len(payees)
+                payee_id = payees[index].payee_id
                 units = 1 + self._below(opened.remaining)
             else:
                 payee_id = opened.payee.payee_id
                 units = opened.remaining + 1 + self._below(opened.remaining)
-            event = self._reversal_object(number, "refund", event["occurred_at"], opened, payee_id, units)
+            event = self._reversal_object(
+                number, "refund", event["occurred_at"], opened, payee_id, units
+            )
         return _encode(event)
 
     # -- the log
 
-    def lines(self) -> Iterator[LogLine]:
+    def lines(self) -> Iterator[tuple[str, str, bytes]]:
+        """(kind, expected dead-letter reason, bytes) of each line, in log order."""
         stats, random, faults = self.stats, self.random, self.faults
-        malformed = stats.malformed
+        malformed, open_payments = stats.malformed, self.open_payments
         pending: list[tuple[int, int, bytes]] = []  # (due line, sequence, bytes) of duplicates
+        high_us = self.start_us  # the latest event time of a valid line so far
         for number in range(self.count):
             stats.events += 1
             if pending and pending[0][0] <= number:
                 stats.duplicates += 1
-                yield LogLine("duplicate", "duplicate", heapq.heappop(pending)[2])
+                yield "duplicate", "duplicate", heapq.heappop(pending)[2]
                 continue
             clock_us = self.start_us + int((number + random()) * self.step_us)
             if faults and random() < _P_MALFORMED:
-                kind = self._fault_kind()
+                kind, raw = self._malformed(self._fault_kind(), number, clock_us)
                 malformed[kind] = malformed.get(kind, 0) + 1
-                yield LogLine(kind, FAULT_REASONS[kind], self._malformed(kind, number, clock_us))
+                yield kind, FAULT_REASONS[kind], raw
                 continue
             occurred_us, time_fault = clock_us, ""
             if faults:
                 draw = random()
-                if draw < _P_LATE:
-                    occurred_us -= int((3 + 7 * random()) * self.window_us)
+                if draw < _P_LATE:  # 3 to 10 windows behind
+                    occurred_us = high_us - int((3 + 7 * random()) * self.window_us)
                     time_fault = "late"
-                elif draw < _P_LATE + _P_OUT_OF_ORDER:
-                    occurred_us -= int((1 + 7 * random()) * MICROS_PER_SECOND)
+                elif draw < _P_LATE + _P_OUT_OF_ORDER:  # 1.5 to 8 seconds behind
+                    occurred_us = high_us - int((1.5 + 6.5 * random()) * MICROS_PER_SECOND)
                     time_fault = "out_of_order"
             draw = random()
-            kind = "payment"
-            if self.open_payments and draw < _P_REFUND + _P_CHARGEBACK:
-                kind = "refund" if draw < _P_REFUND else "chargeback"
-            if kind == "payment":
+            kind, reversed_payment = "payment", None
+            if draw < _P_REFUND + _P_CHARGEBACK:
+                reversed_payment = self._open_payment()
+                if reversed_payment is not None:
+                    kind = "refund" if draw < _P_REFUND else "chargeback"
+            if reversed_payment is None:
                 event, opened, sub_minor = self._payment(number, occurred_us)
-                self.open_payments.append(opened)
+                rendered_us = opened.occurred_us
+                if len(open_payments) < _REFUND_POOL:
+                    open_payments.append(opened)
+                else:
+                    open_payments[stats.payments % _REFUND_POOL] = opened
                 stats.payments += 1
                 stats.sub_minor_amounts += sub_minor
                 stats.with_splits += "splits" in event
             else:
-                event, held = self._reversal(number, kind, occurred_us, clock_us)
+                event, rendered_us, held = self._reversal(
+                    number, kind, reversed_payment, occurred_us, clock_us
+                )
                 time_fault = time_fault if held else ""
                 if kind == "refund":
                     stats.refunds += 1
                 else:
                     stats.chargebacks += 1
+            if rendered_us > high_us:
+                high_us = rendered_us
             if time_fault == "late":
                 stats.late += 1
             elif time_fault:
@@ -700,32 +898,32 @@ class _Generator:
             if faults and random() < _P_DUPLICATE:
                 due = number + 1 + self._below(_DUPLICATE_DELAY_LINES_MAX)
                 heapq.heappush(pending, (due, number, raw))
-            yield LogLine(kind, "", raw)
+            yield kind, "", raw
 
 
-def _cumulative(weights: list[float]) -> list[float]:
-    total, cumulative = 0.0, []
-    for weight in weights:
-        total += weight
-        cumulative.append(total)
-    return cumulative
+def _weighted_table(pairs: tuple[tuple[str, int], ...]) -> tuple[list[float], float, list[str]]:
+    """(cumulative weights, total, names) of weighted names."""
+    cumulative = list(accumulate(float(weight) for _, weight in pairs))
+    return cumulative, cumulative[-1], [name for name, _ in pairs]
 
 
-def _choose_index(cumulative: list[float], draw: float) -> int:
-    return min(bisect_right(cumulative, draw * cumulative[-1]), len(cumulative) - 1)
+def _choose(table: tuple[list[float], float, list[str]], draw: float) -> str:
+    cumulative, total, names = table
+    return names[bisect_right(cumulative, draw * total, 0, len(names) - 1)]
 
 
-def _weighted_table(pairs: tuple[tuple[str, int], ...]) -> tuple[list[float], list[str]]:
-    return _cumulative([float(weight) for _, weight in pairs]), [name for name, _ in pairs]
-
-
-def _choose(table: tuple[list[float], list[str]], draw: float) -> str:
-    cumulative, names = table
-    return names[_choose_index(cumulative, draw)]
+@cache
+def _day_text(day: int) -> str:
+    """``YYYY-MM-DD`` of a day number since the epoch."""
+    return date.fromordinal(_EPOCH_ORDINAL + day).isoformat()
 
 
 def _format_units(units: int, digits: int) -> str:
-    """Units of 10**-digits as decimal text: (1234, 2) -> "12.34", (4, 3) -> "0.004"."""
+    """Units of 10**-digits as decimal text.
+
+    >>> _format_units(1234, 2), _format_units(4, 3), _format_units(150, 0), _format_units(10, 2)
+    ('12.34', '0.004', '150', '0.10')
+    """
     if digits == 0:
         return str(units)
     text = str(units).rjust(digits + 1, "0")
@@ -738,10 +936,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", type=Path, help="output file (.jsonl, or .jsonl.gz to gzip)")
     parser.add_argument("--events", type=int, default=5000, help="lines to write (default 5000)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--start", default="2026-11-02T09:00:00Z", help="RFC 3339 time of the first event")
-    parser.add_argument("--duration-s", type=int, default=7200, help="event-time span (default 2 h)")
-    parser.add_argument("--window-hint-s", type=int, default=60, help="window length late events are measured in")
-    parser.add_argument("--no-faults", action="store_true", help="only valid, unique, in-order-ish events")
+    parser.add_argument(
+        "--start", default="2026-11-02T09:00:00Z", help="RFC 3339 time of the first event"
+    )
+    parser.add_argument(
+        "--duration-s", type=int, default=7200, help="event-time span (default 2 h)"
+    )
+    parser.add_argument(
+        "--window-hint-s", type=int, default=60, help="window length late events are measured in"
+    )
+    parser.add_argument(
+        "--no-faults", action="store_true", help="only valid, unique, in-order-ish events"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     stats = write_log(

@@ -1,11 +1,11 @@
 """confluent-kafka helpers: client settings, reachability, topics, and publishing a replay log.
 
 This module owns every Kafka client centflow creates outside the dataflows
-(admin clients and the replay producer). It never imports Bytewax. Each
-client it creates is bounded in time and closed before the function returns,
-and its librdkafka log lines go to the ``centflow.kafka.librdkafka`` logger
-(silent unless the application configures logging) instead of being printed
-to stderr every few milliseconds while a broker is down.
+(admin clients and the replay producer). It never imports Bytewax. Every
+call is bounded in time and releases its client when it returns, and
+librdkafka's log lines go to the ``centflow.kafka.librdkafka`` logger (silent
+unless the application configures logging) instead of being printed to
+stderr every few milliseconds while a broker is down.
 
 Topics are always looked up in the full metadata listing: some brokers (Tansu,
 the local development broker) create a topic when a metadata request merely
@@ -15,8 +15,12 @@ names it.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +29,15 @@ import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
-from centflow.errors import ConfigError, TerminalError, TransientError, invariant
-from centflow.limits import MICROS_PER_MILLISECOND
-from centflow.replay import iter_log
+from centflow.errors import (
+    ConfigError,
+    InvariantViolation,
+    TerminalError,
+    TransientError,
+    invariant,
+)
+from centflow.limits import MICROS_PER_MILLISECOND, MICROS_PER_SECOND
+from centflow.replay import iter_log, log_files
 
 REACHABLE_TIMEOUT_S = 10.0
 TOPICS_TIMEOUT_S = 20.0
@@ -42,6 +52,10 @@ PROGRESS_EVERY_MESSAGES = 10_000
 PARTITIONS_MAX = 10_000
 PROPERTIES_LINES_MAX = 10_000
 HEADER_ORIGIN = "origin"
+# The replay log is parsed by a child process, in frames of this many records.
+READER_FRAME_RECORDS = 2_048
+READER_FRAME_BYTES_MAX = 1 << 30
+READER_STOP_TIMEOUT_S = 5.0
 # librdkafka treats a timestamp of 0 as "now": the earliest log-clock
 # instant it can carry is 1 ms after the epoch.
 TIMESTAMP_MS_MIN = 1
@@ -161,9 +175,10 @@ class _ErrorLog:
 
     def cause(self) -> str:
         """The most telling error so far, as one line."""
+        if not self.errors:
+            return "no answer"
         telling = [e for e in self.errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
-        chosen = (telling or self.errors or [None])[-1]
-        return " ".join(chosen.str().split()) if chosen is not None else "no answer"
+        return " ".join((telling or self.errors)[-1].str().split())
 
     def terminal(self) -> KafkaError | None:
         """An authentication or fatal error: retrying until the deadline is pointless."""
@@ -183,7 +198,9 @@ def _bootstrap(config: Mapping[str, Any]) -> str:
     return str(config.get("bootstrap.servers", "?"))
 
 
-def _metadata(admin: AdminClient, errors: _ErrorLog, bootstrap: str, timeout_s: float):
+def _metadata(
+    admin: AdminClient, errors: _ErrorLog, bootstrap: str, timeout_s: float
+) -> ClusterMetadata:
     """The full cluster metadata, retried in slices until `timeout_s`; TerminalError if none."""
     invariant(timeout_s > 0, f"metadata timeout must be positive, got {timeout_s}")
     deadline = time.monotonic() + timeout_s
@@ -244,9 +261,12 @@ def topic_partition_count(
     return count
 
 
-def _create_missing(admin: AdminClient, wanted: list[NewTopic], bootstrap: str) -> None:
-    """Create `wanted`; a topic that already exists is fine."""
-    for name, future in admin.create_topics(wanted).items():
+def _create_missing(
+    admin: AdminClient, wanted: list[NewTopic], bootstrap: str, timeout_s: float
+) -> None:
+    """Create `wanted` within `timeout_s`; a topic that already exists is fine."""
+    futures = admin.create_topics(wanted, operation_timeout=timeout_s, request_timeout=timeout_s)
+    for name, future in futures.items():
         try:
             future.result()
         except KafkaException as exception:
@@ -291,7 +311,7 @@ def ensure_topics(
         if name not in existing
     ]
     if wanted:
-        _create_missing(admin, wanted, bootstrap)
+        _create_missing(admin, wanted, bootstrap, max(deadline - time.monotonic(), 0.1))
     expected = {t.topic: t.num_partitions for t in wanted}
     while True:
         remaining_s = max(deadline - time.monotonic(), 0.01)
@@ -339,41 +359,51 @@ class _Deliveries:
             return
         self.failed += 1
         if not self.first_failure:
-            origin = dict(message.headers() or []).get(HEADER_ORIGIN, b"?")
-            self.first_failure = f"{error.str()} at {origin.decode(errors='replace')}"
+            # Delivery reports carry no headers: name the message by its key.
+            self.first_failure = f"{error.str()} (message key {message.key()!r})"
 
     def on_error(self, error: KafkaError) -> None:
         if error.fatal():
             self.fatal = error
 
 
-def _pacer(
-    rate_per_s: float | None, speed: float | None
-) -> Callable[[int, int], float] | None:
-    """A function (messages sent, ingestion µs) → seconds to wait; None for full speed."""
+def _pacer(rate_per_s: float | None, speed: float | None) -> Callable[[int, int], float] | None:
+    """A function (messages sent so far, ingestion µs) → seconds to wait; None for full speed.
+
+    Time starts at the first message (rate) or at the first message with a
+    log clock above 0 (speed: lines before the first readable event time are
+    sent at once).
+    """
     if rate_per_s is not None and speed is not None:
         raise ConfigError("give either a rate or a speed-up to produce, not both")
     for name, value in (("rate", rate_per_s), ("speed", speed)):
         if value is not None and not 0 < value < float("inf"):
             raise ConfigError(f"produce {name} {value} must be a positive number")
-    started_s = time.monotonic()
+    origin: list[float] = []  # [wall-clock s, log clock µs] of the first paced message
     if rate_per_s is not None:
-        return lambda sent, _ingest_us: started_s + sent / rate_per_s - time.monotonic()
+        messages_per_s = rate_per_s
+
+        def wait_by_rate_s(sent: int, _ingest_us: int) -> float:
+            if not origin:
+                origin.append(time.monotonic())
+            invariant(sent >= 0, f"negative message count {sent}")
+            return origin[0] + sent / messages_per_s - time.monotonic()
+
+        return wait_by_rate_s
     if speed is None:
         return None
-    # Event-time origin: the first non-zero log clock (lines before the first
-    # readable occurred_at sit at 0 and are sent at once).
-    origin: list[float] = []
+    speed_up = speed
 
-    def wait_s(_sent: int, ingest_us: int) -> float:
+    def wait_by_speed_s(_sent: int, ingest_us: int) -> float:
         if not origin:
             if ingest_us <= 0:
                 return 0.0
-            origin.extend((ingest_us, time.monotonic()))
-        event_elapsed_s = (ingest_us - origin[0]) / 1_000_000
-        return origin[1] + event_elapsed_s / speed - time.monotonic()
+            origin.extend((time.monotonic(), ingest_us))
+        invariant(ingest_us >= origin[1], f"log clock went back to {ingest_us} µs")
+        log_elapsed_s = (ingest_us - origin[1]) / MICROS_PER_SECOND
+        return origin[0] + log_elapsed_s / speed_up - time.monotonic()
 
-    return wait_s
+    return wait_by_speed_s
 
 
 def _producer(config: Mapping[str, Any], deliveries: _Deliveries) -> Producer:
@@ -382,6 +412,110 @@ def _producer(config: Mapping[str, Any], deliveries: _Deliveries) -> Producer:
     settings["on_delivery"] = deliveries.on_delivery
     settings["error_cb"] = deliveries.on_error
     return Producer(quiet_client_config(settings))
+
+
+LogRecord = tuple[str, bytes, int, bytes | None]
+
+
+def log_records(path: Path) -> Iterator[LogRecord]:
+    """(source position, raw line, ingestion µs, key) in log order.
+
+    The key is the line's ``payer_id`` as UTF-8, or None when the line is not
+    a JSON object with a string ``payer_id``; the rest is `iter_log`.
+    """
+    for position, raw, ingest_us in iter_log(path):
+        try:
+            payer_id = _payer_decoder.decode(raw).payer_id
+        except (msgspec.DecodeError, ValueError):  # not JSON, not UTF-8, or payer_id not a string
+            payer_id = None
+        yield position, raw, ingest_us, payer_id.encode() if payer_id else None
+
+
+def serve_log_records(path_text: str) -> None:
+    """Child-process side of `_read_log_records`: `log_records` as framed msgpack on stdout."""
+    encoder = msgspec.msgpack.Encoder()
+    output = sys.stdout.buffer
+    frame: list[LogRecord] = []
+    for record in log_records(Path(path_text)):
+        frame.append(record)
+        if len(frame) == READER_FRAME_RECORDS:
+            payload = encoder.encode(frame)
+            output.write(len(payload).to_bytes(4, "big") + payload)
+            frame.clear()
+    if frame:
+        payload = encoder.encode(frame)
+        output.write(len(payload).to_bytes(4, "big") + payload)
+    output.flush()
+
+
+class _LogReader:
+    """`log_records(path)`, parsed by a child process so parsing runs beside producing.
+
+    Parsing a line (its log clock above all) costs more than producing it, so
+    one process cannot keep a producer busy. Owns the child, its pipe and its
+    captured stderr; `close` always reaps the child.
+    """
+
+    def __init__(self, path: Path) -> None:
+        log_files(path)  # a missing log is a ConfigError here, not a child's traceback
+        package_root = str(Path(__file__).resolve().parent.parent)
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, environment.get("PYTHONPATH")) if p
+        )
+        command = [
+            sys.executable,
+            "-c",
+            "import sys; from centflow.kafka import serve_log_records; "
+            "serve_log_records(sys.argv[1])",
+            str(path),
+        ]
+        self._path = path
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._errors,
+            env=environment,
+        )
+
+    def __iter__(self) -> Iterator[LogRecord]:
+        stream = self._process.stdout
+        if stream is None:
+            raise InvariantViolation("log reader started without a stdout pipe")
+        decoder = msgspec.msgpack.Decoder(list[tuple[str, bytes, int, bytes | None]])
+        while len(header := stream.read(4)) == 4:
+            size = int.from_bytes(header, "big")
+            invariant(0 < size <= READER_FRAME_BYTES_MAX, f"log reader frame of {size} bytes")
+            payload = stream.read(size)
+            if len(payload) < size:
+                break
+            yield from decoder.decode(payload)
+        status = self._process.wait(timeout=READER_STOP_TIMEOUT_S)
+        if status != 0:
+            self._errors.seek(0)
+            lines = self._errors.read().decode(errors="replace").strip().splitlines() or ["?"]
+            raise ConfigError(
+                f"cannot read replay log {self._path}: {lines[-1]} "
+                f"(reader exit status {status}; corrupt or truncated file?)"
+            )
+        invariant(not header, f"log reader exited 0 in the middle of a frame on {self._path}")
+
+    def close(self) -> None:
+        """Stop and reap the child (idempotent)."""
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait(timeout=READER_STOP_TIMEOUT_S)
+        self._errors.close()
+
+    def __enter__(self) -> _LogReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def produce_log(
@@ -399,34 +533,33 @@ def produce_log(
     ``payer_id`` (None if the line has none), timestamp = its log-clock
     ingestion time in ms (`centflow.replay.iter_log`; 0 becomes
     `TIMESTAMP_MS_MIN`), header ``origin`` = its source position. The topic
-    must exist (see `ensure_topics`). Raises TerminalError if any message
+    must exist (see `ensure_topics`). `rate_per_s` paces to a fixed rate,
+    `speed` so the log clock runs `speed` times as fast as the wall clock;
+    neither means as fast as possible. Raises TerminalError if any message
     failed, TransientError if some were still undelivered at the end.
     """
     pace = _pacer(rate_per_s, speed)
-    topic_partition_count(config, topic)
-    deliveries = _Deliveries()
-    producer = _producer(config, deliveries)
-    started_s = time.perf_counter()
-    sent = sent_bytes = 0
-    for position, raw, ingest_us in iter_log(path):
-        if pace is not None:
-            wait_s = pace(sent, ingest_us)
-            while wait_s > PACING_SLEEP_S_MIN:
-                producer.poll(wait_s)
+    with _LogReader(path) as records:  # the child starts parsing while we connect
+        topic_partition_count(config, topic)
+        deliveries = _Deliveries()
+        producer = _producer(config, deliveries)
+        started_s = time.perf_counter()
+        sent = sent_bytes = 0
+        for position, raw, ingest_us, key in records:
+            if pace is not None:
                 wait_s = pace(sent, ingest_us)
-        try:
-            payer_id = _payer_decoder.decode(raw).payer_id
-        except msgspec.DecodeError:
-            payer_id = None
-        timestamp_ms = max(ingest_us // MICROS_PER_MILLISECOND, TIMESTAMP_MS_MIN)
-        _produce_one(producer, topic, raw, payer_id, timestamp_ms, position, deliveries)
-        sent += 1
-        sent_bytes += len(raw)
-        if sent % PROGRESS_EVERY_MESSAGES == 0:
-            producer.poll(0)
-            _raise_if_fatal(deliveries, topic)
-            if progress is not None:
-                progress(sent)
+                while wait_s > PACING_SLEEP_S_MIN:
+                    producer.poll(wait_s)
+                    wait_s = pace(sent, ingest_us)
+            timestamp_ms = max(ingest_us // MICROS_PER_MILLISECOND, TIMESTAMP_MS_MIN)
+            _produce_one(producer, topic, raw, key, timestamp_ms, position, deliveries)
+            sent += 1
+            sent_bytes += len(raw)
+            if sent % PROGRESS_EVERY_MESSAGES == 0:
+                producer.poll(0)
+                _raise_if_fatal(deliveries, topic)
+                if progress is not None:
+                    progress(sent)
     undelivered = producer.flush(FLUSH_TIMEOUT_S)
     seconds = time.perf_counter() - started_s
     _raise_if_fatal(deliveries, topic)
@@ -438,8 +571,7 @@ def produce_log(
     if undelivered:
         raise TransientError(
             f"{undelivered} of {sent} messages to {topic!r} undelivered after "
-            f"{FLUSH_TIMEOUT_S:g} s (broker slow or down? produce again: the log is idempotent"
-            " only per producer session)"
+            f"{FLUSH_TIMEOUT_S:g} s (broker slow or down? check it, then produce again)"
         )
     invariant(len(producer) == 0, "producer queue not empty after a complete flush")
     if progress is not None and sent % PROGRESS_EVERY_MESSAGES != 0:
@@ -451,14 +583,13 @@ def _produce_one(
     producer: Producer,
     topic: str,
     raw: bytes,
-    payer_id: str | None,
+    key: bytes | None,
     timestamp_ms: int,
     position: str,
     deliveries: _Deliveries,
 ) -> None:
     """Queue one message, serving delivery reports while the local queue is full."""
-    key = payer_id.encode() if payer_id else None
-    headers = [(HEADER_ORIGIN, position)]
+    headers: list[tuple[str, str | bytes | None]] = [(HEADER_ORIGIN, position)]
     while True:
         try:
             producer.produce(topic, raw, key, timestamp=timestamp_ms, headers=headers)

@@ -4,7 +4,8 @@ A replay file has no broker to stamp ingestion times, so centflow defines one
 deterministically from the log itself: the **log clock**. A message's
 ingestion time is the largest ``occurred_at`` seen so far in log order
 (including its own), floored to the millisecond; a line without a readable
-``occurred_at`` keeps the clock where it is (it starts at 0). ``centflow
+``occurred_at`` keeps the clock where it is (it starts at 1 ms after the
+epoch, not 0, because Kafka reads a zero timestamp as "now"). ``centflow
 produce`` stamps exactly this value as each Kafka message's timestamp, so
 replay mode and Kafka mode see the same (event time, ingestion time) pairs and
 settle into the same batches.
@@ -22,6 +23,7 @@ from centflow.errors import ConfigError, InvalidEvent
 from centflow.timeparse import parse_rfc3339_us
 
 _GZIP_MAGIC = b"\x1f\x8b"
+CLOCK_START_US = 1_000
 
 
 class _OccurredAt(msgspec.Struct):
@@ -43,7 +45,7 @@ class LogClock:
 
     __slots__ = ("now_us",)
 
-    def __init__(self, now_us: int = 0) -> None:
+    def __init__(self, now_us: int = CLOCK_START_US) -> None:
         self.now_us = now_us
 
     def advance(self, raw: bytes) -> int:
@@ -54,7 +56,7 @@ class LogClock:
                 occurred_us = parse_rfc3339_us(occurred_at) // 1000 * 1000
                 if occurred_us > self.now_us:
                     self.now_us = occurred_us
-        except (msgspec.DecodeError, InvalidEvent):
+        except (msgspec.DecodeError, ValueError, InvalidEvent):  # not JSON, not UTF-8, bad time
             pass
         return self.now_us
 

@@ -37,7 +37,7 @@ from centflow.config import PipelineConfig, to_environment, validate
 from centflow.errors import ConfigError, InfrastructureError, TerminalError
 from centflow.limits import RECOVERY_PARTITION_COUNT, SHARD_COUNT, WORKERS_MAX, WRITER_PARTITION_COUNT
 
-SNAPSHOT_S_DEFAULT = 5.0
+SNAPSHOT_S_DEFAULT = 5
 POLL_S = 0.25
 STOP_TIMEOUT_S = 10.0
 STATE_FILE = "state.json"
@@ -116,11 +116,11 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def worker_commands(recovery: Path, workers: int, snapshot_s: float) -> list[list[str]]:
+def worker_commands(recovery: Path, workers: int, snapshot_s: int) -> list[list[str]]:
     """The command line of each worker process."""
     base = [
         sys.executable, "-m", "bytewax.run", "dataflows.pipeline:flow",
-        "-r", str(recovery), "-s", f"{snapshot_s:g}", "-b", "0",
+        "-r", str(recovery), "-s", str(snapshot_s), "-b", "0",
     ]
     if workers == 1:
         return [base]
@@ -139,15 +139,15 @@ def _last_error_line(log: Path) -> str:
 def run_workers(
     config: PipelineConfig,
     workers: int = 1,
-    snapshot_s: float = SNAPSHOT_S_DEFAULT,
+    snapshot_s: int = SNAPSHOT_S_DEFAULT,
     on_tick: Callable[[], None] | None = None,
 ) -> float:
     """Run the dataflow to its end in `workers` processes; return the seconds it took."""
     validate(config)
     if not 1 <= workers <= WORKERS_MAX:
         raise ConfigError(f"--workers {workers} is out of range 1..{WORKERS_MAX}")
-    if not 0.1 <= snapshot_s <= 3600:
-        raise ConfigError(f"--snapshot-s {snapshot_s} is out of range 0.1..3600")
+    if not 1 <= snapshot_s <= 3600:
+        raise ConfigError(f"--snapshot-s {snapshot_s} is out of range 1..3600 (whole seconds)")
     recovery = prepare_state(config)
     logs = Path(config.out_dir) / "logs"
     logs.mkdir(exist_ok=True)

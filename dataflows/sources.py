@@ -34,7 +34,7 @@ from centflow.errors import TerminalError
 from centflow.events import RawMessage, SourceBatch
 from centflow.limits import MICROS_PER_MILLISECOND, WATERMARK_END_US
 from centflow.progress import WATERMARK_NONE_US
-from centflow.replay import LogClock, iter_lines
+from centflow.replay import CLOCK_START_US, LogClock, iter_lines
 from centflow.status import StatusWriter
 
 REPLAY_PARTITION = "replay"
@@ -53,7 +53,7 @@ class _ReplayPartition(StatefulSourcePartition[SourceBatch, ReplayPosition]):
     def __init__(
         self, path: Path, batch_messages_max: int, position: ReplayPosition | None, status: StatusWriter
     ) -> None:
-        position = position or ReplayPosition(0, 0, False)
+        position = position or ReplayPosition(0, CLOCK_START_US, False)
         self._status = status
         self._messages = position.line
         self._line = position.line

@@ -1,0 +1,5 @@
+"""``python -m centflow`` is the ``centflow`` command."""
+
+from centflow.cli import main
+
+main()

@@ -1,0 +1,42 @@
+"""Small builders for domain records in tests."""
+
+from __future__ import annotations
+
+import msgspec
+
+from centflow.events import Payment
+
+SECOND_US = 1_000_000
+
+
+def payment(
+    event_id: str,
+    *,
+    occurred_us: int,
+    ingest_us: int | None = None,
+    payee_id: str = "m1",
+    payer_id: str = "p1",
+    amount_micros: int = 100_000,
+    currency: str = "USD",
+    type: str = "payment",
+    ref_event_id: str | None = None,
+    rail: str = "card",
+    decision: str | None = "approve",
+) -> Payment:
+    """A decided Payment with sensible defaults."""
+    return Payment(
+        event_id=event_id,
+        type=type,
+        occurred_us=occurred_us,
+        ingest_us=occurred_us if ingest_us is None else ingest_us,
+        payer_id=payer_id,
+        payee_id=payee_id,
+        amount_micros=amount_micros,
+        currency=currency,
+        rail=rail,
+        country="US",
+        source=f"test:{event_id}",
+        raw=msgspec.json.encode({"event_id": event_id}),
+        ref_event_id=ref_event_id,
+        decision=decision,
+    )
