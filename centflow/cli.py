@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from centflow import limits
 from centflow.config import PipelineConfig, Topics, validate
-from centflow.errors import CentflowError, ConfigError
+from centflow.errors import CentflowError, ConfigError, InvariantViolation
 from centflow.status import read_status
 from centflow.timeparse import format_us
 
@@ -59,8 +59,9 @@ def _count_lines(path: Path) -> int | None:
 
 def _run_with_progress(config: PipelineConfig, workers: int, snapshot_s: int, total: int | None) -> float:
     """Run the workers under a live progress bar and summary line."""
-    from centflow.runner import run_workers
+    from centflow.runner import check_run, run_workers
 
+    check_run(config, workers, snapshot_s)  # bad settings fail before any progress is drawn
     out_dir = Path(config.out_dir)
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
@@ -77,9 +78,9 @@ def _run_with_progress(config: PipelineConfig, workers: int, snapshot_s: int, to
             clock = f"event clock {format_us(min(live))[:19]}" if live else ""
             progress.update(task, completed=read, rate=f"{rate:,.0f} msg/s", clock=clock)
 
-        seconds = run_workers(config, workers, snapshot_s, on_tick=tick)
+        stats = run_workers(config, workers, snapshot_s, on_tick=tick)
         tick()
-    return seconds
+    return stats.seconds
 
 
 def _finish(out_dir: Path) -> None:
@@ -267,13 +268,20 @@ def demo(
     _finish(out)
 
 
+def _fail(message: str) -> None:
+    """One line on stderr, exit status 2."""
+    sys.stderr.write(f"centflow: error: {' '.join(message.split())}\n")
+    sys.exit(2)
+
+
 def main() -> None:
     """Entry point: run the app; a CentflowError becomes one line and exit status 2."""
     try:
         app(standalone_mode=False)
+    except InvariantViolation:
+        raise  # a bug: keep its traceback
     except CentflowError as error:
-        console.print(f"centflow: error: {error}", markup=False, highlight=False)
-        sys.exit(2)
+        _fail(str(error))
     except (typer.Abort, KeyboardInterrupt):
         console.print("centflow: interrupted")
         sys.exit(130)
@@ -283,5 +291,4 @@ def main() -> None:
         format_message = getattr(error, "format_message", None)
         if format_message is None:  # not a usage error: a bug, keep its traceback
             raise
-        console.print(f"centflow: error: {format_message()}", markup=False, highlight=False)
-        sys.exit(2)
+        _fail(format_message())

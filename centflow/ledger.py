@@ -11,13 +11,18 @@ Accounts (``kind:owner``), for the first ledger:
 ``rail_clearing:<rail>``    money collected from payers through a rail (asset)
 ``payee_payable:<payee>``   what centflow owes a payee until it pays out (liability)
 ``payee_payout:<payee>``    the batch's payout instruction to the payee's bank
+``payee_carry:<payee>``     sub-minor-unit remainders carried to the next batch
 ==========================  ==================================================
 
 A payment debits the rail and credits the payee; a refund or chargeback does
-the opposite; the batch's payout debits the payee's payable by the net and
-credits the payout account. Fees, revenue splits, FX conversion and the
-carry-forward of sub-minor remainders post their own entries in the same way
-(each its own `kind`), so they slot in without changing these.
+the opposite. The payout is rounded to the currency's minor unit once per
+batch (`centflow.money.round_to_minor_unit`): the batch's payout debits the
+payee's payable and credits the payout account, and the remainder below one
+minor unit moves from the payable to the carry account (``carry_out``) and
+back into the next batch of the same payee and currency (``carry_in``), so no
+fraction of a cent is ever dropped and the payable nets to zero in every
+batch. Fees, revenue splits and FX conversion post their own entries in the
+same way (each its own `kind`), so they slot in without changing these.
 """
 
 from __future__ import annotations
@@ -43,8 +48,10 @@ def post_batch(
     events: Sequence[Payment],
     payout_micros: int,
     posted_us: int,
+    carry_in_micros: int = 0,
+    carry_out_micros: int = 0,
 ) -> list[LedgerRow]:
-    """The balanced postings of one batch: two per event, two for the payout.
+    """The balanced postings of one batch: two per event, two for the payout, two per carry.
 
     Entry ids are the batch id and a sequence number, in the order of
     `events` (which settlement sorts), so they are the same in every run.
@@ -61,9 +68,18 @@ def post_batch(
         append((f"{batch_id}:{sequence:06d}", batch_id, event.event_id, event.type, debit, currency, amount, posted_us))
         append((f"{batch_id}:{sequence + 1:06d}", batch_id, event.event_id, event.type, credit, currency, -amount, posted_us))
         sequence += 2
+    carry = f"payee_carry:{payee_id}"
+    if carry_in_micros:
+        append((f"{batch_id}:{sequence:06d}", batch_id, None, "carry_in", carry, currency, carry_in_micros, posted_us))
+        append((f"{batch_id}:{sequence + 1:06d}", batch_id, None, "carry_in", payable, currency, -carry_in_micros, posted_us))
+        sequence += 2
     payout = f"payee_payout:{payee_id}"
     append((f"{batch_id}:{sequence:06d}", batch_id, None, "payout", payable, currency, payout_micros, posted_us))
     append((f"{batch_id}:{sequence + 1:06d}", batch_id, None, "payout", payout, currency, -payout_micros, posted_us))
+    sequence += 2
+    if carry_out_micros:
+        append((f"{batch_id}:{sequence:06d}", batch_id, None, "carry_out", payable, currency, carry_out_micros, posted_us))
+        append((f"{batch_id}:{sequence + 1:06d}", batch_id, None, "carry_out", carry, currency, -carry_out_micros, posted_us))
     invariant(sum(row[AMOUNT] for row in rows) == 0, f"batch {batch_id} postings do not balance")
     payable_balance = sum(row[AMOUNT] for row in rows if row[ACCOUNT] == payable)
     invariant(payable_balance == 0, f"batch {batch_id} leaves {payable_balance} on the payee's payable")

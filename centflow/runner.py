@@ -38,7 +38,7 @@ from centflow.errors import ConfigError, InfrastructureError, TerminalError
 from centflow.limits import RECOVERY_PARTITION_COUNT, SHARD_COUNT, WORKERS_MAX, WRITER_PARTITION_COUNT
 
 SNAPSHOT_S_DEFAULT = 5
-POLL_S = 0.25
+POLL_S = 0.1
 STOP_TIMEOUT_S = 10.0
 STATE_FILE = "state.json"
 KEPT_NAMES = ("recovery", "parquet", "centflow.duckdb", "centflow.duckdb.wal", "status", "logs", STATE_FILE)
@@ -136,33 +136,65 @@ def _last_error_line(log: Path) -> str:
     return lines[-1].strip()[:300] if lines else "no output"
 
 
-def run_workers(
-    config: PipelineConfig,
-    workers: int = 1,
-    snapshot_s: int = SNAPSHOT_S_DEFAULT,
-    on_tick: Callable[[], None] | None = None,
-) -> float:
-    """Run the dataflow to its end in `workers` processes; return the seconds it took."""
+class RunStats(msgspec.Struct):
+    """What a run of the workers measured."""
+
+    seconds: float = 0.0
+    peak_rss_bytes: list[int] = msgspec.field(default_factory=list)
+
+
+def _peak_rss_bytes(pid: int) -> int:
+    """The high-water mark of a live process's resident memory (Linux; 0 elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def check_run(config: PipelineConfig, workers: int, snapshot_s: int) -> Path:
+    """Check a run's settings and prepare its state; return the recovery directory."""
     validate(config)
     if not 1 <= workers <= WORKERS_MAX:
         raise ConfigError(f"--workers {workers} is out of range 1..{WORKERS_MAX}")
     if not 1 <= snapshot_s <= 3600:
         raise ConfigError(f"--snapshot-s {snapshot_s} is out of range 1..3600 (whole seconds)")
-    recovery = prepare_state(config)
+    return prepare_state(config)
+
+
+def run_workers(
+    config: PipelineConfig,
+    workers: int = 1,
+    snapshot_s: int = SNAPSHOT_S_DEFAULT,
+    on_tick: Callable[[], None] | None = None,
+) -> RunStats:
+    """Run the dataflow to its end in `workers` processes; return what was measured."""
+    recovery = check_run(config, workers, snapshot_s)
     logs = Path(config.out_dir) / "logs"
     logs.mkdir(exist_ok=True)
     environment = {**os.environ, **to_environment(config), "PYTHONHASHSEED": "0"}
     started_s = time.monotonic()
     processes: list[tuple[subprocess.Popen[bytes], Path]] = []
+    stats = RunStats(peak_rss_bytes=[0] * workers)
+
+    def tick() -> None:
+        for index, (process, _) in enumerate(processes):
+            stats.peak_rss_bytes[index] = max(stats.peak_rss_bytes[index], _peak_rss_bytes(process.pid))
+        if on_tick is not None:
+            on_tick()
+
     try:
         for index, command in enumerate(worker_commands(recovery, workers, snapshot_s)):
             log = logs / f"worker-{index}.log"
             with log.open("wb") as stream:
                 processes.append((subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=environment), log))
-        _wait(processes, on_tick)
+        _wait(processes, tick)
     finally:
         _stop(processes)
-    return time.monotonic() - started_s
+    stats.seconds = time.monotonic() - started_s
+    return stats
 
 
 def _wait(processes: list[tuple[subprocess.Popen[bytes], Path]], on_tick: Callable[[], None] | None) -> None:

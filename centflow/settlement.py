@@ -41,6 +41,7 @@ from centflow.errors import invariant
 from centflow.events import Payment
 from centflow.ledger import LedgerRow, post_batch
 from centflow.limits import AMOUNT_MICROS_MAX, WATERMARK_END_US
+from centflow.money import round_to_minor_unit
 from centflow.progress import Envelope, Frontier
 
 WindowKey = tuple[str, str, int]  # (payee_id, currency, window index)
@@ -118,6 +119,7 @@ class SettlementState(msgspec.Struct, array_like=True):
     close_heap: list[tuple[int, WindowKey]]
     sealed_index: int
     forced: bool
+    carry_micros: dict[tuple[str, str], int]
 
 
 class SettlementShard:
@@ -133,12 +135,14 @@ class SettlementShard:
             self.close_heap: list[tuple[int, WindowKey]] = []
             self.sealed_index = -(2**62)
             self.forced = False
+            self.carry_micros: dict[tuple[str, str], int] = {}
         else:
             self.frontier = Frontier.restore(state.frontier)
             self.open_windows = {key: list(events) for key, events in state.open_windows.items()}
             self.close_heap = list(state.close_heap)
             self.sealed_index = state.sealed_index
             self.forced = state.forced
+            self.carry_micros = dict(state.carry_micros)
 
     def settle(self, envelopes: list[Envelope]) -> Settled:
         """Take in envelopes; return what closed because the frontier moved."""
@@ -172,7 +176,13 @@ class SettlementShard:
             _, key = heapq.heappop(heap)
             self.sealed_index = max(self.sealed_index, key[2] + 1)
             events = self.open_windows.pop(key)
-            for batch, batch_events, entries in build_batches(key, events, self.window_us, self.lateness_us):
+            payee = (key[0], key[1])
+            carry_in = self.carry_micros.pop(payee, 0)
+            for batch, batch_events, entries in build_batches(key, events, self.window_us, self.lateness_us, carry_in):
+                if batch.carry_out_micros:
+                    self.carry_micros[payee] = batch.carry_out_micros
+                else:
+                    self.carry_micros.pop(payee, None)
                 out.batches.append(batch)
                 out.events.extend((event, batch.batch_id) for event in batch_events)
                 out.entries.extend(entries)
@@ -188,6 +198,7 @@ class SettlementShard:
             list(self.close_heap),
             self.sealed_index,
             self.forced,
+            dict(self.carry_micros),
         )
 
 
@@ -209,9 +220,13 @@ def _parts(events: list[Payment]) -> list[list[Payment]]:
 
 
 def build_batches(
-    key: WindowKey, events: list[Payment], window_us: int, lateness_us: int
+    key: WindowKey, events: list[Payment], window_us: int, lateness_us: int, carry_in: int = 0
 ) -> list[tuple[Batch, list[Payment], list[LedgerRow]]]:
-    """Net a closed window's events into batches with their ledger postings."""
+    """Net a closed window's events into batches with their ledger postings.
+
+    `carry_in` is the payee's sub-minor remainder from its previous batch in
+    this currency; the last batch's ``carry_out_micros`` is the next one's.
+    """
     payee_id, currency, index = key
     invariant(len(events) > 0, f"window {key} closed with no events")
     ordered = sorted(events, key=_ORDER)
@@ -228,12 +243,16 @@ def build_batches(
             late_count += event.late
         fees = 0
         net = gross - refunds - fees
+        payout, carry_out = round_to_minor_unit(net + carry_in, currency)
         batch_id = batch_id_for(payee_id, currency, window_start_us, window_us, part)
-        entries = post_batch(batch_id, payee_id, currency, part_events, net, closed_us)
+        entries = post_batch(batch_id, payee_id, currency, part_events, payout, closed_us, carry_in, carry_out)
         batch = Batch(
             batch_id, payee_id, currency, window_start_us, window_start_us + window_us, part,
-            len(part_events), late_count, gross, refunds, fees, net, currency, Decimal(1), net, 0, 0, closed_us,
+            len(part_events), late_count, gross, refunds, fees, net, currency, Decimal(1), payout,
+            carry_in, carry_out, closed_us,
         )
+        invariant(payout + carry_out == net + carry_in, f"batch {batch_id} payout and carry lose money")
+        carry_in = carry_out
         invariant(0 <= gross <= AMOUNT_MICROS_MAX and 0 <= refunds <= AMOUNT_MICROS_MAX, f"batch {batch_id} overflows DECIMAL(18,6)")
         out.append((batch, part_events, entries))
     invariant(sum(len(item[1]) for item in out) == len(events), f"window {key} lost events into parts")

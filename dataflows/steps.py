@@ -127,9 +127,11 @@ def decide_envelope(envelope: Envelope) -> Envelope:
     return envelope
 
 
-def envelope_decisions(keyed: KeyedEnvelope) -> list[tuple[bytes | None, bytes]]:
-    """Kafka messages for ``payments.decisions``."""
-    return decision_messages(keyed[1].events)  # type: ignore[return-value]
+def envelope_decisions(keyed: KeyedEnvelope) -> list[tuple[str, tuple[bytes | None, bytes]]]:
+    """Kafka messages for ``payments.decisions``, keyed for the sink partition of the shard."""
+    key, envelope = keyed
+    writer = writer_key(int(key[1:]))
+    return [(writer, message) for message in decision_messages(envelope.events)]
 
 
 class SettlementLogic(StatefulBatchLogic[Envelope, Settled, SettlementState]):
@@ -174,13 +176,19 @@ def dead_letter_rows(letters: list[DeadLetter]) -> list[tuple[str, TableRows]]:
     return [(writer, ("dead_letters", [dead_letter_row(letter) for letter in letters]))]
 
 
-def dead_letter_messages(letters: list[DeadLetter]) -> list[tuple[bytes | None, bytes]]:
+def dead_letter_messages(letters: list[DeadLetter]) -> list[tuple[str, tuple[bytes | None, bytes]]]:
     """Kafka messages for ``payments.dlq``, keyed by source position."""
+    if not letters:
+        return []
+    writer = writer_key(zlib.crc32(letters[0].source.encode()))
     return [
         (
-            letter.source.encode(),
-            _dlq_encoder.encode(
-                _DeadLetterMessage(letter.source, letter.reason, letter.detail, letter.raw, letter.received_us)
+            writer,
+            (
+                letter.source.encode(),
+                _dlq_encoder.encode(
+                    _DeadLetterMessage(letter.source, letter.reason, letter.detail, letter.raw, letter.received_us)
+                ),
             ),
         )
         for letter in letters

@@ -1,56 +1,109 @@
 """A Kafka sink for ``(key, value)`` byte messages: dead letters and decisions.
 
-At-least-once: each batch is flushed before Bytewax moves on, and output after
-the last recovery snapshot is produced again on resume, so consumers of
-``payments.dlq`` and ``payments.decisions`` must be idempotent (both are keyed:
-dead letters by source position, decisions by event_id).
+At-least-once, and never fewer: messages are produced asynchronously as they
+come, and every recovery snapshot first flushes the producer, so nothing
+produced before a snapshot can be lost by a crash after it. Output after the
+last snapshot is produced again on resume, so consumers of ``payments.dlq``
+and ``payments.decisions`` must be idempotent (both are keyed: dead letters
+by source position, decisions by event_id).
+
+One producer per process and topic serves all of that process's sink
+partitions (librdkafka producers are thread-safe and batch internally).
 """
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaException, Producer
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+import threading
+
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from centflow.errors import TerminalError
+from centflow.limits import WRITER_PARTITION_COUNT
+from sinks.parquet import writer_key
 
-FLUSH_TIMEOUT_S = 30.0
+FLUSH_TIMEOUT_S = 60.0
+BUFFER_FULL_POLL_S = 0.05
+Message = tuple[bytes | None, bytes]
 
 
-class _ProducerPartition(StatelessSinkPartition[tuple[bytes | None, bytes]]):
+class _SharedProducer:
+    """One idempotent producer per (process, topic), with its delivery errors."""
+
+    _lock = threading.Lock()
+    _instances: dict[tuple[str, str], _SharedProducer] = {}
+
     def __init__(self, client: dict[str, str], topic: str) -> None:
-        self._topic = topic
-        self._errors: list[str] = []
-        self._producer = Producer({**client, "enable.idempotence": True, "linger.ms": 20})
+        self.topic = topic
+        self.errors: list[str] = []
+        settings = {"enable.idempotence": True, "linger.ms": 20, "batch.size": 1_000_000, **client}
+        settings["on_delivery"] = self._delivered
+        self.producer = Producer(settings)
 
-    def _delivered(self, error: object, _message: object) -> None:
+    @classmethod
+    def get(cls, client: dict[str, str], topic: str) -> _SharedProducer:
+        key = (client.get("bootstrap.servers", ""), topic)
+        with cls._lock:
+            if key not in cls._instances:
+                cls._instances[key] = cls(client, topic)
+            return cls._instances[key]
+
+    def _delivered(self, error: KafkaError | None, _message: object) -> None:
         if error is not None:
-            self._errors.append(str(error))
+            self.errors.append(error.str())
 
-    def write_batch(self, items: list[tuple[bytes | None, bytes]]) -> None:
-        produce = self._producer.produce
-        for key, value in items:
+    def produce(self, messages: list[Message]) -> None:
+        produce = self.producer.produce
+        topic = self.topic
+        for key, value in messages:
             while True:
                 try:
-                    produce(self._topic, value, key, on_delivery=self._delivered)
+                    produce(topic, value, key)
                     break
                 except BufferError:
-                    self._producer.poll(0.05)
+                    self.producer.poll(BUFFER_FULL_POLL_S)
                 except KafkaException as error:
-                    raise TerminalError(f"cannot produce to {self._topic}: {error}") from None
-        remaining = self._producer.flush(FLUSH_TIMEOUT_S)
-        if remaining or self._errors:
-            raise TerminalError(f"{remaining} messages to {self._topic} undelivered: {self._errors[:3]}")
+                    raise TerminalError(f"cannot produce to {topic}: {error}") from None
+        self.producer.poll(0)
+        self._raise_errors()
+
+    def flush(self) -> None:
+        remaining = self.producer.flush(FLUSH_TIMEOUT_S)
+        if remaining:
+            raise TerminalError(f"{remaining} messages to {self.topic} undelivered after {FLUSH_TIMEOUT_S:g} s")
+        self._raise_errors()
+
+    def _raise_errors(self) -> None:
+        if self.errors:
+            raise TerminalError(f"delivery to {self.topic} failed: {self.errors[:3]}")
+
+
+class _ProducerPartition(StatefulSinkPartition[Message, None]):
+    def __init__(self, shared: _SharedProducer) -> None:
+        self._shared = shared
+
+    def write_batch(self, values: list[Message]) -> None:
+        self._shared.produce(values)
+
+    def snapshot(self) -> None:
+        self._shared.flush()
 
     def close(self) -> None:
-        self._producer.flush(FLUSH_TIMEOUT_S)
+        self._shared.flush()
 
 
-class KafkaMessageSink(DynamicSink[tuple[bytes | None, bytes]]):
-    """Produces ``(key, value)`` messages to `topic` with an idempotent producer per worker."""
+class KafkaMessageSink(FixedPartitionedSink[Message, None]):
+    """Produces ``(writer key, (key, value))`` items to `topic`; flushed at every snapshot."""
 
     def __init__(self, client: dict[str, str], topic: str) -> None:
         self._client = client
         self._topic = topic
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
-        return _ProducerPartition(self._client, self._topic)
+    def list_parts(self) -> list[str]:
+        return [writer_key(index) for index in range(WRITER_PARTITION_COUNT)]
+
+    def part_fn(self, item_key: str) -> int:
+        return int(item_key[1:])
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ProducerPartition:
+        return _ProducerPartition(_SharedProducer.get(self._client, self._topic))

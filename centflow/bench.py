@@ -1,0 +1,249 @@
+"""``make bench``: throughput, latency and memory of the whole pipeline, beside raw baselines.
+
+Everything is measured in one run on one machine, because shared machines are
+noisy: a figure only means something next to the baseline taken minutes
+earlier. The steps:
+
+1. generate a seeded log (generator throughput);
+2. start a local broker and publish the log to a 4-partition topic (producer
+   throughput);
+3. raw baselines over the same messages: consume them from Kafka and
+   JSON-decode each one, doing nothing else; read the file and decode each line;
+4. the pipeline, until idle, in replay mode and in Kafka mode, with one worker
+   process and with two (events/s over the workers' wall time, which includes
+   their start-up; Kafka runs exclude the idle wait that ends them);
+5. decision latency: the pipeline follows the topic while messages are
+   produced at a fixed rate; each decision's arrival on ``payments.decisions``
+   minus its message's send time;
+6. peak resident memory of each worker process.
+
+The results are printed and, with ``--write FILE``, written as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from centflow.broker import LocalBroker
+from centflow.config import PipelineConfig
+from centflow.decode import decode_message
+from centflow.events import Payment
+from centflow.generate import write_log
+from centflow.kafka import client_config, ensure_topics, produce_log
+from centflow.replay import iter_lines
+from centflow.runner import RunStats, clear_state, run_workers
+from centflow.timeparse import parse_rfc3339_us
+
+PARTITIONS = 4
+WINDOW_S = 300
+LATENESS_S = 60
+IDLE_S = 1.0
+QUIET_S = 1.5
+LATENCY_RATE_PER_S = 5_000
+LATENCY_MESSAGES = 25_000
+
+
+def _drain(client: dict[str, str], topic: str, partitions: int, decode: bool) -> tuple[int, float]:
+    """Consume a topic until quiet; return (messages, seconds from first to last)."""
+    consumer = Consumer({**client, "group.id": "bench", "enable.auto.commit": False, "fetch.queue.backoff.ms": 100})
+    consumer.assign([TopicPartition(topic, number, OFFSET_BEGINNING) for number in range(partitions)])
+    decoder = msgspec.json.Decoder()
+    count = 0
+    first_s = last_s = 0.0
+    while True:
+        records = consumer.consume(10_000, 0.2)
+        now_s = time.perf_counter()
+        if not records:
+            if count and now_s - last_s > QUIET_S:
+                break
+            if not count and first_s and now_s - first_s > 30:
+                break
+            first_s = first_s or now_s
+            continue
+        if not count:
+            first_s = now_s
+        for record in records:
+            value = record.value()
+            if decode and value:
+                try:
+                    decoder.decode(value)
+                except (msgspec.DecodeError, ValueError):
+                    pass
+        count += len(records)
+        last_s = time.perf_counter()
+    consumer.close()
+    return count, max(last_s - first_s, 1e-9)
+
+
+def _file_baseline(log: Path) -> tuple[int, float]:
+    decoder = msgspec.json.Decoder()
+    started_s = time.perf_counter()
+    count = 0
+    for _, _, raw in iter_lines(log):
+        try:
+            decoder.decode(raw)
+        except (msgspec.DecodeError, ValueError):
+            pass
+        count += 1
+    return count, time.perf_counter() - started_s
+
+
+def _pipeline(config: PipelineConfig, workers: int) -> RunStats:
+    clear_state(Path(config.out_dir))
+    return run_workers(config, workers, snapshot_s=10)
+
+
+def _latency(client: dict[str, str], log: Path, out: Path) -> dict[str, float]:
+    """Decision latency while the pipeline follows a topic fed at a fixed rate."""
+    topic = "latency"
+    ensure_topics(client, {topic: PARTITIONS, f"{topic}.dlq": PARTITIONS, f"{topic}.decisions": PARTITIONS})
+    lines = []
+    seen = set()
+    for _, _, raw in iter_lines(log):
+        event = decode_message(raw, "bench", 2**62, 0)
+        if isinstance(event, Payment) and event.type == "payment" and event.event_id not in seen:
+            seen.add(event.event_id)
+            lines.append((event.event_id, raw))
+        if len(lines) >= LATENCY_MESSAGES:
+            break
+    config = PipelineConfig(
+        out_dir=str(out), kafka=client, partitions=tuple(f"{topic}/{n}" for n in range(PARTITIONS)),
+        topics=msgspec.structs.replace(PipelineConfig(out_dir="").topics, payments=topic, dead_letters=f"{topic}.dlq", decisions=f"{topic}.decisions"),
+        window_length_s=WINDOW_S, lateness_s=LATENESS_S, idle_s=3.0,
+    )
+    clear_state(out)
+    runner = threading.Thread(target=run_workers, args=(config, 1, 10), daemon=True)
+    runner.start()
+    time.sleep(4.0)  # let the worker start and assign its partitions
+    sent_s: dict[bytes, float] = {}
+    arrived_s: dict[bytes, float] = {}
+    consumer = Consumer({**client, "group.id": "bench-latency", "enable.auto.commit": False, "fetch.wait.max.ms": 5})
+    consumer.assign([TopicPartition(f"{topic}.decisions", n, OFFSET_BEGINNING) for n in range(PARTITIONS)])
+    producer = Producer({**client, "linger.ms": 1})
+    started_s = time.perf_counter()
+    for index, (event_id, raw) in enumerate(lines):
+        due_s = started_s + index / LATENCY_RATE_PER_S
+        while time.perf_counter() < due_s:
+            for record in consumer.consume(1000, 0.0):
+                arrived_s.setdefault(record.key(), time.perf_counter())
+            time.sleep(0.0005)
+        sent_s[event_id.encode()] = time.perf_counter()
+        producer.produce(topic, raw, timestamp=int(time.time() * 1000))
+        producer.poll(0)
+    producer.flush(30)
+    deadline_s = time.perf_counter() + 30
+    while len(arrived_s) < len(sent_s) and time.perf_counter() < deadline_s:
+        for record in consumer.consume(1000, 0.1):
+            arrived_s.setdefault(record.key(), time.perf_counter())
+    consumer.close()
+    runner.join(60)
+    latencies_ms = sorted((arrived_s[key] - sent_s[key]) * 1000 for key in sent_s if key in arrived_s)
+    if not latencies_ms:
+        return {"messages": 0}
+    return {
+        "messages": len(latencies_ms),
+        "p50_ms": statistics.median(latencies_ms),
+        "p99_ms": latencies_ms[int(len(latencies_ms) * 0.99) - 1],
+        "max_ms": latencies_ms[-1],
+    }
+
+
+def run(events: int, work: Path) -> dict[str, object]:
+    """Every measurement; returns the figures."""
+    work.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, object] = {"events": events}
+    log = work / "bench.jsonl.gz"
+    started_s = time.perf_counter()
+    stats = write_log(log, events, seed=1, start_us=parse_rfc3339_us("2026-11-02T00:00:00Z"), duration_s=6 * 3600, window_hint_s=WINDOW_S)
+    figures["generate_per_s"] = events / (time.perf_counter() - started_s)
+    lines = sum(1 for _ in iter_lines(log))
+    figures["lines"] = lines
+    count, seconds = _file_baseline(log)
+    figures["raw_file_per_s"] = count / seconds
+    replay = PipelineConfig(out_dir=str(work / "replay"), replay_path=str(log), window_length_s=WINDOW_S, lateness_s=LATENESS_S)
+    for workers in (1, 2):
+        result = _pipeline(replay, workers)
+        figures[f"replay_{workers}w_per_s"] = lines / result.seconds
+        figures[f"replay_{workers}w_rss_mib"] = max(result.peak_rss_bytes) / 2**20
+    with LocalBroker(log_path=work / "broker.log") as broker:
+        client = client_config(broker.bootstrap)
+        ensure_topics(client, {"payments": PARTITIONS, "payments.dlq": PARTITIONS, "payments.decisions": PARTITIONS})
+        produced = produce_log(log, client, "payments")
+        figures["produce_per_s"] = produced.rate
+        count, seconds = _drain(client, "payments", PARTITIONS, decode=True)
+        figures["raw_kafka_per_s"] = count / seconds
+        figures["raw_kafka_messages"] = count
+        kafka = PipelineConfig(
+            out_dir=str(work / "kafka"), kafka=client, partitions=tuple(f"payments/{n}" for n in range(PARTITIONS)),
+            window_length_s=WINDOW_S, lateness_s=LATENESS_S, idle_s=IDLE_S,
+        )
+        for workers in (1, 2):
+            result = _pipeline(kafka, workers)
+            figures[f"kafka_{workers}w_per_s"] = lines / max(result.seconds - IDLE_S, 1e-9)
+            figures[f"kafka_{workers}w_rss_mib"] = max(result.peak_rss_bytes) / 2**20
+        figures["latency"] = _latency(client, log, work / "latency")
+    return figures
+
+
+def _markdown(figures: dict[str, object], command: str) -> str:
+    f = figures
+    latency = f["latency"]  # type: ignore[index]
+    base = f["raw_kafka_per_s"]
+    rows = [
+        ("raw baseline: read file + JSON-decode each line", f["raw_file_per_s"], ""),
+        ("raw baseline: consume Kafka + JSON-decode each message", base, ""),
+        ("pipeline, replay, 1 process", f["replay_1w_per_s"], f"{f['replay_1w_rss_mib']:.0f} MiB"),
+        ("pipeline, replay, 2 processes", f["replay_2w_per_s"], f"{f['replay_2w_rss_mib']:.0f} MiB"),
+        ("pipeline, Kafka, 1 process", f["kafka_1w_per_s"], f"{f['kafka_1w_rss_mib']:.0f} MiB"),
+        ("pipeline, Kafka, 2 processes", f["kafka_2w_per_s"], f"{f['kafka_2w_rss_mib']:.0f} MiB"),
+        ("generator (`centflow generate`)", f["generate_per_s"], ""),
+        ("producer (`centflow produce`, local broker)", f["produce_per_s"], ""),
+    ]
+    table = "\n".join(f"| {name} | {rate:,.0f} | {memory} |" for name, rate, memory in rows)  # type: ignore[str-format]
+    return f"""## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — {f['lines']:,} lines ({f['events']:,} generated events)
+
+Command: `{command}`. Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}.
+Windows {WINDOW_S} s, lateness {LATENESS_S} s, topic of {PARTITIONS} partitions.
+
+| what | events/s | peak RSS per worker |
+|---|---:|---:|
+{table}
+
+- One process reaches **{f['kafka_1w_per_s'] / base:.0%}** of the raw Kafka baseline; two processes run
+  **{f['kafka_2w_per_s'] / f['kafka_1w_per_s']:.2f}×** one (Kafka) and **{f['replay_2w_per_s'] / f['replay_1w_per_s']:.2f}×** (replay).
+- Decision latency at {LATENCY_RATE_PER_S:,} msg/s ({latency.get('messages', 0):,} payments, Kafka in → `payments.decisions` out):
+  p50 {latency.get('p50_ms', float('nan')):.1f} ms, p99 {latency.get('p99_ms', float('nan')):.1f} ms, max {latency.get('max_ms', float('nan')):.1f} ms.
+- Pipeline rates are lines over the workers' wall time, start-up included (about 1.5 s per run).
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m centflow.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--work", type=Path, default=Path("bench-out"))
+    parser.add_argument("--write", type=Path, default=None, help="append the figures to this Markdown file")
+    args = parser.parse_args()
+    figures = run(args.events, args.work)
+    text = _markdown(figures, f"make bench (python -m centflow.bench --events {args.events})")
+    print(text)
+    if args.write is not None:
+        header = "# Benchmarks\n\nFigures from `make bench`, newest first. See `centflow/bench.py` for what each one measures.\n\n"
+        old = args.write.read_text() if args.write.exists() else header
+        body = old[len(header):] if old.startswith(header) else old
+        args.write.write_text(header + text + "\n" + body)
+    shutil.rmtree(args.work / "latency", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

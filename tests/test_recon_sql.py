@@ -1,0 +1,476 @@
+"""Differential tests of the reconciliation SQL against short Python twins.
+
+Every view in ``schemas/recon_*.sql`` and every report query in
+``centflow/queries/*.sql`` runs in an in-memory DuckDB (tables made by
+`create_schema`, rows loaded through `sinks.arrow.rows_to_table`, the
+production path) on hypothesis-generated `payments`, `settlement_batches`,
+`ledger_entries` and `dead_letters`, and must return exactly what a Python
+twin computes from the same rows with exact Decimals.
+
+The generated data includes every kind of trouble the views exist to catch:
+batches whose figures differ from their events (count, gross, refunds, or a
+net that is not gross - refunds - fees), payments naming a batch that does not
+exist, batches that no payment names, unsettled payments, and ledgers that do
+not balance in some currency; amounts reach the largest DECIMAL(18,6).
+A pinned scenario checks named statuses, so twin and SQL cannot be wrong together.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from centflow.limits import AMOUNT_MICROS_MAX
+from centflow.recon import QUERIES_DIR, query, summarize
+from centflow.tables import TABLES
+from sinks.arrow import rows_to_table
+from sinks.duckdb import create_schema, recon_view_files
+
+BATCH_IDS = ("b-0", "b-1", "b-2", "b-3", "b-4")
+CURRENCIES = ("USD", "JPY", "BHD")
+MINUTE_US = 60_000_000
+TWINNED_VIEWS = {"recon_batch_totals", "recon_ledger_balance"}
+TWINNED_QUERIES = {"summary_checks", "summary_currencies", "summary_events"}
+
+
+def dec(micros: int) -> Decimal:
+    return Decimal(micros).scaleb(-6)
+
+
+@dataclass
+class Tables:
+    """Rows in `centflow.tables` column order (money as int micro-units)."""
+
+    payments: list[tuple] = field(default_factory=list)
+    settlement_batches: list[tuple] = field(default_factory=list)
+    ledger_entries: list[tuple] = field(default_factory=list)
+    dead_letters: list[tuple] = field(default_factory=list)
+
+
+def payment(
+    index: int, kind: str, batch_id: str | None, amount: int, currency: str, decision: str
+) -> tuple:
+    return (
+        f"evt-{index}",
+        kind,
+        index * 1_000_000,
+        index * 1_000_000,
+        "payer-1",
+        "payee-1",
+        amount,
+        currency,
+        "card",
+        "US",
+        None if kind == "payment" else "evt-0",
+        0.5,
+        decision,
+        "m1",
+        None,
+        batch_id,
+        False,
+        None,
+        None,
+        f"log:{index}",
+    )
+
+
+def batch(
+    batch_id: str,
+    currency: str,
+    window: int,
+    count: int,
+    late: int,
+    gross: int,
+    refunds: int,
+    fees: int,
+    net: int,
+) -> tuple:
+    payout = net - net % 10_000
+    return (
+        batch_id,
+        "payee-1",
+        currency,
+        window * MINUTE_US,
+        (window + 1) * MINUTE_US,
+        0,
+        count,
+        late,
+        gross,
+        refunds,
+        fees,
+        net,
+        currency,
+        Decimal(1),
+        payout,
+        0,
+        net - payout,
+        (window + 1) * MINUTE_US,
+    )
+
+
+def entry(index: int, batch_id: str, currency: str, amount: int) -> tuple:
+    return (
+        f"e-{index:04d}",
+        batch_id,
+        None,
+        "payment",
+        f"account-{index % 3}",
+        currency,
+        amount,
+        0,
+    )
+
+
+def dead_letter(index: int, reason: str) -> tuple:
+    return (f"log:dead:{index}", reason, "detail", b"raw", 0)
+
+
+# Strategy ---------------------------------------------------------------------
+
+amounts = st.one_of(st.integers(1, 10**15), st.sampled_from([1, 10_000, 999_999]))
+postings = st.one_of(st.integers(0, AMOUNT_MICROS_MAX), st.sampled_from([0, 1, AMOUNT_MICROS_MAX]))
+PERTURBATIONS = ("none", "none", "none", "none", "count", "gross", "refunds", "net")
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Tables:
+    tables = Tables()
+    payment_specs = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(("payment", "payment", "refund", "chargeback")),
+                st.none() | st.sampled_from(BATCH_IDS),
+                amounts,
+                st.sampled_from(CURRENCIES),
+                st.sampled_from(("approve", "review", "decline")),
+            ),
+            max_size=12,
+        )
+    )
+    tables.payments = [payment(index, *spec) for index, spec in enumerate(payment_specs)]
+    # Some batch ids named by payments have no batch (missing_batch); some
+    # batches are named by no payment (empty_batch).
+    named_ids = sorted({row[15] for row in tables.payments if row[15] is not None})
+    present = [batch_id for batch_id in named_ids if draw(st.integers(0, 4)) < 4]  # most exist
+    present += draw(st.lists(st.sampled_from(BATCH_IDS), unique=True, max_size=2))
+    present = list(dict.fromkeys(present))
+    for batch_id in present:
+        named = [row for row in tables.payments if row[15] == batch_id]
+        count = len(named)
+        gross = sum(row[6] for row in named if row[1] == "payment")
+        refunds = sum(row[6] for row in named if row[1] != "payment")
+        fees = draw(st.integers(0, 5_000))
+        net = gross - refunds - fees
+        perturbation = draw(st.sampled_from(PERTURBATIONS))
+        delta = draw(st.sampled_from((-1, 1)))
+        count += delta * (perturbation == "count")
+        gross += delta * (perturbation == "gross")
+        refunds += delta * (perturbation == "refunds")
+        net += delta * (perturbation == "net")
+        tables.settlement_batches.append(
+            batch(
+                batch_id,
+                draw(st.sampled_from(CURRENCIES)),
+                draw(st.integers(0, 3)),
+                count,
+                draw(st.integers(0, 3)),
+                gross,
+                refunds,
+                fees,
+                net,
+            )
+        )
+    # Balanced postings (a debit and its credit), then a few strays that may
+    # unbalance a currency.
+    pairs = draw(
+        st.lists(
+            st.tuples(st.sampled_from(BATCH_IDS), st.sampled_from(CURRENCIES), postings), max_size=6
+        )
+    )
+    strays = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(BATCH_IDS),
+                st.sampled_from(CURRENCIES),
+                st.integers(-(10**12), 10**12),
+            ),
+            max_size=2,
+        )
+    )
+    signed = [(b, c, a) for b, c, a in pairs] + [(b, c, -a) for b, c, a in pairs] + strays
+    tables.ledger_entries = [entry(index, b, c, a) for index, (b, c, a) in enumerate(signed)]
+    reasons = draw(
+        st.lists(st.sampled_from(("invalid_json", "duplicate", "invalid_amount")), max_size=4)
+    )
+    tables.dead_letters = [dead_letter(index, reason) for index, reason in enumerate(reasons)]
+    return tables
+
+
+# Python twins -----------------------------------------------------------------
+
+
+def twin_batch_totals(tables: Tables) -> dict[str, tuple]:
+    """recon_batch_totals: batch_id -> (payee, currency, window_start_us, event_count,
+    events_counted, gross, events_gross, refunds, events_refunds, net, status)."""
+    by_events: dict[str, list[int]] = {}
+    for row in tables.payments:
+        kind, amount, batch_id = row[1], row[6], row[15]
+        if batch_id is None:
+            continue
+        figures = by_events.setdefault(batch_id, [0, 0, 0])
+        figures[0] += 1
+        figures[1 if kind == "payment" else 2] += amount
+    result = {}
+    batches = {row[0]: row for row in tables.settlement_batches}
+    for batch_id in batches.keys() | by_events.keys():
+        own = batches.get(batch_id)
+        events = by_events.get(batch_id)
+        if own is None:
+            status = "missing_batch"
+        elif events is None:
+            status = "empty_batch"
+        else:
+            count, gross, refunds, fees, net = own[6], own[8], own[9], own[10], own[11]
+            same = (count, gross, refunds) == tuple(events) and net == gross - refunds - fees
+            status = "ok" if same else "mismatch"
+        mine = (None,) * 4 if own is None else (own[1], own[2], own[3], own[6])
+        theirs = (None,) * 3 if events is None else (events[0], dec(events[1]), dec(events[2]))
+        result[batch_id] = (
+            *mine,
+            theirs[0],
+            None if own is None else dec(own[8]),
+            theirs[1],
+            None if own is None else dec(own[9]),
+            theirs[2],
+            None if own is None else dec(own[11]),
+            status,
+        )
+    return result
+
+
+def twin_ledger_balance(tables: Tables) -> dict[str, tuple]:
+    """recon_ledger_balance: currency -> (entries, batches, debits, credits, balance, balanced)."""
+    entries: dict[str, list[tuple]] = defaultdict(list)
+    for row in tables.ledger_entries:
+        entries[row[5]].append(row)
+    result = {}
+    for currency, rows in entries.items():
+        amounts = [row[6] for row in rows]
+        balance = sum(amounts)
+        result[currency] = (
+            len(rows),
+            len({row[1] for row in rows}),
+            dec(sum(a for a in amounts if a > 0)),
+            dec(sum(a for a in amounts if a < 0)),
+            dec(balance),
+            balance == 0,
+        )
+    return result
+
+
+def twin_summary_checks(tables: Tables) -> dict[str, int]:
+    return {
+        "batches equal their events": sum(
+            row[-1] != "ok" for row in twin_batch_totals(tables).values()
+        ),
+        "ledger sums to zero per currency": sum(
+            not row[-1] for row in twin_ledger_balance(tables).values()
+        ),
+    }
+
+
+def twin_summary_currencies(tables: Tables) -> list[tuple]:
+    ledger = twin_ledger_balance(tables)
+    by_currency: dict[str, list[tuple]] = defaultdict(list)
+    for row in tables.settlement_batches:
+        by_currency[row[2]].append(row)
+    result = []
+    for currency in sorted(by_currency):
+        rows = by_currency[currency]
+        balanced, balance = (
+            (ledger[currency][5], ledger[currency][4]) if currency in ledger else (False, 0)
+        )
+        result.append(
+            (
+                currency,
+                len(rows),
+                sum(row[6] for row in rows),
+                sum(row[7] for row in rows),
+                *(dec(sum(row[column] for row in rows)) for column in (8, 9, 10, 11, 14)),
+                balanced,
+                balance,
+            )
+        )
+    return result
+
+
+def twin_summary_events(tables: Tables) -> list[tuple]:
+    outcomes = Counter(
+        f"{row[1]} settled" if row[15] is not None else f"{row[1]} {row[12]}, unsettled"
+        for row in tables.payments
+    )
+    letters = Counter(f"dead letter: {row[1]}" for row in tables.dead_letters)
+    return sorted(outcomes.items()) + sorted(letters.items())
+
+
+# Running the SQL --------------------------------------------------------------
+
+
+def test_every_view_and_query_has_a_twin() -> None:
+    """A new view or query fails here until it gets its twin below."""
+    assert {path.stem for path in recon_view_files()} == TWINNED_VIEWS
+    assert {path.stem for path in QUERIES_DIR.glob("*.sql")} == TWINNED_QUERIES
+
+
+def load(tables: Tables, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+    db = duckdb.connect(database)
+    create_schema(db)
+    for table in TABLES:
+        arrow = rows_to_table(table, getattr(tables, table))
+        db.register("incoming", arrow)
+        db.execute(f"INSERT INTO {table} SELECT * FROM incoming")
+        db.unregister("incoming")
+    return db
+
+
+def sql_batch_totals(db: duckdb.DuckDBPyConnection) -> dict[str, tuple]:
+    rows = db.execute(
+        "SELECT batch_id, payee_id, currency, epoch_us(window_start), event_count, events_counted, "
+        "gross, events_gross, refunds, events_refunds, net, status FROM recon_batch_totals"
+    ).fetchall()
+    result = {row[0]: row[1:] for row in rows}
+    assert len(result) == len(rows), "recon_batch_totals repeats a batch id"
+    return result
+
+
+def sql_ledger_balance(db: duckdb.DuckDBPyConnection) -> dict[str, tuple]:
+    rows = db.execute("SELECT * FROM recon_ledger_balance").fetchall()
+    result = {row[0]: row[1:] for row in rows}
+    assert len(result) == len(rows), "recon_ledger_balance repeats a currency"
+    return result
+
+
+def run_query(db: duckdb.DuckDBPyConnection, name: str) -> list[tuple]:
+    return db.execute(query(name)).fetchall()
+
+
+def compare_everything(tables: Tables) -> None:
+    with load(tables) as db:
+        assert sql_batch_totals(db) == twin_batch_totals(tables)
+        assert sql_ledger_balance(db) == twin_ledger_balance(tables)
+        checks = run_query(db, "summary_checks")
+        assert len(checks) == 2
+        assert dict(checks) == twin_summary_checks(tables)
+        assert run_query(db, "summary_currencies") == twin_summary_currencies(tables)
+        assert run_query(db, "summary_events") == twin_summary_events(tables)
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenarios())
+def test_recon_sql_matches_twins(tables: Tables) -> None:
+    compare_everything(tables)
+
+
+# A pinned scenario: the statuses by name ----------------------------------------
+
+
+def pinned() -> Tables:
+    tables = Tables()
+    tables.payments = [
+        payment(0, "payment", "b-ok", 1_500_000, "USD", "approve"),
+        payment(1, "refund", "b-ok", 500_000, "USD", "approve"),
+        payment(2, "payment", "b-gross", AMOUNT_MICROS_MAX, "BHD", "approve"),
+        payment(3, "payment", "b-gone", 1, "JPY", "approve"),
+        payment(4, "payment", None, 7, "JPY", "decline"),
+        payment(5, "payment", "b-net", 10, "USD", "approve"),
+    ]
+    tables.settlement_batches = [
+        batch("b-ok", "USD", 0, 2, 0, 1_500_000, 500_000, 1, 999_999),
+        batch("b-gross", "BHD", 0, 1, 0, AMOUNT_MICROS_MAX - 1, 0, 0, AMOUNT_MICROS_MAX - 1),
+        batch("b-empty", "USD", 1, 0, 0, 0, 0, 0, 0),
+        batch("b-net", "USD", 2, 1, 0, 10, 0, 0, 9),
+    ]
+    tables.ledger_entries = [
+        entry(0, "b-ok", "USD", 999_999),
+        entry(1, "b-ok", "USD", -999_999),
+        entry(2, "b-gross", "BHD", AMOUNT_MICROS_MAX),
+        entry(3, "b-gross", "BHD", AMOUNT_MICROS_MAX),
+        entry(4, "b-gross", "BHD", -AMOUNT_MICROS_MAX),
+        entry(5, "b-gross", "BHD", -AMOUNT_MICROS_MAX + 1),  # off by one micro-unit
+        entry(6, "b-gone", "JPY", 0),
+    ]
+    tables.dead_letters = [dead_letter(0, "invalid_json"), dead_letter(1, "invalid_json")]
+    return tables
+
+
+def test_pinned_statuses() -> None:
+    tables = pinned()
+    with load(tables) as db:
+        statuses = {batch_id: row[-1] for batch_id, row in sql_batch_totals(db).items()}
+        assert statuses == {
+            "b-ok": "ok",
+            "b-gross": "mismatch",
+            "b-gone": "missing_batch",
+            "b-empty": "empty_batch",
+            "b-net": "mismatch",
+        }
+        ledger = sql_ledger_balance(db)
+        assert ledger["USD"] == (2, 1, Decimal("0.999999"), Decimal("-0.999999"), 0, True)
+        assert ledger["BHD"] == (
+            4,
+            1,
+            Decimal("1999999999999.999998"),
+            Decimal("-1999999999999.999997"),
+            Decimal("0.000001"),
+            False,
+        )
+        assert ledger["JPY"] == (1, 1, 0, 0, 0, True)
+        assert dict(run_query(db, "summary_checks")) == {
+            "batches equal their events": 4,
+            "ledger sums to zero per currency": 1,
+        }
+        assert run_query(db, "summary_events") == [
+            ("payment decline, unsettled", 1),
+            ("payment settled", 4),
+            ("refund settled", 1),
+            ("dead letter: invalid_json", 2),
+        ]
+    compare_everything(tables)
+
+
+def test_summarize_reads_the_same_checks(tmp_path: Path) -> None:
+    """`centflow.recon.summarize`, the report's reader, sees what the queries return."""
+    tables = pinned()
+    database = tmp_path / "centflow.duckdb"
+    load(tables, str(database)).close()
+    summary = summarize(database)
+    assert not summary.ok
+    assert dict(summary.checks) == twin_summary_checks(tables)
+    assert summary.count("payment settled") == 4
+    assert [row.currency for row in summary.currencies] == ["BHD", "USD"]
+    usd = summary.currencies[1]
+    assert (usd.batches, usd.events, usd.gross, usd.net, usd.ledger_balanced) == (
+        3,
+        3,
+        Decimal("1.500010"),
+        Decimal("1.000008"),
+        True,
+    )
+
+
+def test_empty_tables_pass_every_check() -> None:
+    with load(Tables()) as db:
+        assert sql_batch_totals(db) == {}
+        assert sql_ledger_balance(db) == {}
+        assert dict(run_query(db, "summary_checks")) == {
+            "batches equal their events": 0,
+            "ledger sums to zero per currency": 0,
+        }
+        assert run_query(db, "summary_currencies") == []
+        assert run_query(db, "summary_events") == []
