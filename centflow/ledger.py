@@ -28,6 +28,7 @@ same way (each its own `kind`), so they slot in without changing these.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 
 from centflow.errors import invariant
 from centflow.events import Payment
@@ -39,6 +40,7 @@ LedgerRow = tuple[str, str, str | None, str, str, str, int, int]
 
 AMOUNT = 6  # index of amount_micros in a LedgerRow
 ACCOUNT = 4
+_amount = itemgetter(AMOUNT)
 
 
 def post_batch(
@@ -80,7 +82,7 @@ def post_batch(
     if carry_out_micros:
         append((f"{batch_id}:{sequence:06d}", batch_id, None, "carry_out", payable, currency, carry_out_micros, posted_us))
         append((f"{batch_id}:{sequence + 1:06d}", batch_id, None, "carry_out", carry, currency, -carry_out_micros, posted_us))
-    invariant(sum(row[AMOUNT] for row in rows) == 0, f"batch {batch_id} postings do not balance")
-    payable_balance = sum(row[AMOUNT] for row in rows if row[ACCOUNT] == payable)
+    invariant(sum(map(_amount, rows)) == 0, f"batch {batch_id} postings do not balance")
+    payable_balance = sum(map(_amount, filter(lambda row: row[ACCOUNT] == payable, rows)))
     invariant(payable_balance == 0, f"batch {batch_id} leaves {payable_balance} on the payee's payable")
     return rows

@@ -46,6 +46,7 @@ from centflow.progress import Envelope, Frontier
 
 WindowKey = tuple[str, str, int]  # (payee_id, currency, window index)
 _ORDER = attrgetter("occurred_us", "event_id", "type")
+_RATE_ONE = Decimal(1)  # no FX conversion yet: settlement currency = event currency
 
 
 def assign_window(occurred_us: int, ingest_us: int, window_us: int, lateness_us: int) -> tuple[int, bool]:
@@ -233,7 +234,9 @@ def build_batches(
     window_start_us = index * window_us
     closed_us = close_time_us(index, window_us, lateness_us)
     out = []
-    for part, part_events in enumerate(_parts(ordered)):
+    total = sum(event.amount_micros for event in ordered)
+    parts = [ordered] if total <= AMOUNT_MICROS_MAX else _parts(ordered)
+    for part, part_events in enumerate(parts):
         gross = refunds = late_count = 0
         for event in part_events:
             if event.type == "payment":
@@ -248,7 +251,7 @@ def build_batches(
         entries = post_batch(batch_id, payee_id, currency, part_events, payout, closed_us, carry_in, carry_out)
         batch = Batch(
             batch_id, payee_id, currency, window_start_us, window_start_us + window_us, part,
-            len(part_events), late_count, gross, refunds, fees, net, currency, Decimal(1), payout,
+            len(part_events), late_count, gross, refunds, fees, net, currency, _RATE_ONE, payout,
             carry_in, carry_out, closed_us,
         )
         invariant(payout + carry_out == net + carry_in, f"batch {batch_id} payout and carry lose money")

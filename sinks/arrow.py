@@ -63,7 +63,7 @@ def _column(kind: str, values: Sequence[object]) -> pa.Array:
 def rows_to_table(table: str, rows: Sequence[tuple]) -> pa.Table:
     """An Arrow table from row tuples in the column order of `centflow.tables`."""
     columns = TABLES[table]
-    invariant(all(len(row) == len(columns) for row in rows), f"{table} row of the wrong width")
+    invariant(not rows or set(map(len, rows)) == {len(columns)}, f"{table} row of the wrong width")
     transposed = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
     arrays = [_column(kind, values) for (_, kind), values in zip(columns, transposed, strict=True)]
     result = pa.Table.from_arrays(arrays, schema=table_schema(table))
