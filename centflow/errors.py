@@ -52,14 +52,17 @@ class InvariantViolation(CentflowError):
     """A bug: a state that must never exist was reached."""
 
 
-def invariant(condition: bool, message: str) -> None:
+def invariant(condition: bool, message: str, *args: object) -> None:
     """Crash with `InvariantViolation` unless `condition` holds.
 
+    The message is formatted (``message % args``) only on failure, so hot
+    paths pay nothing for it.
+
     >>> invariant(1 + 1 == 2, "arithmetic works")
-    >>> invariant(False, "ledger unbalanced: USD 0.01")
+    >>> invariant(False, "ledger unbalanced: %s %s", "USD", "0.01")
     Traceback (most recent call last):
     ...
     centflow.errors.InvariantViolation: ledger unbalanced: USD 0.01
     """
     if not condition:
-        raise InvariantViolation(message)
+        raise InvariantViolation(message % args if args else message)

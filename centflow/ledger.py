@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from operator import itemgetter
 
 from centflow.errors import invariant
-from centflow.events import Payment
+from centflow.events import RAILS, Payment
 
 
 #: A posting as a row of ``ledger_entries`` (see `centflow.tables`):
@@ -41,6 +41,7 @@ LedgerRow = tuple[str, str, str | None, str, str, str, int, int]
 AMOUNT = 6  # index of amount_micros in a LedgerRow
 ACCOUNT = 4
 _amount = itemgetter(AMOUNT)
+_CLEARING = {rail: f"rail_clearing:{rail}" for rail in RAILS}
 
 
 def post_batch(
@@ -63,8 +64,8 @@ def post_batch(
     append = rows.append
     sequence = 0
     for event in events:
-        invariant(event.currency == currency, f"event {event.event_id} in {event.currency} posted to a {currency} batch")
-        clearing = f"rail_clearing:{event.rail}"
+        invariant(event.currency == currency, "event %s in %s posted to a %s batch", event.event_id, event.currency, currency)
+        clearing = _CLEARING[event.rail]
         debit, credit = (clearing, payable) if event.type == "payment" else (payable, clearing)
         amount = event.amount_micros
         append((f"{batch_id}:{sequence:06d}", batch_id, event.event_id, event.type, debit, currency, amount, posted_us))
@@ -82,7 +83,7 @@ def post_batch(
     if carry_out_micros:
         append((f"{batch_id}:{sequence:06d}", batch_id, None, "carry_out", payable, currency, carry_out_micros, posted_us))
         append((f"{batch_id}:{sequence + 1:06d}", batch_id, None, "carry_out", carry, currency, -carry_out_micros, posted_us))
-    invariant(sum(map(_amount, rows)) == 0, f"batch {batch_id} postings do not balance")
+    invariant(sum(map(_amount, rows)) == 0, "batch %s postings do not balance", batch_id)
     payable_balance = sum(map(_amount, filter(lambda row: row[ACCOUNT] == payable, rows)))
-    invariant(payable_balance == 0, f"batch {batch_id} leaves {payable_balance} on the payee's payable")
+    invariant(payable_balance == 0, "batch %s leaves %s on the payee's payable", batch_id, payable_balance)
     return rows

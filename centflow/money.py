@@ -90,7 +90,7 @@ def parse_amount_micros(text: object) -> int:
     micros = int(whole) * MICROS_PER_UNIT + int(fraction.ljust(6, "0") or "0")
     if micros <= 0:
         raise InvalidEvent("invalid_amount", f"amount {text!r} must be greater than zero")
-    invariant(micros <= AMOUNT_MICROS_MAX, f"parsed amount {micros} exceeds DECIMAL(18,6)")
+    invariant(micros <= AMOUNT_MICROS_MAX, "parsed amount %s exceeds DECIMAL(18,6)", micros)
     return micros
 
 
@@ -157,5 +157,5 @@ def allocate_largest_remainder(total: int, weights: list[int]) -> list[int]:
     for index in order[:leftover]:
         shares[index] += 1
     parts = [sign * share for share in shares]
-    invariant(sum(parts) == total, f"allocation of {total} summed to {sum(parts)}")
+    invariant(sum(parts) == total, "allocation of %s summed to %s", total, parts)
     return parts

@@ -89,7 +89,7 @@ class Frontier:
 
     def update(self, origin: str, watermark_us: int) -> None:
         """Record the latest watermark of `origin`."""
-        invariant(origin in self._watermarks, f"unexpected origin {origin!r}")
+        invariant(origin in self._watermarks, "unexpected origin %r", origin)
         self._watermarks[origin] = watermark_us
         if watermark_us != WATERMARK_END_US:
             self._live[origin] = max(self._live[origin], watermark_us)

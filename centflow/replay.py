@@ -24,6 +24,7 @@ from centflow.timeparse import parse_rfc3339_us
 
 _GZIP_MAGIC = b"\x1f\x8b"
 CLOCK_START_US = 1_000
+READ_BLOCK_BYTES = 1 << 20
 
 
 class _OccurredAt(msgspec.Struct):
@@ -79,6 +80,19 @@ def _open(path: Path):  # noqa: ANN202 - binary file object
     return gzip.open(path, "rb") if magic == _GZIP_MAGIC else path.open("rb")
 
 
+def _raw_lines(file: Path) -> Iterator[bytes]:
+    """The lines of one file (without line ends), read in large blocks: much faster
+    than line-by-line reading of a gzip stream."""
+    with _open(file) as stream:
+        tail = b""
+        while block := stream.read(READ_BLOCK_BYTES):
+            lines = (tail + block).split(b"\n")
+            tail = lines.pop()
+            yield from lines
+        if tail:
+            yield tail
+
+
 def iter_lines(path: Path, start_line: int = 0) -> Iterator[tuple[str, int, bytes]]:
     """Yield (file name, 1-based line number, raw line without its newline).
 
@@ -89,14 +103,14 @@ def iter_lines(path: Path, start_line: int = 0) -> Iterator[tuple[str, int, byte
     line_number = 0
     for file in log_files(path):
         name = file.name
-        with _open(file) as stream:
-            for line in stream:
-                line_number += 1
-                if line_number <= start_line:
-                    continue
-                raw = line.rstrip(b"\r\n")
-                if raw.strip():
-                    yield name, line_number, raw
+        for line in _raw_lines(file):
+            line_number += 1
+            if line_number <= start_line:
+                continue
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line.strip():
+                yield name, line_number, line
 
 
 def iter_log(path: Path) -> Iterator[tuple[str, bytes, int]]:

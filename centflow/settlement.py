@@ -161,7 +161,7 @@ class SettlementShard:
     def _add(self, event: Payment) -> None:
         index, late = assign_window(event.occurred_us, event.ingest_us, self.window_us, self.lateness_us)
         if index < self.sealed_index:
-            invariant(self.forced, f"event {event.event_id} arrived for window {index}, already closed by the frontier")
+            invariant(self.forced, "event %s arrived for window %s, already closed by the frontier", event.event_id, index)
             index, late = self.sealed_index, True
         event.late = late
         key = (event.payee_id, event.currency, index)
@@ -229,7 +229,7 @@ def build_batches(
     this currency; the last batch's ``carry_out_micros`` is the next one's.
     """
     payee_id, currency, index = key
-    invariant(len(events) > 0, f"window {key} closed with no events")
+    invariant(len(events) > 0, "window %s closed with no events", key)
     ordered = sorted(events, key=_ORDER)
     window_start_us = index * window_us
     closed_us = close_time_us(index, window_us, lateness_us)
@@ -254,9 +254,9 @@ def build_batches(
             len(part_events), late_count, gross, refunds, fees, net, currency, _RATE_ONE, payout,
             carry_in, carry_out, closed_us,
         )
-        invariant(payout + carry_out == net + carry_in, f"batch {batch_id} payout and carry lose money")
+        invariant(payout + carry_out == net + carry_in, "batch %s payout and carry lose money", batch_id)
         carry_in = carry_out
-        invariant(0 <= gross <= AMOUNT_MICROS_MAX and 0 <= refunds <= AMOUNT_MICROS_MAX, f"batch {batch_id} overflows DECIMAL(18,6)")
+        invariant(0 <= gross <= AMOUNT_MICROS_MAX and 0 <= refunds <= AMOUNT_MICROS_MAX, "batch %s overflows DECIMAL(18,6)", batch_id)
         out.append((batch, part_events, entries))
-    invariant(sum(len(item[1]) for item in out) == len(events), f"window {key} lost events into parts")
+    invariant(sum(len(item[1]) for item in out) == len(events), "window %s lost events into parts", key)
     return out
