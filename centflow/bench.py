@@ -46,8 +46,8 @@ from centflow.runner import RunStats, clear_state, run_workers
 from centflow.timeparse import parse_rfc3339_us
 
 PARTITIONS = 4
-WINDOW_S = 300
-LATENESS_S = 60
+WINDOW_S = 3_600
+LATENESS_S = 120
 IDLE_S = 1.0
 QUIET_S = 1.5
 LATENCY_RATE_PER_S = 5_000
@@ -120,7 +120,7 @@ def _latency(client: dict[str, str], log: Path, out: Path) -> dict[str, float]:
     config = PipelineConfig(
         out_dir=str(out), kafka=client, partitions=tuple(f"{topic}/{n}" for n in range(PARTITIONS)),
         topics=msgspec.structs.replace(PipelineConfig(out_dir="").topics, payments=topic, dead_letters=f"{topic}.dlq", decisions=f"{topic}.decisions"),
-        window_length_s=WINDOW_S, lateness_s=LATENESS_S, idle_s=3.0,
+        window_length_s=WINDOW_S, lateness_s=LATENESS_S, idle_s=10.0,
     )
     clear_state(out)
     runner = threading.Thread(target=run_workers, args=(config, 1, 10), daemon=True)
@@ -165,7 +165,7 @@ def run(events: int, work: Path) -> dict[str, object]:
     figures: dict[str, object] = {"events": events}
     log = work / "bench.jsonl.gz"
     started_s = time.perf_counter()
-    stats = write_log(log, events, seed=1, start_us=parse_rfc3339_us("2026-11-02T00:00:00Z"), duration_s=6 * 3600, window_hint_s=WINDOW_S)
+    stats = write_log(log, events, seed=1, start_us=parse_rfc3339_us("2026-11-02T00:00:00Z"), duration_s=6 * 3600, window_hint_s=300)
     figures["generate_per_s"] = events / (time.perf_counter() - started_s)
     lines = sum(1 for _ in iter_lines(log))
     figures["lines"] = lines

@@ -28,12 +28,10 @@ _US_PER_DAY = 86_400 * _US_PER_SECOND
 YEAR_MIN = 1970
 
 
-@lru_cache(maxsize=16_384)
 def parse_rfc3339_us(text: str) -> int:
     """Parse an RFC 3339 timestamp with offset into microseconds since the epoch.
 
-    Results are cached (a replay parses each event time twice: once for the
-    log clock, once when decoding; errors are never cached). A fast path handles the common shapes with a cache of whole seconds (a
+    A fast path handles the common shapes with a cache of whole seconds (a
     stream repeats each second many times); anything unusual, including every
     invalid text, goes to `_parse_full`, which gives the precise error.
 

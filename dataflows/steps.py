@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+import time
 import zlib
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 from bytewax.operators import StatefulBatchLogic
@@ -20,10 +22,10 @@ from centflow.decision import decide, decision_messages
 from centflow.decode import decode_message
 from centflow.events import DeadLetter, Payment, SourceBatch
 from centflow.limits import SHARD_COUNT
-from centflow.progress import Envelope, Router
+from centflow.progress import Envelope, Router, shard_key
 from centflow.settlement import Settled, SettlementShard, SettlementState
 from centflow.tables import batch_row, dead_letter_row, payment_row
-from sinks.parquet import TableRows, writer_key
+from sinks.parquet import ShardTableWriter, TableRows, WriterState, writer_key
 
 KeyedEnvelope = tuple[str, Envelope]
 Tagged = tuple[str, Any]  # ("route", KeyedEnvelope) or ("dead", list[DeadLetter])
@@ -134,37 +136,60 @@ def envelope_decisions(keyed: KeyedEnvelope) -> list[tuple[str, tuple[bytes | No
     return [(writer, message) for message in decision_messages(envelope.events)]
 
 
-class SettlementLogic(StatefulBatchLogic[Envelope, Settled, SettlementState]):
-    """One settlement shard: window, close and net the payees it owns."""
+SettlementResume = tuple[SettlementState, WriterState]
 
-    def __init__(self, config: PipelineConfig, state: SettlementState | None) -> None:
-        self._shard = SettlementShard(admission_origins(), config.window_us, config.lateness_us, state)
 
-    def on_batch(self, values: list[Envelope]) -> tuple[list[Settled], bool]:
+class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
+    """One settlement shard: window, close and net the payees it owns, and write
+    the rows of what closed (see `sinks.parquet.ShardTableWriter` for why here).
+
+    Emits the number of events that settled, for progress and tests.
+    """
+
+    def __init__(self, config: PipelineConfig, resume: SettlementResume | None) -> None:
+        self._shard = SettlementShard(admission_origins(), config.window_us, config.lateness_us, resume and resume[0])
+        self._writer = ShardTableWriter(config.parquet_dir, resume and resume[1])
+
+    def on_batch(self, values: list[Envelope]) -> tuple[list[int], bool]:
+        self._writer.start(shard_key(values[0].shard))
         settled = self._shard.settle(values)
-        if settled.batches or settled.events:
-            return [settled], StatefulBatchLogic.RETAIN
+        for table, rows in settled_rows(settled):
+            self._writer.add(table, rows)
+        return ([len(settled.events)] if settled.events else []), StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[int], bool]:
+        if self._writer.due():
+            self._writer.flush()
         return [], StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> SettlementState:
-        return self._shard.snapshot()
+    def on_eof(self) -> tuple[list[int], bool]:
+        if self._writer.name:
+            self._writer.flush()
+        return [], StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        due_s = self._writer.flush_at()
+        if due_s is None:
+            return None
+        return datetime.now(UTC) + timedelta(seconds=max(due_s - time.monotonic(), 0.0))
+
+    def snapshot(self) -> SettlementResume:
+        return self._shard.snapshot(), self._writer.state()
 
 
-def settlement_builder(config: PipelineConfig) -> Callable[[SettlementState | None], SettlementLogic]:
+def settlement_builder(config: PipelineConfig) -> Callable[[SettlementResume | None], SettlementLogic]:
     """Builds (or resumes) the logic of one settlement shard."""
-    return lambda state: SettlementLogic(config, state)
+    return lambda resume: SettlementLogic(config, resume)
 
 
-def settled_rows(keyed: tuple[str, Settled]) -> list[tuple[str, TableRows]]:
-    """Table rows for the Parquet writers, keyed by the shard's writer."""
-    key, settled = keyed
-    writer = writer_key(int(key[1:]))
-    out: list[tuple[str, TableRows]] = []
+def settled_rows(settled: Settled) -> list[TableRows]:
+    """The table rows of what a settlement step closed."""
+    out: list[TableRows] = []
     if settled.batches:
-        out.append((writer, ("settlement_batches", [batch_row(batch) for batch in settled.batches])))
-        out.append((writer, ("ledger_entries", settled.entries)))
+        out.append(("settlement_batches", [batch_row(batch) for batch in settled.batches]))
+        out.append(("ledger_entries", settled.entries))
     if settled.events:
-        out.append((writer, ("payments", [payment_row(event, batch_id) for event, batch_id in settled.events])))
+        out.append(("payments", [payment_row(event, batch_id) for event, batch_id in settled.events]))
     return out
 
 

@@ -1,6 +1,19 @@
-"""The Parquet dataset: one writer per partition, atomic files, exactly-once effect.
+"""The Parquet dataset: atomic files, exactly-once effect, two kinds of writer.
 
-Layout: ``DIR/parquet/<table>/part-<writer>-<sequence>.parquet``. Each of the
+Layout: ``DIR/parquet/<table>/part-<writer>-<sequence>.parquet``.
+
+`ShardTableWriter` is used *inside* each settlement shard's step for the three
+big tables (``payments``, ``settlement_batches``, ``ledger_entries``): rows are
+written where they are made, so they never cross a process boundary. Its
+recovery state (next file number and the rows not yet written) is part of the
+shard's snapshot, so state and output can never disagree: on resume it deletes
+its files numbered at or above the restored number and writes the restored
+rows again. It writes a file when a buffer reaches `SHARD_BUFFER_ROWS_MAX`
+rows, when it has held rows for `SHARD_FLUSH_S` seconds (wall clock: this
+decides file boundaries only, never content), and at the end of input.
+
+`ParquetSink` is an ordinary Bytewax sink for the small outputs (dead
+letters), with the same idempotence. Each of the
 `WRITER_PARTITION_COUNT` writer partitions (spread over the workers) buffers
 rows per table and writes a file when a buffer is full, at every recovery
 snapshot, and at the end. A file is written under a temporary name, fsynced
@@ -18,8 +31,10 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
+import msgspec
 import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
@@ -32,7 +47,9 @@ TableRows = tuple[str, list[tuple]]  # (table name, row tuples)
 # zstd level 1 without dictionaries: a quarter of the default level's CPU cost, smaller files for our
 # id-heavy columns, and DuckDB reads it all the same.
 PARQUET_ZSTD_LEVEL = 1
-_FILE_PATTERN = re.compile(r"part-(w\d+)-(\d{8})\.parquet")
+_FILE_PATTERN = re.compile(r"part-([ws]\d+)-(\d{8})\.parquet")
+SHARD_BUFFER_ROWS_MAX = 100_000
+SHARD_FLUSH_S = 5.0
 
 
 def writer_key(index: int) -> str:
@@ -57,11 +74,7 @@ class _WriterPartition(StatefulSinkPartition[TableRows, int]):
     def _discard_unsnapshotted(self) -> None:
         """Delete this writer's files written after the snapshot being resumed from."""
         for table in TABLES:
-            for path in (self._root / table).iterdir():
-                match = _FILE_PATTERN.fullmatch(path.name)
-                stale_temporary = path.name.startswith(f".part-{self._writer}-")
-                if stale_temporary or (match and match.group(1) == self._writer and int(match.group(2)) >= self._sequence):
-                    path.unlink()
+            _discard_from(self._root / table, self._writer, self._sequence)
 
     def write_batch(self, values: list[TableRows]) -> None:
         for table, rows in values:
@@ -72,19 +85,10 @@ class _WriterPartition(StatefulSinkPartition[TableRows, int]):
 
     def _flush(self, table: str) -> None:
         rows = self._buffers[table]
-        if not rows:
-            return
-        arrow_table = rows_to_table(table, rows)
-        name = f"part-{self._writer}-{self._sequence:08d}.parquet"
-        temporary = self._root / table / f".{name}.tmp"
-        with temporary.open("wb") as stream:
-            pq.write_table(arrow_table, stream, compression="zstd", compression_level=PARQUET_ZSTD_LEVEL, use_dictionary=False)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, self._root / table / name)
-        invariant(pq.read_metadata(self._root / table / name).num_rows == len(rows), f"{name} lost rows on write")
-        self._sequence += 1
-        self._buffers[table] = []
+        if rows:
+            _write_file(self._root / table, self._writer, self._sequence, table, rows)
+            self._sequence += 1
+            self._buffers[table] = []
 
     def snapshot(self) -> int:
         for table in TABLES:
@@ -94,6 +98,92 @@ class _WriterPartition(StatefulSinkPartition[TableRows, int]):
     def close(self) -> None:
         for table in TABLES:
             self._flush(table)
+
+
+class WriterState(msgspec.Struct, array_like=True):
+    """Recovery state of a `ShardTableWriter`."""
+
+    name: str
+    next_sequence: int
+    pending: dict[str, list[tuple]]
+
+
+class ShardTableWriter:
+    """Buffers one shard's table rows and writes them as atomic Parquet files."""
+
+    def __init__(self, root: Path, state: WriterState | None = None) -> None:
+        self._root = root
+        self.name = state.name if state else ""
+        self._sequence = state.next_sequence if state else 0
+        self._buffers: dict[str, list[tuple]] = {table: [] for table in TABLES}
+        if state is not None:
+            for table, rows in state.pending.items():
+                self._buffers[table].extend(tuple(row) for row in rows)
+        self._oldest_s: float | None = None if not any(self._buffers.values()) else time.monotonic()
+        self._cleaned = False
+
+    def start(self, name: str) -> None:
+        """Learn the writer's name (the shard key) and remove files a resume will write again."""
+        invariant(not self.name or self.name == name, "writer %s renamed %s", self.name, name)
+        self.name = name
+        if not self._cleaned:
+            for table in TABLES:
+                (self._root / table).mkdir(parents=True, exist_ok=True)
+                _discard_from(self._root / table, name, self._sequence)
+            self._cleaned = True
+
+    def add(self, table: str, rows: list[tuple]) -> None:
+        """Buffer rows; write files when the buffers are full or old."""
+        if rows:
+            self._buffers[table].extend(rows)
+            if self._oldest_s is None:
+                self._oldest_s = time.monotonic()
+        if sum(map(len, self._buffers.values())) >= SHARD_BUFFER_ROWS_MAX:
+            self.flush()
+
+    def due(self) -> bool:
+        """True when buffered rows have waited `SHARD_FLUSH_S` seconds."""
+        return self._oldest_s is not None and time.monotonic() - self._oldest_s >= SHARD_FLUSH_S
+
+    def flush_at(self) -> float | None:
+        """Monotonic time at which the buffered rows become due (None if empty)."""
+        return None if self._oldest_s is None else self._oldest_s + SHARD_FLUSH_S
+
+    def flush(self) -> None:
+        """Write every non-empty buffer as a file."""
+        invariant(bool(self.name), "a shard writer flushed before it knew its name")
+        for table, rows in self._buffers.items():
+            if rows:
+                _write_file(self._root / table, self.name, self._sequence, table, rows)
+                self._sequence += 1
+                self._buffers[table] = []
+        self._oldest_s = None
+
+    def state(self) -> WriterState:
+        """Recovery state: next file number and the rows not yet written."""
+        return WriterState(self.name, self._sequence, {table: list(rows) for table, rows in self._buffers.items() if rows})
+
+
+def _discard_from(directory: Path, writer: str, sequence: int) -> None:
+    """Delete `writer`'s files numbered `sequence` or more, and its temporary files."""
+    for path in directory.iterdir():
+        match = _FILE_PATTERN.fullmatch(path.name)
+        stale_temporary = path.name.startswith(f".part-{writer}-")
+        if stale_temporary or (match and match.group(1) == writer and int(match.group(2)) >= sequence):
+            path.unlink()
+
+
+def _write_file(directory: Path, writer: str, sequence: int, table: str, rows: list[tuple]) -> None:
+    """Write rows as ``part-<writer>-<sequence>.parquet``, atomically (temporary name, fsync, rename)."""
+    arrow_table = rows_to_table(table, rows)
+    name = f"part-{writer}-{sequence:08d}.parquet"
+    temporary = directory / f".{name}.tmp"
+    with temporary.open("wb") as stream:
+        pq.write_table(arrow_table, stream, compression="zstd", compression_level=PARQUET_ZSTD_LEVEL, use_dictionary=False)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temporary, directory / name)
+    invariant(pq.read_metadata(directory / name).num_rows == len(rows), "%s lost rows on write", name)
 
 
 class ParquetSink(FixedPartitionedSink[TableRows, int]):

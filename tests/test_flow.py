@@ -4,7 +4,12 @@ bad input never changes a total, and results do not depend on how partitions int
 from __future__ import annotations
 
 import random
+import tempfile
 from collections import Counter
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pyarrow.parquet as pq
 
 from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +23,7 @@ from tests.factories import SECOND_US
 
 import msgspec
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BAD_MESSAGES = [b"{not json", b"[1, 2]", b'{"event_id": "x"}', b"\xff\xfe", b'{"amount": 1}']
 
 
@@ -34,7 +40,9 @@ def _event(event_id: str, occurred_us: int, payee: str, amount: str, currency: s
 
 
 def _run(partitions: dict[str, list[tuple[int, bytes]]], order_seed: int, chunk: int) -> list:
-    """Run the flow over partitions interleaved by `order_seed`; return every output row."""
+    """Run the flow over partitions interleaved by `order_seed`; return every output row
+    as ``(writer, (table, rows))``: the dead letters from the sink, the settled tables
+    from the Parquet files the settlement step wrote."""
     batches = []
     cursors = dict.fromkeys(partitions, 0)
     rng = random.Random(order_seed)
@@ -49,10 +57,26 @@ def _run(partitions: dict[str, list[tuple[int, bytes]]], order_seed: int, chunk:
         if cursors[name] >= len(partitions[name]):
             batches.append(SourceBatch(name, [], WATERMARK_END_US))
             live.remove(name)
-    config = PipelineConfig(out_dir="unused", partitions=tuple(partitions), replay_path="unused", window_length_s=10, lateness_s=2)
-    out: list = []
-    run_main(build_flow(config, TestingSource(batches), TestingSink(out)))
+    with tempfile.TemporaryDirectory() as out_dir:
+        config = PipelineConfig(out_dir=out_dir, partitions=tuple(partitions), replay_path="unused", window_length_s=10, lateness_s=2)
+        out: list = []
+        run_main(build_flow(config, TestingSource(batches), TestingSink(out)))
+        for table in ("payments", "settlement_batches", "ledger_entries"):
+            for path in sorted((config.parquet_dir / table).glob("*.parquet")):
+                out.append(("file", (table, [_micros_row(row) for row in pq.read_table(path).to_pylist()])))
     return out
+
+
+def _micros_row(row: dict) -> tuple:
+    """A Parquet row back in the row convention: money as micro-units, time as µs."""
+    values = []
+    for value in row.values():
+        if isinstance(value, Decimal) and value.as_tuple().exponent == -6:
+            value = int(value.scaleb(6))
+        elif isinstance(value, datetime):
+            value = (value - EPOCH) // timedelta(microseconds=1)
+        values.append(value)
+    return tuple(values)
 
 
 def _tables(rows: list) -> dict[str, Counter]:
