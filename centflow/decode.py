@@ -14,6 +14,7 @@ finite risk signals, and timestamps too far ahead of their ingestion time.
 
 from __future__ import annotations
 
+import json
 import math
 
 import iso3166
@@ -102,7 +103,9 @@ def _decode(raw: bytes, source: str, ingest_us: int, future_skew_us: int) -> Pay
     except msgspec.ValidationError as error:
         raise _explain(raw, error) from None
     except msgspec.DecodeError as error:
-        raise InvalidEvent("invalid_json", str(error)[:200]) from None
+        raise _explain_undecodable(raw, error) from None
+    except RecursionError:
+        raise InvalidEvent("invalid_json", "JSON nested too deeply") from None
     return _validate(wire, raw, source, ingest_us, future_skew_us)
 
 
@@ -110,8 +113,39 @@ def _explain(raw: bytes, error: msgspec.ValidationError) -> InvalidEvent:
     """The slow path: name the first broken rule of a message msgspec refused."""
     try:
         document = _untyped_decoder.decode(raw)
-    except msgspec.DecodeError as decode_error:
-        return InvalidEvent("invalid_json", str(decode_error)[:200])
+    except (msgspec.DecodeError, RecursionError) as decode_error:
+        return _explain_undecodable(raw, decode_error)  # e.g. a number beyond a double
+    return _explain_document(document, str(error))
+
+
+def _explain_undecodable(raw: bytes, error: Exception) -> InvalidEvent:
+    """msgspec refused the text; the standard library still reads numbers beyond a
+    double (as infinity), which are bad risk signals rather than bad JSON."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return InvalidEvent("invalid_json", "a byte-order mark is not JSON")
+    try:
+        document = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return InvalidEvent("invalid_json", str(error)[:200])
+    return _explain_document(document, str(error))
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_number(value: object) -> bool:
+    """A JSON number that fits a finite double (booleans are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _explain_document(document: object, message: str) -> InvalidEvent:
+    """The first broken rule of a parsed JSON document that is not a valid event."""
     if not isinstance(document, dict):
         return InvalidEvent("invalid_json", f"expected a JSON object, got {type(document).__name__}")
     for name in REQUIRED_FIELDS:
@@ -122,11 +156,22 @@ def _explain(raw: bytes, error: msgspec.ValidationError) -> InvalidEvent:
             kind = type(document[name]).__name__
             reason = _TYPE_REASONS.get(name, "invalid_field")
             return InvalidEvent(reason, f"{name} must be a string, got {kind}")
-    if document.get("splits") is not None:
-        return InvalidEvent("invalid_splits", f"splits: {error}"[:200])
-    if document.get("risk_signals") is not None and "risk_signals" in str(error):
-        return InvalidEvent("invalid_risk_signals", f"{error}"[:200])
-    return InvalidEvent("invalid_field", str(error)[:200])
+    signals = document.get("risk_signals")
+    if isinstance(signals, dict) and not all(map(_finite_number, signals.values())):
+        return InvalidEvent("invalid_risk_signals", "risk signals must be finite numbers")
+    field = _error_field(message)
+    reason = {"splits": "invalid_splits", "risk_signals": "invalid_risk_signals"}.get(field, "invalid_field")
+    return InvalidEvent(reason, message[:200])
+
+
+def _error_field(message: str) -> str:
+    """The top-level field a msgspec error names (``... - at `$.splits[0].bps` ``)."""
+    marker = message.rfind("at `$.")
+    if marker < 0:
+        return ""
+    path = message[marker + 6 :]
+    end = min((index for index in (path.find("."), path.find("["), path.find("`")) if index >= 0), default=len(path))
+    return path[:end]
 
 
 def _validate(wire: _WirePayment, raw: bytes, source: str, ingest_us: int, future_skew_us: int) -> Payment:
@@ -148,13 +193,13 @@ def _validate(wire: _WirePayment, raw: bytes, source: str, ingest_us: int, futur
         raise InvalidEvent("invalid_rail", f"rail {wire.rail[:32]!r} is not one of {sorted(RAILS)}")
     if wire.country not in _COUNTRIES:
         raise InvalidEvent("invalid_country", f"{wire.country[:16]!r} is not ISO 3166-1 alpha-2")
-    reference = None
-    if event_type != "payment":
-        reference = wire.ref_event_id
-        if reference is None:
-            raise InvalidEvent("missing_field", f"ref_event_id is required for a {event_type}")
-        if not 0 < len(reference) <= EVENT_ID_CHARS_MAX:
-            _bad_length("ref_event_id", reference, EVENT_ID_CHARS_MAX)
+    reference = wire.ref_event_id
+    if reference is not None and not 0 < len(reference) <= EVENT_ID_CHARS_MAX:
+        _bad_length("ref_event_id", reference, EVENT_ID_CHARS_MAX)
+    if event_type == "payment":
+        reference = None  # a payment reverses nothing; the field is kept only in the raw record
+    elif reference is None:
+        raise InvalidEvent("missing_field", f"ref_event_id is required for a {event_type}")
     splits = None if wire.splits is None else _validate_splits(wire.splits)
     if wire.device_id is not None and not 0 < len(wire.device_id) <= DEVICE_ID_CHARS_MAX:
         _bad_length("device_id", wire.device_id, DEVICE_ID_CHARS_MAX)
