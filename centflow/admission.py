@@ -62,7 +62,9 @@ def _state_from_msgpack(data: bytes) -> AdmissionState:
 class AdmissionShard:
     """De-duplicates and checks references for the events of one shard."""
 
-    def __init__(self, origins: list[str], dedupe_horizon_us: int, state: AdmissionState | None = None):
+    def __init__(
+        self, origins: list[str], dedupe_horizon_us: int, state: AdmissionState | None = None
+    ):
         invariant(dedupe_horizon_us > 0, "the de-duplication horizon must be positive")
         self.dedupe_horizon_us = dedupe_horizon_us
         if state is None:
@@ -99,13 +101,19 @@ class AdmissionShard:
     def _admit_one(self, event: Payment) -> DeadLetter | None:
         first_us = self.first_seen_us.get(event.event_id)
         if first_us is not None and event.ingest_us - first_us <= self.dedupe_horizon_us:
-            return _letter(event, "duplicate", f"event_id {event.event_id!r} first seen at ingestion µs {first_us}")
+            return _letter(
+                event,
+                "duplicate",
+                f"event_id {event.event_id!r} first seen at ingestion µs {first_us}",
+            )
         if event.ref_event_id is not None:
             letter = self._check_reference(event)
             if letter is not None:
                 return letter
         elif event.type == "payment":
-            self.payments[event.event_id] = PaymentMemory(event.payee_id, event.currency, event.amount_micros, 0)
+            self.payments[event.event_id] = PaymentMemory(
+                event.payee_id, event.currency, event.amount_micros, 0
+            )
         self.first_seen_us[event.event_id] = event.ingest_us
         heapq.heappush(self.expiry_heap, (event.ingest_us, event.event_id))
         return None
@@ -115,7 +123,9 @@ class AdmissionShard:
         invariant(reference is not None, "a reversal without a reference reached admission")
         memory = self.payments.get(reference)  # type: ignore[arg-type]
         if memory is None:
-            return _letter(event, "unknown_reference", f"{event.type} references unseen payment {reference!r}")
+            return _letter(
+                event, "unknown_reference", f"{event.type} references unseen payment {reference!r}"
+            )
         if memory.payee_id != event.payee_id or memory.currency != event.currency:
             return _letter(
                 event,
@@ -131,7 +141,10 @@ class AdmissionShard:
                 f"micro-units of {memory.amount_micros}",
             )
         self.payments[reference] = PaymentMemory(  # type: ignore[index]
-            memory.payee_id, memory.currency, memory.amount_micros, memory.reversed_micros + event.amount_micros
+            memory.payee_id,
+            memory.currency,
+            memory.amount_micros,
+            memory.reversed_micros + event.amount_micros,
         )
         return None
 
@@ -148,7 +161,10 @@ class AdmissionShard:
     def snapshot(self) -> AdmissionState:
         """A copy of the state for recovery."""
         return AdmissionState(
-            self.frontier.state(), dict(self.first_seen_us), dict(self.payments), list(self.expiry_heap)
+            self.frontier.state(),
+            dict(self.first_seen_us),
+            dict(self.payments),
+            list(self.expiry_heap),
         )
 
 

@@ -31,6 +31,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
@@ -56,8 +57,12 @@ LATENCY_MESSAGES = 25_000
 
 def _drain(client: dict[str, str], topic: str, partitions: int, decode: bool) -> tuple[int, float]:
     """Consume a topic until quiet; return (messages, seconds from first to last)."""
-    consumer = Consumer({**client, "group.id": "bench", "enable.auto.commit": False, "fetch.queue.backoff.ms": 100})
-    consumer.assign([TopicPartition(topic, number, OFFSET_BEGINNING) for number in range(partitions)])
+    consumer = Consumer(
+        {**client, "group.id": "bench", "enable.auto.commit": False, "fetch.queue.backoff.ms": 100}
+    )
+    consumer.assign(
+        [TopicPartition(topic, number, OFFSET_BEGINNING) for number in range(partitions)]
+    )
     decoder = msgspec.json.Decoder()
     count = 0
     first_s = last_s = 0.0
@@ -107,7 +112,9 @@ def _pipeline(config: PipelineConfig, workers: int) -> RunStats:
 def _latency(client: dict[str, str], log: Path, out: Path) -> dict[str, float]:
     """Decision latency while the pipeline follows a topic fed at a fixed rate."""
     topic = "latency"
-    ensure_topics(client, {topic: PARTITIONS, f"{topic}.dlq": PARTITIONS, f"{topic}.decisions": PARTITIONS})
+    ensure_topics(
+        client, {topic: PARTITIONS, f"{topic}.dlq": PARTITIONS, f"{topic}.decisions": PARTITIONS}
+    )
     lines = []
     seen = set()
     for _, _, raw in iter_lines(log):
@@ -118,9 +125,18 @@ def _latency(client: dict[str, str], log: Path, out: Path) -> dict[str, float]:
         if len(lines) >= LATENCY_MESSAGES:
             break
     config = PipelineConfig(
-        out_dir=str(out), kafka=client, partitions=tuple(f"{topic}/{n}" for n in range(PARTITIONS)),
-        topics=msgspec.structs.replace(PipelineConfig(out_dir="").topics, payments=topic, dead_letters=f"{topic}.dlq", decisions=f"{topic}.decisions"),
-        window_length_s=WINDOW_S, lateness_s=LATENESS_S, idle_s=10.0,
+        out_dir=str(out),
+        kafka=client,
+        partitions=tuple(f"{topic}/{n}" for n in range(PARTITIONS)),
+        topics=msgspec.structs.replace(
+            PipelineConfig(out_dir="").topics,
+            payments=topic,
+            dead_letters=f"{topic}.dlq",
+            decisions=f"{topic}.decisions",
+        ),
+        window_length_s=WINDOW_S,
+        lateness_s=LATENESS_S,
+        idle_s=10.0,
     )
     clear_state(out)
     runner = threading.Thread(target=run_workers, args=(config, 1, 10), daemon=True)
@@ -128,15 +144,19 @@ def _latency(client: dict[str, str], log: Path, out: Path) -> dict[str, float]:
     time.sleep(4.0)  # let the worker start and assign its partitions
     sent_s: dict[bytes, float] = {}
     arrived_s: dict[bytes, float] = {}
-    consumer = Consumer({**client, "group.id": "bench-latency", "enable.auto.commit": False, "fetch.wait.max.ms": 5})
-    consumer.assign([TopicPartition(f"{topic}.decisions", n, OFFSET_BEGINNING) for n in range(PARTITIONS)])
+    consumer = Consumer(
+        {**client, "group.id": "bench-latency", "enable.auto.commit": False, "fetch.wait.max.ms": 5}
+    )
+    consumer.assign(
+        [TopicPartition(f"{topic}.decisions", n, OFFSET_BEGINNING) for n in range(PARTITIONS)]
+    )
     producer = Producer({**client, "linger.ms": 1})
     started_s = time.perf_counter()
     for index, (event_id, raw) in enumerate(lines):
         due_s = started_s + index / LATENCY_RATE_PER_S
         while time.perf_counter() < due_s:
             for record in consumer.consume(1000, 0.0):
-                arrived_s.setdefault(record.key(), time.perf_counter())
+                arrived_s.setdefault(record.key() or b"", time.perf_counter())
             time.sleep(0.0005)
         sent_s[event_id.encode()] = time.perf_counter()
         producer.produce(topic, raw, timestamp=int(time.time() * 1000))
@@ -145,10 +165,12 @@ def _latency(client: dict[str, str], log: Path, out: Path) -> dict[str, float]:
     deadline_s = time.perf_counter() + 30
     while len(arrived_s) < len(sent_s) and time.perf_counter() < deadline_s:
         for record in consumer.consume(1000, 0.1):
-            arrived_s.setdefault(record.key(), time.perf_counter())
+            arrived_s.setdefault(record.key() or b"", time.perf_counter())
     consumer.close()
     runner.join(60)
-    latencies_ms = sorted((arrived_s[key] - sent_s[key]) * 1000 for key in sent_s if key in arrived_s)
+    latencies_ms = sorted(
+        (arrived_s[key] - sent_s[key]) * 1000 for key in sent_s if key in arrived_s
+    )
     if not latencies_ms:
         return {"messages": 0}
     return {
@@ -159,34 +181,53 @@ def _latency(client: dict[str, str], log: Path, out: Path) -> dict[str, float]:
     }
 
 
-def run(events: int, work: Path) -> dict[str, object]:
+def run(events: int, work: Path) -> dict[str, Any]:
     """Every measurement; returns the figures."""
     work.mkdir(parents=True, exist_ok=True)
-    figures: dict[str, object] = {"events": events}
+    figures: dict[str, Any] = {"events": events}
     log = work / "bench.jsonl.gz"
     started_s = time.perf_counter()
-    stats = write_log(log, events, seed=1, start_us=parse_rfc3339_us("2026-11-02T00:00:00Z"), duration_s=6 * 3600, window_hint_s=300)
+    write_log(
+        log,
+        events,
+        seed=1,
+        start_us=parse_rfc3339_us("2026-11-02T00:00:00Z"),
+        duration_s=6 * 3600,
+        window_hint_s=300,
+    )
     figures["generate_per_s"] = events / (time.perf_counter() - started_s)
     lines = sum(1 for _ in iter_lines(log))
     figures["lines"] = lines
     count, seconds = _file_baseline(log)
     figures["raw_file_per_s"] = count / seconds
-    replay = PipelineConfig(out_dir=str(work / "replay"), replay_path=str(log), window_length_s=WINDOW_S, lateness_s=LATENESS_S)
+    replay = PipelineConfig(
+        out_dir=str(work / "replay"),
+        replay_path=str(log),
+        window_length_s=WINDOW_S,
+        lateness_s=LATENESS_S,
+    )
     for workers in (1, 2):
         result = _pipeline(replay, workers)
         figures[f"replay_{workers}w_per_s"] = lines / result.seconds
         figures[f"replay_{workers}w_rss_mib"] = max(result.peak_rss_bytes) / 2**20
     with LocalBroker(log_path=work / "broker.log") as broker:
         client = client_config(broker.bootstrap)
-        ensure_topics(client, {"payments": PARTITIONS, "payments.dlq": PARTITIONS, "payments.decisions": PARTITIONS})
+        ensure_topics(
+            client,
+            {"payments": PARTITIONS, "payments.dlq": PARTITIONS, "payments.decisions": PARTITIONS},
+        )
         produced = produce_log(log, client, "payments")
         figures["produce_per_s"] = produced.rate
         count, seconds = _drain(client, "payments", PARTITIONS, decode=True)
         figures["raw_kafka_per_s"] = count / seconds
         figures["raw_kafka_messages"] = count
         kafka = PipelineConfig(
-            out_dir=str(work / "kafka"), kafka=client, partitions=tuple(f"payments/{n}" for n in range(PARTITIONS)),
-            window_length_s=WINDOW_S, lateness_s=LATENESS_S, idle_s=IDLE_S,
+            out_dir=str(work / "kafka"),
+            kafka=client,
+            partitions=tuple(f"payments/{n}" for n in range(PARTITIONS)),
+            window_length_s=WINDOW_S,
+            lateness_s=LATENESS_S,
+            idle_s=IDLE_S,
         )
         for workers in (1, 2):
             result = _pipeline(kafka, workers)
@@ -196,22 +237,26 @@ def run(events: int, work: Path) -> dict[str, object]:
     return figures
 
 
-def _markdown(figures: dict[str, object], command: str) -> str:
+def _markdown(figures: dict[str, Any], command: str) -> str:
     f = figures
-    latency = f["latency"]  # type: ignore[index]
+    latency = f["latency"]
     base = f["raw_kafka_per_s"]
     rows = [
         ("raw baseline: read file + JSON-decode each line", f["raw_file_per_s"], ""),
         ("raw baseline: consume Kafka + JSON-decode each message", base, ""),
         ("pipeline, replay, 1 process", f["replay_1w_per_s"], f"{f['replay_1w_rss_mib']:.0f} MiB"),
-        ("pipeline, replay, 2 processes", f["replay_2w_per_s"], f"{f['replay_2w_rss_mib']:.0f} MiB"),
+        (
+            "pipeline, replay, 2 processes",
+            f["replay_2w_per_s"],
+            f"{f['replay_2w_rss_mib']:.0f} MiB",
+        ),
         ("pipeline, Kafka, 1 process", f["kafka_1w_per_s"], f"{f['kafka_1w_rss_mib']:.0f} MiB"),
         ("pipeline, Kafka, 2 processes", f["kafka_2w_per_s"], f"{f['kafka_2w_rss_mib']:.0f} MiB"),
         ("generator (`centflow generate`)", f["generate_per_s"], ""),
         ("producer (`centflow produce`, local broker)", f["produce_per_s"], ""),
     ]
-    table = "\n".join(f"| {name} | {rate:,.0f} | {memory} |" for name, rate, memory in rows)  # type: ignore[str-format]
-    return f"""## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — {f['lines']:,} lines ({f['events']:,} generated events)
+    table = "\n".join(f"| {name} | {rate:,.0f} | {memory} |" for name, rate, memory in rows)
+    return f"""## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — {f["lines"]:,} lines ({f["events"]:,} generated events)
 
 Command: `{command}`. Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}.
 Windows {WINDOW_S} s, lateness {LATENESS_S} s, topic of {PARTITIONS} partitions.
@@ -220,19 +265,23 @@ Windows {WINDOW_S} s, lateness {LATENESS_S} s, topic of {PARTITIONS} partitions.
 |---|---:|---:|
 {table}
 
-- One process reaches **{f['kafka_1w_per_s'] / base:.0%}** of the raw Kafka baseline; two processes run
-  **{f['kafka_2w_per_s'] / f['kafka_1w_per_s']:.2f}×** one (Kafka) and **{f['replay_2w_per_s'] / f['replay_1w_per_s']:.2f}×** (replay).
-- Decision latency at {LATENCY_RATE_PER_S:,} msg/s ({latency.get('messages', 0):,} payments, Kafka in → `payments.decisions` out):
-  p50 {latency.get('p50_ms', float('nan')):.1f} ms, p99 {latency.get('p99_ms', float('nan')):.1f} ms, max {latency.get('max_ms', float('nan')):.1f} ms.
+- One process reaches **{f["kafka_1w_per_s"] / base:.0%}** of the raw Kafka baseline; two processes run
+  **{f["kafka_2w_per_s"] / f["kafka_1w_per_s"]:.2f}×** one (Kafka) and **{f["replay_2w_per_s"] / f["replay_1w_per_s"]:.2f}×** (replay).
+- Decision latency at {LATENCY_RATE_PER_S:,} msg/s ({latency.get("messages", 0):,} payments, Kafka in → `payments.decisions` out):
+  p50 {latency.get("p50_ms", float("nan")):.1f} ms, p99 {latency.get("p99_ms", float("nan")):.1f} ms, max {latency.get("max_ms", float("nan")):.1f} ms.
 - Pipeline rates are lines over the workers' wall time, start-up included (about 1.5 s per run).
 """
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m centflow.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m centflow.bench", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--work", type=Path, default=Path("bench-out"))
-    parser.add_argument("--write", type=Path, default=None, help="append the figures to this Markdown file")
+    parser.add_argument(
+        "--write", type=Path, default=None, help="append the figures to this Markdown file"
+    )
     args = parser.parse_args()
     figures = run(args.events, args.work)
     text = _markdown(figures, f"make bench (python -m centflow.bench --events {args.events})")
@@ -240,7 +289,7 @@ def main() -> None:
     if args.write is not None:
         header = "# Benchmarks\n\nFigures from `make bench`, newest first. See `centflow/bench.py` for what each one measures.\n\n"
         old = args.write.read_text() if args.write.exists() else header
-        body = old[len(header):] if old.startswith(header) else old
+        body = old[len(header) :] if old.startswith(header) else old
         args.write.write_text(header + text + "\n" + body)
     shutil.rmtree(args.work / "latency", ignore_errors=True)
 

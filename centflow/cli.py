@@ -34,7 +34,11 @@ report_console = Console(width=None if sys.stdout.isatty() else 132)
 
 KafkaSetting = Annotated[
     list[str] | None,
-    typer.Option("--kafka-setting", "-X", help="librdkafka client setting KEY=VALUE (SASL/TLS ...); repeatable."),
+    typer.Option(
+        "--kafka-setting",
+        "-X",
+        help="librdkafka client setting KEY=VALUE (SASL/TLS ...); repeatable.",
+    ),
 ]
 KafkaConfigFile = Annotated[
     Path | None,
@@ -57,15 +61,23 @@ def _count_lines(path: Path) -> int | None:
         return None
 
 
-def _run_with_progress(config: PipelineConfig, workers: int, snapshot_s: int, total: int | None) -> float:
+def _run_with_progress(
+    config: PipelineConfig, workers: int, snapshot_s: int, total: int | None
+) -> float:
     """Run the workers under a live progress bar and summary line."""
     from centflow.runner import check_run, run_workers
 
     check_run(config, workers, snapshot_s)  # bad settings fail before any progress is drawn
     out_dir = Path(config.out_dir)
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TextColumn("{task.fields[clock]}"), TimeElapsedColumn(), console=console, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[clock]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     ) as progress:
         task = progress.add_task("reading", total=total, rate="", clock="")
         started_s = time.monotonic()
@@ -96,25 +108,44 @@ def _finish(out_dir: Path) -> None:
 
 @app.command()
 def run(
-    replay: Annotated[Path | None, typer.Option(help="Replay log: .jsonl, .jsonl.gz or a directory of them.")] = None,
-    kafka: Annotated[str | None, typer.Option(help="Kafka bootstrap servers, e.g. 127.0.0.1:9092.")] = None,
+    replay: Annotated[
+        Path | None, typer.Option(help="Replay log: .jsonl, .jsonl.gz or a directory of them.")
+    ] = None,
+    kafka: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers, e.g. 127.0.0.1:9092.")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output and state directory.")] = Path("out"),
     until_idle: Annotated[
-        bool | None, typer.Option("--until-idle/--follow", help="Stop when input is idle (default for --replay).")
+        bool | None,
+        typer.Option(
+            "--until-idle/--follow", help="Stop when input is idle (default for --replay)."
+        ),
     ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    window_s: Annotated[int, typer.Option(help="Settlement window length, seconds.")] = limits.WINDOW_LENGTH_S_DEFAULT,
-    lateness_s: Annotated[int, typer.Option(help="Allowed lateness, seconds.")] = limits.LATENESS_S_DEFAULT,
-    dedupe_horizon_s: Annotated[int, typer.Option(help="De-duplication horizon, seconds.")] = limits.DEDUPE_HORIZON_S_DEFAULT,
-    future_skew_s: Annotated[int, typer.Option(help="Largest event time ahead of ingestion, seconds.")] = limits.FUTURE_SKEW_S_DEFAULT,
-    idle_s: Annotated[float, typer.Option(help="Kafka: seconds without a message that count as idle.")] = limits.IDLE_S_DEFAULT,
+    window_s: Annotated[
+        int, typer.Option(help="Settlement window length, seconds.")
+    ] = limits.WINDOW_LENGTH_S_DEFAULT,
+    lateness_s: Annotated[
+        int, typer.Option(help="Allowed lateness, seconds.")
+    ] = limits.LATENESS_S_DEFAULT,
+    dedupe_horizon_s: Annotated[
+        int, typer.Option(help="De-duplication horizon, seconds.")
+    ] = limits.DEDUPE_HORIZON_S_DEFAULT,
+    future_skew_s: Annotated[
+        int, typer.Option(help="Largest event time ahead of ingestion, seconds.")
+    ] = limits.FUTURE_SKEW_S_DEFAULT,
+    idle_s: Annotated[
+        float, typer.Option(help="Kafka: seconds without a message that count as idle.")
+    ] = limits.IDLE_S_DEFAULT,
     topic: Annotated[str, typer.Option(help="Payments topic.")] = "payments",
     dlq_topic: Annotated[str, typer.Option(help="Dead-letter topic.")] = "payments.dlq",
     decisions_topic: Annotated[str, typer.Option(help="Decisions topic.")] = "payments.decisions",
     kafka_config: KafkaConfigFile = None,
     kafka_setting: KafkaSetting = None,
     snapshot_s: Annotated[int, typer.Option(help="Seconds between recovery snapshots.")] = 5,
-    fresh: Annotated[bool, typer.Option(help="Discard the state kept in --out and start over.")] = False,
+    fresh: Annotated[
+        bool, typer.Option(help="Discard the state kept in --out and start over.")
+    ] = False,
 ) -> None:
     """Run the pipeline into OUT (resumes from OUT's recovery state after a crash)."""
     from centflow.runner import clear_state
@@ -125,8 +156,13 @@ def run(
         clear_state(out)
     topics = Topics(topic, dlq_topic, decisions_topic)
     common = dict(
-        out_dir=str(out), topics=topics, window_length_s=window_s, lateness_s=lateness_s,
-        dedupe_horizon_s=dedupe_horizon_s, future_skew_s=future_skew_s, idle_s=idle_s,
+        out_dir=str(out),
+        topics=topics,
+        window_length_s=window_s,
+        lateness_s=lateness_s,
+        dedupe_horizon_s=dedupe_horizon_s,
+        future_skew_s=future_skew_s,
+        idle_s=idle_s,
     )
     total = None
     if replay is not None:
@@ -144,7 +180,10 @@ def run(
         ensure_topics(client, {dlq_topic: partition_count, decisions_topic: partition_count})
         partitions = tuple(f"{topic}/{index}" for index in range(partition_count))
         config = PipelineConfig(
-            kafka=client, partitions=partitions, until_idle=until_idle is not False, **common  # type: ignore[arg-type]
+            kafka=client,
+            partitions=partitions,
+            until_idle=until_idle is not False,
+            **common,  # type: ignore[arg-type]
         )
     validate(config)
     seconds = _run_with_progress(config, workers, snapshot_s, total)
@@ -157,8 +196,12 @@ def produce(
     log: Annotated[Path, typer.Argument(help="Replay log to publish.")],
     kafka: Annotated[str, typer.Option(help="Kafka bootstrap servers.")],
     topic: Annotated[str, typer.Option(help="Topic to publish to.")] = "payments",
-    rate: Annotated[float | None, typer.Option(help="Messages per second (default: as fast as possible).")] = None,
-    speed: Annotated[float | None, typer.Option(help="Event-time speed-up: 60 = an hour a minute.")] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Messages per second (default: as fast as possible).")
+    ] = None,
+    speed: Annotated[
+        float | None, typer.Option(help="Event-time speed-up: 60 = an hour a minute.")
+    ] = None,
     partitions: Annotated[int, typer.Option(help="Partitions if the topic must be created.")] = 4,
     create_topic: Annotated[bool, typer.Option(help="Create the topic if it is missing.")] = True,
     kafka_config: KafkaConfigFile = None,
@@ -177,12 +220,25 @@ def produce(
         topic_partition_count(client, topic)
     total = _count_lines(log)
     with Progress(
-        TextColumn("[bold]producing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        TextColumn("[bold]producing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
     ) as progress:
         task = progress.add_task("produce", total=total)
-        stats = produce_log(log, client, topic, rate_per_s=rate, speed=speed, progress=lambda sent: progress.update(task, completed=sent))
+        stats = produce_log(
+            log,
+            client,
+            topic,
+            rate_per_s=rate,
+            speed=speed,
+            progress=lambda sent: progress.update(task, completed=sent),
+        )
         progress.update(task, completed=stats.messages)
-    console.print(f"produced {stats.messages:,} messages ({stats.bytes:,} bytes) in {stats.seconds:.2f} s: {stats.rate:,.0f} msg/s")
+    console.print(
+        f"produced {stats.messages:,} messages ({stats.bytes:,} bytes) in {stats.seconds:.2f} s: {stats.rate:,.0f} msg/s"
+    )
 
 
 @app.command()
@@ -190,9 +246,13 @@ def generate(
     out: Annotated[Path, typer.Argument(help="Log to write (.jsonl or .jsonl.gz).")],
     events: Annotated[int, typer.Option(help="Number of lines.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same log.")] = 7,
-    start: Annotated[str, typer.Option(help="RFC 3339 start of event time.")] = "2026-11-02T09:00:00Z",
+    start: Annotated[
+        str, typer.Option(help="RFC 3339 start of event time.")
+    ] = "2026-11-02T09:00:00Z",
     duration_s: Annotated[int, typer.Option(help="Event-time span, seconds.")] = 7_200,
-    faults: Annotated[bool, typer.Option(help="Inject duplicates, late and malformed lines.")] = True,
+    faults: Annotated[
+        bool, typer.Option(help="Inject duplicates, late and malformed lines.")
+    ] = True,
 ) -> None:
     """Write a seeded synthetic payment log."""
     from centflow.generate import write_log
@@ -203,9 +263,13 @@ def generate(
     try:
         start_us = parse_rfc3339_us(start)
     except CentflowError:
-        raise ConfigError(f"--start {start!r} is not an RFC 3339 time like 2026-11-02T09:00:00Z") from None
+        raise ConfigError(
+            f"--start {start!r} is not an RFC 3339 time like 2026-11-02T09:00:00Z"
+        ) from None
     started_s = time.monotonic()
-    stats = write_log(out, events, seed=seed, start_us=start_us, duration_s=duration_s, faults=faults)
+    stats = write_log(
+        out, events, seed=seed, start_us=start_us, duration_s=duration_s, faults=faults
+    )
     console.print(f"wrote {out}: {stats} in {time.monotonic() - started_s:.1f} s")
 
 
@@ -237,8 +301,12 @@ def broker(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Output directory (its old state is discarded).")] = Path("out"),
-    log: Annotated[Path, typer.Option(help="Replay log to publish.")] = Path("replay_data/sample.jsonl.gz"),
+    out: Annotated[
+        Path, typer.Option(help="Output directory (its old state is discarded).")
+    ] = Path("out"),
+    log: Annotated[Path, typer.Option(help="Replay log to publish.")] = Path(
+        "replay_data/sample.jsonl.gz"
+    ),
     partitions: Annotated[int, typer.Option(help="Partitions of the payments topic.")] = 4,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     window_s: Annotated[int, typer.Option(help="Settlement window length, seconds.")] = 60,
@@ -256,12 +324,19 @@ def demo(
     with LocalBroker(log_path=out / "broker.log") as local:
         client = client_config(local.bootstrap)
         console.print(f"local broker on {local.bootstrap}")
-        ensure_topics(client, {"payments": partitions, "payments.dlq": partitions, "payments.decisions": partitions})
+        ensure_topics(
+            client,
+            {"payments": partitions, "payments.dlq": partitions, "payments.decisions": partitions},
+        )
         stats = produce_log(log, client, "payments")
         console.print(f"produced {stats.messages:,} messages from {log} at {stats.rate:,.0f} msg/s")
         config = PipelineConfig(
-            out_dir=str(out), kafka=client, partitions=tuple(f"payments/{index}" for index in range(partitions)),
-            window_length_s=window_s, lateness_s=lateness_s, idle_s=2.0,
+            out_dir=str(out),
+            kafka=client,
+            partitions=tuple(f"payments/{index}" for index in range(partitions)),
+            window_length_s=window_s,
+            lateness_s=lateness_s,
+            idle_s=2.0,
         )
         seconds = _run_with_progress(validate(config), workers, 2, stats.messages)
         console.print(f"pipeline finished in {seconds:.1f} s")

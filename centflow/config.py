@@ -86,9 +86,17 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     """Return `config` if every value is usable; else raise a one-line `ConfigError`."""
     if (config.replay_path is None) == (config.kafka is None):
         raise ConfigError("give exactly one input: --replay FILE or --kafka BOOTSTRAP")
-    _check_range("window length", config.window_length_s, WINDOW_LENGTH_S_MIN, WINDOW_LENGTH_S_MAX, "--window-s")
+    _check_range(
+        "window length",
+        config.window_length_s,
+        WINDOW_LENGTH_S_MIN,
+        WINDOW_LENGTH_S_MAX,
+        "--window-s",
+    )
     _check_range("allowed lateness", config.lateness_s, 0, LATENESS_S_MAX, "--lateness-s")
-    _check_range("dedupe horizon", config.dedupe_horizon_s, 1, DEDUPE_HORIZON_S_MAX, "--dedupe-horizon-s")
+    _check_range(
+        "dedupe horizon", config.dedupe_horizon_s, 1, DEDUPE_HORIZON_S_MAX, "--dedupe-horizon-s"
+    )
     _check_range("future skew", config.future_skew_s, 0, LATENESS_S_MAX, "--future-skew-s")
     _check_range("idle time", config.idle_s, 0.1, IDLE_S_MAX, "--idle-s")
     _check_range("batch size", config.batch_messages_max, 1, 100_000, "batch_messages_max")

@@ -47,7 +47,14 @@ def decision_messages(events: list[Payment]) -> list[tuple[bytes, bytes]]:
         (
             event.event_id.encode(),
             _encoder.encode(
-                DecisionMessage(event.event_id, event.decision or "", event.risk_score, event.model_version, event.reasons, event.ingest_us)
+                DecisionMessage(
+                    event.event_id,
+                    event.decision or "",
+                    event.risk_score,
+                    event.model_version,
+                    event.reasons,
+                    event.ingest_us,
+                )
             ),
         )
         for event in events

@@ -21,7 +21,7 @@ import iso3166
 import msgspec
 
 from centflow.errors import InvalidEvent
-from centflow.events import EVENT_TYPES, RAILS, REVERSAL_TYPES, DeadLetter, Payment, Split
+from centflow.events import EVENT_TYPES, RAILS, DeadLetter, Payment, Split
 from centflow.limits import (
     BPS_WHOLE,
     DEVICE_ID_CHARS_MAX,
@@ -80,14 +80,18 @@ _untyped_decoder = msgspec.json.Decoder()
 _TYPE_REASONS = {"amount": "invalid_amount", "occurred_at": "invalid_timestamp"}
 
 
-def decode_message(raw: bytes, source: str, ingest_us: int, future_skew_us: int) -> Payment | DeadLetter:
+def decode_message(
+    raw: bytes, source: str, ingest_us: int, future_skew_us: int
+) -> Payment | DeadLetter:
     """Total: one `Payment` or one `DeadLetter` for every input; never raises."""
     try:
         return _decode(raw, source, ingest_us, future_skew_us)
     except InvalidEvent as error:
         return DeadLetter(source, error.reason, error.detail, bytes(raw), ingest_us)
-    except Exception as error:  # noqa: BLE001 - totality: no input may stop the pipeline
-        return DeadLetter(source, "invalid_field", f"unexpected: {error!r}"[:500], bytes(raw), ingest_us)
+    except Exception as error:
+        return DeadLetter(
+            source, "invalid_field", f"unexpected: {error!r}"[:500], bytes(raw), ingest_us
+        )
 
 
 def _decode(raw: bytes, source: str, ingest_us: int, future_skew_us: int) -> Payment:
@@ -147,7 +151,9 @@ def _finite_number(value: object) -> bool:
 def _explain_document(document: object, message: str) -> InvalidEvent:
     """The first broken rule of a parsed JSON document that is not a valid event."""
     if not isinstance(document, dict):
-        return InvalidEvent("invalid_json", f"expected a JSON object, got {type(document).__name__}")
+        return InvalidEvent(
+            "invalid_json", f"expected a JSON object, got {type(document).__name__}"
+        )
     for name in REQUIRED_FIELDS:
         if document.get(name) is None:
             return InvalidEvent("missing_field", f"{name} is required")
@@ -160,7 +166,9 @@ def _explain_document(document: object, message: str) -> InvalidEvent:
     if isinstance(signals, dict) and not all(map(_finite_number, signals.values())):
         return InvalidEvent("invalid_risk_signals", "risk signals must be finite numbers")
     field = _error_field(message)
-    reason = {"splits": "invalid_splits", "risk_signals": "invalid_risk_signals"}.get(field, "invalid_field")
+    reason = {"splits": "invalid_splits", "risk_signals": "invalid_risk_signals"}.get(
+        field, "invalid_field"
+    )
     return InvalidEvent(reason, message[:200])
 
 
@@ -170,17 +178,24 @@ def _error_field(message: str) -> str:
     if marker < 0:
         return ""
     path = message[marker + 6 :]
-    end = min((index for index in (path.find("."), path.find("["), path.find("`")) if index >= 0), default=len(path))
+    end = min(
+        (index for index in (path.find("."), path.find("["), path.find("`")) if index >= 0),
+        default=len(path),
+    )
     return path[:end]
 
 
-def _validate(wire: _WirePayment, raw: bytes, source: str, ingest_us: int, future_skew_us: int) -> Payment:
+def _validate(
+    wire: _WirePayment, raw: bytes, source: str, ingest_us: int, future_skew_us: int
+) -> Payment:
     """Each field's rule, in a fixed order (the order decides the reason code)."""
     if not 0 < len(wire.event_id) <= EVENT_ID_CHARS_MAX:
         _bad_length("event_id", wire.event_id, EVENT_ID_CHARS_MAX)
     event_type = wire.type
     if event_type not in EVENT_TYPES:
-        raise InvalidEvent("invalid_type", f"type {event_type[:32]!r} is not one of {sorted(EVENT_TYPES)}")
+        raise InvalidEvent(
+            "invalid_type", f"type {event_type[:32]!r} is not one of {sorted(EVENT_TYPES)}"
+        )
     occurred_us = parse_rfc3339_us(wire.occurred_at)
     if not 0 < len(wire.payer_id) <= PARTY_ID_CHARS_MAX:
         _bad_length("payer_id", wire.payer_id, PARTY_ID_CHARS_MAX)
@@ -214,23 +229,44 @@ def _validate(wire: _WirePayment, raw: bytes, source: str, ingest_us: int, futur
             f"ahead of its ingestion time",
         )
     return Payment(
-        wire.event_id, event_type, occurred_us, ingest_us, wire.payer_id, wire.payee_id, amount_micros,
-        wire.currency, wire.rail, wire.country, source, raw, reference, splits, wire.device_id, wire.ip,
+        wire.event_id,
+        event_type,
+        occurred_us,
+        ingest_us,
+        wire.payer_id,
+        wire.payee_id,
+        amount_micros,
+        wire.currency,
+        wire.rail,
+        wire.country,
+        source,
+        raw,
+        reference,
+        splits,
+        wire.device_id,
+        wire.ip,
         wire.risk_signals,
     )
 
 
 def _bad_length(name: str, value: str, chars_max: int) -> None:
-    raise InvalidEvent("invalid_field", f"{name} must be 1-{chars_max} characters, got {len(value)}")
+    raise InvalidEvent(
+        "invalid_field", f"{name} must be 1-{chars_max} characters, got {len(value)}"
+    )
 
 
 def _validate_splits(splits: list[_WireSplit]) -> tuple[Split, ...]:
     if not 1 <= len(splits) <= SPLITS_MAX:
-        raise InvalidEvent("invalid_splits", f"splits must have 1-{SPLITS_MAX} entries, got {len(splits)}")
+        raise InvalidEvent(
+            "invalid_splits", f"splits must have 1-{SPLITS_MAX} entries, got {len(splits)}"
+        )
     parties = set()
     for split in splits:
         if not 1 <= len(split.party_id) <= PARTY_ID_CHARS_MAX or split.party_id in parties:
-            raise InvalidEvent("invalid_splits", f"split party {split.party_id[:64]!r} is empty, too long or repeated")
+            raise InvalidEvent(
+                "invalid_splits",
+                f"split party {split.party_id[:64]!r} is empty, too long or repeated",
+            )
         if not 0 < split.bps <= BPS_WHOLE:
             raise InvalidEvent("invalid_splits", f"split bps {split.bps} must be in 1..{BPS_WHOLE}")
         parties.add(split.party_id)
@@ -242,7 +278,12 @@ def _validate_splits(splits: list[_WireSplit]) -> tuple[Split, ...]:
 
 def _validate_signals(signals: dict[str, float]) -> None:
     if len(signals) > RISK_SIGNALS_MAX:
-        raise InvalidEvent("invalid_risk_signals", f"{len(signals)} risk signals exceed {RISK_SIGNALS_MAX}")
+        raise InvalidEvent(
+            "invalid_risk_signals", f"{len(signals)} risk signals exceed {RISK_SIGNALS_MAX}"
+        )
     for name, value in signals.items():
         if not 1 <= len(name) <= RISK_SIGNAL_NAME_CHARS_MAX or not math.isfinite(value):
-            raise InvalidEvent("invalid_risk_signals", f"risk signal {name[:64]!r}={value!r} is not a finite number")
+            raise InvalidEvent(
+                "invalid_risk_signals",
+                f"risk signal {name[:64]!r}={value!r} is not a finite number",
+            )

@@ -33,7 +33,6 @@ from operator import itemgetter
 from centflow.errors import invariant
 from centflow.events import RAILS, Payment
 
-
 #: A posting as a row of ``ledger_entries`` (see `centflow.tables`):
 #: (entry_id, batch_id, event_id, kind, account, currency, amount_micros, posted_us).
 LedgerRow = tuple[str, str, str | None, str, str, str, int, int]
@@ -64,26 +63,122 @@ def post_batch(
     append = rows.append
     sequence = 0
     for event in events:
-        invariant(event.currency == currency, "event %s in %s posted to a %s batch", event.event_id, event.currency, currency)
+        invariant(
+            event.currency == currency,
+            "event %s in %s posted to a %s batch",
+            event.event_id,
+            event.currency,
+            currency,
+        )
         clearing = _CLEARING[event.rail]
         debit, credit = (clearing, payable) if event.type == "payment" else (payable, clearing)
         amount = event.amount_micros
-        append((f"{batch_id}:{sequence:06d}", batch_id, event.event_id, event.type, debit, currency, amount, posted_us))
-        append((f"{batch_id}:{sequence + 1:06d}", batch_id, event.event_id, event.type, credit, currency, -amount, posted_us))
+        append(
+            (
+                f"{batch_id}:{sequence:06d}",
+                batch_id,
+                event.event_id,
+                event.type,
+                debit,
+                currency,
+                amount,
+                posted_us,
+            )
+        )
+        append(
+            (
+                f"{batch_id}:{sequence + 1:06d}",
+                batch_id,
+                event.event_id,
+                event.type,
+                credit,
+                currency,
+                -amount,
+                posted_us,
+            )
+        )
         sequence += 2
     carry = f"payee_carry:{payee_id}"
     if carry_in_micros:
-        append((f"{batch_id}:{sequence:06d}", batch_id, None, "carry_in", carry, currency, carry_in_micros, posted_us))
-        append((f"{batch_id}:{sequence + 1:06d}", batch_id, None, "carry_in", payable, currency, -carry_in_micros, posted_us))
+        append(
+            (
+                f"{batch_id}:{sequence:06d}",
+                batch_id,
+                None,
+                "carry_in",
+                carry,
+                currency,
+                carry_in_micros,
+                posted_us,
+            )
+        )
+        append(
+            (
+                f"{batch_id}:{sequence + 1:06d}",
+                batch_id,
+                None,
+                "carry_in",
+                payable,
+                currency,
+                -carry_in_micros,
+                posted_us,
+            )
+        )
         sequence += 2
     payout = f"payee_payout:{payee_id}"
-    append((f"{batch_id}:{sequence:06d}", batch_id, None, "payout", payable, currency, payout_micros, posted_us))
-    append((f"{batch_id}:{sequence + 1:06d}", batch_id, None, "payout", payout, currency, -payout_micros, posted_us))
+    append(
+        (
+            f"{batch_id}:{sequence:06d}",
+            batch_id,
+            None,
+            "payout",
+            payable,
+            currency,
+            payout_micros,
+            posted_us,
+        )
+    )
+    append(
+        (
+            f"{batch_id}:{sequence + 1:06d}",
+            batch_id,
+            None,
+            "payout",
+            payout,
+            currency,
+            -payout_micros,
+            posted_us,
+        )
+    )
     sequence += 2
     if carry_out_micros:
-        append((f"{batch_id}:{sequence:06d}", batch_id, None, "carry_out", payable, currency, carry_out_micros, posted_us))
-        append((f"{batch_id}:{sequence + 1:06d}", batch_id, None, "carry_out", carry, currency, -carry_out_micros, posted_us))
+        append(
+            (
+                f"{batch_id}:{sequence:06d}",
+                batch_id,
+                None,
+                "carry_out",
+                payable,
+                currency,
+                carry_out_micros,
+                posted_us,
+            )
+        )
+        append(
+            (
+                f"{batch_id}:{sequence + 1:06d}",
+                batch_id,
+                None,
+                "carry_out",
+                carry,
+                currency,
+                -carry_out_micros,
+                posted_us,
+            )
+        )
     invariant(sum(map(_amount, rows)) == 0, "batch %s postings do not balance", batch_id)
     payable_balance = sum(map(_amount, filter(lambda row: row[ACCOUNT] == payable, rows)))
-    invariant(payable_balance == 0, "batch %s leaves %s on the payee's payable", batch_id, payable_balance)
+    invariant(
+        payable_balance == 0, "batch %s leaves %s on the payee's payable", batch_id, payable_balance
+    )
     return rows

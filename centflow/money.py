@@ -77,7 +77,9 @@ def parse_amount_micros(text: object) -> int:
         and len(whole) <= 12
         and (not dot or (fraction.isdigit() and len(fraction) <= 6))
     ):  # fast path; same rule as _AMOUNT_PATTERN
-        micros = int(whole) * MICROS_PER_UNIT + (int(fraction) * _FRACTION_SCALE[len(fraction)] if dot else 0)
+        micros = int(whole) * MICROS_PER_UNIT + (
+            int(fraction) * _FRACTION_SCALE[len(fraction)] if dot else 0
+        )
         if micros > 0:
             return micros
     match = _AMOUNT_PATTERN.fullmatch(text)

@@ -156,7 +156,12 @@ class Router:
             shard_events = groups.get(shard)
             if shard_events or self._sent_us.get(shard) != watermark_us:
                 self._sent_us[shard] = watermark_us
-                out.append((shard_key(shard), Envelope(self._origin, shard, watermark_us, shard_events or [])))
+                out.append(
+                    (
+                        shard_key(shard),
+                        Envelope(self._origin, shard, watermark_us, shard_events or []),
+                    )
+                )
         return out
 
     def state(self) -> dict[int, int]:

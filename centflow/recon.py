@@ -58,12 +58,23 @@ def query(name: str) -> str:
 def summarize(database: Path) -> Summary:
     """Run the summary queries against a run's database (read-only)."""
     if not database.exists():
-        raise ConfigError(f"no database at {database}: run `centflow run --out {database.parent}` first")
+        raise ConfigError(
+            f"no database at {database}: run `centflow run --out {database.parent}` first"
+        )
     connection = duckdb.connect(str(database), read_only=True)
     try:
-        outcomes = [(str(name), int(count)) for name, count in connection.execute(query("summary_events")).fetchall()]
-        currencies = [CurrencyTotals(*row) for row in connection.execute(query("summary_currencies")).fetchall()]
-        checks = [(str(name), int(failures)) for name, failures in connection.execute(query("summary_checks")).fetchall()]
+        outcomes = [
+            (str(name), int(count))
+            for name, count in connection.execute(query("summary_events")).fetchall()
+        ]
+        currencies = [
+            CurrencyTotals(*row)
+            for row in connection.execute(query("summary_currencies")).fetchall()
+        ]
+        checks = [
+            (str(name), int(failures))
+            for name, failures in connection.execute(query("summary_checks")).fetchall()
+        ]
     finally:
         connection.close()
     return Summary(str(database), outcomes, currencies, checks)
@@ -78,12 +89,29 @@ def render(summary: Summary, console: Console) -> None:
         outcomes.add_row(name, f"{count:,}")
     console.print(outcomes)
     money = Table(title="Settled, per currency", title_justify="left")
-    for column in ("currency", "batches", "events", "late", "gross", "refunds", "fees", "net", "payout", "ledger"):
+    for column in (
+        "currency",
+        "batches",
+        "events",
+        "late",
+        "gross",
+        "refunds",
+        "fees",
+        "net",
+        "payout",
+        "ledger",
+    ):
         money.add_column(column, justify="left" if column == "currency" else "right")
     for row in summary.currencies:
         money.add_row(
-            row.currency, f"{row.batches:,}", f"{row.events:,}", f"{row.late:,}",
-            *(f"{value:,.6f}".rstrip("0").rstrip(".") for value in (row.gross, row.refunds, row.fees, row.net, row.payout)),
+            row.currency,
+            f"{row.batches:,}",
+            f"{row.events:,}",
+            f"{row.late:,}",
+            *(
+                f"{value:,.6f}".rstrip("0").rstrip(".")
+                for value in (row.gross, row.refunds, row.fees, row.net, row.payout)
+            ),
             "balanced" if row.ledger_balanced else f"[red]off by {row.ledger_balance}[/red]",
         )
     console.print(money)

@@ -65,16 +65,20 @@ class LogClock:
 def log_files(path: Path) -> list[Path]:
     """The files of a log: the file itself, or a directory's files in name order."""
     if path.is_dir():
-        files = sorted(child for child in path.iterdir() if child.is_file() and not child.name.startswith("."))
+        files = sorted(
+            child for child in path.iterdir() if child.is_file() and not child.name.startswith(".")
+        )
         if not files:
             raise ConfigError(f"replay directory {path} holds no log files")
         return files
     if not path.is_file():
-        raise ConfigError(f"replay log {path} does not exist (give a .jsonl, .jsonl.gz or a directory)")
+        raise ConfigError(
+            f"replay log {path} does not exist (give a .jsonl, .jsonl.gz or a directory)"
+        )
     return [path]
 
 
-def _open(path: Path):  # noqa: ANN202 - binary file object
+def _open(path: Path):
     with path.open("rb") as probe:
         magic = probe.read(2)
     return gzip.open(path, "rb") if magic == _GZIP_MAGIC else path.open("rb")

@@ -35,13 +35,26 @@ import msgspec
 
 from centflow.config import PipelineConfig, to_environment, validate
 from centflow.errors import ConfigError, InfrastructureError, TerminalError
-from centflow.limits import RECOVERY_PARTITION_COUNT, SHARD_COUNT, WORKERS_MAX, WRITER_PARTITION_COUNT
+from centflow.limits import (
+    RECOVERY_PARTITION_COUNT,
+    SHARD_COUNT,
+    WORKERS_MAX,
+    WRITER_PARTITION_COUNT,
+)
 
 SNAPSHOT_S_DEFAULT = 5
 POLL_S = 0.1
 STOP_TIMEOUT_S = 10.0
 STATE_FILE = "state.json"
-KEPT_NAMES = ("recovery", "parquet", "centflow.duckdb", "centflow.duckdb.wal", "status", "logs", STATE_FILE)
+KEPT_NAMES = (
+    "recovery",
+    "parquet",
+    "centflow.duckdb",
+    "centflow.duckdb.wal",
+    "status",
+    "logs",
+    STATE_FILE,
+)
 
 
 class StateIdentity(msgspec.Struct, frozen=True):
@@ -65,8 +78,14 @@ def state_identity(config: PipelineConfig) -> StateIdentity:
         kafka = config.kafka or {}
         source = f"kafka:{kafka.get('bootstrap.servers')}/{config.topics.payments}"
     return StateIdentity(
-        source, config.partitions, config.window_length_s, config.lateness_s, config.dedupe_horizon_s,
-        config.future_skew_s, SHARD_COUNT, WRITER_PARTITION_COUNT,
+        source,
+        config.partitions,
+        config.window_length_s,
+        config.lateness_s,
+        config.dedupe_horizon_s,
+        config.future_skew_s,
+        SHARD_COUNT,
+        WRITER_PARTITION_COUNT,
     )
 
 
@@ -119,8 +138,16 @@ def _free_port() -> int:
 def worker_commands(recovery: Path, workers: int, snapshot_s: int) -> list[list[str]]:
     """The command line of each worker process."""
     base = [
-        sys.executable, "-m", "bytewax.run", "dataflows.pipeline:flow",
-        "-r", str(recovery), "-s", str(snapshot_s), "-b", "0",
+        sys.executable,
+        "-m",
+        "bytewax.run",
+        "dataflows.pipeline:flow",
+        "-r",
+        str(recovery),
+        "-s",
+        str(snapshot_s),
+        "-b",
+        "0",
     ]
     if workers == 1:
         return [base]
@@ -181,7 +208,9 @@ def run_workers(
 
     def tick() -> None:
         for index, (process, _) in enumerate(processes):
-            stats.peak_rss_bytes[index] = max(stats.peak_rss_bytes[index], _peak_rss_bytes(process.pid))
+            stats.peak_rss_bytes[index] = max(
+                stats.peak_rss_bytes[index], _peak_rss_bytes(process.pid)
+            )
         if on_tick is not None:
             on_tick()
 
@@ -189,7 +218,14 @@ def run_workers(
         for index, command in enumerate(worker_commands(recovery, workers, snapshot_s)):
             log = logs / f"worker-{index}.log"
             with log.open("wb") as stream:
-                processes.append((subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=environment), log))
+                processes.append(
+                    (
+                        subprocess.Popen(
+                            command, stdout=stream, stderr=subprocess.STDOUT, env=environment
+                        ),
+                        log,
+                    )
+                )
         _wait(processes, tick)
     finally:
         _stop(processes)
@@ -197,12 +233,16 @@ def run_workers(
     return stats
 
 
-def _wait(processes: list[tuple[subprocess.Popen[bytes], Path]], on_tick: Callable[[], None] | None) -> None:
+def _wait(
+    processes: list[tuple[subprocess.Popen[bytes], Path]], on_tick: Callable[[], None] | None
+) -> None:
     while True:
         codes = [process.poll() for process, _ in processes]
         for (process, log), code in zip(processes, codes, strict=True):
             if code not in (None, 0):
-                raise TerminalError(f"worker {processes.index((process, log))} failed (exit {code}): {_last_error_line(log)} (full log: {log})")
+                raise TerminalError(
+                    f"worker {processes.index((process, log))} failed (exit {code}): {_last_error_line(log)} (full log: {log})"
+                )
         if all(code == 0 for code in codes):
             return
         if on_tick is not None:
@@ -223,4 +263,4 @@ def _stop(processes: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
             process.wait()
 
 
-__all__ = ["InfrastructureError", "run_workers", "prepare_state", "clear_state", "state_identity"]
+__all__ = ["InfrastructureError", "clear_state", "prepare_state", "run_workers", "state_identity"]

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from operator import attrgetter
 from decimal import Decimal
+from operator import attrgetter
 
 import msgspec
 
@@ -49,7 +49,9 @@ _ORDER = attrgetter("occurred_us", "event_id", "type")
 _RATE_ONE = Decimal(1)  # no FX conversion yet: settlement currency = event currency
 
 
-def assign_window(occurred_us: int, ingest_us: int, window_us: int, lateness_us: int) -> tuple[int, bool]:
+def assign_window(
+    occurred_us: int, ingest_us: int, window_us: int, lateness_us: int
+) -> tuple[int, bool]:
     """(window index, late) for an event, from its own two times.
 
     >>> assign_window(occurred_us=5, ingest_us=12, window_us=10, lateness_us=3)
@@ -70,7 +72,9 @@ def close_time_us(index: int, window_us: int, lateness_us: int) -> int:
     return (index + 1) * window_us + lateness_us
 
 
-def batch_id_for(payee_id: str, currency: str, window_start_us: int, window_us: int, part: int) -> str:
+def batch_id_for(
+    payee_id: str, currency: str, window_start_us: int, window_us: int, part: int
+) -> str:
     """Deterministic batch id: same window, same id, in every run.
 
     >>> batch_id_for("m1", "USD", 0, 60_000_000, 0)
@@ -125,7 +129,11 @@ class SettlementState(msgspec.Struct, array_like=True):
     def __reduce__(self) -> tuple[object, tuple[bytes]]:
         """Snapshots pickle through msgpack (much cheaper for windows full of events)."""
         wire = _SettlementWire(
-            self.frontier, list(self.open_windows.items()), self.close_heap, self.sealed_index, self.forced,
+            self.frontier,
+            list(self.open_windows.items()),
+            self.close_heap,
+            self.sealed_index,
+            self.forced,
             list(self.carry_micros.items()),
         )
         return (_state_from_msgpack, (_encoder.encode(wire),))
@@ -147,7 +155,11 @@ _wire_decoder = msgspec.msgpack.Decoder(_SettlementWire)
 def _state_from_msgpack(data: bytes) -> SettlementState:
     wire = _wire_decoder.decode(data)
     return SettlementState(
-        wire.frontier, dict(wire.open_windows), wire.close_heap, wire.sealed_index, wire.forced,
+        wire.frontier,
+        dict(wire.open_windows),
+        wire.close_heap,
+        wire.sealed_index,
+        wire.forced,
         dict(wire.carry_micros),
     )
 
@@ -155,8 +167,17 @@ def _state_from_msgpack(data: bytes) -> SettlementState:
 class SettlementShard:
     """Windows, closes and nets the events of the payees one shard owns."""
 
-    def __init__(self, origins: list[str], window_us: int, lateness_us: int, state: SettlementState | None = None):
-        invariant(window_us > 0 and lateness_us >= 0, f"bad window {window_us} µs / lateness {lateness_us} µs")
+    def __init__(
+        self,
+        origins: list[str],
+        window_us: int,
+        lateness_us: int,
+        state: SettlementState | None = None,
+    ):
+        invariant(
+            window_us > 0 and lateness_us >= 0,
+            f"bad window {window_us} µs / lateness {lateness_us} µs",
+        )
         self.window_us = window_us
         self.lateness_us = lateness_us
         if state is None:
@@ -188,16 +209,25 @@ class SettlementShard:
         return out
 
     def _add(self, event: Payment) -> None:
-        index, late = assign_window(event.occurred_us, event.ingest_us, self.window_us, self.lateness_us)
+        index, late = assign_window(
+            event.occurred_us, event.ingest_us, self.window_us, self.lateness_us
+        )
         if index < self.sealed_index:
-            invariant(self.forced, "event %s arrived for window %s, already closed by the frontier", event.event_id, index)
+            invariant(
+                self.forced,
+                "event %s arrived for window %s, already closed by the frontier",
+                event.event_id,
+                index,
+            )
             index, late = self.sealed_index, True
         event.late = late
         key = (event.payee_id, event.currency, index)
         events = self.open_windows.get(key)
         if events is None:
             self.open_windows[key] = events = []
-            heapq.heappush(self.close_heap, (close_time_us(index, self.window_us, self.lateness_us), key))
+            heapq.heappush(
+                self.close_heap, (close_time_us(index, self.window_us, self.lateness_us), key)
+            )
         events.append(event)
 
     def _close_through(self, frontier_us: int, out: Settled) -> None:
@@ -208,7 +238,9 @@ class SettlementShard:
             events = self.open_windows.pop(key)
             payee = (key[0], key[1])
             carry_in = self.carry_micros.pop(payee, 0)
-            for batch, batch_events, entries in build_batches(key, events, self.window_us, self.lateness_us, carry_in):
+            for batch, batch_events, entries in build_batches(
+                key, events, self.window_us, self.lateness_us, carry_in
+            ):
                 if batch.carry_out_micros:
                     self.carry_micros[payee] = batch.carry_out_micros
                 else:
@@ -277,15 +309,40 @@ def build_batches(
         net = gross - refunds - fees
         payout, carry_out = round_to_minor_unit(net + carry_in, currency)
         batch_id = batch_id_for(payee_id, currency, window_start_us, window_us, part)
-        entries = post_batch(batch_id, payee_id, currency, part_events, payout, closed_us, carry_in, carry_out)
-        batch = Batch(
-            batch_id, payee_id, currency, window_start_us, window_start_us + window_us, part,
-            len(part_events), late_count, gross, refunds, fees, net, currency, _RATE_ONE, payout,
-            carry_in, carry_out, closed_us,
+        entries = post_batch(
+            batch_id, payee_id, currency, part_events, payout, closed_us, carry_in, carry_out
         )
-        invariant(payout + carry_out == net + carry_in, "batch %s payout and carry lose money", batch_id)
+        batch = Batch(
+            batch_id,
+            payee_id,
+            currency,
+            window_start_us,
+            window_start_us + window_us,
+            part,
+            len(part_events),
+            late_count,
+            gross,
+            refunds,
+            fees,
+            net,
+            currency,
+            _RATE_ONE,
+            payout,
+            carry_in,
+            carry_out,
+            closed_us,
+        )
+        invariant(
+            payout + carry_out == net + carry_in, "batch %s payout and carry lose money", batch_id
+        )
         carry_in = carry_out
-        invariant(0 <= gross <= AMOUNT_MICROS_MAX and 0 <= refunds <= AMOUNT_MICROS_MAX, "batch %s overflows DECIMAL(18,6)", batch_id)
+        invariant(
+            0 <= gross <= AMOUNT_MICROS_MAX and 0 <= refunds <= AMOUNT_MICROS_MAX,
+            "batch %s overflows DECIMAL(18,6)",
+            batch_id,
+        )
         out.append((batch, part_events, entries))
-    invariant(sum(len(item[1]) for item in out) == len(events), "window %s lost events into parts", key)
+    invariant(
+        sum(len(item[1]) for item in out) == len(events), "window %s lost events into parts", key
+    )
     return out

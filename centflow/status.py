@@ -32,7 +32,11 @@ class StatusWriter:
     """Writes one partition's status file, at most every `STATUS_INTERVAL_S`."""
 
     def __init__(self, out_dir: Path | None, partition: str) -> None:
-        self._path = None if out_dir is None else out_dir / STATUS_DIR_NAME / (partition.replace("/", "_") + ".json")
+        self._path = (
+            None
+            if out_dir is None
+            else out_dir / STATUS_DIR_NAME / (partition.replace("/", "_") + ".json")
+        )
         self._partition = partition
         self._written_s = 0.0
         if self._path is not None:
@@ -46,7 +50,9 @@ class StatusWriter:
             return
         self._written_s = now_s
         temporary = self._path.with_suffix(".tmp")
-        temporary.write_bytes(msgspec.json.encode(PartitionStatus(self._partition, messages, watermark_us, ended)))
+        temporary.write_bytes(
+            msgspec.json.encode(PartitionStatus(self._partition, messages, watermark_us, ended))
+        )
         os.replace(temporary, self._path)
 
 

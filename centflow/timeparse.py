@@ -10,8 +10,8 @@ stay non-decreasing. Fractions finer than a microsecond are truncated.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
 from centflow.errors import InvalidEvent
 
@@ -52,7 +52,12 @@ def parse_rfc3339_us(text: str) -> int:
                 if not fraction:
                     return base_us - zone_us
                 digits = fraction[1:]
-                if fraction[0] == "." and 1 <= len(digits) <= 9 and digits.isascii() and digits.isdigit():
+                if (
+                    fraction[0] == "."
+                    and 1 <= len(digits) <= 9
+                    and digits.isascii()
+                    and digits.isdigit()
+                ):
                     return base_us - zone_us + int(digits[:6].ljust(6, "0"))
     return _parse_full(text)
 
@@ -93,7 +98,9 @@ def _parse_full(text: str) -> int:
         raise InvalidEvent(
             "invalid_timestamp", f"{text[:64]!r} is not an RFC 3339 date-time with an offset"
         )
-    _, _, _, hour_text, minute_text, second_text, fraction, zulu, sign, offset_h, offset_m = match.groups()
+    _, _, _, hour_text, minute_text, second_text, fraction, zulu, sign, offset_h, offset_m = (
+        match.groups()
+    )
     hour, minute, second = int(hour_text), int(minute_text), int(second_text)
     day_us = _day_us(text[:10])
     if day_us is None or hour > 23 or minute > 59 or second > 60:
@@ -108,7 +115,9 @@ def _parse_full(text: str) -> int:
     fraction_us = int(fraction[1:7].ljust(6, "0")) if fraction else 0
     seconds_of_day = (hour * 60 + minute) * 60 + second - offset_s
     if second == 60 and seconds_of_day % 86_400 != 0:
-        raise InvalidEvent("invalid_timestamp", f"{text[:64]!r}: a leap second is only 23:59:60 UTC")
+        raise InvalidEvent(
+            "invalid_timestamp", f"{text[:64]!r}: a leap second is only 23:59:60 UTC"
+        )
     return day_us + seconds_of_day * _US_PER_SECOND + fraction_us
 
 

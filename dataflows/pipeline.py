@@ -80,7 +80,9 @@ def build_flow(
 class _DiscardSink(DynamicSink[Any]):
     """Where the settled counts go in production (they exist for tests and progress)."""
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition[Any]:
+    def build(
+        self, step_id: str, worker_index: int, worker_count: int
+    ) -> StatelessSinkPartition[Any]:
         return _Discard()
 
 
@@ -93,11 +95,15 @@ def flow_for(config: PipelineConfig) -> Dataflow:
     """The production flow for `config`: replay file or Kafka in, Parquet (+ Kafka) out."""
     table_sink = ParquetSink(config.parquet_dir)
     if config.replay_path is not None:
-        source: Source = ReplaySource(Path(config.replay_path), config.batch_messages_max, Path(config.out_dir))
+        source: Source = ReplaySource(
+            Path(config.replay_path), config.batch_messages_max, Path(config.out_dir)
+        )
         return build_flow(config, source, table_sink)
     client = dict(config.kafka or {})
     idle_s = config.idle_s if config.until_idle else None
-    source = KafkaBatchSource(client, list(config.partitions), config.batch_messages_max, idle_s, Path(config.out_dir))
+    source = KafkaBatchSource(
+        client, list(config.partitions), config.batch_messages_max, idle_s, Path(config.out_dir)
+    )
     return build_flow(
         config,
         source,

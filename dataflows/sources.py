@@ -51,7 +51,11 @@ class ReplayPosition(msgspec.Struct, array_like=True, frozen=True):
 
 class _ReplayPartition(StatefulSourcePartition[SourceBatch, ReplayPosition]):
     def __init__(
-        self, path: Path, batch_messages_max: int, position: ReplayPosition | None, status: StatusWriter
+        self,
+        path: Path,
+        batch_messages_max: int,
+        position: ReplayPosition | None,
+        status: StatusWriter,
     ) -> None:
         position = position or ReplayPosition(0, CLOCK_START_US, False)
         self._status = status
@@ -93,7 +97,9 @@ class ReplaySource(FixedPartitionedSource[SourceBatch, ReplayPosition]):
     def list_parts(self) -> list[str]:
         return [REPLAY_PARTITION]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: ReplayPosition | None) -> _ReplayPartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: ReplayPosition | None
+    ) -> _ReplayPartition:
         status = StatusWriter(self._status_dir, for_part)
         return _ReplayPartition(self._path, self._batch_messages_max, resume_state, status)
 
@@ -107,8 +113,13 @@ class KafkaPosition(msgspec.Struct, array_like=True, frozen=True):
 
 class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
     def __init__(
-        self, client: dict[str, str], name: str, batch_messages_max: int, idle_s: float | None,
-        position: KafkaPosition | None, status: StatusWriter,
+        self,
+        client: dict[str, str],
+        name: str,
+        batch_messages_max: int,
+        idle_s: float | None,
+        position: KafkaPosition | None,
+        status: StatusWriter,
     ) -> None:
         self._status = status
         self._messages = 0
@@ -122,13 +133,15 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
         self._ended = False
         self._quiet = False
         self._last_message_s = time.monotonic()
-        self._consumer = Consumer({
-            "group.id": "centflow-unused",  # required by librdkafka; no group is joined (assign only)
-            "enable.auto.commit": False,
-            "enable.partition.eof": False,
-            "fetch.queue.backoff.ms": 100,
-            **client,
-        })
+        self._consumer = Consumer(
+            {
+                "group.id": "centflow-unused",  # required by librdkafka; no group is joined (assign only)
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+                "fetch.queue.backoff.ms": 100,
+                **client,
+            }
+        )
         self._consumer.assign([TopicPartition(topic, int(number), self._offset)])
 
     def next_batch(self) -> list[SourceBatch]:
@@ -148,8 +161,10 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
             _, timestamp_ms = record.timestamp()
             if timestamp_ms is not None and timestamp_ms >= 0:
                 watermark_us = max(watermark_us, timestamp_ms * MICROS_PER_MILLISECOND)
-            offset = record.offset()
-            messages.append(RawMessage(f"{self._name}/{offset}", max(watermark_us, 0), record.value() or b""))
+            offset = record.offset() or 0
+            messages.append(
+                RawMessage(f"{self._name}/{offset}", max(watermark_us, 0), record.value() or b"")
+            )
             self._offset = offset + 1
         self._watermark_us = watermark_us
         self._quiet = not messages
@@ -178,7 +193,11 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, KafkaPosition]):
     """Partitions ``<topic>/<n>`` of a Kafka topic, read in batches."""
 
     def __init__(
-        self, client: dict[str, str], partitions: list[str], batch_messages_max: int, idle_s: float | None,
+        self,
+        client: dict[str, str],
+        partitions: list[str],
+        batch_messages_max: int,
+        idle_s: float | None,
         status_dir: Path | None = None,
     ) -> None:
         self._status_dir = status_dir
@@ -190,6 +209,10 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, KafkaPosition]):
     def list_parts(self) -> list[str]:
         return list(self._partitions)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: KafkaPosition | None) -> _KafkaPartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: KafkaPosition | None
+    ) -> _KafkaPartition:
         status = StatusWriter(self._status_dir, for_part)
-        return _KafkaPartition(self._client, for_part, self._batch_messages_max, self._idle_s, resume_state, status)
+        return _KafkaPartition(
+            self._client, for_part, self._batch_messages_max, self._idle_s, resume_state, status
+        )

@@ -7,11 +7,11 @@ domain's methods. All logic lives in `centflow`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
 import time
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 from bytewax.operators import StatefulBatchLogic
@@ -48,7 +48,9 @@ def decoder(config: PipelineConfig) -> Callable[[SourceBatch], Decoded]:
         payments: list[Payment] = []
         dead: list[DeadLetter] = []
         for message in batch.messages:
-            result = decode_message(message.value, message.source, message.ingest_us, future_skew_us)
+            result = decode_message(
+                message.value, message.source, message.ingest_us, future_skew_us
+            )
             if type(result) is Payment:
                 payments.append(result)
             else:
@@ -88,7 +90,9 @@ class AdmissionLogic(StatefulBatchLogic[Envelope, Tagged, tuple[int, AdmissionSt
 
     def __init__(self, config: PipelineConfig, resume: tuple[int, AdmissionState] | None) -> None:
         self._index = resume[0] if resume else -1
-        self._shard = AdmissionShard(list(config.partitions), config.dedupe_horizon_us, resume[1] if resume else None)
+        self._shard = AdmissionShard(
+            list(config.partitions), config.dedupe_horizon_us, resume[1] if resume else None
+        )
         self._router = Router(f"admit-{self._index}")
 
     def on_batch(self, values: list[Envelope]) -> tuple[list[Tagged], bool]:
@@ -106,7 +110,9 @@ class AdmissionLogic(StatefulBatchLogic[Envelope, Tagged, tuple[int, AdmissionSt
         return self._index, self._shard.snapshot()
 
 
-def admission_builder(config: PipelineConfig) -> Callable[[tuple[int, AdmissionState] | None], AdmissionLogic]:
+def admission_builder(
+    config: PipelineConfig,
+) -> Callable[[tuple[int, AdmissionState] | None], AdmissionLogic]:
     """Builds (or resumes) the logic of one admission shard."""
     return lambda resume: AdmissionLogic(config, resume)
 
@@ -147,7 +153,9 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
     """
 
     def __init__(self, config: PipelineConfig, resume: SettlementResume | None) -> None:
-        self._shard = SettlementShard(admission_origins(), config.window_us, config.lateness_us, resume and resume[0])
+        self._shard = SettlementShard(
+            admission_origins(), config.window_us, config.lateness_us, resume and resume[0]
+        )
         self._writer = ShardTableWriter(config.parquet_dir, resume and resume[1])
 
     def on_batch(self, values: list[Envelope]) -> tuple[list[int], bool]:
@@ -177,7 +185,9 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
         return self._shard.snapshot(), self._writer.state()
 
 
-def settlement_builder(config: PipelineConfig) -> Callable[[SettlementResume | None], SettlementLogic]:
+def settlement_builder(
+    config: PipelineConfig,
+) -> Callable[[SettlementResume | None], SettlementLogic]:
     """Builds (or resumes) the logic of one settlement shard."""
     return lambda resume: SettlementLogic(config, resume)
 
@@ -189,7 +199,9 @@ def settled_rows(settled: Settled) -> list[TableRows]:
         out.append(("settlement_batches", [batch_row(batch) for batch in settled.batches]))
         out.append(("ledger_entries", settled.entries))
     if settled.events:
-        out.append(("payments", [payment_row(event, batch_id) for event, batch_id in settled.events]))
+        out.append(
+            ("payments", [payment_row(event, batch_id) for event, batch_id in settled.events])
+        )
     return out
 
 
@@ -212,7 +224,9 @@ def dead_letter_messages(letters: list[DeadLetter]) -> list[tuple[str, tuple[byt
             (
                 letter.source.encode(),
                 _dlq_encoder.encode(
-                    _DeadLetterMessage(letter.source, letter.reason, letter.detail, letter.raw, letter.received_us)
+                    _DeadLetterMessage(
+                        letter.source, letter.reason, letter.detail, letter.raw, letter.received_us
+                    )
                 ),
             ),
         )

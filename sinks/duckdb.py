@@ -61,7 +61,10 @@ def _load_table(connection: duckdb.DuckDBPyConnection, table: str, parquet_dir: 
     else:
         distinct_rows = 0
     loaded = connection.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-    invariant(loaded == distinct_rows, f"{table}: {distinct_rows - loaded} rows share a key with different content")
+    invariant(
+        loaded == distinct_rows,
+        f"{table}: {distinct_rows - loaded} rows share a key with different content",
+    )
     connection.execute("COMMIT")
     return int(loaded)
 
@@ -73,7 +76,9 @@ def materialize(out_dir: Path) -> Path:
     try:
         connection = duckdb.connect(str(database))
     except duckdb.IOException as error:
-        raise ConfigError(f"cannot open {database}: {str(error).splitlines()[0]} (is another process using it?)") from None
+        raise ConfigError(
+            f"cannot open {database}: {str(error).splitlines()[0]} (is another process using it?)"
+        ) from None
     try:
         connection.execute("SET enable_progress_bar = false")
         create_schema(connection)

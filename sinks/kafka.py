@@ -14,6 +14,7 @@ partitions (librdkafka producers are thread-safe and batch internally).
 from __future__ import annotations
 
 import threading
+from typing import ClassVar
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -31,7 +32,7 @@ class _SharedProducer:
     """One idempotent producer per (process, topic), with its delivery errors."""
 
     _lock = threading.Lock()
-    _instances: dict[tuple[str, str], _SharedProducer] = {}
+    _instances: ClassVar[dict[tuple[str, str], _SharedProducer]] = {}
 
     def __init__(self, client: dict[str, str], topic: str) -> None:
         self.topic = topic
@@ -70,7 +71,9 @@ class _SharedProducer:
     def flush(self) -> None:
         remaining = self.producer.flush(FLUSH_TIMEOUT_S)
         if remaining:
-            raise TerminalError(f"{remaining} messages to {self.topic} undelivered after {FLUSH_TIMEOUT_S:g} s")
+            raise TerminalError(
+                f"{remaining} messages to {self.topic} undelivered after {FLUSH_TIMEOUT_S:g} s"
+            )
         self._raise_errors()
 
     def _raise_errors(self) -> None:

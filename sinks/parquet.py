@@ -161,7 +161,11 @@ class ShardTableWriter:
 
     def state(self) -> WriterState:
         """Recovery state: next file number and the rows not yet written."""
-        return WriterState(self.name, self._sequence, {table: list(rows) for table, rows in self._buffers.items() if rows})
+        return WriterState(
+            self.name,
+            self._sequence,
+            {table: list(rows) for table, rows in self._buffers.items() if rows},
+        )
 
 
 def _discard_from(directory: Path, writer: str, sequence: int) -> None:
@@ -169,7 +173,9 @@ def _discard_from(directory: Path, writer: str, sequence: int) -> None:
     for path in directory.iterdir():
         match = _FILE_PATTERN.fullmatch(path.name)
         stale_temporary = path.name.startswith(f".part-{writer}-")
-        if stale_temporary or (match and match.group(1) == writer and int(match.group(2)) >= sequence):
+        if stale_temporary or (
+            match and match.group(1) == writer and int(match.group(2)) >= sequence
+        ):
             path.unlink()
 
 
@@ -179,11 +185,19 @@ def _write_file(directory: Path, writer: str, sequence: int, table: str, rows: l
     name = f"part-{writer}-{sequence:08d}.parquet"
     temporary = directory / f".{name}.tmp"
     with temporary.open("wb") as stream:
-        pq.write_table(arrow_table, stream, compression="zstd", compression_level=PARQUET_ZSTD_LEVEL, use_dictionary=False)
+        pq.write_table(
+            arrow_table,
+            stream,
+            compression="zstd",
+            compression_level=PARQUET_ZSTD_LEVEL,
+            use_dictionary=False,
+        )
         stream.flush()
         os.fsync(stream.fileno())
     os.replace(temporary, directory / name)
-    invariant(pq.read_metadata(directory / name).num_rows == len(rows), "%s lost rows on write", name)
+    invariant(
+        pq.read_metadata(directory / name).num_rows == len(rows), "%s lost rows on write", name
+    )
 
 
 class ParquetSink(FixedPartitionedSink[TableRows, int]):

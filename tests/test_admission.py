@@ -30,7 +30,9 @@ def test_a_repeat_within_the_horizon_is_a_duplicate_dead_letter_with_its_raw_byt
 def test_a_repeat_beyond_the_horizon_is_a_new_event():
     shard = AdmissionShard(["p0"], HORIZON_US)
     admit(shard, payment("e1", occurred_us=SECOND_US))
-    admitted, dead = admit(shard, payment("e1", occurred_us=SECOND_US, ingest_us=SECOND_US + HORIZON_US + 1))
+    admitted, dead = admit(
+        shard, payment("e1", occurred_us=SECOND_US, ingest_us=SECOND_US + HORIZON_US + 1)
+    )
     assert len(admitted) == 1 and not dead
 
 
@@ -38,13 +40,21 @@ def test_references_must_exist_match_and_not_exceed_the_payment():
     shard = AdmissionShard(["p0"], HORIZON_US)
     original = payment("pay", occurred_us=1, amount_micros=1_000)
     unknown = payment("r0", occurred_us=2, type="refund", ref_event_id="nope", amount_micros=1)
-    mismatch = payment("r1", occurred_us=3, type="refund", ref_event_id="pay", currency="EUR", amount_micros=1)
+    mismatch = payment(
+        "r1", occurred_us=3, type="refund", ref_event_id="pay", currency="EUR", amount_micros=1
+    )
     partial = payment("r2", occurred_us=4, type="refund", ref_event_id="pay", amount_micros=600)
-    too_much = payment("r3", occurred_us=5, type="chargeback", ref_event_id="pay", amount_micros=401)
+    too_much = payment(
+        "r3", occurred_us=5, type="chargeback", ref_event_id="pay", amount_micros=401
+    )
     rest = payment("r4", occurred_us=6, type="chargeback", ref_event_id="pay", amount_micros=400)
     admitted, dead = admit(shard, original, unknown, mismatch, partial, too_much, rest)
     assert [event.event_id for event in admitted] == ["pay", "r2", "r4"]
-    assert [letter.reason for letter in dead] == ["unknown_reference", "reference_mismatch", "refund_exceeds_payment"]
+    assert [letter.reason for letter in dead] == [
+        "unknown_reference",
+        "reference_mismatch",
+        "refund_exceeds_payment",
+    ]
 
 
 @settings(max_examples=50, deadline=None)
@@ -57,7 +67,7 @@ def test_eviction_never_changes_which_events_are_duplicates(gaps_s, ids, step):
     """Feeding in small steps (frequent eviction) or all at once (none) gives the same verdicts."""
     clock_us = 0
     events = []
-    for number, (gap_s, event_id) in enumerate(zip(gaps_s, ids)):
+    for number, (gap_s, event_id) in enumerate(zip(gaps_s, ids, strict=False)):
         clock_us += gap_s * SECOND_US
         events.append((event_id, clock_us, number))
 
@@ -66,7 +76,10 @@ def test_eviction_never_changes_which_events_are_duplicates(gaps_s, ids, step):
         shard = AdmissionShard(["p0"], HORIZON_US)
         out = []
         for start in range(0, len(events), chunk):
-            batch = [payment(event_id, occurred_us=at, ingest_us=at) for event_id, at, _ in events[start:start + chunk]]
+            batch = [
+                payment(event_id, occurred_us=at, ingest_us=at)
+                for event_id, at, _ in events[start : start + chunk]
+            ]
             admitted, dead = admit(shard, *batch)
             out += [(event.event_id, event.ingest_us) for event in admitted]
             assert len(admitted) + len(dead) == len(batch)

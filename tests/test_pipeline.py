@@ -31,7 +31,11 @@ KEYS = {
 
 def centflow(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "centflow", *args], capture_output=True, text=True, timeout=timeout_s, check=False
+        [sys.executable, "-m", "centflow", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -42,7 +46,9 @@ def tables(out: Path) -> dict[str, list[tuple]]:
     connection = duckdb.connect(str(out / "centflow.duckdb"), read_only=True)
     try:
         return {
-            table: connection.execute(f"SELECT * EXCLUDE (source) FROM {table} ORDER BY {key}").fetchall()
+            table: connection.execute(
+                f"SELECT * EXCLUDE (source) FROM {table} ORDER BY {key}"
+            ).fetchall()
             if table in ("payments", "dead_letters")
             else connection.execute(f"SELECT * FROM {table} ORDER BY {key}").fetchall()
             for table, key in KEYS.items()
@@ -66,20 +72,36 @@ def replay_tables(replay_out: Path) -> dict[str, list[tuple]]:
 def test_replay_tables_reconcile_the_way_an_analyst_checks_them(replay_out, replay_tables):
     assert len(replay_tables["payments"]) > 4_000
     db = duckdb.connect(str(replay_out / "centflow.duckdb"), read_only=True)
-    assert db.execute("SELECT count(*) FROM recon_batch_totals WHERE status <> 'ok'").fetchall() == [(0,)]
+    assert db.execute(
+        "SELECT count(*) FROM recon_batch_totals WHERE status <> 'ok'"
+    ).fetchall() == [(0,)]
     assert db.execute("SELECT bool_and(balanced) FROM recon_ledger_balance").fetchall() == [(True,)]
     # every approved payment is in exactly one batch, and the sums agree per currency
-    assert db.execute("SELECT count(*) FROM payments WHERE decision = 'approve' AND batch_id IS NULL").fetchall() == [(0,)]
+    assert db.execute(
+        "SELECT count(*) FROM payments WHERE decision = 'approve' AND batch_id IS NULL"
+    ).fetchall() == [(0,)]
     per_currency = db.execute(
         """SELECT p.currency, sum(p.amount) FILTER (WHERE p.type = 'payment'), any_value(b.gross)
            FROM payments p JOIN (SELECT currency, sum(gross) AS gross FROM settlement_batches GROUP BY 1) b USING (currency)
            GROUP BY p.currency"""
     ).fetchall()
     assert per_currency and all(events == batches for _, events, batches in per_currency)
-    reasons = {reason for (reason,) in db.execute("SELECT DISTINCT reason FROM dead_letters").fetchall()}
-    assert {"duplicate", "invalid_json", "invalid_amount", "unknown_currency", "oversize", "not_utf8", "unknown_reference"} <= reasons
+    reasons = {
+        reason for (reason,) in db.execute("SELECT DISTINCT reason FROM dead_letters").fetchall()
+    }
+    assert {
+        "duplicate",
+        "invalid_json",
+        "invalid_amount",
+        "unknown_currency",
+        "oversize",
+        "not_utf8",
+        "unknown_reference",
+    } <= reasons
     assert db.execute("SELECT count(*) FROM payments WHERE late").fetchall()[0][0] > 0
-    zero_decimal = db.execute("SELECT count(*) FROM settlement_batches WHERE currency = 'JPY'").fetchall()[0][0]
+    zero_decimal = db.execute(
+        "SELECT count(*) FROM settlement_batches WHERE currency = 'JPY'"
+    ).fetchall()[0][0]
     assert zero_decimal > 0
     db.close()
 
@@ -89,19 +111,47 @@ def test_kafka_mode_gives_the_replay_tables(replay_tables, kafka_bootstrap, fres
     topic = fresh_topic(partitions=4)
     produce_log(SAMPLE, client_config(kafka_bootstrap), topic)
     centflow(
-        "run", "--kafka", kafka_bootstrap, "--topic", topic, "--dlq-topic", f"{topic}.dlq",
-        "--decisions-topic", f"{topic}.decisions", "--idle-s", "2", "--out", str(tmp_path), *WINDOW,
+        "run",
+        "--kafka",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--dlq-topic",
+        f"{topic}.dlq",
+        "--decisions-topic",
+        f"{topic}.decisions",
+        "--idle-s",
+        "2",
+        "--out",
+        str(tmp_path),
+        *WINDOW,
     )
     assert tables(tmp_path) == replay_tables
 
 
 @pytest.mark.kafka
-def test_kafka_mode_with_two_worker_processes_gives_the_replay_tables(replay_tables, kafka_bootstrap, fresh_topic, tmp_path):
+def test_kafka_mode_with_two_worker_processes_gives_the_replay_tables(
+    replay_tables, kafka_bootstrap, fresh_topic, tmp_path
+):
     topic = fresh_topic(partitions=4)
     produce_log(SAMPLE, client_config(kafka_bootstrap), topic)
     centflow(
-        "run", "--kafka", kafka_bootstrap, "--topic", topic, "--dlq-topic", f"{topic}.dlq",
-        "--decisions-topic", f"{topic}.decisions", "--idle-s", "2", "--workers", "2", "--out", str(tmp_path), *WINDOW,
+        "run",
+        "--kafka",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--dlq-topic",
+        f"{topic}.dlq",
+        "--decisions-topic",
+        f"{topic}.decisions",
+        "--idle-s",
+        "2",
+        "--workers",
+        "2",
+        "--out",
+        str(tmp_path),
+        *WINDOW,
     )
     assert tables(tmp_path) == replay_tables
 
@@ -122,10 +172,30 @@ def _snapshots(recovery: Path) -> int:
 
 def test_a_run_killed_with_sigkill_then_rerun_counts_nothing_twice(tmp_path):
     log = tmp_path / "log.jsonl.gz"
-    write_log(log, 150_000, seed=11, start_us=parse_rfc3339_us("2026-11-02T09:00:00Z"), duration_s=6 * 3600)
+    write_log(
+        log,
+        150_000,
+        seed=11,
+        start_us=parse_rfc3339_us("2026-11-02T09:00:00Z"),
+        duration_s=6 * 3600,
+    )
     clean, killed = tmp_path / "clean", tmp_path / "killed"
-    command = [sys.executable, "-m", "centflow", "run", "--replay", str(log), "--out", str(killed), "--snapshot-s", "1", *WINDOW]
-    victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "centflow",
+        "run",
+        "--replay",
+        str(log),
+        "--out",
+        str(killed),
+        "--snapshot-s",
+        "1",
+        *WINDOW,
+    ]
+    victim = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         statuses = read_status(killed)

@@ -62,8 +62,12 @@ def _partitions(raw: list[list[tuple]]) -> dict[str, list[Payment]]:
             clock_us += advance_us
             built.append(
                 payment(
-                    f"e{serial}", occurred_us=max(clock_us - behind_us, 0), ingest_us=clock_us,
-                    payee_id=payee, currency=currency, amount_micros=amount,
+                    f"e{serial}",
+                    occurred_us=max(clock_us - behind_us, 0),
+                    ingest_us=clock_us,
+                    payee_id=payee,
+                    currency=currency,
+                    amount_micros=amount,
                 )
             )
             serial += 1
@@ -71,7 +75,9 @@ def _partitions(raw: list[list[tuple]]) -> dict[str, list[Payment]]:
     return partitions
 
 
-def _settle_interleaved(partitions: dict[str, list[Payment]], seed: int, chunk: int) -> dict[str, tuple]:
+def _settle_interleaved(
+    partitions: dict[str, list[Payment]], seed: int, chunk: int
+) -> dict[str, tuple]:
     """Feed the partitions' events to one shard in a random interleaving; return batches by id."""
     shard = SettlementShard(list(partitions), WINDOW_US, LATENESS_US)
     cursors = {name: 0 for name in partitions}
@@ -81,8 +87,17 @@ def _settle_interleaved(partitions: dict[str, list[Payment]], seed: int, chunk: 
     while live:
         name = rng.choice(live)
         start = cursors[name]
-        events = [payment(e.event_id, occurred_us=e.occurred_us, ingest_us=e.ingest_us, payee_id=e.payee_id,
-                          currency=e.currency, amount_micros=e.amount_micros) for e in partitions[name][start:start + chunk]]
+        events = [
+            payment(
+                e.event_id,
+                occurred_us=e.occurred_us,
+                ingest_us=e.ingest_us,
+                payee_id=e.payee_id,
+                currency=e.currency,
+                amount_micros=e.amount_micros,
+            )
+            for e in partitions[name][start : start + chunk]
+        ]
         cursors[name] = start + len(events)
         ended = cursors[name] >= len(partitions[name])
         watermark = WATERMARK_END_US if ended else events[-1].ingest_us
@@ -102,8 +117,13 @@ def _settle_interleaved(partitions: dict[str, list[Payment]], seed: int, chunk: 
 
 
 @settings(max_examples=60, deadline=None)
-@given(raw=st.lists(partition_events, min_size=1, max_size=4), seed_a=st.integers(), seed_b=st.integers(),
-       chunk_a=st.integers(1, 5), chunk_b=st.integers(1, 5))
+@given(
+    raw=st.lists(partition_events, min_size=1, max_size=4),
+    seed_a=st.integers(),
+    seed_b=st.integers(),
+    chunk_a=st.integers(1, 5),
+    chunk_b=st.integers(1, 5),
+)
 def test_batches_do_not_depend_on_interleaving(raw, seed_a, seed_b, chunk_a, chunk_b):
     partitions = _partitions(raw)
     first = _settle_interleaved(partitions, seed_a, chunk_a)
@@ -116,8 +136,14 @@ def test_batches_do_not_depend_on_interleaving(raw, seed_a, seed_b, chunk_a, chu
     for batch, members in first.values():
         for event_id, late in members:
             event = events[event_id]
-            index, expected_late = assign_window(event.occurred_us, event.ingest_us, WINDOW_US, LATENESS_US)
-            assert (batch.payee_id, batch.currency, batch.window_start_us) == (event.payee_id, event.currency, index * WINDOW_US)
+            index, expected_late = assign_window(
+                event.occurred_us, event.ingest_us, WINDOW_US, LATENESS_US
+            )
+            assert (batch.payee_id, batch.currency, batch.window_start_us) == (
+                event.payee_id,
+                event.currency,
+                index * WINDOW_US,
+            )
             assert late == expected_late
         gross = sum(events[event_id].amount_micros for event_id, _ in members)
         assert batch.gross_micros == gross and batch.event_count == len(members)
@@ -140,7 +166,10 @@ def test_a_very_late_event_joins_the_next_open_batch_marked_late():
     settled = shard.settle([Envelope("a", 0, WATERMARK_END_US, [on_time, late])])
     assert len(settled.batches) == 1
     assert settled.batches[0].late_count == 1
-    assert {event.event_id: event.late for event, _ in settled.events} == {"on-time": False, "late": True}
+    assert {event.event_id: event.late for event, _ in settled.events} == {
+        "on-time": False,
+        "late": True,
+    }
 
 
 def test_events_after_an_end_of_input_join_the_batch_after_the_closed_windows():
@@ -159,9 +188,12 @@ def test_refunds_reduce_the_batch_they_fall_into_and_the_ledger_balances():
         payment("p2", occurred_us=2, amount_micros=250_000, rail="sepa"),
         payment("r1", occurred_us=3, amount_micros=100_000, type="refund", ref_event_id="p1"),
     ]
-    [(batch, members, entries)] = build_batches(("m1", "USD", 0), events, WINDOW_US, LATENESS_US)
+    [(batch, _members, entries)] = build_batches(("m1", "USD", 0), events, WINDOW_US, LATENESS_US)
     assert (batch.gross_micros, batch.refunds_micros, batch.net_micros, batch.payout_micros) == (
-        750_000, 100_000, 650_000, 650_000,
+        750_000,
+        100_000,
+        650_000,
+        650_000,
     )
     assert sum(entry[6] for entry in entries) == 0
     assert len(entries) == 2 * len(events) + 2
@@ -190,6 +222,8 @@ def test_state_survives_a_snapshot_round_trip():
 
     shard = SettlementShard(["a", "b"], WINDOW_US, LATENESS_US)
     shard.settle([Envelope("a", 0, 50 * SECOND_US, [payment("e1", occurred_us=SECOND_US)])])
-    restored = SettlementShard(["a", "b"], WINDOW_US, LATENESS_US, pickle.loads(pickle.dumps(shard.snapshot())))
+    restored = SettlementShard(
+        ["a", "b"], WINDOW_US, LATENESS_US, pickle.loads(pickle.dumps(shard.snapshot()))
+    )
     settled = restored.settle([Envelope("b", 0, WATERMARK_END_US, [])])
     assert [event.event_id for event, _ in settled.events] == ["e1"]
