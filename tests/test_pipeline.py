@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from centflow.generate import write_log
 from centflow.kafka import client_config, produce_log
@@ -107,53 +108,49 @@ def test_replay_tables_reconcile_the_way_an_analyst_checks_them(replay_out, repl
 
 
 @pytest.mark.kafka
-def test_kafka_mode_gives_the_replay_tables(replay_tables, kafka_bootstrap, fresh_topic, tmp_path):
-    topic = fresh_topic(partitions=4)
-    produce_log(SAMPLE, client_config(kafka_bootstrap), topic)
-    centflow(
-        "run",
-        "--kafka",
-        kafka_bootstrap,
-        "--topic",
-        topic,
-        "--dlq-topic",
-        f"{topic}.dlq",
-        "--decisions-topic",
-        f"{topic}.decisions",
-        "--idle-s",
-        "2",
-        "--out",
-        str(tmp_path),
-        *WINDOW,
-    )
-    assert tables(tmp_path) == replay_tables
-
-
-@pytest.mark.kafka
-def test_kafka_mode_with_two_worker_processes_gives_the_replay_tables(
-    replay_tables, kafka_bootstrap, fresh_topic, tmp_path
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kafka_mode_gives_the_replay_tables(
+    replay_tables, kafka_bootstrap, fresh_topic, tmp_path, workers
 ):
+    """Through a real broker, 4 partitions, one or two worker processes: the same tables;
+    and every decision and dead letter is on its topic."""
     topic = fresh_topic(partitions=4)
     produce_log(SAMPLE, client_config(kafka_bootstrap), topic)
-    centflow(
-        "run",
+    kafka = [
         "--kafka",
         kafka_bootstrap,
         "--topic",
         topic,
-        "--dlq-topic",
-        f"{topic}.dlq",
-        "--decisions-topic",
-        f"{topic}.decisions",
         "--idle-s",
         "2",
         "--workers",
-        "2",
-        "--out",
-        str(tmp_path),
-        *WINDOW,
-    )
+        str(workers),
+    ]
+    topics = ["--dlq-topic", f"{topic}.dlq", "--decisions-topic", f"{topic}.decisions"]
+    centflow("run", *kafka, *topics, "--out", str(tmp_path), *WINDOW)
     assert tables(tmp_path) == replay_tables
+    client = client_config(kafka_bootstrap)
+    decisions = {key for key, _ in _drain(client, f"{topic}.decisions")}
+    assert decisions == {row[0].encode() for row in replay_tables["payments"]}
+    dead = _drain(client, f"{topic}.dlq")
+    assert len({key for key, _ in dead}) == len(replay_tables["dead_letters"])
+
+
+def _drain(client: dict[str, str], topic: str) -> list[tuple[bytes, bytes]]:
+    """Every (key, value) of a topic, read until it has been quiet for 2 s."""
+    consumer = Consumer({**client, "group.id": "test-drain", "enable.auto.commit": False})
+    partitions = consumer.list_topics(timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, number, OFFSET_BEGINNING) for number in partitions])
+    messages, quiet_since = [], time.monotonic()
+    while time.monotonic() - quiet_since < 2.0:
+        batch = consumer.consume(1000, 0.2)
+        if batch:
+            quiet_since = time.monotonic()
+            messages += [
+                (message.key(), message.value()) for message in batch if message.error() is None
+            ]
+    consumer.close()
+    return messages
 
 
 def test_two_worker_processes_give_the_same_tables(replay_tables, tmp_path):
