@@ -207,7 +207,8 @@ def run(events: int, work: Path) -> dict[str, Any]:
         lateness_s=LATENESS_S,
     )
     for workers in (1, 2):
-        result = _pipeline(replay, workers)
+        partitions = tuple(f"replay/{index}" for index in range(workers))
+        result = _pipeline(msgspec.structs.replace(replay, partitions=partitions), workers)
         figures[f"replay_{workers}w_per_s"] = lines / result.seconds
         figures[f"replay_{workers}w_rss_mib"] = max(result.peak_rss_bytes) / 2**20
     with LocalBroker(log_path=work / "broker.log") as broker:

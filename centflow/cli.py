@@ -142,7 +142,7 @@ def run(
     decisions_topic: Annotated[str, typer.Option(help="Decisions topic.")] = "payments.decisions",
     kafka_config: KafkaConfigFile = None,
     kafka_setting: KafkaSetting = None,
-    snapshot_s: Annotated[int, typer.Option(help="Seconds between recovery snapshots.")] = 5,
+    snapshot_s: Annotated[int, typer.Option(help="Seconds between recovery snapshots.")] = 10,
     fresh: Annotated[
         bool, typer.Option(help="Discard the state kept in --out and start over.")
     ] = False,
@@ -169,7 +169,10 @@ def run(
         from centflow.replay import log_files
 
         log_files(replay)  # a missing log is a one-line error before anything starts
-        config = PipelineConfig(replay_path=str(replay.resolve()), until_idle=True, **common)  # type: ignore[arg-type]
+        partitions = tuple(f"replay/{index}" for index in range(max(workers, 1)))
+        config = PipelineConfig(
+            replay_path=str(replay.resolve()), partitions=partitions, until_idle=True, **common  # type: ignore[arg-type]
+        )
         total = _count_lines(replay)
     else:
         from centflow.kafka import check_reachable, ensure_topics, topic_partition_count

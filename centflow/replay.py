@@ -14,6 +14,7 @@ settle into the same batches.
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,11 +28,12 @@ CLOCK_START_US = 1_000
 READ_BLOCK_BYTES = 1 << 20
 
 
-class _OccurredAt(msgspec.Struct):
+class _ClockFields(msgspec.Struct):
     occurred_at: object = None
+    payer_id: object = None
 
 
-_clock_decoder = msgspec.json.Decoder(_OccurredAt)
+_clock_decoder = msgspec.json.Decoder(_ClockFields)
 
 
 class LogClock:
@@ -51,15 +53,35 @@ class LogClock:
 
     def advance(self, raw: bytes) -> int:
         """Move the clock past this line's event time, and return the line's ingestion time."""
+        return self.advance_keyed(raw)[0]
+
+    def advance_keyed(self, raw: bytes) -> tuple[int, str | None]:
+        """Like `advance`, and also return the line's ``payer_id`` (None if it has none)."""
+        payer_id = None
         try:
-            occurred_at = _clock_decoder.decode(raw).occurred_at
-            if isinstance(occurred_at, str):
-                occurred_us = parse_rfc3339_us(occurred_at) // 1000 * 1000
+            fields = _clock_decoder.decode(raw)
+            if isinstance(fields.payer_id, str):
+                payer_id = fields.payer_id
+            if isinstance(fields.occurred_at, str):
+                occurred_us = parse_rfc3339_us(fields.occurred_at) // 1000 * 1000
                 if occurred_us > self.now_us:
                     self.now_us = occurred_us
         except (msgspec.DecodeError, ValueError, InvalidEvent):  # not JSON, not UTF-8, bad time
             pass
-        return self.now_us
+        return self.now_us, payer_id
+
+
+def replay_partition(payer_id: str | None, line_number: int, partition_count: int) -> int:
+    """The replay partition of a line: by payer, as `centflow produce` keys Kafka messages,
+    so a payer's events (retries, refunds) stay in one partition and in log order; a line
+    without a payer goes by its line number.
+
+    >>> replay_partition("payer-1", 7, 1), replay_partition(None, 7, 4)
+    (0, 3)
+    """
+    if payer_id is None:
+        return line_number % partition_count
+    return zlib.crc32(payer_id.encode()) % partition_count
 
 
 def log_files(path: Path) -> list[Path]:

@@ -42,7 +42,7 @@ from centflow.limits import (
     WRITER_PARTITION_COUNT,
 )
 
-SNAPSHOT_S_DEFAULT = 5
+SNAPSHOT_S_DEFAULT = 10  # long epochs: each epoch change drains the pipeline once
 POLL_S = 0.1
 STOP_TIMEOUT_S = 10.0
 STATE_FILE = "state.json"

@@ -36,7 +36,7 @@ def build_flow(
     source: Source,
     table_sink: Sink,
     dead_letter_sink: Sink | None = None,
-    decision_sink: Sink | None = None,
+    decisions_client: dict[str, str] | None = None,
     settled_sink: Sink | None = None,
 ) -> Dataflow:
     """Wire the pipeline between the given source and sinks."""
@@ -51,8 +51,10 @@ def build_flow(
     # ("s07", ("route", ("s03", Envelope(...))) | ("dead", [DeadLetter(...)]))
     to_settlement = op.flat_map("admitted", admission, steps.routed_envelopes)
     # ("s03", Envelope(origin="admit-7", shard=3, watermark_us, events=[Payment(...)]))
-    decided = op.map_value("decide", to_settlement, steps.decide_envelope)
-    # ("s03", Envelope(events=[Payment(decision="approve", ...)]))
+    decided = op.stateful_batch(
+        "decide", to_settlement, steps.decision_builder(decisions_client, config.topics.decisions)
+    )
+    # ("s03", Envelope(events=[Payment(decision="approve", ...)])); each decision also published
     settled = op.stateful_batch("settle", decided, steps.settlement_builder(config))
     # ("s03", 412): events settled; the step itself writes payments, settlement_batches and
     # ledger_entries (sinks.parquet.ShardTableWriter), so those rows never cross a process
@@ -70,10 +72,6 @@ def build_flow(
         dead_messages = op.flat_map("dead_letter_messages", dead, steps.dead_letter_messages)
         # (b"payments/0/17", b'{"source": ..., "reason": "invalid_json", ...}')
         op.output("dead_letter_topic", dead_messages, dead_letter_sink)
-    if decision_sink is not None:
-        decisions = op.flat_map("decision_messages", decided, steps.envelope_decisions)
-        # (b"evt-1", b'{"event_id": "evt-1", "decision": "approve", ...}')
-        op.output("decision_topic", decisions, decision_sink)
     return flow
 
 
@@ -96,7 +94,10 @@ def flow_for(config: PipelineConfig) -> Dataflow:
     table_sink = ParquetSink(config.parquet_dir)
     if config.replay_path is not None:
         source: Source = ReplaySource(
-            Path(config.replay_path), config.batch_messages_max, Path(config.out_dir)
+            Path(config.replay_path),
+            config.batch_messages_max,
+            config.partitions,
+            Path(config.out_dir),
         )
         return build_flow(config, source, table_sink)
     client = dict(config.kafka or {})
@@ -109,7 +110,7 @@ def flow_for(config: PipelineConfig) -> Dataflow:
         source,
         table_sink,
         KafkaMessageSink(client, config.topics.dead_letters),
-        KafkaMessageSink(client, config.topics.decisions),
+        client,
     )
 
 

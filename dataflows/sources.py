@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 
 import msgspec
@@ -34,33 +34,52 @@ from centflow.errors import TerminalError
 from centflow.events import RawMessage, SourceBatch
 from centflow.limits import MICROS_PER_MILLISECOND, WATERMARK_END_US
 from centflow.progress import WATERMARK_NONE_US
-from centflow.replay import CLOCK_START_US, LogClock, iter_lines
+from centflow.replay import CLOCK_START_US, LogClock, iter_lines, replay_partition
 from centflow.status import StatusWriter
 
-REPLAY_PARTITION = "replay"
+REPLAY_PARTITION_PREFIX = "replay/"
+REPLAY_SCAN_FACTOR = 4  # lines scanned per batch, at most, per message emitted
 POLL_PAUSE = timedelta(milliseconds=20)
 
 
+def replay_partitions(count: int) -> tuple[str, ...]:
+    """The names of a replay's partitions.
+
+    >>> replay_partitions(2)
+    ('replay/0', 'replay/1')
+    """
+    return tuple(f"{REPLAY_PARTITION_PREFIX}{index}" for index in range(count))
+
+
 class ReplayPosition(msgspec.Struct, array_like=True, frozen=True):
-    """Where a replay resumes: last line read, log clock, and whether it ended."""
+    """Where a replay partition resumes: last line scanned, log clock, lines emitted, ended."""
 
     line: int
     clock_us: int
+    emitted: int
     ended: bool
 
 
 class _ReplayPartition(StatefulSourcePartition[SourceBatch, ReplayPosition]):
+    """One of `count` partitions of a log: every partition scans every line (the log
+    clock needs them all) and emits the lines of its payers (`replay_partition`)."""
+
     def __init__(
         self,
         path: Path,
+        name: str,
+        count: int,
         batch_messages_max: int,
         position: ReplayPosition | None,
         status: StatusWriter,
     ) -> None:
-        position = position or ReplayPosition(0, CLOCK_START_US, False)
+        position = position or ReplayPosition(0, CLOCK_START_US, 0, False)
+        self._name = name
+        self._index = int(name.rpartition("/")[2])
+        self._count = count
         self._status = status
-        self._messages = position.line
         self._line = position.line
+        self._emitted = position.emitted
         self._clock = LogClock(position.clock_us)
         self._ended = position.ended
         self._batch_messages_max = batch_messages_max
@@ -70,38 +89,67 @@ class _ReplayPartition(StatefulSourcePartition[SourceBatch, ReplayPosition]):
         if self._ended:
             raise StopIteration
         messages = []
-        advance = self._clock.advance
-        for name, line_number, raw in islice(self._lines, self._batch_messages_max):
-            messages.append(RawMessage(f"{name}:{line_number}", advance(raw), raw))
+        advance, index, count = self._clock.advance_keyed, self._index, self._count
+        for name, line_number, raw in islice(
+            self._lines, self._batch_messages_max * min(count, REPLAY_SCAN_FACTOR)
+        ):
+            ingest_us, payer_id = advance(raw)
             self._line = line_number
-        self._messages = self._line
-        if not messages:
+            if count == 1 or replay_partition(payer_id, line_number, count) == index:
+                messages.append(RawMessage(f"{name}:{line_number}", ingest_us, raw))
+                if len(messages) >= self._batch_messages_max:
+                    break
+        self._emitted += len(messages)
+        if not messages and self._line_exhausted():
             self._ended = True
-            self._status.update(self._messages, self._clock.now_us, ended=True)
-            return [SourceBatch(REPLAY_PARTITION, [], WATERMARK_END_US)]
-        self._status.update(self._messages, self._clock.now_us)
-        return [SourceBatch(REPLAY_PARTITION, messages, self._clock.now_us)]
+            self._status.update(self._emitted, self._clock.now_us, ended=True)
+            return [SourceBatch(self._name, [], WATERMARK_END_US)]
+        self._status.update(self._emitted, self._clock.now_us)
+        return [SourceBatch(self._name, messages, self._clock.now_us)]
+
+    def _line_exhausted(self) -> bool:
+        """True when the log has no line left (peeks one line ahead)."""
+        try:
+            following = next(self._lines)
+        except StopIteration:
+            return True
+        self._lines = chain([following], self._lines)
+        return False
 
     def snapshot(self) -> ReplayPosition:
-        return ReplayPosition(self._line, self._clock.now_us, self._ended)
+        return ReplayPosition(self._line, self._clock.now_us, self._emitted, self._ended)
 
 
 class ReplaySource(FixedPartitionedSource[SourceBatch, ReplayPosition]):
-    """A replay log as one input partition."""
+    """A replay log as `partition_count` input partitions (one per worker is the norm)."""
 
-    def __init__(self, path: Path, batch_messages_max: int, status_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        batch_messages_max: int,
+        partitions: tuple[str, ...],
+        status_dir: Path | None = None,
+    ) -> None:
         self._path = path
         self._batch_messages_max = batch_messages_max
+        self._partitions = partitions
         self._status_dir = status_dir
 
     def list_parts(self) -> list[str]:
-        return [REPLAY_PARTITION]
+        return list(self._partitions)
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: ReplayPosition | None
     ) -> _ReplayPartition:
         status = StatusWriter(self._status_dir, for_part)
-        return _ReplayPartition(self._path, self._batch_messages_max, resume_state, status)
+        return _ReplayPartition(
+            self._path,
+            for_part,
+            len(self._partitions),
+            self._batch_messages_max,
+            resume_state,
+            status,
+        )
 
 
 class KafkaPosition(msgspec.Struct, array_like=True, frozen=True):

@@ -25,6 +25,7 @@ from centflow.limits import SHARD_COUNT
 from centflow.progress import Envelope, Router, shard_key
 from centflow.settlement import Settled, SettlementShard, SettlementState
 from centflow.tables import batch_row, dead_letter_row, payment_row
+from sinks.kafka import KafkaPublisher
 from sinks.parquet import ShardTableWriter, TableRows, WriterState, writer_key
 
 KeyedEnvelope = tuple[str, Envelope]
@@ -129,17 +130,35 @@ def admission_dead_letters(tagged: tuple[str, Tagged]) -> list[DeadLetter]:
     return payload if tag == "dead" else []
 
 
-def decide_envelope(envelope: Envelope) -> Envelope:
-    """The decision seam, applied to one envelope's events."""
-    decide(envelope.events)
-    return envelope
+class DecisionLogic(StatefulBatchLogic[Envelope, Envelope, None]):
+    """The decision seam for one settlement shard: decide every event, and publish each
+    decision to ``payments.decisions`` (at-least-once: flushed at every snapshot and at
+    the end). Keyed like settlement, so no event crosses a worker between the two."""
+
+    def __init__(self, publisher: Callable[[], KafkaPublisher] | None) -> None:
+        self._publisher = publisher() if publisher is not None else None
+
+    def on_batch(self, values: list[Envelope]) -> tuple[list[Envelope], bool]:
+        for envelope in values:
+            decide(envelope.events)
+            if self._publisher is not None and envelope.events:
+                self._publisher.produce(decision_messages(envelope.events))
+        return values, StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Envelope], bool]:
+        if self._publisher is not None:
+            self._publisher.flush()
+        return [], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> None:
+        if self._publisher is not None:
+            self._publisher.flush()
 
 
-def envelope_decisions(keyed: KeyedEnvelope) -> list[tuple[str, tuple[bytes | None, bytes]]]:
-    """Kafka messages for ``payments.decisions``, keyed for the sink partition of the shard."""
-    key, envelope = keyed
-    writer = writer_key(int(key[1:]))
-    return [(writer, message) for message in decision_messages(envelope.events)]
+def decision_builder(client: dict[str, str] | None, topic: str) -> Callable[[None], DecisionLogic]:
+    """Builds the decision step; it publishes only when a Kafka client is given."""
+    publisher = None if client is None else (lambda: KafkaPublisher.get(client, topic))
+    return lambda _resume: DecisionLogic(publisher)
 
 
 SettlementResume = tuple[SettlementState, WriterState]

@@ -14,6 +14,7 @@ partitions (librdkafka producers are thread-safe and batch internally).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import ClassVar
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -28,11 +29,16 @@ BUFFER_FULL_POLL_S = 0.05
 Message = tuple[bytes | None, bytes]
 
 
-class _SharedProducer:
-    """One idempotent producer per (process, topic), with its delivery errors."""
+class KafkaPublisher:
+    """One idempotent producer per (process, topic), with its delivery errors.
+
+    Used by `KafkaMessageSink`, and directly by steps that publish what they
+    decide and flush at their own snapshots (the decision step), so that their
+    messages need not cross to another worker first.
+    """
 
     _lock = threading.Lock()
-    _instances: ClassVar[dict[tuple[str, str], _SharedProducer]] = {}
+    _instances: ClassVar[dict[tuple[str, str], KafkaPublisher]] = {}
 
     def __init__(self, client: dict[str, str], topic: str) -> None:
         self.topic = topic
@@ -42,7 +48,7 @@ class _SharedProducer:
         self.producer = Producer(settings)
 
     @classmethod
-    def get(cls, client: dict[str, str], topic: str) -> _SharedProducer:
+    def get(cls, client: dict[str, str], topic: str) -> KafkaPublisher:
         key = (client.get("bootstrap.servers", ""), topic)
         with cls._lock:
             if key not in cls._instances:
@@ -53,7 +59,9 @@ class _SharedProducer:
         if error is not None:
             self.errors.append(error.str())
 
-    def produce(self, messages: list[Message]) -> None:
+    def produce(
+        self, messages: Sequence[tuple[bytes | None, bytes]] | Sequence[tuple[bytes, bytes]]
+    ) -> None:
         produce = self.producer.produce
         topic = self.topic
         for key, value in messages:
@@ -82,7 +90,7 @@ class _SharedProducer:
 
 
 class _ProducerPartition(StatefulSinkPartition[Message, None]):
-    def __init__(self, shared: _SharedProducer) -> None:
+    def __init__(self, shared: KafkaPublisher) -> None:
         self._shared = shared
 
     def write_batch(self, values: list[Message]) -> None:
@@ -109,4 +117,4 @@ class KafkaMessageSink(FixedPartitionedSink[Message, None]):
         return int(item_key[1:])
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ProducerPartition:
-        return _ProducerPartition(_SharedProducer.get(self._client, self._topic))
+        return _ProducerPartition(KafkaPublisher.get(self._client, self._topic))
