@@ -43,7 +43,7 @@ class KafkaPublisher:
     def __init__(self, client: dict[str, str], topic: str) -> None:
         self.topic = topic
         self.errors: list[str] = []
-        settings = {"enable.idempotence": True, "linger.ms": 20, "batch.size": 1_000_000, **client}
+        settings = {"enable.idempotence": True, "linger.ms": 5, "batch.size": 1_000_000, **client}
         settings["on_delivery"] = self._delivered
         self.producer = Producer(settings)
 

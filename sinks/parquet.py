@@ -48,7 +48,7 @@ TableRows = tuple[str, list[tuple]]  # (table name, row tuples)
 # id-heavy columns, and DuckDB reads it all the same.
 PARQUET_ZSTD_LEVEL = 1
 _FILE_PATTERN = re.compile(r"part-([ws]\d+)-(\d{8})\.parquet")
-SHARD_BUFFER_ROWS_MAX = 100_000
+SHARD_BUFFER_ROWS_MAX = 20_000
 SHARD_FLUSH_S = 5.0
 
 
