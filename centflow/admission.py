@@ -1,21 +1,25 @@
 """Admission: de-duplication and reference checks, one shard at a time.
 
-An event is routed to the shard of its *thread*: a payment's own event_id, a
-refund's or chargeback's ref_event_id. So a payment and every reversal of it
-meet in one shard, which can check that the reference exists, that payee and
-currency match, and that reversals never exceed the payment.
+Events are routed by **payee**, like settlement, so admission, the decision
+and settlement of a payee all run in one shard of one worker and an event
+crosses between worker processes at most once. Within a payee, a payment and
+every reversal of it meet: the shard checks that the reference exists for that
+payee, that the currency matches, and that reversals never exceed the payment.
+A reversal naming a payment of *another* payee finds nothing and is
+``unknown_reference``; one in another currency is ``reference_mismatch``.
 
-De-duplication horizon. An event_id seen again within `dedupe_horizon_us` of
-ingestion time after its first sighting is a duplicate: it goes to the dead
-letters with reason ``duplicate`` (its raw bytes kept) and has no other
-effect. Entries older than the horizon are forgotten once the frontier has
+De-duplication horizon. An event seen again, the same event_id for the same
+payee, within `dedupe_horizon_us` of ingestion time after its first sighting
+is a duplicate: it goes to the dead letters with reason ``duplicate`` (its raw
+bytes kept) and has no other effect. (A message reusing an event_id for
+another payee is a different event: its content conflicts, so it is no retry.) Entries older than the horizon are forgotten once the frontier has
 passed them, and only then, so whether an event is a duplicate never depends
 on when state was evicted. **Beyond the horizon nothing is guaranteed**: a
 repeat arriving later than that is treated as a new event, and a refund whose
 payment is older than the horizon is dead-lettered as ``unknown_reference``.
-A repeat is recognised by event_id alone; which copy wins is the first to
-arrive, which is the same in every run when both copies are in one input
-partition (`centflow produce` keys by payer_id, so a producer's retries are).
+Which copy wins is the first to arrive, the same in every run when both copies
+are in one input partition (`centflow produce` keys by payer_id, so a
+producer's retries are).
 """
 
 from __future__ import annotations
@@ -99,7 +103,8 @@ class AdmissionShard:
         return admitted, dead
 
     def _admit_one(self, event: Payment) -> DeadLetter | None:
-        first_us = self.first_seen_us.get(event.event_id)
+        identity = f"{event.payee_id}\x1f{event.event_id}"
+        first_us = self.first_seen_us.get(identity)
         if first_us is not None and event.ingest_us - first_us <= self.dedupe_horizon_us:
             return _letter(
                 event,
@@ -111,20 +116,23 @@ class AdmissionShard:
             if letter is not None:
                 return letter
         elif event.type == "payment":
-            self.payments[event.event_id] = PaymentMemory(
+            self.payments[identity] = PaymentMemory(
                 event.payee_id, event.currency, event.amount_micros, 0
             )
-        self.first_seen_us[event.event_id] = event.ingest_us
-        heapq.heappush(self.expiry_heap, (event.ingest_us, event.event_id))
+        self.first_seen_us[identity] = event.ingest_us
+        heapq.heappush(self.expiry_heap, (event.ingest_us, identity))
         return None
 
     def _check_reference(self, event: Payment) -> DeadLetter | None:
         reference = event.ref_event_id
         invariant(reference is not None, "a reversal without a reference reached admission")
-        memory = self.payments.get(reference)  # type: ignore[arg-type]
+        key = f"{event.payee_id}\x1f{reference}"
+        memory = self.payments.get(key)
         if memory is None:
             return _letter(
-                event, "unknown_reference", f"{event.type} references unseen payment {reference!r}"
+                event,
+                "unknown_reference",
+                f"{event.type} references payment {reference!r}, unseen for payee {event.payee_id!r}",
             )
         if memory.payee_id != event.payee_id or memory.currency != event.currency:
             return _letter(
@@ -140,7 +148,7 @@ class AdmissionShard:
                 f"reversals of {reference!r} would reach {memory.reversed_micros + event.amount_micros} "
                 f"micro-units of {memory.amount_micros}",
             )
-        self.payments[reference] = PaymentMemory(  # type: ignore[index]
+        self.payments[key] = PaymentMemory(
             memory.payee_id,
             memory.currency,
             memory.amount_micros,
@@ -153,10 +161,10 @@ class AdmissionShard:
         cutoff_us = self.frontier.value_live - self.dedupe_horizon_us
         heap = self.expiry_heap
         while heap and heap[0][0] < cutoff_us:
-            ingest_us, event_id = heapq.heappop(heap)
-            if self.first_seen_us.get(event_id) == ingest_us:
-                del self.first_seen_us[event_id]
-                self.payments.pop(event_id, None)
+            ingest_us, identity = heapq.heappop(heap)
+            if self.first_seen_us.get(identity) == ingest_us:
+                del self.first_seen_us[identity]
+                self.payments.pop(identity, None)
 
     def snapshot(self) -> AdmissionState:
         """A copy of the state for recovery."""

@@ -171,7 +171,10 @@ def run(
         log_files(replay)  # a missing log is a one-line error before anything starts
         partitions = tuple(f"replay/{index}" for index in range(max(workers, 1)))
         config = PipelineConfig(
-            replay_path=str(replay.resolve()), partitions=partitions, until_idle=True, **common  # type: ignore[arg-type]
+            replay_path=str(replay.resolve()),
+            partitions=partitions,
+            until_idle=True,
+            **common,  # type: ignore[arg-type]
         )
         total = _count_lines(replay)
     else:

@@ -45,12 +45,13 @@ def build_flow(
     # SourceBatch(partition="payments/0", messages=[RawMessage(...), ...], watermark_us=...)
     decoded = op.map("decode", batches, steps.decoder(config))
     # Decoded(partition, payments=[Payment(...)], dead=[DeadLetter(...)], watermark_us)
-    to_admission = op.flat_map("route_to_admission", decoded, steps.route_to_admission)
+    to_shards = op.flat_map("route_by_payee", decoded, steps.route_to_shards)
     # ("s07", Envelope(origin="payments/0", shard=7, watermark_us, events=[Payment(...)]))
-    admission = op.stateful_batch("admit", to_admission, steps.admission_builder(config))
+    admission = op.stateful_batch("admit", to_shards, steps.admission_builder(config))
     # ("s07", ("route", ("s03", Envelope(...))) | ("dead", [DeadLetter(...)]))
     to_settlement = op.flat_map("admitted", admission, steps.routed_envelopes)
-    # ("s03", Envelope(origin="admit-7", shard=3, watermark_us, events=[Payment(...)]))
+    # ("s07", Envelope(origin="admit", shard=7, watermark_us, events=[Payment(...)])): same key,
+    # so admission, decision and settlement of a shard run on one worker with no exchange
     decided = op.stateful_batch(
         "decide", to_settlement, steps.decision_builder(decisions_client, config.topics.decisions)
     )

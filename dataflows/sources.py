@@ -187,7 +187,7 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
                 "fetch.queue.backoff.ms": 100,
-            "fetch.wait.max.ms": 20,  # the broker answers a fetch within 20 ms: low latency when traffic is light
+                "fetch.wait.max.ms": 20,  # the broker answers a fetch within 20 ms: low latency when traffic is light
                 **client,
             }
         )

@@ -21,7 +21,6 @@ from centflow.config import PipelineConfig
 from centflow.decision import decide, decision_messages
 from centflow.decode import decode_message
 from centflow.events import DeadLetter, Payment, SourceBatch
-from centflow.limits import SHARD_COUNT
 from centflow.progress import Envelope, Router, shard_key
 from centflow.settlement import Settled, SettlementShard, SettlementState
 from centflow.tables import batch_row, dead_letter_row, payment_row
@@ -61,19 +60,14 @@ def decoder(config: PipelineConfig) -> Callable[[SourceBatch], Decoded]:
     return decode_batch
 
 
-def thread_key(event: Payment) -> str:
-    """Admission routes a payment and its reversals together."""
-    return event.ref_event_id or event.event_id
-
-
 def payee_key(event: Payment) -> str:
-    """Settlement routes by payee."""
+    """Admission, decision and settlement all route by payee."""
     return event.payee_id
 
 
-def route_to_admission(decoded: Decoded) -> list[KeyedEnvelope]:
-    """Fan a decoded batch out to every admission shard (events by thread, watermark to all)."""
-    return Router(decoded.partition).route(decoded.payments, decoded.watermark_us, thread_key)
+def route_to_shards(decoded: Decoded) -> list[KeyedEnvelope]:
+    """Fan a decoded batch out to every shard (events by payee, the watermark to all)."""
+    return Router(decoded.partition).route(decoded.payments, decoded.watermark_us, payee_key)
 
 
 def decoded_dead_letters(decoded: Decoded) -> list[DeadLetter]:
@@ -81,28 +75,34 @@ def decoded_dead_letters(decoded: Decoded) -> list[DeadLetter]:
     return decoded.dead
 
 
+ADMISSION_ORIGIN = "admit"
+
+
 def admission_origins() -> list[str]:
-    """The origins settlement shards hear from: every admission shard."""
-    return [f"admit-{index}" for index in range(SHARD_COUNT)]
+    """The origin a settlement shard hears from: the admission step of the same shard."""
+    return [ADMISSION_ORIGIN]
 
 
 class AdmissionLogic(StatefulBatchLogic[Envelope, Tagged, tuple[int, AdmissionState]]):
-    """One admission shard: de-duplicate, check references, route on to settlement by payee."""
+    """One admission shard: de-duplicate, check references, pass on to the same shard's
+    decision and settlement (same key, same worker: no exchange)."""
 
     def __init__(self, config: PipelineConfig, resume: tuple[int, AdmissionState] | None) -> None:
         self._index = resume[0] if resume else -1
         self._shard = AdmissionShard(
             list(config.partitions), config.dedupe_horizon_us, resume[1] if resume else None
         )
-        self._router = Router(f"admit-{self._index}")
+        self._sent_us: int | None = None
 
     def on_batch(self, values: list[Envelope]) -> tuple[list[Tagged], bool]:
-        if self._index < 0:
-            self._index = values[0].shard
-            self._router = Router(f"admit-{self._index}")
+        self._index = values[0].shard
         admitted, dead = self._shard.admit(values)
-        routed = self._router.route(admitted, self._shard.frontier.value, payee_key)
-        out: list[Tagged] = [("route", item) for item in routed]
+        out: list[Tagged] = []
+        watermark_us = self._shard.frontier.value
+        if admitted or watermark_us != self._sent_us:
+            self._sent_us = watermark_us
+            envelope = Envelope(ADMISSION_ORIGIN, self._index, watermark_us, admitted)
+            out.append(("route", (shard_key(self._index), envelope)))
         if dead:
             out.append(("dead", dead))
         return out, StatefulBatchLogic.RETAIN
