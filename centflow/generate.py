@@ -816,19 +816,16 @@ class _Generator:
             event["type"] = "refund"
             event["ref_event_id"] = f"evt-{self.seed}-ghost-{number}"
         elif opened is not None:  # reference_mismatch, refund_exceeds_payment
-            if kind == "reference_mismatch":
-                payees = self.payees
-                index = self._below(len(payees))
-                if payees[index] is opened.payee:
-                    index = (index + 1) % len(payees)
-                payee_id = payees[index].payee_id
+            payee_id = opened.payee.payee_id
+            if kind == "reference_mismatch":  # the payment's payee, in another currency
                 units = 1 + self._below(opened.remaining)
             else:
-                payee_id = opened.payee.payee_id
                 units = opened.remaining + 1 + self._below(opened.remaining)
             event = self._reversal_object(
                 number, "refund", event["occurred_at"], opened, payee_id, units
             )
+            if kind == "reference_mismatch":
+                event["currency"] = "EUR" if opened.currency == "USD" else "USD"
         return _encode(event)
 
     # -- the log

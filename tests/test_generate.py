@@ -183,15 +183,15 @@ def test_pipeline_faults_break_exactly_their_rule(log: tuple[list[LogLine], Gene
                 )
                 continue
             payment = payments[reference]
-            assert (wire["payer_id"], wire["currency"]) == (
+            assert (wire["payer_id"], wire["payee_id"]) == (
                 payment["payer_id"],
-                payment["currency"],
+                payment["payee_id"],
             )
             if line.kind == "reference_mismatch":
-                assert wire["payee_id"] != payment["payee_id"]
+                assert wire["currency"] != payment["currency"]
                 assert Decimal(wire["amount"]) <= left[reference]
             else:
-                assert wire["payee_id"] == payment["payee_id"]
+                assert wire["currency"] == payment["currency"]
                 assert Decimal(wire["amount"]) > left[reference]
     assert set(seen) == PIPELINE_FAULTS
 

@@ -1,0 +1,106 @@
+"""Golden replays: each shipped log, replayed with `make run`'s settings, gives the summary
+stored beside it, and every line's fate is the one its generator labelled it with.
+
+Changing a golden file needs a reason in the commit message. To rewrite them:
+``UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from centflow.generate import generate_lines
+from centflow.timeparse import parse_rfc3339_us
+
+REPLAY_DATA = Path(__file__).resolve().parent.parent / "replay_data"
+SETTINGS = ["--window-s", "60", "--lateness-s", "30"]
+# log name -> the generator arguments of its documented command (replay_data/README.md)
+LOGS = {
+    "sample.jsonl.gz": {
+        "count": 5000,
+        "seed": 7,
+        "start_us": parse_rfc3339_us("2026-11-02T09:00:00Z"),
+        "duration_s": 7200,
+        "window_hint_s": 60,
+    },
+}
+
+
+def summary(database: Path) -> dict[str, object]:
+    """What a golden file records: events by outcome, money per currency."""
+    with duckdb.connect(str(database), read_only=True) as db:
+        outcomes = db.execute(
+            "SELECT type || CASE WHEN batch_id IS NULL THEN ' unsettled' ELSE ' settled' END, count(*) "
+            "FROM payments GROUP BY 1 UNION ALL "
+            "SELECT 'dead letter: ' || reason, count(*) FROM dead_letters GROUP BY reason ORDER BY 1"
+        ).fetchall()
+        currencies = db.execute(
+            "SELECT currency, count(*), sum(event_count), sum(late_count), sum(gross)::VARCHAR, "
+            "sum(refunds)::VARCHAR, sum(net)::VARCHAR, sum(payout)::VARCHAR "
+            "FROM settlement_batches GROUP BY currency ORDER BY currency"
+        ).fetchall()
+        balance = db.execute("SELECT bool_and(balanced) FROM recon_ledger_balance").fetchall()[0][0]
+    columns = ("batches", "events", "late", "gross", "refunds", "net", "payout")
+    return {
+        "outcomes": {name: count for name, count in outcomes},
+        "currencies": {row[0]: dict(zip(columns, row[1:], strict=True)) for row in currencies},
+        "ledger_balanced": balance,
+    }
+
+
+@pytest.fixture(scope="module", params=sorted(LOGS))
+def replayed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
+    name = request.param
+    out = tmp_path_factory.mktemp("golden")
+    command = [
+        sys.executable,
+        "-m",
+        "centflow",
+        "run",
+        "--replay",
+        str(REPLAY_DATA / name),
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(
+        [*command, *SETTINGS], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return name, out / "centflow.duckdb"
+
+
+def test_replay_matches_its_golden_summary(replayed):
+    name, database = replayed
+    golden = REPLAY_DATA / f"{name.removesuffix('.jsonl.gz')}.golden.json"
+    actual = summary(database)
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n")
+    assert actual == json.loads(golden.read_text())
+
+
+def test_every_line_meets_the_fate_its_generator_labelled(replayed):
+    """Line by line: a valid event is a payment row, a fault is a dead letter with its reason."""
+    name, database = replayed
+    expected = {
+        number: line.reason
+        for number, line in enumerate(generate_lines(**LOGS[name]), start=1)  # type: ignore[arg-type]
+    }
+    with duckdb.connect(str(database), read_only=True) as db:
+        dead = dict(db.execute("SELECT source, reason FROM dead_letters").fetchall())
+        settled = {source for (source,) in db.execute("SELECT source FROM payments").fetchall()}
+    for number, reason in expected.items():
+        source = f"{name}:{number}"
+        if reason:
+            assert dead.get(source) == reason, source
+        else:
+            assert source in settled, source
+    assert len(dead) + len(settled) == len(expected)
