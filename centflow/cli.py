@@ -192,7 +192,12 @@ def run(
             **common,  # type: ignore[arg-type]
         )
     validate(config)
-    seconds = _run_with_progress(config, workers, snapshot_s, total)
+    try:
+        seconds = _run_with_progress(config, workers, snapshot_s, total)
+    except KeyboardInterrupt:  # the way to stop --follow: report what has been written so far
+        console.print(f"stopped; the state is kept in {out}: run the same command again to resume")
+        _finish(out)
+        raise
     console.print(f"pipeline finished in {seconds:.1f} s")
     _finish(out)
 
