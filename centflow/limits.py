@@ -22,8 +22,12 @@ AMOUNT_FRACTION_DIGITS_MAX = 6
 
 # Money: integer micro-units of the major unit.
 MICROS_PER_UNIT = 1_000_000
-# Largest DECIMAL(18,6): also the largest total one batch may carry.
+# Largest DECIMAL(18,6): the largest amount any column may hold.
 AMOUNT_MICROS_MAX = 10**18 - 1
+# The largest gross (or refunds) of one batch: one major unit below the column's
+# limit, so adding a carried remainder (always below one minor unit, at most one
+# major unit) can never overflow the payout.
+BATCH_MICROS_MAX = AMOUNT_MICROS_MAX - MICROS_PER_UNIT
 
 # Time: microseconds since the Unix epoch, UTC.
 MICROS_PER_SECOND = 1_000_000

@@ -25,7 +25,8 @@ an idle key re-opens a window already emitted. Neither is acceptable for money.
 Batch ids are a hash of (payee, currency, window start, window length, part),
 so sinks can be idempotent. A window's events are sorted by (event time,
 event id) before anything is numbered. A window whose total would overflow
-DECIMAL(18,6) is split into parts (rare: trillions in one window).
+DECIMAL(18,6) (with room for a carried remainder) is split into parts (rare:
+trillions in one window).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import msgspec
 from centflow.errors import invariant
 from centflow.events import Payment
 from centflow.ledger import LedgerRow, post_batch
-from centflow.limits import AMOUNT_MICROS_MAX, WATERMARK_END_US
+from centflow.limits import AMOUNT_MICROS_MAX, BATCH_MICROS_MAX, WATERMARK_END_US
 from centflow.money import round_to_minor_unit
 from centflow.progress import Envelope, Frontier
 
@@ -238,13 +239,12 @@ class SettlementShard:
             events = self.open_windows.pop(key)
             payee = (key[0], key[1])
             carry_in = self.carry_micros.pop(payee, 0)
-            for batch, batch_events, entries in build_batches(
+            batches, carry_next = build_batches(
                 key, events, self.window_us, self.lateness_us, carry_in
-            ):
-                if batch.carry_out_micros:
-                    self.carry_micros[payee] = batch.carry_out_micros
-                else:
-                    self.carry_micros.pop(payee, None)
+            )
+            if carry_next:
+                self.carry_micros[payee] = carry_next
+            for batch, batch_events, entries in batches:
                 out.batches.append(batch)
                 out.events.extend((event, batch.batch_id) for event in batch_events)
                 out.entries.extend(entries)
@@ -273,7 +273,7 @@ def _parts(events: list[Payment]) -> list[list[Payment]]:
             gross += event.amount_micros
         else:
             refunds += event.amount_micros
-        if gross > AMOUNT_MICROS_MAX or refunds > AMOUNT_MICROS_MAX:
+        if (gross > BATCH_MICROS_MAX or refunds > BATCH_MICROS_MAX) and parts[-1]:
             parts.append([])
             gross = event.amount_micros if event.type == "payment" else 0
             refunds = 0 if event.type == "payment" else event.amount_micros
@@ -283,11 +283,14 @@ def _parts(events: list[Payment]) -> list[list[Payment]]:
 
 def build_batches(
     key: WindowKey, events: list[Payment], window_us: int, lateness_us: int, carry_in: int = 0
-) -> list[tuple[Batch, list[Payment], list[LedgerRow]]]:
+) -> tuple[list[tuple[Batch, list[Payment], list[LedgerRow]]], int]:
     """Net a closed window's events into batches with their ledger postings.
 
-    `carry_in` is the payee's sub-minor remainder from its previous batch in
-    this currency; the last batch's ``carry_out_micros`` is the next one's.
+    `carry_in` is the payee's sub-minor remainder carried from its previous
+    batch in this currency; returns the batches and the carry for the next
+    one. A batch whose payout has no room left under DECIMAL(18,6) for the
+    carry (amounts near a trillion) takes none: the carry waits in the carry
+    account for the next batch, and that batch's ``carry_in`` shows it.
     """
     payee_id, currency, index = key
     invariant(len(events) > 0, "window %s closed with no events", key)
@@ -296,8 +299,9 @@ def build_batches(
     closed_us = close_time_us(index, window_us, lateness_us)
     out = []
     total = sum(event.amount_micros for event in ordered)
-    parts = [ordered] if total <= AMOUNT_MICROS_MAX else _parts(ordered)
+    parts = [ordered] if total <= BATCH_MICROS_MAX else _parts(ordered)
     for part, part_events in enumerate(parts):
+        invariant(len(part_events) > 0, "window %s split into an empty part", key)
         gross = refunds = late_count = 0
         for event in part_events:
             if event.type == "payment":
@@ -307,6 +311,9 @@ def build_batches(
             late_count += event.late
         fees = 0
         net = gross - refunds - fees
+        waiting = 0
+        if abs(net + carry_in) > BATCH_MICROS_MAX:  # no room for the carry in this payout
+            carry_in, waiting = 0, carry_in
         payout, carry_out = round_to_minor_unit(net + carry_in, currency)
         batch_id = batch_id_for(payee_id, currency, window_start_us, window_us, part)
         entries = post_batch(
@@ -335,9 +342,11 @@ def build_batches(
         invariant(
             payout + carry_out == net + carry_in, "batch %s payout and carry lose money", batch_id
         )
-        carry_in = carry_out
+        carry_in = carry_out + waiting
         invariant(
-            0 <= gross <= AMOUNT_MICROS_MAX and 0 <= refunds <= AMOUNT_MICROS_MAX,
+            0 <= gross <= AMOUNT_MICROS_MAX
+            and 0 <= refunds <= AMOUNT_MICROS_MAX
+            and abs(payout) <= AMOUNT_MICROS_MAX,
             "batch %s overflows DECIMAL(18,6)",
             batch_id,
         )
@@ -345,4 +354,4 @@ def build_batches(
     invariant(
         sum(len(item[1]) for item in out) == len(events), "window %s lost events into parts", key
     )
-    return out
+    return out, carry_in

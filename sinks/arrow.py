@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from centflow.errors import invariant
+from centflow.limits import AMOUNT_MICROS_MAX
 from centflow.tables import TABLES
 
 MONEY = pa.decimal128(18, 6)
@@ -44,6 +45,8 @@ def money_array(micros: Sequence[int]) -> pa.Array:
     [Decimal('0.000001'), Decimal('-0.100000'), Decimal('999999999999.999999')]
     """
     low = np.fromiter(micros, dtype=np.int64, count=len(micros))
+    largest = int(np.abs(low).max()) if len(low) else 0
+    invariant(largest <= AMOUNT_MICROS_MAX, "an amount of %s micro-units overflows DECIMAL(18,6)", largest)
     words = np.empty(2 * len(low), dtype=np.int64)
     words[0::2] = low
     words[1::2] = low >> 63  # sign extension into the high 64 bits

@@ -21,8 +21,11 @@ from centflow.timeparse import parse_rfc3339_us
 
 REPLAY_DATA = Path(__file__).resolve().parent.parent / "replay_data"
 SETTINGS = ["--window-s", "60", "--lateness-s", "30"]
-# log name -> the generator arguments of its documented command (replay_data/README.md)
-LOGS = {
+FATES_MAX = 100
+# log name -> the generator arguments of its documented command (replay_data/README.md),
+# or None for a hand-written log
+LOGS: dict[str, dict[str, int] | None] = {
+    "edge_cases.jsonl": None,
     "sample.jsonl.gz": {
         "count": 5000,
         "seed": 7,
@@ -48,7 +51,22 @@ def summary(database: Path) -> dict[str, object]:
         ).fetchall()
         balance = db.execute("SELECT bool_and(balanced) FROM recon_ledger_balance").fetchall()[0][0]
     columns = ("batches", "events", "late", "gross", "refunds", "net", "payout")
-    return {
+    with duckdb.connect(str(database), read_only=True) as db:
+        fates = db.execute(
+            "SELECT source, 'settled ' || coalesce(batch_id, '-') || CASE WHEN late THEN ' late' ELSE '' END "
+            "FROM payments UNION ALL SELECT source, 'dead letter: ' || reason FROM dead_letters"
+        ).fetchall()
+    result: dict[str, object] = {}
+    if len(fates) <= FATES_MAX:  # small logs pin every line's fate and every batch
+        result["fates"] = dict(sorted(fates, key=lambda item: int(item[0].rpartition(":")[2])))
+        with duckdb.connect(str(database), read_only=True) as db:
+            batches = db.execute(
+                "SELECT batch_id, payee_id || ' ' || currency || ' ' || strftime(window_start, '%H:%M') "
+                "|| ' part ' || part || ': gross ' || gross || ' refunds ' || refunds || ' payout ' "
+                "|| payout || ' carry ' || carry_in || ' -> ' || carry_out FROM settlement_batches"
+            ).fetchall()
+        result["batches"] = dict(sorted(batches))
+    return result | {
         "outcomes": {name: count for name, count in outcomes},
         "currencies": {row[0]: dict(zip(columns, row[1:], strict=True)) for row in currencies},
         "ledger_balanced": balance,
@@ -80,7 +98,7 @@ def replayed(
 
 def test_replay_matches_its_golden_summary(replayed):
     name, database = replayed
-    golden = REPLAY_DATA / f"{name.removesuffix('.jsonl.gz')}.golden.json"
+    golden = REPLAY_DATA / f"{name.removesuffix('.gz').removesuffix('.jsonl')}.golden.json"
     actual = summary(database)
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n")
@@ -90,9 +108,11 @@ def test_replay_matches_its_golden_summary(replayed):
 def test_every_line_meets_the_fate_its_generator_labelled(replayed):
     """Line by line: a valid event is a payment row, a fault is a dead letter with its reason."""
     name, database = replayed
+    if LOGS[name] is None:
+        pytest.skip(f"{name} is hand-written: its golden summary pins every line's fate")
     expected = {
         number: line.reason
-        for number, line in enumerate(generate_lines(**LOGS[name]), start=1)  # type: ignore[arg-type]
+        for number, line in enumerate(generate_lines(**LOGS[name]), start=1)  # type: ignore[arg-type,misc]
     }
     with duckdb.connect(str(database), read_only=True) as db:
         dead = dict(db.execute("SELECT source, reason FROM dead_letters").fetchall())

@@ -188,7 +188,9 @@ def test_refunds_reduce_the_batch_they_fall_into_and_the_ledger_balances():
         payment("p2", occurred_us=2, amount_micros=250_000, rail="sepa"),
         payment("r1", occurred_us=3, amount_micros=100_000, type="refund", ref_event_id="p1"),
     ]
-    [(batch, _members, entries)] = build_batches(("m1", "USD", 0), events, WINDOW_US, LATENESS_US)
+    [(batch, _members, entries)], _carry = build_batches(
+        ("m1", "USD", 0), events, WINDOW_US, LATENESS_US
+    )
     assert (batch.gross_micros, batch.refunds_micros, batch.net_micros, batch.payout_micros) == (
         750_000,
         100_000,
@@ -203,7 +205,7 @@ def test_refunds_reduce_the_batch_they_fall_into_and_the_ledger_balances():
 def test_a_window_whose_total_overflows_decimal_18_6_is_split_into_parts():
     huge = AMOUNT_MICROS_MAX // 2 + 1
     events = [payment(f"e{number}", occurred_us=number, amount_micros=huge) for number in range(3)]
-    parts = build_batches(("m1", "USD", 0), events, WINDOW_US, LATENESS_US)
+    parts, _carry = build_batches(("m1", "USD", 0), events, WINDOW_US, LATENESS_US)
     assert [batch.part for batch, _, _ in parts] == [0, 1, 2]
     assert len({batch.batch_id for batch, _, _ in parts}) == 3
     assert sum(batch.gross_micros for batch, _, _ in parts) == 3 * huge
@@ -227,3 +229,42 @@ def test_state_survives_a_snapshot_round_trip():
     )
     settled = restored.settle([Envelope("b", 0, WATERMARK_END_US, [])])
     assert [event.event_id for event, _ in settled.events] == ["e1"]
+
+
+@given(
+    amounts=st.lists(st.integers(1, 10**18 - 1), min_size=1, max_size=6),
+    currency=st.sampled_from(["USD", "JPY", "BHD", "CLF"]),
+    carry_in=st.integers(0, 999_999),
+)
+@example(amounts=[10**18 - 1, 10**18 - 1], currency="USD", carry_in=9_999)
+@example(amounts=[10**18 - 1], currency="JPY", carry_in=999_999)
+def test_payouts_and_carries_never_lose_money_or_overflow(amounts, currency, carry_in):
+    """Across a window's parts: payouts plus the final carry equal the events plus the carry in,
+    every figure fits DECIMAL(18,6), and the ledger balances per batch."""
+    from centflow.money import minor_unit_exponent
+
+    carry_in = carry_in % 10 ** (6 - minor_unit_exponent(currency))  # below one minor unit
+    events = [
+        payment(f"e{n}", occurred_us=n, amount_micros=a, currency=currency)
+        for n, a in enumerate(amounts)
+    ]
+    batches, carry_next = build_batches(
+        ("m1", currency, 0), events, WINDOW_US, LATENESS_US, carry_in
+    )
+    assert (
+        sum(batch.payout_micros for batch, _, _ in batches) + carry_next == sum(amounts) + carry_in
+    )
+    step = 10 ** (6 - minor_unit_exponent(currency))
+    assert all(batch.event_count > 0 for batch, _, _ in batches)
+    for batch, _, entries in batches:
+        assert batch.payout_micros % step == 0
+        assert all(
+            abs(value) <= AMOUNT_MICROS_MAX
+            for value in (
+                batch.gross_micros,
+                batch.net_micros,
+                batch.payout_micros,
+                batch.carry_out_micros,
+            )
+        )
+        assert sum(entry[6] for entry in entries) == 0
