@@ -41,6 +41,17 @@ AMOUNT = 6  # index of amount_micros in a LedgerRow
 ACCOUNT = 4
 _amount = itemgetter(AMOUNT)
 _CLEARING = {rail: f"rail_clearing:{rail}" for rail in RAILS}
+_SUFFIXES: list[str] = []
+
+
+def _entry_suffixes(count: int) -> list[str]:
+    """``[":000000", ":000001", ...]``, at least `count` long (grown on demand, kept)."""
+    while len(_SUFFIXES) < count:
+        _SUFFIXES.extend(
+            f":{number:06d}"
+            for number in range(len(_SUFFIXES), max(count, 2 * len(_SUFFIXES), 1024))
+        )
+    return _SUFFIXES
 
 
 def post_batch(
@@ -62,20 +73,22 @@ def post_batch(
     rows: list[LedgerRow] = []
     append = rows.append
     sequence = 0
+    suffixes = _entry_suffixes(2 * len(events) + 6)
     for event in events:
-        invariant(
-            event.currency == currency,
-            "event %s in %s posted to a %s batch",
-            event.event_id,
-            event.currency,
-            currency,
-        )
+        if event.currency != currency:  # checked inline: this loop runs for every event
+            invariant(
+                False,
+                "event %s in %s posted to a %s batch",
+                event.event_id,
+                event.currency,
+                currency,
+            )
         clearing = _CLEARING[event.rail]
         debit, credit = (clearing, payable) if event.type == "payment" else (payable, clearing)
         amount = event.amount_micros
         append(
             (
-                f"{batch_id}:{sequence:06d}",
+                batch_id + suffixes[sequence],
                 batch_id,
                 event.event_id,
                 event.type,
@@ -87,7 +100,7 @@ def post_batch(
         )
         append(
             (
-                f"{batch_id}:{sequence + 1:06d}",
+                batch_id + suffixes[sequence + 1],
                 batch_id,
                 event.event_id,
                 event.type,
