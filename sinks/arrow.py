@@ -46,7 +46,9 @@ def money_array(micros: Sequence[int]) -> pa.Array:
     """
     low = np.fromiter(micros, dtype=np.int64, count=len(micros))
     largest = int(np.abs(low).max()) if len(low) else 0
-    invariant(largest <= AMOUNT_MICROS_MAX, "an amount of %s micro-units overflows DECIMAL(18,6)", largest)
+    invariant(
+        largest <= AMOUNT_MICROS_MAX, "an amount of %s micro-units overflows DECIMAL(18,6)", largest
+    )
     words = np.empty(2 * len(low), dtype=np.int64)
     words[0::2] = low
     words[1::2] = low >> 63  # sign extension into the high 64 bits
