@@ -6,13 +6,17 @@ payment, refund, chargeback, duplicate, or which fault) and the dead-letter
 reason the pipeline must give it; `write_log` writes them to a file
 (gzipped when the name ends in ``.gz``) and returns `GenerateStats`.
 
-Determinism. Everything is drawn from one ``random.Random(seed)``, and only
-through its ``random()`` method, whose sequence Python guarantees across
-versions (``randrange``, ``choice`` and ``shuffle`` are not guaranteed), with
-no transcendental functions on the way to a value that is written out. No
-global randomness, no wall clock: the same arguments give the same bytes. A
-gzipped log's *content* is likewise identical; its compressed bytes can
-differ between zlib builds (the gzip header carries no name and no time).
+Determinism. The ordinary lines are drawn from one ``random.Random(seed)``,
+and only through its ``random()`` method, whose sequence Python guarantees
+across versions (``randrange``, ``choice`` and ``shuffle`` are not
+guaranteed), with no transcendental functions on the way to a value that is
+written out. Fraud scenarios, FX rates and the payee directory draw the same
+way from streams of their own (``Random("centflow-scenarios:<seed>")`` and
+the like: string seeds are hashed with SHA-512, stable too), so a log without
+scenarios is byte for byte what it was before they existed. No global
+randomness, no wall clock: the same arguments give the same bytes. A gzipped
+log's *content* is likewise identical; its compressed bytes can differ
+between zlib builds (the gzip header carries no name and no time).
 
 What a log looks like (rates are per line and approximate):
 
@@ -38,6 +42,39 @@ What a log looks like (rates are per line and approximate):
 - ~5 % of payments carry splits, some carry ``risk_signals``, ~2 % of events
   carry unknown extra fields (``"channel": "app"``), which must be accepted.
 
+With ``diurnal=True`` event time follows a daily cycle instead of advancing
+uniformly: each UTC hour has a traffic weight (`_DIURNAL_WEIGHTS`, about five
+times more lines an hour by day than at night), lines still in order.
+
+With ``scenarios`` (names in `SCENARIOS`), fraud episodes are mixed into the
+traffic: a few per 100 000 lines of each scenario (at least one from 2000
+lines), starting between 15 % and 90 % of the log, their lines taking the
+place of ordinary ones (the line count stays `count`). Every such line is a
+valid event, labelled in ``GenerateStats.labels`` (`ScenarioLabel`: event
+id, scenario, episode number) and, by `write_log`, in a labels file:
+
+- ``card-testing``: 20-60 tiny card payments (0.01-1.00 USD-equivalent) at
+  one payee within 40-90 s, each from a new payer with a new device and IP,
+  most with a high ``risk_signals.bin_score``;
+- ``account-takeover``: a payer who has paid before suddenly sends 3-8
+  payments of 300-6000 USD-equivalent to one to three payees never seen
+  before, from a new device and IP, in a country it never paid from
+  (`_TAKEOVER_COUNTRIES`), within 2-17 minutes;
+- ``velocity-abuse``: a payer who has paid before pays 15-40 different
+  payees within 2-8 minutes;
+- ``refund-abuse``: a payee with 4-25 payments among the 3000 most recent
+  refunds 70-100 % of them (valid refunds: same payer, currency, never more
+  than is left) within 2-20 minutes.
+
+Later, the holders dispute some card-testing and account-takeover payments:
+chargebacks (``GenerateStats.fraud_chargebacks``, not labelled) 30 minutes to
+3 hours of event time after them. Times follow the log's clock, so a burst
+spans "a minute or two" only in a log of at least about a line a second.
+
+`write_fx_rates` writes a matching FX-rate stream (USD against the other
+currencies, a seeded random walk), `write_payee_directory` the payees'
+settlement currencies.
+
 With ``faults=True`` also: exact duplicates (~1 %: the bytes of a valid line
 up to 20 lines earlier), out-of-order events (~3 %: 1.5-8 s behind the
 latest event time so far), very late events (~0.5 %: 3-10 `window_hint_s`
@@ -51,7 +88,8 @@ exceeding what is left of its payment. Lines of the other kinds are dead
 letters for `centflow.decode.decode_message`.
 
 `python -m centflow.generate PATH --events N --seed S` writes a log and
-prints its `GenerateStats` (``replay_data/README.md`` has the commands of
+prints its `GenerateStats` (``--scenario NAME`` repeatable, ``--diurnal``,
+``--labels``, ``--fx-rates`` and ``--payee-directory PATH`` for the rest) (``replay_data/README.md`` has the commands of
 the shipped logs).
 """
 
@@ -65,12 +103,13 @@ import os
 import sys
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
-from functools import cache
+from functools import cache, partial
 from itertools import accumulate
 from math import gcd
+from operator import itemgetter
 from pathlib import Path
 from queue import Queue
 from random import Random
@@ -184,8 +223,53 @@ _REFUND_POOL = 50_000  # refunds reverse one of the most recent payments
 _NEEDS_OPEN_PAYMENT = frozenset({"reference_mismatch", "refund_exceeds_payment"})
 
 _US_PER_DAY = 86_400 * MICROS_PER_SECOND
+_US_PER_HOUR = 3600 * MICROS_PER_SECOND
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _encode = msgspec.json.Encoder().encode
+
+#: Fraud scenarios `generate_lines(..., scenarios=...)` can mix into a log.
+SCENARIOS = ("card-testing", "account-takeover", "velocity-abuse", "refund-abuse")
+_EPISODES_PER_EVENT = 3 / 100_000  # episodes of each scenario, at least one from 2000 lines
+_EPISODES_MIN_COUNT = 2000
+_P_FRAUD_CHARGEBACK = {"card-testing": 0.15, "account-takeover": 0.6}
+_FRAUD_CHARGEBACK_LINES_MAX = 20_000  # well inside the refund pool and the de-duplication horizon
+# Where taken-over accounts are suddenly used from: never a home country of a payer.
+_TAKEOVER_COUNTRIES = ("NG", "RO", "VN", "UA", "ID", "PH", "TR", "MX", "CO", "KE")
+_REFUND_ABUSE_RECENT = 3000  # a refund-abusing payee picks from its payments among these
+# Traffic weight of each UTC hour with ``diurnal=True``: about 5 times more by day than at night.
+_DIURNAL_WEIGHTS = (
+    3,
+    2,
+    2,
+    2,
+    2,
+    3,
+    4,
+    6,
+    8,
+    10,
+    11,
+    12,
+    12,
+    12,
+    12,
+    12,
+    12,
+    11,
+    10,
+    9,
+    8,
+    6,
+    5,
+    4,
+)
+# Payee directory: share of payees settling in their main currency, then in USD (else EUR).
+_P_SETTLE_MAIN = 0.8
+_P_SETTLE_USD = 0.6
+# FX random walk: per-step relative move, and the pull back towards the reference rate.
+_FX_STEP = 0.0004
+_FX_REVERSION = 0.02
+_FX_SIGNIFICANT_DIGITS = 10
 
 
 class LogLine(NamedTuple):
@@ -199,6 +283,23 @@ class LogLine(NamedTuple):
     kind: str
     reason: str
     raw: bytes
+
+
+class ScenarioLabel(NamedTuple):
+    """A line that belongs to a fraud episode (one line of a labels file).
+
+    `episode` numbers the episodes of a log from 1, across scenarios, in the
+    order they start.
+    """
+
+    event_id: str
+    scenario: str
+    episode: int
+
+    def as_json(self) -> bytes:
+        return _encode(
+            {"event_id": self.event_id, "scenario": self.scenario, "episode": self.episode}
+        )
 
 
 @dataclass
@@ -220,6 +321,13 @@ class GenerateStats:
     extra_fields: int = 0
     payees: int = 0  # the payee pool (nearly all appear)
     payers: int = 0  # distinct payers that appear
+    # Fraud scenarios: lines per scenario, episodes per scenario, and chargebacks that
+    # disputes of fraudulent payments bring later (counted in `chargebacks`, not labelled).
+    scenario_events: dict[str, int] = field(default_factory=dict)
+    episodes: dict[str, int] = field(default_factory=dict)
+    fraud_chargebacks: int = 0
+    #: The labelled lines, in log order (not in `as_dict`).
+    labels: list[ScenarioLabel] = field(default_factory=list, repr=False)
 
     @property
     def valid(self) -> int:
@@ -231,7 +339,12 @@ class GenerateStats:
         return sum(self.malformed.values())
 
     def as_dict(self) -> dict[str, Any]:
-        summary = asdict(self)
+        labels, self.labels = self.labels, []
+        try:
+            summary = asdict(self)
+        finally:
+            self.labels = labels
+        del summary["labels"]
         summary["malformed"] = dict(sorted(self.malformed.items()))
         summary["valid"] = self.valid
         summary["malformed_total"] = self.malformed_total
@@ -255,6 +368,8 @@ class _Profile(NamedTuple):
     rail_total: float
     rails: list[str]
     countries: tuple[str, ...]
+    scale: int  # 10**digits
+    large_units: int  # 5000 in units of 10**-digits: larger payments may go by swift
 
 
 class _Payer(NamedTuple):
@@ -311,11 +426,20 @@ def generate_lines(
     duration_s: int,
     window_hint_s: int = 60,
     faults: bool = True,
+    scenarios: Sequence[str] = (),
+    diurnal: bool = False,
     stats: GenerateStats | None = None,
 ) -> Iterator[LogLine]:
-    """Yield `count` labelled lines in log order; fill `stats` (if given) as they go."""
+    """Yield `count` labelled lines in log order; fill `stats` (if given) as they go.
+
+    Lines of fraud `scenarios` are valid events (kind ``payment`` or
+    ``refund``); which they are, is in ``stats.labels`` (appended to as each
+    such line is yielded), so pass `stats` to know them.
+    """
     stats = GenerateStats() if stats is None else stats
-    generator = _Generator(count, seed, start_us, duration_s, window_hint_s, faults, stats)
+    generator = _Generator(
+        count, seed, start_us, duration_s, window_hint_s, faults, stats, scenarios, diurnal
+    )
     return map(LogLine._make, generator.lines())
 
 
@@ -327,12 +451,22 @@ def generate_events(
     duration_s: int,
     window_hint_s: int = 60,
     faults: bool = True,
+    scenarios: Sequence[str] = (),
+    diurnal: bool = False,
 ) -> Iterator[bytes]:
     """Yield `count` JSON lines (bytes without newline) in log order."""
     generator = _Generator(
-        count, seed, start_us, duration_s, window_hint_s, faults, GenerateStats()
+        count,
+        seed,
+        start_us,
+        duration_s,
+        window_hint_s,
+        faults,
+        GenerateStats(),
+        scenarios,
+        diurnal,
     )
-    return (raw for _, _, raw in generator.lines())
+    return map(itemgetter(2), generator.lines())
 
 
 def write_log(
@@ -344,17 +478,119 @@ def write_log(
     duration_s: int,
     window_hint_s: int = 60,
     faults: bool = True,
+    scenarios: Sequence[str] = (),
+    diurnal: bool = False,
+    labels_path: Path | None = None,
     compresslevel: int = 3,
 ) -> GenerateStats:
     """Write a generated log to `path` (gzip if it ends in ``.gz``), atomically.
 
     Arguments are those of `generate_events`, plus gzip's `compresslevel`
     (low by default: generation speed matters more than size). One line per
-    event, each ending in ``\\n``.
+    event, each ending in ``\\n``. With `scenarios`, the labels of the fraud
+    lines go to `labels_path` (default ``<path>.labels.jsonl``; keep it out of
+    a directory that is replayed as a log), one JSON object a line:
+    ``{"event_id", "scenario", "episode"}``.
     """
     path = Path(path)
     stats = GenerateStats()
-    generator = _Generator(count, seed, start_us, duration_s, window_hint_s, faults, stats)
+    generator = _Generator(
+        count, seed, start_us, duration_s, window_hint_s, faults, stats, scenarios, diurnal
+    )
+    _write_atomic(path, lambda write: _write_lines(write, generator.lines()), compresslevel)
+    if labels_path is None and scenarios:
+        labels_path = path.with_name(f"{path.name}.labels.jsonl")
+    if labels_path is not None:
+        _write_atomic(Path(labels_path), _json_lines(label.as_json() for label in stats.labels))
+    return stats
+
+
+def write_fx_rates(
+    path: Path,
+    *,
+    seed: int = 7,
+    start_us: int,
+    duration_s: int,
+    interval_s: int = 60,
+) -> int:
+    """Write an FX-rate stream for the generator's currencies; return its line count.
+
+    Every `interval_s` from `start_us` to ``start_us + duration_s`` (both
+    included), one line per currency the generator uses other than USD:
+    ``{"base": "USD", "quote": ..., "rate": ..., "as_of": ...}`` (units of
+    quote per US dollar), in time order. Each rate is a seeded random walk
+    pulled back towards a realistic level, written as decimal text with 10
+    significant digits (at most 12 fraction digits). Gzipped if `path` ends
+    in ``.gz``; written atomically.
+    """
+    if duration_s < 0 or interval_s <= 0:
+        raise ConfigError(
+            f"duration ({duration_s} s) must be >= 0 and interval ({interval_s} s) > 0"
+        )
+    random = Random(f"centflow-fx:{seed}").random
+    references = {code: spec[1] for code, spec in _CURRENCIES.items() if code != "USD"}
+    rates = dict(references)
+    steps = duration_s // interval_s + 1
+
+    def lines() -> Iterator[bytes]:
+        for step in range(steps):
+            as_of = _Generator._render(start_us + step * interval_s * MICROS_PER_SECOND, 0, "")
+            for quote, reference in references.items():
+                rate = rates[quote]
+                if step:
+                    rate *= 1 + _FX_STEP * (2 * random() - 1)
+                    rate += _FX_REVERSION * (reference - rate)
+                    rates[quote] = rate
+                line = {"base": "USD", "quote": quote, "rate": _format_rate(rate), "as_of": as_of}
+                yield _encode(line)
+
+    _write_atomic(Path(path), _json_lines(lines()))
+    return steps * len(references)
+
+
+def write_payee_directory(path: Path, *, seed: int = 7, events: int) -> int:
+    """Write the settlement currency of each payee of the log of `events` lines and
+    this `seed`; return the number of payees.
+
+    One line per payee of the generator's pool (`GenerateStats.payees` of
+    them; the payees fraud scenarios invent are not listed, so they settle in
+    their events' currency), in payee-number order: ``{"payee_id",
+    "settlement_currency"}``. Most payees settle in their main currency, the
+    others in USD or EUR (never their own). The pool depends only on `seed`
+    and `events`, not on faults, scenarios or time. Gzipped if `path` ends in
+    ``.gz``; written atomically.
+    """
+    generator = _Generator(events, seed, 0, 1, 1, False, GenerateStats(), (), False)
+    random = Random(f"centflow-payees:{seed}").random
+    entries = []
+    for payee in generator.payees:
+        currency = payee.currency
+        if random() >= _P_SETTLE_MAIN:
+            other = "USD" if random() < _P_SETTLE_USD else "EUR"
+            currency = other if other != currency else payee.secondary_currency
+        entries.append((int(payee.payee_id.rpartition("-")[2]), payee.payee_id, currency))
+    entries.sort()
+    lines = (
+        _encode({"payee_id": payee_id, "settlement_currency": currency})
+        for _, payee_id, currency in entries
+    )
+    _write_atomic(Path(path), _json_lines(lines))
+    return len(entries)
+
+
+def _json_lines(lines: Iterable[bytes]) -> Callable[[Callable[[bytes], Any]], None]:
+    def body(write: Callable[[bytes], Any]) -> None:
+        for line in lines:
+            write(line + b"\n")
+
+    return body
+
+
+def _write_atomic(
+    path: Path, body: Callable[[Callable[[bytes], Any]], None], compresslevel: int = 3
+) -> None:
+    """Write a file through `body(write)`, gzipped if its name ends in ``.gz``, and
+    rename it into place only once it is complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     try:
@@ -364,15 +600,31 @@ def write_log(
                 with gzip.GzipFile(
                     filename="", mode="wb", fileobj=file, compresslevel=compresslevel, mtime=0
                 ) as stream:
-                    _write_lines(stream.write, generator.lines())
+                    body(stream.write)
             else:
-                _write_lines(file.write, generator.lines())
+                body(file.write)
             file.flush()
             os.fsync(file.fileno())
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-    return stats
+
+
+def _format_rate(rate: float) -> str:
+    """A positive rate as decimal text with `_FX_SIGNIFICANT_DIGITS` significant digits.
+
+    >>> _format_rate(150.123456789), _format_rate(0.376), _format_rate(0.000123456789012)
+    ('150.1234568', '0.3760000000', '0.000123456789')
+    """
+    integer_digits = len(str(int(rate))) if rate >= 1 else 0
+    fraction_digits = _FX_SIGNIFICANT_DIGITS - integer_digits
+    if rate < 1:  # count the leading zeros of the fraction as well
+        scaled = rate
+        while scaled < 0.1 and fraction_digits < 12:
+            scaled *= 10
+            fraction_digits += 1
+    fraction_digits = max(1, min(12, fraction_digits))
+    return f"{rate:.{fraction_digits}f}"
 
 
 def _write_lines(
@@ -430,7 +682,14 @@ class _Generator:
         window_hint_s: int,
         faults: bool,
         stats: GenerateStats,
+        scenarios: Sequence[str] = (),
+        diurnal: bool = False,
     ) -> None:
+        if isinstance(scenarios, str):
+            scenarios = (scenarios,)
+        unknown = sorted(set(scenarios) - set(SCENARIOS))
+        if unknown:
+            raise ConfigError(f"unknown scenario(s) {unknown}: choose from {list(SCENARIOS)}")
         if count < 0:
             raise ConfigError(f"event count must be >= 0, got {count}")
         if duration_s <= 0 or window_hint_s <= 0:
@@ -439,6 +698,7 @@ class _Generator:
             )
         self.count = count
         self.seed = seed
+        self.event_prefix = f"evt-{seed}-"
         self.start_us = start_us
         self.step_us = duration_s * MICROS_PER_SECOND / max(count, 1)
         self.window_us = window_hint_s * MICROS_PER_SECOND
@@ -454,6 +714,8 @@ class _Generator:
                 minor_unit_exponent(code),
                 *_weighted_table(spec[2]),
                 spec[3],
+                10 ** minor_unit_exponent(code),
+                5000 * 10 ** minor_unit_exponent(code),
             )
             for code, spec in _CURRENCIES.items()
         }
@@ -489,7 +751,61 @@ class _Generator:
         self.fault_opening = self._shuffled(opening)
         self.second_cached = -1
         self.second_text = ""
+        self.minute_cached = -1
+        self.minute_text = ""
         stats.payees = payee_count
+        self.diurnal = diurnal
+        if diurnal:
+            self._diurnal_segments(duration_s)
+        # Fraud episodes: (due line, sequence, action), drawn from a stream of their own.
+        self.scheduled: list[tuple[int, int, Callable[[int], _Emitted | None]]] = []
+        if scenarios:
+            self.scenarios: _Scenarios | None = _Scenarios(self, sorted(set(scenarios)))
+        else:
+            self.scenarios = None
+
+    # -- event time of a line
+
+    def _diurnal_segments(self, duration_s: int) -> None:
+        """Cut the span at UTC hour boundaries; each piece has its hour's traffic weight."""
+        end_rel = duration_s * MICROS_PER_SECOND
+        starts, weights, cumulative = [], [], []
+        at_rel, total = 0, 0.0
+        while at_rel < end_rel:
+            absolute = self.start_us + at_rel
+            hour = absolute // _US_PER_HOUR % 24
+            next_rel = min(end_rel, (absolute // _US_PER_HOUR + 1) * _US_PER_HOUR - self.start_us)
+            weight = float(_DIURNAL_WEIGHTS[hour])
+            starts.append(float(at_rel))
+            weights.append(weight)
+            cumulative.append(total)
+            total += weight * (next_rel - at_rel)
+            at_rel = next_rel
+        self.segment_starts, self.segment_weights = starts, weights
+        self.segment_cumulative, self.segment_last = cumulative, len(starts) - 1
+        self.weight_per_line = total / max(self.count, 1)
+
+    def clock_at(self, position: float) -> int:
+        """The event time (µs) of a position in the log (line number plus a fraction)."""
+        if not self.diurnal:
+            return self.start_us + int(position * self.step_us)
+        target = position * self.weight_per_line
+        index = bisect_right(self.segment_cumulative, target, 0, self.segment_last + 1) - 1
+        elapsed = self.segment_starts[index] + (
+            (target - self.segment_cumulative[index]) / self.segment_weights[index]
+        )
+        return self.start_us + int(elapsed)
+
+    def position_at(self, at_us: int) -> float:
+        """The inverse of `clock_at`: where in the log the clock reads `at_us`."""
+        elapsed = float(at_us - self.start_us)
+        if not self.diurnal:
+            return elapsed / self.step_us
+        index = max(0, bisect_right(self.segment_starts, elapsed, 0, self.segment_last + 1) - 1)
+        target = self.segment_cumulative[index] + (
+            (elapsed - self.segment_starts[index]) * self.segment_weights[index]
+        )
+        return target / self.weight_per_line
 
     # -- random helpers (only `random()` is used: its sequence is stable across Pythons)
 
@@ -572,7 +888,11 @@ class _Generator:
         second = occurred_us // MICROS_PER_SECOND
         if second != self.second_cached:
             self.second_cached = second
-            self.second_text = self._render(occurred_us, 0, "")[:-1]
+            minute = second // 60
+            if minute != self.minute_cached:
+                self.minute_cached = minute
+                self.minute_text = self._render(occurred_us, 0, "")[:-3]  # up to "HH:MM:"
+            self.second_text = f"{self.minute_text}{second % 60:02d}"
         return f"{self.second_text}{fraction}Z", occurred_us
 
     @staticmethod
@@ -608,7 +928,8 @@ class _Generator:
             if units % 10 ** (digits - minor_digits) == 0:
                 units += 1
             return units, digits, True
-        return max(1, int(major * 10**digits)), digits, False
+        units = int(major * profile.scale)
+        return units or 1, digits, False
 
     # -- events
 
@@ -627,14 +948,15 @@ class _Generator:
         rail = rails[
             bisect_right(profile.rail_cumulative, random() * profile.rail_total, 0, len(rails) - 1)
         ]
-        if units > 5000 * 10**digits and random() < 0.5:
+        large_units = 5000 * 10**digits if sub_minor else profile.large_units
+        if units > large_units and random() < 0.5:
             rail = "swift"
         country = payer.country
         if random() < _P_CROSS_BORDER:
             countries = profile.countries
             country = countries[int(random() * len(countries))]
         occurred_at, occurred_us = self._timestamp(occurred_us, payer.offset_min)
-        event_id = f"evt-{self.seed}-{number}"
+        event_id = f"{self.event_prefix}{number}"
         event: dict[str, Any] = {
             "event_id": event_id,
             "type": "payment",
@@ -836,13 +1158,27 @@ class _Generator:
         malformed, open_payments = stats.malformed, self.open_payments
         pending: list[tuple[int, int, bytes]] = []  # (due line, sequence, bytes) of duplicates
         high_us = self.start_us  # the latest event time of a valid line so far
+        scheduled, diurnal, clock_at = self.scheduled, self.diurnal, self.clock_at
+        start_us, step_us, payment = self.start_us, self.step_us, self._payment
+        encode, p_reversal = _encode, _P_REFUND + _P_CHARGEBACK
         for number in range(self.count):
             stats.events += 1
             if pending and pending[0][0] <= number:
                 stats.duplicates += 1
                 yield "duplicate", "duplicate", heapq.heappop(pending)[2]
                 continue
-            clock_us = self.start_us + int((number + random()) * self.step_us)
+            if scheduled and scheduled[0][0] <= number:
+                emitted = self._scheduled_line(number)
+                if emitted is not None:
+                    kind, raw, rendered_us = emitted
+                    if rendered_us > high_us:
+                        high_us = rendered_us
+                    yield kind, "", raw
+                    continue
+            if diurnal:
+                clock_us = clock_at(number + random())
+            else:
+                clock_us = start_us + int((number + random()) * step_us)
             if faults and random() < _P_MALFORMED:
                 kind, raw = self._malformed(self._fault_kind(), number, clock_us)
                 malformed[kind] = malformed.get(kind, 0) + 1
@@ -859,12 +1195,12 @@ class _Generator:
                     time_fault = "out_of_order"
             draw = random()
             kind, reversed_payment = "payment", None
-            if draw < _P_REFUND + _P_CHARGEBACK:
+            if draw < p_reversal:
                 reversed_payment = self._open_payment()
                 if reversed_payment is not None:
                     kind = "refund" if draw < _P_REFUND else "chargeback"
             if reversed_payment is None:
-                event, opened, sub_minor = self._payment(number, occurred_us)
+                event, opened, sub_minor = payment(number, occurred_us)
                 rendered_us = opened.occurred_us
                 if len(open_payments) < _REFUND_POOL:
                     open_payments.append(opened)
@@ -891,11 +1227,425 @@ class _Generator:
             if random() < _P_EXTRA:
                 event.update(self._pick(_EXTRA_FIELDS))
                 stats.extra_fields += 1
-            raw = _encode(event)
+            raw = encode(event)
             if faults and random() < _P_DUPLICATE:
                 due = number + 1 + self._below(_DUPLICATE_DELAY_LINES_MAX)
                 heapq.heappush(pending, (due, number, raw))
             yield kind, "", raw
+
+    def _scheduled_line(self, number: int) -> _Emitted | None:
+        """The first due scenario line that comes about (an action may come to nothing)."""
+        scheduled = self.scheduled
+        while scheduled and scheduled[0][0] <= number:
+            emitted = heapq.heappop(scheduled)[2](number)
+            if emitted is not None:
+                return emitted
+        return None
+
+    def remember(self, opened: _OpenPayment) -> None:
+        """Count a valid payment and put it in the pool refunds pick from."""
+        open_payments, stats = self.open_payments, self.stats
+        if len(open_payments) < _REFUND_POOL:
+            open_payments.append(opened)
+        else:
+            open_payments[stats.payments % _REFUND_POOL] = opened
+        stats.payments += 1
+
+    def recent_payments(self, limit: int) -> list[_OpenPayment]:
+        """Up to `limit` of the most recent payments in the pool, oldest first."""
+        pool = self.open_payments
+        if len(pool) < _REFUND_POOL:
+            return pool[-limit:]
+        newest = self.stats.payments % _REFUND_POOL  # the oldest entry of a full ring
+        return (pool[newest:] + pool[:newest])[-limit:]
+
+
+#: What a scenario action puts on a line: (kind, bytes, the event time it says).
+_Emitted = tuple[str, bytes, int]
+
+
+class _Scenarios:
+    """Fraud episodes mixed into a log, drawn from their own random stream.
+
+    Each episode is planned when its first line comes: it picks its people
+    from the log so far and schedules its lines (`_Generator.scheduled`),
+    which take the place of ordinary lines. Everything here draws from
+    ``Random("centflow-scenarios:<seed>")``; the main stream is only
+    consumed by the ordinary lines, so a log without scenarios is unchanged.
+    Event times follow the log's clock at each scheduled line, so a burst of
+    n lines spans their share of event time: "within a minute or two" needs
+    a log of at least about one line a second.
+    """
+
+    def __init__(self, generator: _Generator, scenarios: list[str]) -> None:
+        self.generator = generator
+        self.random = Random(f"centflow-scenarios:{generator.seed}").random
+        self.sequence = 0
+        self.scenario_payment_ids: set[str] = set()
+        self.fresh_payer_ids: set[str] = set()
+        self.fresh_payers = 0
+        self.fresh_payees = 0
+        count = generator.count
+        per_scenario = (
+            max(1, round(count * _EPISODES_PER_EVENT)) if count >= _EPISODES_MIN_COUNT else 0
+        )
+        starts = sorted(
+            (int(count * (0.15 + 0.75 * self.random())), scenario)
+            for scenario in scenarios
+            for _ in range(per_scenario)
+        )
+        for episode, (line, scenario) in enumerate(starts, 1):
+            self.schedule(line, partial(self._start, scenario, episode))
+
+    # -- helpers
+
+    def schedule(self, line: int, action: Callable[[int], _Emitted | None]) -> None:
+        self.sequence += 1
+        heapq.heappush(self.generator.scheduled, (line, self.sequence, action))
+
+    def _below(self, bound: int) -> int:
+        return int(self.random() * bound)
+
+    def _hex(self, digits: int) -> str:
+        return format(self._below(16**digits), f"0{digits}x")
+
+    def _ip(self) -> str:
+        return f"100.{64 + self._below(64)}.{self._below(256)}.{1 + self._below(254)}"
+
+    def _slots(self, number: int, size: int, span_s: float) -> list[int]:
+        """`size` distinct lines from `number` on (`number` first), within `span_s`
+        seconds of event time if the log is dense enough, else consecutive-ish."""
+        generator = self.generator
+        end = generator.position_at(generator.clock_at(number) + int(span_s * MICROS_PER_SECOND))
+        span = max(size, int(end) - number)
+        chosen = {0}
+        while len(chosen) < size:
+            chosen.add(self._below(span))
+        return [number + offset for offset in sorted(chosen)]
+
+    def _clock(self, number: int) -> int:
+        return self.generator.clock_at(number + self.random())
+
+    def _timestamp(self, occurred_us: int, offset_min: int) -> tuple[str, int]:
+        """Like `_Generator._timestamp` (the same mix of precisions and offsets)."""
+        draw = self.random()
+        if draw < 0.82:
+            occurred_us -= occurred_us % 1000
+            fraction = f".{occurred_us % MICROS_PER_SECOND // 1000:03d}"
+        elif draw < 0.97:
+            fraction = f".{occurred_us % MICROS_PER_SECOND:06d}"
+        else:
+            occurred_us -= occurred_us % MICROS_PER_SECOND
+            fraction = ""
+        if not offset_min or self.random() >= _P_OFFSET:
+            offset_min = 0
+        else:
+            self.generator.stats.offset_timestamps += 1
+        return _Generator._render(occurred_us, offset_min, fraction), occurred_us
+
+    def _rail(self, profile: _Profile) -> str:
+        rails = profile.rails
+        draw = self.random() * profile.rail_total
+        return rails[bisect_right(profile.rail_cumulative, draw, 0, len(rails) - 1)]
+
+    def _established(self) -> _OpenPayment | None:
+        """A recent ordinary payment of a payer of the log's pool."""
+        pool = self.generator.open_payments
+        for _ in range(50):
+            if not pool:
+                return None
+            opened = pool[self._below(len(pool))]
+            if (
+                opened.event_id not in self.scenario_payment_ids
+                and opened.payer.payer_id not in self.fresh_payer_ids
+            ):
+                return opened
+        return None
+
+    def _fresh_payer(self) -> _Payer:
+        """A payer never seen before, with one new device and an address of its own."""
+        generator = self.generator
+        self.fresh_payers += 1
+        number = generator.payer_numbers[2] + self.fresh_payers
+        countries = generator.payer_countries
+        country = countries[self._below(len(countries))]
+        payer = _Payer(
+            f"payer-{number}",
+            country,
+            _COUNTRY_OFFSETS_MIN.get(country, 0),
+            (f"dev-{self._hex(12)}",),
+            self._ip(),
+        )
+        self.fresh_payer_ids.add(payer.payer_id)
+        generator.stats.payers += 1
+        return payer
+
+    def _fresh_payee(self, currency: str) -> _Payee:
+        """A payee never seen before (a mule account: not in the payee directory)."""
+        self.fresh_payees += 1
+        payee_id = f"payee-{self.generator.payee_numbers[2] + self.fresh_payees}"
+        return _Payee(payee_id, currency, "EUR" if currency == "USD" else "USD", (payee_id,))
+
+    def _units(self, profile: _Profile, usd: float) -> int:
+        return max(1, int(usd * profile.units_per_usd * 10**profile.digits))
+
+    def _emit(
+        self,
+        scenario: str,
+        episode: int,
+        kind: str,
+        event: dict[str, Any],
+        occurred_us: int,
+        opened: _OpenPayment | None = None,
+    ) -> _Emitted:
+        generator = self.generator
+        stats = generator.stats
+        if opened is not None:
+            generator.remember(opened)
+            self.scenario_payment_ids.add(opened.event_id)
+        elif kind == "refund":
+            stats.refunds += 1
+        stats.scenario_events[scenario] = stats.scenario_events.get(scenario, 0) + 1
+        stats.labels.append(ScenarioLabel(event["event_id"], scenario, episode))
+        return kind, _encode(event), occurred_us
+
+    def _payment(
+        self,
+        number: int,
+        payer: _Payer,
+        payee: _Payee,
+        currency: str,
+        units: int,
+        rail: str,
+        country: str,
+        device_id: str,
+        ip: str,
+        risk_signals: dict[str, float] | None = None,
+    ) -> tuple[dict[str, Any], _OpenPayment]:
+        profile = self.generator.profiles[currency]
+        occurred_at, occurred_us = self._timestamp(self._clock(number), payer.offset_min)
+        event_id = f"evt-{self.generator.seed}-{number}"
+        event: dict[str, Any] = {
+            "event_id": event_id,
+            "type": "payment",
+            "occurred_at": occurred_at,
+            "payer_id": payer.payer_id,
+            "payee_id": payee.payee_id,
+            "amount": _format_units(units, profile.digits),
+            "currency": currency,
+            "rail": rail,
+            "country": country,
+            "device_id": device_id,
+            "ip": ip,
+        }
+        if risk_signals:
+            event["risk_signals"] = risk_signals
+        opened = _OpenPayment(
+            event_id, payer, payee, currency, units, profile.digits, occurred_us, rail, country
+        )
+        return event, opened
+
+    def _dispute_later(self, scenario: str, opened: _OpenPayment, number: int) -> None:
+        """Perhaps schedule the chargeback the real card or account holder files later."""
+        if self.random() >= _P_FRAUD_CHARGEBACK.get(scenario, 0.0):
+            return
+        generator = self.generator
+        delay_us = int((1800 + 9000 * self.random()) * MICROS_PER_SECOND)
+        due = int(generator.position_at(opened.occurred_us + delay_us))
+        due = min(max(due, number + 1), number + _FRAUD_CHARGEBACK_LINES_MAX)
+        if due < generator.count:
+            self.schedule(due, partial(self._chargeback, opened))
+
+    def _chargeback(self, opened: _OpenPayment, number: int) -> _Emitted | None:
+        if not opened.remaining:  # refunded in full meanwhile
+            return None
+        units, opened.remaining = opened.remaining, 0
+        occurred_at, occurred_us = self._timestamp(self._clock(number), opened.payer.offset_min)
+        if occurred_us <= opened.occurred_us:
+            occurred_us = opened.occurred_us + 1000 - opened.occurred_us % 1000
+            fraction = f".{occurred_us % MICROS_PER_SECOND // 1000:03d}"
+            occurred_at = _Generator._render(occurred_us, 0, fraction)
+        generator = self.generator
+        event = generator._reversal_object(
+            number, "chargeback", occurred_at, opened, opened.payee.payee_id, units
+        )
+        generator.stats.chargebacks += 1
+        generator.stats.fraud_chargebacks += 1
+        return "chargeback", _encode(event), occurred_us
+
+    # -- episodes
+
+    def _start(self, scenario: str, episode: int, number: int) -> None:
+        """Plan an episode from `number` on; its first line is due at `number` itself."""
+        planned = getattr(self, "_plan_" + scenario.replace("-", "_"))(scenario, episode, number)
+        if planned:
+            stats = self.generator.stats
+            stats.episodes[scenario] = stats.episodes.get(scenario, 0) + 1
+        return None
+
+    def _plan_card_testing(self, scenario: str, episode: int, number: int) -> bool:
+        """Tens of tiny card payments at one payee within a minute or two, each from a
+        new payer on a new device: someone checking which stolen cards work."""
+        payees = self.generator.payees
+        payee = payees[self._below(len(payees))]
+        size = 20 + self._below(41)
+        for line in self._slots(number, size, 40 + 50 * self.random()):
+            self.schedule(line, partial(self._card_test, scenario, episode, payee))
+        return True
+
+    def _card_test(self, scenario: str, episode: int, payee: _Payee, number: int) -> _Emitted:
+        profile = self.generator.profiles[payee.currency]
+        payer = self._fresh_payer()
+        if self.random() < 0.3:
+            usd = (0.01, 0.5, 1.0)[self._below(3)]
+        else:
+            usd = 0.01 + 0.99 * self.random()
+        signals = None
+        if self.random() < 0.8:
+            signals = {"bin_score": (600 + self._below(400)) / 1000}
+        event, opened = self._payment(
+            number,
+            payer,
+            payee,
+            payee.currency,
+            self._units(profile, usd),
+            "card",
+            payer.country,
+            payer.devices[0],
+            payer.ip,
+            signals,
+        )
+        self._dispute_later(scenario, opened, number)
+        return self._emit(scenario, episode, "payment", event, opened.occurred_us, opened)
+
+    def _plan_account_takeover(self, scenario: str, episode: int, number: int) -> bool:
+        """An established payer suddenly sends several large payments to new payees,
+        from a new device and address, in a country it never paid from."""
+        known = self._established()
+        if known is None:
+            return False
+        payer = known.payer
+        countries = [country for country in _TAKEOVER_COUNTRIES if country != payer.country]
+        country = countries[self._below(len(countries))]
+        device_id, ip = f"dev-{self._hex(12)}", self._ip()
+        mules = [self._fresh_payee(known.currency) for _ in range(1 + self._below(3))]
+        size = 3 + self._below(6)
+        for index, line in enumerate(self._slots(number, size, 120 + 900 * self.random())):
+            mule = mules[index] if index < len(mules) else mules[self._below(len(mules))]
+            self.schedule(
+                line,
+                partial(
+                    self._takeover,
+                    scenario,
+                    episode,
+                    payer,
+                    mule,
+                    known.currency,
+                    country,
+                    device_id,
+                    ip,
+                ),
+            )
+        return True
+
+    def _takeover(
+        self,
+        scenario: str,
+        episode: int,
+        payer: _Payer,
+        payee: _Payee,
+        currency: str,
+        country: str,
+        device_id: str,
+        ip: str,
+        number: int,
+    ) -> _Emitted:
+        profile = self.generator.profiles[currency]
+        usd = 1 / (1 / 300 - self.random() * (1 / 300 - 1 / 6000))  # 300 to 6000, heavy-tailed
+        units = self._units(profile, usd)
+        rail = "swift" if usd > 3000 and self.random() < 0.5 else self._rail(profile)
+        event, opened = self._payment(
+            number, payer, payee, currency, units, rail, country, device_id, ip
+        )
+        self._dispute_later(scenario, opened, number)
+        return self._emit(scenario, episode, "payment", event, opened.occurred_us, opened)
+
+    def _plan_velocity_abuse(self, scenario: str, episode: int, number: int) -> bool:
+        """One payer pays many different payees in a few minutes."""
+        known = self._established()
+        if known is None:
+            return False
+        payees = self.generator.payees
+        size = min(15 + self._below(26), len(payees))
+        chosen: dict[int, None] = {}
+        while len(chosen) < size:
+            chosen[self._below(len(payees))] = None
+        lines = self._slots(number, size, 120 + 360 * self.random())
+        for line, index in zip(lines, chosen, strict=True):
+            self.schedule(
+                line, partial(self._velocity, scenario, episode, known.payer, payees[index])
+            )
+        return True
+
+    def _velocity(
+        self, scenario: str, episode: int, payer: _Payer, payee: _Payee, number: int
+    ) -> _Emitted:
+        profile = self.generator.profiles[payee.currency]
+        units = self._units(profile, 0.5 + 30 * self.random())
+        devices = payer.devices
+        event, opened = self._payment(
+            number,
+            payer,
+            payee,
+            payee.currency,
+            units,
+            self._rail(profile),
+            payer.country,
+            devices[self._below(len(devices))],
+            payer.ip,
+        )
+        return self._emit(scenario, episode, "payment", event, opened.occurred_us, opened)
+
+    def _plan_refund_abuse(self, scenario: str, episode: int, number: int) -> bool:
+        """A payee refunds most of its recent payments (to accomplices, or to launder)."""
+        by_payee: dict[str, list[_OpenPayment]] = {}
+        for opened in self.generator.recent_payments(_REFUND_ABUSE_RECENT):
+            if opened.event_id not in self.scenario_payment_ids:
+                by_payee.setdefault(opened.payee.payee_id, []).append(opened)
+        candidates = [payments for payments in by_payee.values() if 4 <= len(payments) <= 25]
+        if not candidates:
+            return False
+        payments = candidates[self._below(len(candidates))]
+        share = 0.7 + 0.3 * self.random()
+        open_ones = [opened for opened in payments if opened.remaining]
+        for index in range(len(open_ones) - 1, 0, -1):  # shuffle
+            other = self._below(index + 1)
+            open_ones[index], open_ones[other] = open_ones[other], open_ones[index]
+        chosen = open_ones[: max(3, round(share * len(payments)))]
+        if len(chosen) < 3:
+            return False
+        lines = self._slots(number, len(chosen), 120 + 1080 * self.random())
+        for line, opened in zip(lines, chosen, strict=True):
+            self.schedule(line, partial(self._refund, scenario, episode, opened))
+        return True
+
+    def _refund(
+        self, scenario: str, episode: int, opened: _OpenPayment, number: int
+    ) -> _Emitted | None:
+        if not opened.remaining:  # reversed meanwhile
+            return None
+        full = self.random() < 0.75
+        units = opened.remaining if full else 1 + self._below(opened.remaining)
+        opened.remaining -= units
+        occurred_at, occurred_us = self._timestamp(self._clock(number), opened.payer.offset_min)
+        if occurred_us <= opened.occurred_us:
+            occurred_us = opened.occurred_us + 1000 - opened.occurred_us % 1000
+            fraction = f".{occurred_us % MICROS_PER_SECOND // 1000:03d}"
+            occurred_at = _Generator._render(occurred_us, 0, fraction)
+        event = self.generator._reversal_object(
+            number, "refund", occurred_at, opened, opened.payee.payee_id, units
+        )
+        return self._emit(scenario, episode, "refund", event, occurred_us)
 
 
 def _weighted_table(pairs: tuple[tuple[str, int], ...]) -> tuple[list[float], float, list[str]]:
@@ -945,19 +1695,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-faults", action="store_true", help="only valid, unique, in-order-ish events"
     )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=SCENARIOS,
+        default=[],
+        help="mix in episodes of this fraud scenario (repeatable)",
+    )
+    parser.add_argument(
+        "--diurnal", action="store_true", help="pace event time by a daily cycle (UTC hours)"
+    )
+    parser.add_argument(
+        "--labels", type=Path, help="labels file of the scenario lines (default PATH.labels.jsonl)"
+    )
+    parser.add_argument(
+        "--fx-rates", type=Path, help="also write USD FX rates over the log's span here"
+    )
+    parser.add_argument(
+        "--payee-directory", type=Path, help="also write the payees' settlement currencies here"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    start_us = parse_rfc3339_us(args.start)
     stats = write_log(
         args.path,
         args.events,
         seed=args.seed,
-        start_us=parse_rfc3339_us(args.start),
+        start_us=start_us,
         duration_s=args.duration_s,
         window_hint_s=args.window_hint_s,
         faults=not args.no_faults,
+        scenarios=tuple(args.scenario),
+        diurnal=args.diurnal,
+        labels_path=args.labels,
     )
+    extra: dict[str, Any] = {}
+    if args.scenario:
+        extra["labels"] = str(args.labels or args.path.with_name(f"{args.path.name}.labels.jsonl"))
+    if args.fx_rates:
+        write_fx_rates(args.fx_rates, seed=args.seed, start_us=start_us, duration_s=args.duration_s)
+        extra["fx_rates"] = str(args.fx_rates)
+    if args.payee_directory:
+        write_payee_directory(args.payee_directory, seed=args.seed, events=args.events)
+        extra["payee_directory"] = str(args.payee_directory)
     elapsed = time.perf_counter() - started
-    summary = stats.as_dict() | {"path": str(args.path), "seconds": round(elapsed, 3)}
+    summary = stats.as_dict() | extra | {"path": str(args.path), "seconds": round(elapsed, 3)}
     print(json.dumps(summary, indent=2), file=sys.stderr)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 from collections import Counter, defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -403,3 +404,28 @@ def test_shipped_sample_is_what_the_documented_command_generates() -> None:
     --seed 7 --start 2026-11-02T09:00:00Z --duration-s 7200 --window-hint-s 60`."""
     shipped = [raw for _, _, raw in iter_lines(SAMPLE)]
     assert shipped == list(generate_events(COUNT, **_kwargs()))
+
+
+# SHA-256 of generate_events(...) lines, each followed by "\n", as the generator wrote them
+# before scenarios, diurnal pacing and FX rates were added: they must not change a default log.
+DEFAULT_OUTPUT_SHA256 = {
+    (7, 5000, True): "6f68c47c803e18922991026330f285a355685d2a752a22c9b0426d5562f6ff61",
+    (1, 3000, True): "b6cccfe803823d6e7180e7094bf0b1a08588598d90f4884a88cd1c106c74b1da",
+    (123, 3000, False): "055e169d2c160062bdd5d454741b92362ccc1c16abba46ee89d1f155176b6d22",
+    (42, 20000, True): "912c213c09685b44625a761b59f1000f847545f1b9681249a8689829ffef99f8",
+    (0, 2500, False): "0f8e79829dbee62ed72ec96f90af7b804e808c34541907978206c2883ec8eea1",
+}
+
+
+@pytest.mark.parametrize(("seed", "count", "faults"), sorted(DEFAULT_OUTPUT_SHA256))
+def test_default_output_is_unchanged(seed: int, count: int, faults: bool) -> None:
+    digest = hashlib.sha256()
+    arguments = _kwargs(seed=seed, faults=faults)
+    for raw in generate_events(count, **arguments):
+        digest.update(raw + b"\n")
+    assert digest.hexdigest() == DEFAULT_OUTPUT_SHA256[(seed, count, faults)]
+    explicit = generate_events(count, scenarios=(), diurnal=False, **arguments)
+    assert (
+        hashlib.sha256(b"".join(raw + b"\n" for raw in explicit)).hexdigest()
+        == (DEFAULT_OUTPUT_SHA256[(seed, count, faults)])
+    )
