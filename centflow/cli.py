@@ -262,34 +262,88 @@ def produce(
 
 @app.command()
 def generate(
-    out: Annotated[Path, typer.Argument(help="Log to write (.jsonl or .jsonl.gz).")],
+    out: Annotated[str, typer.Argument(help="Log to write (.jsonl, .jsonl.gz, or - for stdout).")],
     events: Annotated[int, typer.Option(help="Number of lines.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same log.")] = 7,
     start: Annotated[
         str, typer.Option(help="RFC 3339 start of event time.")
     ] = "2026-11-02T09:00:00Z",
     duration_s: Annotated[int, typer.Option(help="Event-time span, seconds.")] = 7_200,
+    window_hint_s: Annotated[
+        int, typer.Option(help="Window length late events are measured in.")
+    ] = 60,
     faults: Annotated[
         bool, typer.Option(help="Inject duplicates, late and malformed lines.")
     ] = True,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Fraud scenario to mix in (repeatable): card-testing, account-takeover, "
+            "velocity-abuse, refund-abuse."
+        ),
+    ] = None,
+    diurnal: Annotated[bool, typer.Option(help="Pace traffic by a daily cycle.")] = False,
+    labels: Annotated[
+        Path | None, typer.Option(help="Scenario labels file (default OUT.labels.jsonl).")
+    ] = None,
+    fx_rates: Annotated[
+        Path | None, typer.Option(help="Also write an FX-rate stream here.")
+    ] = None,
+    payee_directory: Annotated[
+        Path | None, typer.Option(help="Also write the payee directory here.")
+    ] = None,
 ) -> None:
-    """Write a seeded synthetic payment log."""
-    from centflow.generate import write_log
+    """Write a seeded synthetic payment log (with fraud scenarios, faults, FX rates, payee directory)."""
+    from centflow.generate import (
+        SCENARIOS,
+        GenerateStats,
+        generate_lines,
+        write_fx_rates,
+        write_log,
+        write_payee_directory,
+    )
     from centflow.timeparse import parse_rfc3339_us
 
     if not 1 <= events <= 100_000_000:
         raise ConfigError(f"--events {events} is out of range 1..100000000")
+    scenarios = tuple(scenario or ())
+    unknown = sorted(set(scenarios) - set(SCENARIOS))
+    if unknown:
+        raise ConfigError(f"--scenario {unknown[0]!r} is not one of {', '.join(SCENARIOS)}")
     try:
         start_us = parse_rfc3339_us(start)
     except CentflowError:
         raise ConfigError(
             f"--start {start!r} is not an RFC 3339 time like 2026-11-02T09:00:00Z"
         ) from None
-    started_s = time.monotonic()
-    stats = write_log(
-        out, events, seed=seed, start_us=start_us, duration_s=duration_s, faults=faults
+    options = dict(
+        seed=seed,
+        start_us=start_us,
+        duration_s=duration_s,
+        window_hint_s=window_hint_s,
+        faults=faults,
+        scenarios=scenarios,
+        diurnal=diurnal,
     )
-    console.print(f"wrote {out}: {stats} in {time.monotonic() - started_s:.1f} s")
+    started_s = time.monotonic()
+    if out == "-":  # stream to stdout, e.g. into `centflow produce` or a file of your own
+        stats = GenerateStats()
+        stream = sys.stdout.buffer
+        for line in generate_lines(events, stats=stats, **options):  # type: ignore[arg-type]
+            stream.write(line.raw + b"\n")
+        stream.flush()
+    else:
+        stats = write_log(Path(out), events, labels_path=labels, **options)  # type: ignore[arg-type]
+    if fx_rates is not None:
+        write_fx_rates(fx_rates, seed=seed, start_us=start_us, duration_s=duration_s)
+    if payee_directory is not None:
+        write_payee_directory(payee_directory, seed=seed, events=events)
+    seconds = time.monotonic() - started_s
+    console.print(
+        f"wrote {events:,} lines to {out} in {seconds:.1f} s ({events / max(seconds, 1e-9):,.0f}/s): "
+        f"{stats.payments:,} payments, {stats.refunds:,} refunds, {stats.chargebacks:,} chargebacks, "
+        f"{stats.duplicates:,} duplicates, {sum(stats.malformed.values()):,} malformed"
+    )
 
 
 @app.command()

@@ -85,13 +85,22 @@ def replay_partition(payer_id: str | None, line_number: int, partition_count: in
 
 
 def log_files(path: Path) -> list[Path]:
-    """The files of a log: the file itself, or a directory's files in name order."""
+    """The files of a log: the file itself, or a directory's logs in name order.
+
+    In a directory, a log is a ``*.jsonl`` or ``*.jsonl.gz`` file; the side files
+    the generator writes beside logs (``*.labels.jsonl``) are not logs.
+    """
     if path.is_dir():
         files = sorted(
-            child for child in path.iterdir() if child.is_file() and not child.name.startswith(".")
+            child
+            for child in path.iterdir()
+            if child.is_file()
+            and not child.name.startswith(".")
+            and child.name.endswith((".jsonl", ".jsonl.gz"))
+            and not child.name.endswith((".labels.jsonl", ".labels.jsonl.gz"))
         )
         if not files:
-            raise ConfigError(f"replay directory {path} holds no log files")
+            raise ConfigError(f"replay directory {path} holds no .jsonl or .jsonl.gz logs")
         return files
     if not path.is_file():
         raise ConfigError(
