@@ -24,8 +24,16 @@ SETTINGS = ["--window-s", "60", "--lateness-s", "30"]
 FATES_MAX = 100
 # log name -> the generator arguments of its documented command (replay_data/README.md),
 # or None for a hand-written log
-LOGS: dict[str, dict[str, int] | None] = {
+LOGS: dict[str, dict[str, object] | None] = {
     "edge_cases.jsonl": None,
+    "fraud.jsonl.gz": {
+        "count": 4000,
+        "seed": 11,
+        "start_us": parse_rfc3339_us("2026-11-03T08:00:00Z"),
+        "duration_s": 1800,
+        "window_hint_s": 60,
+        "scenarios": ("card-testing", "account-takeover", "velocity-abuse", "refund-abuse"),
+    },
     "sample.jsonl.gz": {
         "count": 5000,
         "seed": 7,
@@ -124,3 +132,23 @@ def test_every_line_meets_the_fate_its_generator_labelled(replayed):
         else:
             assert source in settled, source
     assert len(dead) + len(settled) == len(expected)
+
+
+def test_labelled_fraud_events_are_valid_payments_that_settle():
+    """Every event the fraud log's labels name is admitted (approved until risk scoring exists)."""
+    labels = [
+        json.loads(line)
+        for line in (REPLAY_DATA / "fraud.jsonl.gz.labels.jsonl").read_text().splitlines()
+    ]
+    assert {label["scenario"] for label in labels} == {
+        "card-testing",
+        "account-takeover",
+        "velocity-abuse",
+        "refund-abuse",
+    }
+    from centflow.generate import GenerateStats
+
+    stats = GenerateStats()
+    for _ in generate_lines(stats=stats, **LOGS["fraud.jsonl.gz"]):  # type: ignore[arg-type]
+        pass
+    assert [label["event_id"] for label in labels] == [label.event_id for label in stats.labels]
