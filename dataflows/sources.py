@@ -15,8 +15,9 @@ Each partition also reports its watermark (largest ingestion time so far, or
   recovery state, as with Bytewax's own Kafka source). The ingestion time is
   the message timestamp, made monotonic per partition by a running maximum.
   With ``until_idle`` a partition ends after `idle_s` seconds without a new
-  message (the local broker's reported high watermark can trail the true end,
-  so "idle" is judged by silence, not by offsets).
+  message (at least `FIRST_MESSAGE_GRACE_S` before its first one). The local
+  broker's reported high watermark can trail the true end, so "idle" is
+  judged by silence, not by offsets.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from centflow.status import StatusWriter
 REPLAY_PARTITION_PREFIX = "replay/"
 REPLAY_SCAN_FACTOR = 4  # lines scanned per batch, at most, per message emitted
 POLL_PAUSE = timedelta(milliseconds=20)
+# Before a partition's first message, wait at least this long for one: a consumer's
+# first fetch can be slow (connecting, leader lookup) and must not look like idleness.
+FIRST_MESSAGE_GRACE_S = 10.0
 
 
 def replay_partitions(count: int) -> tuple[str, ...]:
@@ -181,6 +185,7 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
         self._ended = False
         self._quiet = False
         self._last_message_s = time.monotonic()
+        self._seen_message = position is not None and position.offset > 0  # resumed after messages
         self._consumer = Consumer(
             {
                 "group.id": "centflow-unused",  # required by librdkafka; no group is joined (assign only)
@@ -221,8 +226,12 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
             self._messages += len(messages)
             self._status.update(self._messages, watermark_us)
             self._last_message_s = time.monotonic()
+            self._seen_message = True
             return [SourceBatch(self._name, messages, max(watermark_us, 0))]
-        if self._idle_s is not None and time.monotonic() - self._last_message_s >= self._idle_s:
+        quiet_s = (
+            self._idle_s if self._seen_message else max(self._idle_s or 0.0, FIRST_MESSAGE_GRACE_S)
+        )
+        if self._idle_s is not None and time.monotonic() - self._last_message_s >= quiet_s:
             self._ended = True
             self._status.update(self._messages, watermark_us, ended=True)
             return [SourceBatch(self._name, [], WATERMARK_END_US)]

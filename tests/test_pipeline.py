@@ -43,16 +43,16 @@ def centflow(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[
 
 
 def tables(out: Path) -> dict[str, list[tuple]]:
-    """Every analyst table, sorted by key, without the input-position columns."""
+    """Every analyst table, fully sorted, without the input-position columns."""
     connection = duckdb.connect(str(out / "centflow.duckdb"), read_only=True)
     try:
         return {
             table: connection.execute(
-                f"SELECT * EXCLUDE (source) FROM {table} ORDER BY {key}"
+                f"SELECT * EXCLUDE (source) FROM {table} ORDER BY ALL"
             ).fetchall()
             if table in ("payments", "dead_letters")
-            else connection.execute(f"SELECT * FROM {table} ORDER BY {key}").fetchall()
-            for table, key in KEYS.items()
+            else connection.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+            for table in KEYS
         }
     finally:
         connection.close()
