@@ -228,10 +228,9 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
             self._last_message_s = time.monotonic()
             self._seen_message = True
             return [SourceBatch(self._name, messages, max(watermark_us, 0))]
-        quiet_s = (
-            self._idle_s if self._seen_message else max(self._idle_s or 0.0, FIRST_MESSAGE_GRACE_S)
-        )
-        if self._idle_s is not None and time.monotonic() - self._last_message_s >= quiet_s:
+        if self._idle_s is not None and time.monotonic() - self._last_message_s >= (
+            self._idle_s if self._seen_message else max(self._idle_s, FIRST_MESSAGE_GRACE_S)
+        ):
             self._ended = True
             self._status.update(self._messages, watermark_us, ended=True)
             return [SourceBatch(self._name, [], WATERMARK_END_US)]
