@@ -44,7 +44,11 @@ def money_array(micros: Sequence[int]) -> pa.Array:
     >>> money_array([1, -100_000, 999_999_999_999_999_999]).to_pylist()
     [Decimal('0.000001'), Decimal('-0.100000'), Decimal('999999999999.999999')]
     """
-    low = np.fromiter(micros, dtype=np.int64, count=len(micros))
+    integers = pa.array(micros, type=pa.int64())  # C conversion, far cheaper than np.fromiter
+    invariant(integers.null_count == 0, "a money column holds a null")
+    low = np.frombuffer(
+        integers.buffers()[1], dtype=np.int64, count=len(integers), offset=integers.offset * 8
+    )
     largest = int(np.abs(low).max()) if len(low) else 0
     invariant(
         largest <= AMOUNT_MICROS_MAX, "an amount of %s micro-units overflows DECIMAL(18,6)", largest
