@@ -91,11 +91,15 @@ def _run_with_progress(
 
         def tick() -> None:
             statuses = read_status(out_dir)
-            read = sum(status.messages for status in statuses)
-            live = [status.watermark_us for status in statuses if status.watermark_us > 0]
+            inputs = [status for status in statuses if status.kind == "input"]
+            read = sum(status.messages for status in inputs)
+            settled = sum(status.messages for status in statuses if status.kind == "settled")
+            live = [status.watermark_us for status in inputs if status.watermark_us > 0]
             rate = read / max(time.monotonic() - started_s, 1e-3)
             clock = f"event clock {format_us(min(live))[:19]}" if live else ""
-            progress.update(task, completed=read, rate=f"{rate:,.0f} msg/s", clock=clock)
+            progress.update(
+                task, completed=read, rate=f"{rate:,.0f} msg/s, {settled:,} settled", clock=clock
+            )
 
         stats = run_workers(config, workers, snapshot_s, on_tick=tick)
         tick()

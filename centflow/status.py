@@ -20,18 +20,20 @@ STATUS_DIR_NAME = "status"
 
 
 class PartitionStatus(msgspec.Struct):
-    """Progress of one input partition."""
+    """Progress of one input partition (kind ``input``) or settlement shard (``settled``)."""
 
     partition: str
     messages: int
     watermark_us: int
     ended: bool = False
+    kind: str = "input"
 
 
 class StatusWriter:
     """Writes one partition's status file, at most every `STATUS_INTERVAL_S`."""
 
-    def __init__(self, out_dir: Path | None, partition: str) -> None:
+    def __init__(self, out_dir: Path | None, partition: str, kind: str = "input") -> None:
+        self._kind = kind
         self._path = (
             None
             if out_dir is None
@@ -51,7 +53,9 @@ class StatusWriter:
         self._written_s = now_s
         temporary = self._path.with_suffix(".tmp")
         temporary.write_bytes(
-            msgspec.json.encode(PartitionStatus(self._partition, messages, watermark_us, ended))
+            msgspec.json.encode(
+                PartitionStatus(self._partition, messages, watermark_us, ended, self._kind)
+            )
         )
         os.replace(temporary, self._path)
 

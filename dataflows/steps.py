@@ -11,6 +11,7 @@ import time
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -23,6 +24,7 @@ from centflow.decode import decode_message
 from centflow.events import DeadLetter, Payment, SourceBatch
 from centflow.progress import Envelope, Router, shard_key
 from centflow.settlement import Settled, SettlementShard, SettlementState
+from centflow.status import StatusWriter
 from centflow.tables import batch_row, dead_letter_row, payment_row
 from sinks.kafka import KafkaPublisher
 from sinks.parquet import ShardTableWriter, TableRows, WriterState, writer_key
@@ -176,12 +178,20 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
             admission_origins(), config.window_us, config.lateness_us, resume and resume[0]
         )
         self._writer = ShardTableWriter(config.parquet_dir, resume and resume[1])
+        self._out_dir = Path(config.out_dir)
+        self._status: StatusWriter | None = None
+        self._settled = 0
 
     def on_batch(self, values: list[Envelope]) -> tuple[list[int], bool]:
-        self._writer.start(shard_key(values[0].shard))
+        name = shard_key(values[0].shard)
+        self._writer.start(name)
         settled = self._shard.settle(values)
         for table, rows in settled_rows(settled):
             self._writer.add(table, rows)
+        if self._status is None:
+            self._status = StatusWriter(self._out_dir, f"settled-{name}", kind="settled")
+        self._settled += len(settled.events)  # this execution's count: progress display only
+        self._status.update(self._settled, self._shard.frontier.value)
         return ([len(settled.events)] if settled.events else []), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[int], bool]:
@@ -192,6 +202,8 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
     def on_eof(self) -> tuple[list[int], bool]:
         if self._writer.name:
             self._writer.flush()
+        if self._status is not None:
+            self._status.update(self._settled, self._shard.frontier.value, ended=True)
         return [], StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
