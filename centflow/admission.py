@@ -24,7 +24,7 @@ producer's retries are).
 
 from __future__ import annotations
 
-import heapq
+from collections import deque
 
 import msgspec
 
@@ -48,7 +48,7 @@ class AdmissionState(msgspec.Struct, array_like=True):
     frontier: tuple[dict[str, int], dict[str, int]]
     first_seen_us: dict[str, int]
     payments: dict[str, PaymentMemory]
-    expiry_heap: list[tuple[int, str]]
+    expiry_queue: list[tuple[int, str]]
 
     def __reduce__(self) -> tuple[object, tuple[bytes]]:
         """Snapshots pickle through msgpack (much cheaper for large state)."""
@@ -75,12 +75,12 @@ class AdmissionShard:
             self.frontier = Frontier(origins)
             self.first_seen_us: dict[str, int] = {}
             self.payments: dict[str, PaymentMemory] = {}
-            self.expiry_heap: list[tuple[int, str]] = []
+            self.expiry_queue: deque[tuple[int, str]] = deque()
         else:
             self.frontier = Frontier.restore(state.frontier)
             self.first_seen_us = dict(state.first_seen_us)
             self.payments = dict(state.payments)
-            self.expiry_heap = list(state.expiry_heap)
+            self.expiry_queue = deque(state.expiry_queue)
 
     def admit(self, envelopes: list[Envelope]) -> tuple[list[Payment], list[DeadLetter]]:
         """Admitted events in arrival order, and the dead letters of the rest."""
@@ -120,7 +120,7 @@ class AdmissionShard:
                 event.payee_id, event.currency, event.amount_micros, 0
             )
         self.first_seen_us[identity] = event.ingest_us
-        heapq.heappush(self.expiry_heap, (event.ingest_us, identity))
+        self.expiry_queue.append((event.ingest_us, identity))
         return None
 
     def _check_reference(self, event: Payment) -> DeadLetter | None:
@@ -159,9 +159,9 @@ class AdmissionShard:
     def _forget_expired(self) -> None:
         """Drop ids the horizon has passed for every input (see the module docstring)."""
         cutoff_us = self.frontier.value_live - self.dedupe_horizon_us
-        heap = self.expiry_heap
-        while heap and heap[0][0] < cutoff_us:
-            ingest_us, identity = heapq.heappop(heap)
+        queue = self.expiry_queue  # arrival order: roughly ingestion order, never evicts early
+        while queue and queue[0][0] < cutoff_us:
+            ingest_us, identity = queue.popleft()
             if self.first_seen_us.get(identity) == ingest_us:
                 del self.first_seen_us[identity]
                 self.payments.pop(identity, None)
@@ -172,7 +172,7 @@ class AdmissionShard:
             self.frontier.state(),
             dict(self.first_seen_us),
             dict(self.payments),
-            list(self.expiry_heap),
+            list(self.expiry_queue),
         )
 
 

@@ -38,7 +38,16 @@ def shard_of(key: str) -> int:
     >>> shard_of("merchant-1") == shard_of("merchant-1"), 0 <= shard_of("x") < SHARD_COUNT
     (True, True)
     """
-    return zlib.crc32(key.encode()) % SHARD_COUNT
+    shard = _SHARDS.get(key)
+    if shard is None:
+        if len(_SHARDS) >= SHARD_CACHE_MAX:
+            _SHARDS.clear()
+        shard = _SHARDS[key] = zlib.crc32(key.encode()) % SHARD_COUNT
+    return shard
+
+
+SHARD_CACHE_MAX = 200_000  # keys (payees) whose shard is remembered; cleared when full
+_SHARDS: dict[str, int] = {}
 
 
 def shard_key(shard: int) -> str:
