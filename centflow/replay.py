@@ -21,7 +21,7 @@ from pathlib import Path
 import msgspec
 
 from centflow.errors import ConfigError, InvalidEvent
-from centflow.timeparse import parse_rfc3339_us
+from centflow.timeparse import parse_and_remember
 
 _GZIP_MAGIC = b"\x1f\x8b"
 CLOCK_START_US = 1_000
@@ -63,7 +63,7 @@ class LogClock:
             if isinstance(fields.payer_id, str):
                 payer_id = fields.payer_id
             if isinstance(fields.occurred_at, str):
-                occurred_us = parse_rfc3339_us(fields.occurred_at) // 1000 * 1000
+                occurred_us = parse_and_remember(fields.occurred_at) // 1000 * 1000
                 if occurred_us > self.now_us:
                     self.now_us = occurred_us
         except (msgspec.DecodeError, ValueError, InvalidEvent):  # not JSON, not UTF-8, bad time
