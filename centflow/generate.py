@@ -455,18 +455,17 @@ def generate_events(
     diurnal: bool = False,
 ) -> Iterator[bytes]:
     """Yield `count` JSON lines (bytes without newline) in log order."""
-    generator = _Generator(
+    lines = generate_lines(
         count,
-        seed,
-        start_us,
-        duration_s,
-        window_hint_s,
-        faults,
-        GenerateStats(),
-        scenarios,
-        diurnal,
+        seed=seed,
+        start_us=start_us,
+        duration_s=duration_s,
+        window_hint_s=window_hint_s,
+        faults=faults,
+        scenarios=scenarios,
+        diurnal=diurnal,
     )
-    return map(itemgetter(2), generator.lines())
+    return (line.raw for line in lines)
 
 
 def write_log(
