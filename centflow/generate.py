@@ -109,7 +109,6 @@ from datetime import date
 from functools import cache, partial
 from itertools import accumulate
 from math import gcd
-from operator import itemgetter
 from pathlib import Path
 from queue import Queue
 from random import Random
