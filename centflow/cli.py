@@ -215,7 +215,7 @@ def run(
 
 @app.command()
 def produce(
-    log: Annotated[Path, typer.Argument(help="Replay log to publish.")],
+    log: Annotated[str, typer.Argument(help="Replay log to publish, or - for standard input.")],
     kafka: Annotated[str, typer.Option(help="Kafka bootstrap servers.")],
     topic: Annotated[str, typer.Option(help="Topic to publish to.")] = "payments",
     rate: Annotated[
@@ -229,11 +229,52 @@ def produce(
     kafka_config: KafkaConfigFile = None,
     kafka_setting: KafkaSetting = None,
 ) -> None:
-    """Publish a replay log to Kafka, keyed by payer_id, stamped with the log clock."""
-    from centflow.kafka import check_reachable, ensure_topics, produce_log, topic_partition_count
+    """Publish a replay log to Kafka, keyed by payer_id, stamped with the log clock.
+
+    From standard input (``-``) the log is first spooled to a temporary file:
+    pacing by event time and the progress bar need the whole log.
+    """
+    import tempfile
+
     from centflow.replay import log_files
 
-    log_files(log)
+    if log == "-":
+        with tempfile.TemporaryDirectory(prefix="centflow-produce-") as spool:
+            path = Path(spool) / "stdin.jsonl"
+            with path.open("wb") as stream:
+                while chunk := sys.stdin.buffer.read(1 << 20):
+                    stream.write(chunk)
+            _produce(
+                path,
+                kafka,
+                topic,
+                rate,
+                speed,
+                partitions,
+                create_topic,
+                kafka_config,
+                kafka_setting,
+            )
+        return
+    log_files(Path(log))
+    _produce(
+        Path(log), kafka, topic, rate, speed, partitions, create_topic, kafka_config, kafka_setting
+    )
+
+
+def _produce(
+    log: Path,
+    kafka: str,
+    topic: str,
+    rate: float | None,
+    speed: float | None,
+    partitions: int,
+    create_topic: bool,
+    kafka_config: Path | None,
+    kafka_setting: list[str] | None,
+) -> None:
+    from centflow.kafka import check_reachable, ensure_topics, produce_log, topic_partition_count
+
     client = _client(kafka, kafka_config, kafka_setting)
     check_reachable(client)
     if create_topic:
