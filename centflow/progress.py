@@ -50,18 +50,43 @@ SHARD_CACHE_MAX = 200_000  # keys (payees) whose shard is remembered; cleared wh
 _SHARDS: dict[str, int] = {}
 
 
+#: The Bytewax routing key of each shard. Bytewax sends a key to worker
+#: ``SipHash-1-3(key) % workers``; these keys are chosen so that 2, 3 and 4
+#: workers each get an even share of the 16 shards (8/8, 6/5/5, 4/4/4/4),
+#: where the plain names ``s00``..``s15`` split 9/7 over two workers.
+#: tests/test_progress.py checks the split against Bytewax itself.
+SHARD_KEYS = (
+    "s00-4", "s01-42", "s02-11", "s03-13", "s04-10", "s05-2", "s06-5", "s07-1",
+    "s08-38", "s09-30", "s10-15", "s11-36", "s12-16", "s13-13", "s14-52", "s15-51",
+)  # fmt: skip
+_SHARD_INDEX = {key: index for index, key in enumerate(SHARD_KEYS)}
+
+
 def shard_key(shard: int) -> str:
     """The Bytewax routing key of a shard.
 
     >>> shard_key(3)
-    's03'
+    's03-13'
     """
-    return f"s{shard:02d}"
+    return SHARD_KEYS[shard]
 
 
 def shard_index(key: str) -> int:
-    """Inverse of `shard_key`."""
-    return int(key[1:])
+    """Inverse of `shard_key`.
+
+    >>> shard_index(shard_key(11))
+    11
+    """
+    return _SHARD_INDEX[key]
+
+
+def shard_name(shard: int) -> str:
+    """The shard's name in file and status names.
+
+    >>> shard_name(3)
+    's03'
+    """
+    return f"s{shard:02d}"
 
 
 class Envelope(msgspec.Struct, array_like=True, gc=False):

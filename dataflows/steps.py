@@ -22,7 +22,7 @@ from centflow.config import PipelineConfig
 from centflow.decision import decide, decision_messages
 from centflow.decode import decode_message
 from centflow.events import DeadLetter, Payment, SourceBatch
-from centflow.progress import Envelope, Router, shard_key
+from centflow.progress import Envelope, Router, shard_key, shard_name
 from centflow.settlement import Settled, SettlementShard, SettlementState
 from centflow.status import StatusWriter
 from centflow.tables import batch_row, dead_letter_row, payment_row
@@ -183,7 +183,7 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
         self._settled = 0
 
     def on_batch(self, values: list[Envelope]) -> tuple[list[int], bool]:
-        name = shard_key(values[0].shard)
+        name = shard_name(values[0].shard)
         self._writer.start(name)
         settled = self._shard.settle(values)
         for table, rows in settled_rows(settled):
