@@ -202,6 +202,7 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
     def on_eof(self) -> tuple[list[int], bool]:
         if self._writer.name:
             self._writer.flush()
+            self._writer.wait()
         if self._status is not None:
             self._status.update(self._settled, self._shard.frontier.value, ended=True)
         return [], StatefulBatchLogic.RETAIN

@@ -32,9 +32,11 @@ from __future__ import annotations
 import os
 import re
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import msgspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
@@ -121,6 +123,7 @@ class ShardTableWriter:
                 self._buffers[table].extend(tuple(row) for row in rows)
         self._oldest_s: float | None = None if not any(self._buffers.values()) else time.monotonic()
         self._cleaned = False
+        self._writing: list[Future[None]] = []
 
     def start(self, name: str) -> None:
         """Learn the writer's name (the shard key) and remove files a resume will write again."""
@@ -150,17 +153,37 @@ class ShardTableWriter:
         return None if self._oldest_s is None else self._oldest_s + SHARD_FLUSH_S
 
     def flush(self) -> None:
-        """Write every non-empty buffer as a file."""
+        """Write every non-empty buffer as a file.
+
+        Rows become an Arrow table here; encoding, compressing and writing the
+        file run on a background thread (pyarrow releases the interpreter lock
+        for them, so a single worker process uses a second core). `state` and
+        `wait` wait for them, so a snapshot never counts a file not yet written.
+        """
         invariant(bool(self.name), "a shard writer flushed before it knew its name")
+        self._writing = [future for future in self._writing if not _done(future)]
         for table, rows in self._buffers.items():
             if rows:
-                _write_file(self._root / table, self.name, self._sequence, table, rows)
+                arrow_table = rows_to_table(table, rows)
+                self._writing.append(
+                    _executor().submit(
+                        _write_arrow, self._root / table, self.name, self._sequence, arrow_table
+                    )
+                )
                 self._sequence += 1
                 self._buffers[table] = []
         self._oldest_s = None
 
+    def wait(self) -> None:
+        """Block until every file this writer started is written (errors re-raised)."""
+        writing, self._writing = self._writing, []
+        for future in writing:
+            future.result()
+
     def state(self) -> WriterState:
-        """Recovery state: next file number and the rows not yet written."""
+        """Recovery state: next file number and the rows not yet written (after
+        waiting for the files in flight, which the number already counts)."""
+        self.wait()
         return WriterState(
             self.name,
             self._sequence,
@@ -179,9 +202,33 @@ def _discard_from(directory: Path, writer: str, sequence: int) -> None:
             path.unlink()
 
 
+_EXECUTOR: list[ThreadPoolExecutor] = []
+WRITER_THREADS = 2
+
+
+def _executor() -> ThreadPoolExecutor:
+    """The process's file-writing threads (created on first use)."""
+    if not _EXECUTOR:
+        _EXECUTOR.append(ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="parquet-writer"))
+    return _EXECUTOR[0]
+
+
+def _done(future: Future[None]) -> bool:
+    """True for a finished write; a failed one raises here, in the caller's thread."""
+    if future.done():
+        future.result()
+        return True
+    return False
+
+
 def _write_file(directory: Path, writer: str, sequence: int, table: str, rows: list[tuple]) -> None:
     """Write rows as ``part-<writer>-<sequence>.parquet``, atomically (temporary name, fsync, rename)."""
-    arrow_table = rows_to_table(table, rows)
+    _write_arrow(directory, writer, sequence, rows_to_table(table, rows))
+
+
+def _write_arrow(directory: Path, writer: str, sequence: int, arrow_table: pa.Table) -> None:
+    """Write an Arrow table as ``part-<writer>-<sequence>.parquet``, atomically."""
+    rows = arrow_table.num_rows
     name = f"part-{writer}-{sequence:08d}.parquet"
     temporary = directory / f".{name}.tmp"
     with temporary.open("wb") as stream:
@@ -195,9 +242,7 @@ def _write_file(directory: Path, writer: str, sequence: int, table: str, rows: l
         stream.flush()
         os.fsync(stream.fileno())
     os.replace(temporary, directory / name)
-    invariant(
-        pq.read_metadata(directory / name).num_rows == len(rows), "%s lost rows on write", name
-    )
+    invariant(pq.read_metadata(directory / name).num_rows == rows, "%s lost rows on write", name)
 
 
 class ParquetSink(FixedPartitionedSink[TableRows, int]):
