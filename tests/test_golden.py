@@ -152,3 +152,22 @@ def test_labelled_fraud_events_are_valid_payments_that_settle():
     for _ in generate_lines(stats=stats, **LOGS["fraud.jsonl.gz"]):  # type: ignore[arg-type]
         pass
     assert [label["event_id"] for label in labels] == [label.event_id for label in stats.labels]
+
+
+def test_the_readme_queries_run_on_a_replay(replayed):
+    """Every analyst query in the README runs against what a replay wrote."""
+    _, database = replayed
+    readme = (REPLAY_DATA.parent / "README.md").read_text()
+    start = readme.index("```sql") + len("```sql")
+    block = readme[start : readme.index("```", start)]
+    queries = []
+    for text in block.split(";"):
+        query = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
+        if query.strip():
+            queries.append(
+                query.replace("'b-...'", "(SELECT min(batch_id) FROM settlement_batches)")
+            )
+    assert len(queries) >= 6
+    with duckdb.connect(str(database), read_only=True) as db:
+        for query in queries:
+            db.execute(query).fetchall()
