@@ -7,7 +7,12 @@ build it with `build_flow`, handing in sources and sinks (tests pass
 
 Items are batches: a source item carries up to a few thousand messages, and
 each keyed step moves one `Envelope` of events per shard (see
-`centflow.progress`).
+`centflow.progress`). Admission, decision and settlement are keyed by the same
+payee shard, so an event crosses between worker processes at most once (on its
+way to its shard); the decision step publishes its decisions and the
+settlement step writes its tables itself, each flushed at every snapshot, so
+the biggest outputs never cross a process either. Every stream ends in an
+output: dead letters in the ``dead_letters`` table (and ``payments.dlq``).
 """
 
 from __future__ import annotations
@@ -48,16 +53,16 @@ def build_flow(
     to_shards = op.flat_map("route_by_payee", decoded, steps.route_to_shards)
     # ("s07", Envelope(origin="payments/0", shard=7, watermark_us, events=[Payment(...)]))
     admission = op.stateful_batch("admit", to_shards, steps.admission_builder(config))
-    # ("s07", ("route", ("s03", Envelope(...))) | ("dead", [DeadLetter(...)]))
+    # ("s07", ("route", ("s07", Envelope(...))) | ("dead", [DeadLetter(...)]))
     to_settlement = op.flat_map("admitted", admission, steps.routed_envelopes)
     # ("s07", Envelope(origin="admit", shard=7, watermark_us, events=[Payment(...)])): same key,
     # so admission, decision and settlement of a shard run on one worker with no exchange
     decided = op.stateful_batch(
         "decide", to_settlement, steps.decision_builder(decisions_client, config.topics.decisions)
     )
-    # ("s03", Envelope(events=[Payment(decision="approve", ...)])); each decision also published
+    # ("s07", Envelope(events=[Payment(decision="approve", ...)])); each decision also published
     settled = op.stateful_batch("settle", decided, steps.settlement_builder(config))
-    # ("s03", 412): events settled; the step itself writes payments, settlement_batches and
+    # ("s07", 412): events settled; the step itself writes payments, settlement_batches and
     # ledger_entries (sinks.parquet.ShardTableWriter), so those rows never cross a process
     op.output("settled_counts", settled, settled_sink or _DiscardSink())
 
