@@ -34,7 +34,7 @@ from pathlib import Path
 import msgspec
 
 from centflow.config import PipelineConfig, to_environment, validate
-from centflow.errors import ConfigError, InfrastructureError, TerminalError
+from centflow.errors import ConfigError, TerminalError
 from centflow.limits import (
     RECOVERY_PARTITION_COUNT,
     SHARD_COUNT,
@@ -263,4 +263,4 @@ def _stop(processes: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
             process.wait()
 
 
-__all__ = ["InfrastructureError", "clear_state", "prepare_state", "run_workers", "state_identity"]
+__all__ = ["check_run", "clear_state", "prepare_state", "run_workers", "state_identity"]
