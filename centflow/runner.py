@@ -33,6 +33,7 @@ from pathlib import Path
 
 import msgspec
 
+from centflow.broker import free_loopback_port
 from centflow.config import PipelineConfig, to_environment, validate
 from centflow.errors import ConfigError, TerminalError
 from centflow.limits import (
@@ -127,14 +128,6 @@ def prepare_state(config: PipelineConfig) -> Path:
     return recovery
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def worker_commands(recovery: Path, workers: int, snapshot_s: int) -> list[list[str]]:
     """The command line of each worker process."""
     base = [
@@ -151,7 +144,7 @@ def worker_commands(recovery: Path, workers: int, snapshot_s: int) -> list[list[
     ]
     if workers == 1:
         return [base]
-    addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(workers))
+    addresses = ";".join(f"127.0.0.1:{free_loopback_port()}" for _ in range(workers))
     return [[*base, "-i", str(index), "-a", addresses] for index in range(workers)]
 
 

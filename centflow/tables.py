@@ -4,13 +4,13 @@ This module and ``schemas/tables.sql`` describe the same tables; a test checks
 that they agree column for column. Rows are plain tuples in column order
 (cheap to build, and `sinks.parquet` turns lists of them into Arrow columns).
 In a row, money is ``int`` micro-units and time is ``int`` µs since the epoch;
-the sinks turn them into DECIMAL(18,6) and TIMESTAMPTZ.
+the sinks turn them into DECIMAL(18,6) and TIMESTAMPTZ. Ledger rows are made as
+such tuples by `centflow.ledger.post_batch` itself.
 """
 
 from __future__ import annotations
 
 from centflow.events import DeadLetter, Payment
-from centflow.ledger import LedgerRow
 from centflow.settlement import Batch
 
 # Logical column types: text, money (DECIMAL(18,6)), rate (DECIMAL(18,9)),
@@ -134,11 +134,6 @@ def batch_row(batch: Batch) -> tuple:
         batch.carry_out_micros,
         batch.closed_us,
     )
-
-
-def entry_row(entry: LedgerRow) -> tuple:
-    """A `ledger_entries` row (postings are made as rows already)."""
-    return entry
 
 
 def dead_letter_row(letter: DeadLetter) -> tuple:
