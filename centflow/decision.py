@@ -10,20 +10,27 @@ Settlement only ever settles ``approve``.
 from __future__ import annotations
 
 import msgspec
+import pyarrow as pa
 
-from centflow.events import Payment
+from centflow.columns import PAYMENT_SCHEMA
 
 DECISIONS = ("approve", "review", "decline")
 MODEL_VERSION_NONE = "none"
+REASON_NO_MODEL = "no_risk_model"
+_DECISION_COLUMNS = ("decision", "risk_score", "model_version", "reasons")
 
 
-def decide(events: list[Payment]) -> list[Payment]:
-    """Fill the decision fields of each event (approve-all until risk scoring exists)."""
-    for event in events:
-        event.decision = "approve"
-        event.risk_score = None
-        event.model_version = MODEL_VERSION_NONE
-        event.reasons = ("no_risk_model",)
+def decide(events: pa.RecordBatch) -> pa.RecordBatch:
+    """Fill the decision columns of a block (approve-all until risk scoring exists)."""
+    count = events.num_rows
+    values: dict[str, pa.Array] = {
+        "decision": pa.repeat(pa.scalar("approve"), count),
+        "risk_score": pa.nulls(count, pa.float64()),
+        "model_version": pa.repeat(pa.scalar(MODEL_VERSION_NONE), count),
+        "reasons": pa.repeat(pa.scalar(REASON_NO_MODEL), count),
+    }
+    for name in _DECISION_COLUMNS:
+        events = events.set_column(PAYMENT_SCHEMA.get_field_index(name), name, values[name])
     return events
 
 
@@ -41,21 +48,26 @@ class DecisionMessage(msgspec.Struct):
 _encoder = msgspec.json.Encoder()
 
 
-def decision_messages(events: list[Payment]) -> list[tuple[bytes, bytes]]:
-    """(key, value) Kafka messages of the decisions of `events`."""
+def decision_messages(events: pa.RecordBatch) -> list[tuple[bytes, bytes]]:
+    """(key, value) Kafka messages of the decisions of a block."""
+    columns = [
+        events[name].to_pylist()
+        for name in ("event_id", "decision", "risk_score", "model_version", "reasons", "ingest_us")
+    ]
+    encode = _encoder.encode
     return [
         (
-            event.event_id.encode(),
-            _encoder.encode(
+            event_id.encode(),
+            encode(
                 DecisionMessage(
-                    event.event_id,
-                    event.decision or "",
-                    event.risk_score,
-                    event.model_version,
-                    event.reasons,
-                    event.ingest_us,
+                    event_id,
+                    decision or "",
+                    score,
+                    version,
+                    tuple(reasons.split(";")) if reasons else (),
+                    ingest_us,
                 )
             ),
         )
-        for event in events
+        for event_id, decision, score, version, reasons, ingest_us in zip(*columns, strict=True)
     ]

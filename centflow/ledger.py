@@ -23,175 +23,147 @@ back into the next batch of the same payee and currency (``carry_in``), so no
 fraction of a cent is ever dropped and the payable nets to zero in every
 batch. Fees, revenue splits and FX conversion post their own entries in the
 same way (each its own `kind`), so they slot in without changing these.
+
+The two postings of every event are made a column at a time (`post_events`)
+from the window's sorted events; the few postings of each batch (payout and
+carries) are made as rows (`post_batch`). Entry ids are the batch id and a
+sequence number: events first, in the batch's order, then the batch's own
+postings, so the same input gives the same ids in every run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from operator import itemgetter
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from centflow.errors import invariant
-from centflow.events import RAILS, Payment
 
 #: A posting as a row of ``ledger_entries`` (see `centflow.tables`):
 #: (entry_id, batch_id, event_id, kind, account, currency, amount_micros, posted_us).
 LedgerRow = tuple[str, str, str | None, str, str, str, int, int]
 
-AMOUNT = 6  # index of amount_micros in a LedgerRow
-ACCOUNT = 4
-_amount = itemgetter(AMOUNT)
-_CLEARING = {rail: f"rail_clearing:{rail}" for rail in RAILS}
-_SUFFIXES: list[str] = []
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("entry_id", pa.string()),
+        ("batch_id", pa.string()),
+        ("event_id", pa.string()),
+        ("kind", pa.string()),
+        ("account", pa.string()),
+        ("currency", pa.string()),
+        ("amount_micros", pa.int64()),
+        ("posted_us", pa.int64()),
+    ]
+)
+"""Postings in flight: the columns of ``ledger_entries`` with money and time as int64."""
+
+_SUFFIXES: list[pa.Array] = [pa.array([], pa.string())]
 
 
-def _entry_suffixes(count: int) -> list[str]:
-    """``[":000000", ":000001", ...]``, at least `count` long (grown on demand, kept)."""
-    while len(_SUFFIXES) < count:
-        _SUFFIXES.extend(
-            f":{number:06d}"
-            for number in range(len(_SUFFIXES), max(count, 2 * len(_SUFFIXES), 1024))
-        )
-    return _SUFFIXES
+def entry_suffixes(count: int) -> pa.Array:
+    """``[":000000", ":000001", ...]``, at least `count` long (grown on demand, kept).
 
-
-def post_batch(
-    batch_id: str,
-    payee_id: str,
-    currency: str,
-    events: Sequence[Payment],
-    payout_micros: int,
-    posted_us: int,
-    carry_in_micros: int = 0,
-    carry_out_micros: int = 0,
-) -> list[LedgerRow]:
-    """The balanced postings of one batch: two per event, two for the payout, two per carry.
-
-    Entry ids are the batch id and a sequence number, in the order of
-    `events` (which settlement sorts), so they are the same in every run.
+    >>> entry_suffixes(3)[:3].to_pylist()
+    [':000000', ':000001', ':000002']
     """
-    payable = f"payee_payable:{payee_id}"
-    rows: list[LedgerRow] = []
-    append = rows.append
-    sequence = 0
-    suffixes = _entry_suffixes(2 * len(events) + 6)
-    for event in events:
-        if event.currency != currency:  # checked inline: this loop runs for every event
-            invariant(
-                False,
-                "event %s in %s posted to a %s batch",
-                event.event_id,
-                event.currency,
-                currency,
-            )
-        clearing = _CLEARING[event.rail]
-        debit, credit = (clearing, payable) if event.type == "payment" else (payable, clearing)
-        amount = event.amount_micros
-        append(
-            (
-                batch_id + suffixes[sequence],
-                batch_id,
-                event.event_id,
-                event.type,
-                debit,
-                currency,
-                amount,
-                posted_us,
-            )
-        )
-        append(
-            (
-                batch_id + suffixes[sequence + 1],
-                batch_id,
-                event.event_id,
-                event.type,
-                credit,
-                currency,
-                -amount,
-                posted_us,
-            )
-        )
-        sequence += 2
-    carry = f"payee_carry:{payee_id}"
-    if carry_in_micros:
-        append(
-            (
-                f"{batch_id}:{sequence:06d}",
-                batch_id,
-                None,
-                "carry_in",
-                carry,
-                currency,
-                carry_in_micros,
-                posted_us,
+    if len(_SUFFIXES[0]) < count:
+        size = max(count, 2 * len(_SUFFIXES[0]), 4096)
+        _SUFFIXES[0] = pa.array([f":{number:06d}" for number in range(size)], pa.string())
+    return _SUFFIXES[0]
+
+
+def post_events(
+    events: pa.Table, batch_ids: pa.Array, positions: np.ndarray, posted_us: int
+) -> pa.Table:
+    """The two postings of every event, a column at a time.
+
+    `events` are a window's sorted events (payments, refunds, chargebacks),
+    `batch_ids` the batch of each and `positions` its place in that batch. A
+    payment debits its rail's clearing account and credits the payee's
+    payable; a refund or chargeback does the opposite. The event at position
+    ``i`` posts entries ``2i`` (the debit) and ``2i + 1`` (the credit).
+    """
+    count = events.num_rows
+    invariant(len(batch_ids) == count == len(positions), "postings misaligned with their events")
+    suffixes = entry_suffixes(2 * int(positions.max()) + 2 if count else 0)
+    is_payment = pc.equal(events["type"], "payment")
+    clearing = pc.binary_join_element_wise("rail_clearing:", events["rail"], "")
+    payable = pc.binary_join_element_wise("payee_payable:", events["payee_id"], "")
+    amount = events["amount_micros"]
+    posted = pa.array(np.full(count, posted_us, dtype=np.int64))
+    halves = []
+    for offset, account, signed in (
+        (0, pc.if_else(is_payment, clearing, payable), amount),
+        (1, pc.if_else(is_payment, payable, clearing), pc.negate(amount)),
+    ):
+        sequence = suffixes.take(pa.array(2 * positions + offset))
+        halves.append(
+            pa.table(
+                [
+                    pc.binary_join_element_wise(batch_ids, sequence, ""),
+                    batch_ids,
+                    events["event_id"],
+                    events["type"],
+                    account,
+                    events["currency"],
+                    signed,
+                    posted,
+                ],
+                schema=LEDGER_SCHEMA,
             )
         )
-        append(
-            (
-                f"{batch_id}:{sequence + 1:06d}",
-                batch_id,
-                None,
-                "carry_in",
-                payable,
-                currency,
-                -carry_in_micros,
-                posted_us,
-            )
-        )
-        sequence += 2
-    payout = f"payee_payout:{payee_id}"
-    append(
-        (
-            f"{batch_id}:{sequence:06d}",
-            batch_id,
-            None,
-            "payout",
-            payable,
-            currency,
-            payout_micros,
-            posted_us,
-        )
+    return pa.concat_tables(halves)
+
+
+def post_batches(
+    batch_ids: pa.Array,
+    payees: pa.Array,
+    currencies: pa.Array,
+    first_sequence: np.ndarray,
+    payout_micros: np.ndarray,
+    carry_in_micros: np.ndarray,
+    carry_out_micros: np.ndarray,
+    posted_us: int,
+) -> pa.Table:
+    """Each batch's own postings, numbered from its `first_sequence` (after its events').
+
+    In each batch, in this order: the carry in (if any) moves the previous
+    remainder from the carry account back to the payable; the payout empties
+    the payable into the payout account; the carry out (if any) moves the new
+    remainder below one minor unit to the carry account. With the events'
+    postings, the payable nets to zero (`centflow.settlement` checks
+    ``payout + carry_out == net + carry_in`` for every batch).
+    """
+    has_in = carry_in_micros != 0
+    has_out = carry_out_micros != 0
+    payout_sequence = first_sequence + 2 * has_in
+    suffixes = entry_suffixes(int(payout_sequence.max()) + 4 if len(batch_ids) else 0)
+    payable = pc.binary_join_element_wise("payee_payable:", payees, "")
+    carry = pc.binary_join_element_wise("payee_carry:", payees, "")
+    payout = pc.binary_join_element_wise("payee_payout:", payees, "")
+    postings = (
+        # (kind, rows, sequence, account, amount)
+        ("carry_in", has_in, first_sequence, carry, carry_in_micros),
+        ("carry_in", has_in, first_sequence + 1, payable, -carry_in_micros),
+        ("payout", None, payout_sequence, payable, payout_micros),
+        ("payout", None, payout_sequence + 1, payout, -payout_micros),
+        ("carry_out", has_out, payout_sequence + 2, payable, carry_out_micros),
+        ("carry_out", has_out, payout_sequence + 3, carry, -carry_out_micros),
     )
-    append(
-        (
-            f"{batch_id}:{sequence + 1:06d}",
-            batch_id,
-            None,
-            "payout",
-            payout,
-            currency,
-            -payout_micros,
-            posted_us,
+    tables = []
+    for kind, rows, sequence, account, amount in postings:
+        table = pa.table(
+            [
+                pc.binary_join_element_wise(batch_ids, suffixes.take(pa.array(sequence)), ""),
+                batch_ids,
+                pa.nulls(len(batch_ids), pa.string()),
+                pa.repeat(pa.scalar(kind), len(batch_ids)),
+                account,
+                currencies,
+                pa.array(amount, pa.int64()),
+                pa.array(np.full(len(batch_ids), posted_us, dtype=np.int64)),
+            ],
+            schema=LEDGER_SCHEMA,
         )
-    )
-    sequence += 2
-    if carry_out_micros:
-        append(
-            (
-                f"{batch_id}:{sequence:06d}",
-                batch_id,
-                None,
-                "carry_out",
-                payable,
-                currency,
-                carry_out_micros,
-                posted_us,
-            )
-        )
-        append(
-            (
-                f"{batch_id}:{sequence + 1:06d}",
-                batch_id,
-                None,
-                "carry_out",
-                carry,
-                currency,
-                -carry_out_micros,
-                posted_us,
-            )
-        )
-    invariant(sum(map(_amount, rows)) == 0, "batch %s postings do not balance", batch_id)
-    payable_balance = sum(map(_amount, filter(lambda row: row[ACCOUNT] == payable, rows)))
-    invariant(
-        payable_balance == 0, "batch %s leaves %s on the payee's payable", batch_id, payable_balance
-    )
-    return rows
+        tables.append(table if rows is None else table.filter(pa.array(rows)))
+    return pa.concat_tables(tables)

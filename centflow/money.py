@@ -117,6 +117,16 @@ def format_amount(micros: int, currency: str) -> str:
     return f"{value:,.{places}f} {currency}"
 
 
+@cache
+def minor_unit_step(currency: str) -> int:
+    """Micro-units in one minor unit of `currency`.
+
+    >>> minor_unit_step("USD"), minor_unit_step("JPY"), minor_unit_step("BHD")
+    (10000, 1000000, 1000)
+    """
+    return 10 ** (6 - minor_unit_exponent(currency))
+
+
 def round_to_minor_unit(micros: int, currency: str) -> tuple[int, int]:
     """Split micro-units into (payable at the minor unit, sub-minor remainder).
 
@@ -126,7 +136,7 @@ def round_to_minor_unit(micros: int, currency: str) -> tuple[int, int]:
     >>> round_to_minor_unit(1_234_567, "USD"), round_to_minor_unit(-1_234_567, "USD")
     ((1230000, 4567), (-1230000, -4567))
     """
-    step = 10 ** (6 - minor_unit_exponent(currency))
+    step = minor_unit_step(currency)
     payable = abs(micros) // step * step * (1 if micros >= 0 else -1)
     remainder = micros - payable
     invariant(payable + remainder == micros, "rounding lost money")

@@ -27,27 +27,38 @@ so sinks can be idempotent. A window's events are sorted by (event time,
 event id) before anything is numbered. A window whose total would overflow
 DECIMAL(18,6) (with room for a carried remainder) is split into parts (rare:
 trillions in one window).
+
+Columnar. Events arrive as Arrow record batches (`centflow.columns`) and
+wait in their window as such; windows are kept by index, not by payee, since
+every window of an index closes at the same frontier. Closing an index sorts
+its events once, finds each (payee, currency) group's rows, sums the groups
+with NumPy and posts the events' ledger entries a column at a time. Python
+runs once per batch (carry, rounding, batch id), never once per event.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 from decimal import Decimal
-from operator import attrgetter
 
 import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from centflow.columns import PAYMENT_SCHEMA
 from centflow.errors import invariant
-from centflow.events import Payment
-from centflow.ledger import LedgerRow, post_batch
+from centflow.ledger import LEDGER_SCHEMA, post_batches, post_events
 from centflow.limits import AMOUNT_MICROS_MAX, BATCH_MICROS_MAX, WATERMARK_END_US
-from centflow.money import round_to_minor_unit
+from centflow.money import minor_unit_step, round_to_minor_unit
 from centflow.progress import Envelope, Frontier
 
-WindowKey = tuple[str, str, int]  # (payee_id, currency, window index)
-_ORDER = attrgetter("occurred_us", "event_id", "type")
-_RATE_ONE = Decimal(1)  # no FX conversion yet: settlement currency = event currency
+RATE_ONE_NANOS = 1_000_000_000  # no FX conversion yet: settlement currency = event currency
+_LATE = PAYMENT_SCHEMA.get_field_index("late")
+_ORDER = [("_group", "ascending"), ("occurred_us", "ascending"), ("event_id", "ascending"), ("type", "ascending")]  # fmt: skip
+
+#: What settlement emits per event: the event's columns plus the batch it settled in.
+SETTLED_SCHEMA = PAYMENT_SCHEMA.append(pa.field("batch_id", pa.string()))
 
 
 def assign_window(
@@ -66,6 +77,21 @@ def assign_window(
     late_index = (ingest_us - lateness_us) // window_us
     invariant(late_index > index, "a late event must move to a later window")
     return late_index, True
+
+
+def assign_windows(
+    occurred_us: np.ndarray, ingest_us: np.ndarray, window_us: int, lateness_us: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`assign_window` for whole columns: (window indexes, late flags)."""
+    index = occurred_us // window_us
+    late = ingest_us >= (index + 1) * window_us + lateness_us
+    if late.any():
+        late_index = (ingest_us - lateness_us) // window_us
+        invariant(
+            bool(np.all(late_index[late] > index[late])), "a late event must move to a later window"
+        )
+        index = np.where(late, late_index, index)
+    return index, late
 
 
 def close_time_us(index: int, window_us: int, lateness_us: int) -> int:
@@ -108,61 +134,103 @@ class Batch(msgspec.Struct, array_like=True, gc=False, frozen=True):
     closed_us: int
 
 
-class Settled(msgspec.Struct, array_like=True, gc=False):
-    """What one settlement step emits: closed batches, their events and postings,
-    and events that settle in no batch (not approved)."""
+BATCH_SCHEMA = pa.schema(
+    [
+        ("batch_id", pa.string()),
+        ("payee_id", pa.string()),
+        ("currency", pa.string()),
+        ("window_start_us", pa.int64()),
+        ("window_end_us", pa.int64()),
+        ("part", pa.int64()),
+        ("event_count", pa.int64()),
+        ("late_count", pa.int64()),
+        ("gross_micros", pa.int64()),
+        ("refunds_micros", pa.int64()),
+        ("fees_micros", pa.int64()),
+        ("net_micros", pa.int64()),
+        ("settlement_currency", pa.string()),
+        ("fx_rate_nanos", pa.int64()),
+        ("payout_micros", pa.int64()),
+        ("carry_in_micros", pa.int64()),
+        ("carry_out_micros", pa.int64()),
+        ("closed_us", pa.int64()),
+    ]
+)
+"""Batches in flight: the columns of ``settlement_batches``, money, rates (10⁻⁹) and time
+as int64."""
 
-    batches: list[Batch]
-    events: list[tuple[Payment, str | None]]
-    entries: list[LedgerRow]
+
+class Settled:
+    """What one settlement step emits: closed batches, every event that settled or
+    will settle in no batch (`SETTLED_SCHEMA`, ``batch_id`` null for those), and
+    the ledger postings (`centflow.ledger.LEDGER_SCHEMA`)."""
+
+    __slots__ = ("batches", "entries", "events")
+
+    def __init__(self) -> None:
+        self.batches: list[pa.Table] = []
+        self.events: list[pa.RecordBatch] = []
+        self.entries: list[pa.Table] = []
+
+    @property
+    def event_count(self) -> int:
+        """How many events this step emitted."""
+        return sum(batch.num_rows for batch in self.events)
+
+    def event_table(self) -> pa.Table:
+        """Every emitted event as one table."""
+        return pa.Table.from_batches(self.events, schema=SETTLED_SCHEMA)
+
+    def batch_table(self) -> pa.Table:
+        """Every closed batch as one table (`BATCH_SCHEMA`)."""
+        return pa.concat_tables([BATCH_SCHEMA.empty_table(), *self.batches])
+
+    def batch_records(self) -> list[Batch]:
+        """The closed batches as records."""
+        return [
+            Batch(**{**row, "fx_rate": Decimal(row["fx_rate"]) / RATE_ONE_NANOS})
+            for row in self.batch_table()
+            .rename_columns([*BATCH_SCHEMA.names[:13], "fx_rate", *BATCH_SCHEMA.names[14:]])
+            .to_pylist()
+        ]
+
+    def entry_table(self) -> pa.Table:
+        """Every posting as one table."""
+        return pa.concat_tables([LEDGER_SCHEMA.empty_table(), *self.entries])
 
 
 class SettlementState(msgspec.Struct, array_like=True):
-    """Picklable state of one settlement shard."""
+    """Picklable state of one settlement shard (open windows as Arrow IPC streams)."""
 
     frontier: tuple[dict[str, int], dict[str, int]]
-    open_windows: dict[WindowKey, list[Payment]]
-    close_heap: list[tuple[int, WindowKey]]
-    sealed_index: int
-    forced: bool
-    carry_micros: dict[tuple[str, str], int]
-
-    def __reduce__(self) -> tuple[object, tuple[bytes]]:
-        """Snapshots pickle through msgpack (much cheaper for windows full of events)."""
-        wire = _SettlementWire(
-            self.frontier,
-            list(self.open_windows.items()),
-            self.close_heap,
-            self.sealed_index,
-            self.forced,
-            list(self.carry_micros.items()),
-        )
-        return (_state_from_msgpack, (_encoder.encode(wire),))
-
-
-class _SettlementWire(msgspec.Struct, array_like=True):
-    frontier: tuple[dict[str, int], dict[str, int]]
-    open_windows: list[tuple[tuple[str, str, int], list[Payment]]]
-    close_heap: list[tuple[int, tuple[str, str, int]]]
+    open_windows: list[tuple[int, bytes]]
     sealed_index: int
     forced: bool
     carry_micros: list[tuple[tuple[str, str], int]]
 
+    def __reduce__(self) -> tuple[object, tuple[bytes]]:
+        """Snapshots pickle through msgpack."""
+        return (_state_from_msgpack, (_encoder.encode(self),))
+
 
 _encoder = msgspec.msgpack.Encoder()
-_wire_decoder = msgspec.msgpack.Decoder(_SettlementWire)
+_state_decoder = msgspec.msgpack.Decoder(SettlementState)
 
 
 def _state_from_msgpack(data: bytes) -> SettlementState:
-    wire = _wire_decoder.decode(data)
-    return SettlementState(
-        wire.frontier,
-        dict(wire.open_windows),
-        wire.close_heap,
-        wire.sealed_index,
-        wire.forced,
-        dict(wire.carry_micros),
-    )
+    return _state_decoder.decode(data)
+
+
+def _to_ipc(batches: list[pa.RecordBatch]) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, PAYMENT_SCHEMA) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def _from_ipc(data: bytes) -> list[pa.RecordBatch]:
+    return pa.ipc.open_stream(data).read_all().to_batches()
 
 
 class SettlementShard:
@@ -183,177 +251,298 @@ class SettlementShard:
         self.lateness_us = lateness_us
         if state is None:
             self.frontier = Frontier(origins)
-            self.open_windows: dict[WindowKey, list[Payment]] = {}
-            self.close_heap: list[tuple[int, WindowKey]] = []
+            self.open_windows: dict[int, list[pa.RecordBatch]] = {}
             self.sealed_index = -(2**62)
             self.forced = False
             self.carry_micros: dict[tuple[str, str], int] = {}
         else:
             self.frontier = Frontier.restore(state.frontier)
-            self.open_windows = {key: list(events) for key, events in state.open_windows.items()}
-            self.close_heap = list(state.close_heap)
+            self.open_windows = {index: _from_ipc(data) for index, data in state.open_windows}
             self.sealed_index = state.sealed_index
             self.forced = state.forced
-            self.carry_micros = dict(state.carry_micros)
+            self.carry_micros = {tuple(key): value for key, value in state.carry_micros}  # type: ignore[misc]
 
     def settle(self, envelopes: list[Envelope]) -> Settled:
         """Take in envelopes; return what closed because the frontier moved."""
-        out = Settled([], [], [])
+        out = Settled()
         for envelope in envelopes:
-            for event in envelope.events:
-                if event.decision == "approve":
-                    self._add(event)
+            events = envelope.events
+            if events.num_rows:
+                approved = pc.fill_null(pc.equal(events["decision"], "approve"), False)
+                if pc.all(approved).as_py():
+                    self._add(events)
                 else:
-                    out.events.append((event, None))
+                    unsettled = events.filter(pc.invert(approved))
+                    out.events.append(
+                        unsettled.append_column(
+                            "batch_id", pa.nulls(unsettled.num_rows, pa.string())
+                        )
+                    )
+                    self._add(events.filter(approved))
             self.frontier.update(envelope.origin, envelope.watermark_us)
         self._close_through(self.frontier.value, out)
         return out
 
-    def _add(self, event: Payment) -> None:
-        window_us, lateness_us = self.window_us, self.lateness_us
-        index = event.occurred_us // window_us  # `assign_window`, inlined: this runs per event
-        late = event.ingest_us >= (index + 1) * window_us + lateness_us
-        if late:
-            index, late = assign_window(event.occurred_us, event.ingest_us, window_us, lateness_us)
-        if index < self.sealed_index:
+    def _add(self, events: pa.RecordBatch) -> None:
+        if not events.num_rows:
+            return
+        index, late = assign_windows(
+            events["occurred_us"].to_numpy(),
+            events["ingest_us"].to_numpy(),
+            self.window_us,
+            self.lateness_us,
+        )
+        closed = index < self.sealed_index
+        if closed.any():
             invariant(
                 self.forced,
                 "event %s arrived for window %s, already closed by the frontier",
-                event.event_id,
-                index,
+                events["event_id"][int(np.argmax(closed))],
+                index[closed].min(),
             )
-            index, late = self.sealed_index, True
-        event.late = late
-        key = (event.payee_id, event.currency, index)
-        events = self.open_windows.get(key)
-        if events is None:
-            self.open_windows[key] = events = []
-            heapq.heappush(
-                self.close_heap, (close_time_us(index, self.window_us, self.lateness_us), key)
-            )
-        events.append(event)
+            index = np.where(closed, self.sealed_index, index)
+            late = late | closed
+        events = events.set_column(_LATE, "late", pa.array(late))
+        indexes = np.unique(index)
+        for window in indexes.tolist():
+            chunk = events if len(indexes) == 1 else events.filter(pa.array(index == window))
+            self.open_windows.setdefault(window, []).append(chunk)
 
     def _close_through(self, frontier_us: int, out: Settled) -> None:
-        heap = self.close_heap
-        while heap and heap[0][0] <= frontier_us:
-            _, key = heapq.heappop(heap)
-            self.sealed_index = max(self.sealed_index, key[2] + 1)
-            events = self.open_windows.pop(key)
-            payee = (key[0], key[1])
-            carry_in = self.carry_micros.pop(payee, 0)
-            batches, carry_next = build_batches(
-                key, events, self.window_us, self.lateness_us, carry_in
+        for index in sorted(self.open_windows):
+            if close_time_us(index, self.window_us, self.lateness_us) > frontier_us:
+                break
+            self.sealed_index = max(self.sealed_index, index + 1)
+            net_window(
+                self.open_windows.pop(index),
+                index,
+                self.window_us,
+                self.lateness_us,
+                self.carry_micros,
+                out,
             )
-            if carry_next:
-                self.carry_micros[payee] = carry_next
-            for batch, batch_events, entries in batches:
-                out.batches.append(batch)
-                out.events.extend((event, batch.batch_id) for event in batch_events)
-                out.entries.extend(entries)
         if frontier_us == WATERMARK_END_US:
             self.forced = True
-        invariant(len(heap) == len(self.open_windows), "close heap and open windows disagree")
 
     def snapshot(self) -> SettlementState:
-        """A copy of the state for recovery (lists are copied; events are not mutated once windowed)."""
+        """A copy of the state for recovery."""
         return SettlementState(
             self.frontier.state(),
-            {key: list(events) for key, events in self.open_windows.items()},
-            list(self.close_heap),
+            [(index, _to_ipc(chunks)) for index, chunks in sorted(self.open_windows.items())],
             self.sealed_index,
             self.forced,
-            dict(self.carry_micros),
+            sorted(self.carry_micros.items()),
         )
 
 
-def _parts(events: list[Payment]) -> list[list[Payment]]:
-    """Split a window's sorted events so no part's gross or refunds overflow DECIMAL(18,6)."""
-    parts: list[list[Payment]] = [[]]
+def _group_codes(events: pa.Table) -> np.ndarray:
+    """One int64 per row, equal for rows of the same (payee, currency)."""
+    payees = pc.dictionary_encode(events["payee_id"]).combine_chunks()
+    currencies = pc.dictionary_encode(events["currency"]).combine_chunks()
+    return payees.indices.to_numpy().astype(np.int64) * len(
+        currencies.dictionary
+    ) + currencies.indices.to_numpy().astype(np.int64)
+
+
+def _parts(types: list[str], amounts: list[int]) -> list[int]:
+    """Where a group's sorted events split so no part's gross or refunds overflow
+    DECIMAL(18,6): the offsets at which parts after the first start."""
+    starts: list[int] = []
     gross = refunds = 0
-    for event in events:
-        if event.type == "payment":
-            gross += event.amount_micros
+    for offset, (kind, amount) in enumerate(zip(types, amounts, strict=True)):
+        if kind == "payment":
+            gross += amount
         else:
-            refunds += event.amount_micros
-        if (gross > BATCH_MICROS_MAX or refunds > BATCH_MICROS_MAX) and parts[-1]:
-            parts.append([])
-            gross = event.amount_micros if event.type == "payment" else 0
-            refunds = 0 if event.type == "payment" else event.amount_micros
-        parts[-1].append(event)
-    return parts
+            refunds += amount
+        if (gross > BATCH_MICROS_MAX or refunds > BATCH_MICROS_MAX) and offset > (
+            starts[-1] if starts else 0
+        ):
+            starts.append(offset)
+            gross = amount if kind == "payment" else 0
+            refunds = 0 if kind == "payment" else amount
+    return starts
 
 
-def build_batches(
-    key: WindowKey, events: list[Payment], window_us: int, lateness_us: int, carry_in: int = 0
-) -> tuple[list[tuple[Batch, list[Payment], list[LedgerRow]]], int]:
-    """Net a closed window's events into batches with their ledger postings.
+def _batch_bounds(
+    events: pa.Table, group_starts: np.ndarray, amounts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(first row, part number) of every batch: one per group, more for a group whose
+    total might overflow DECIMAL(18,6) (found with float sums, then split exactly)."""
+    totals = np.add.reduceat(amounts.astype(np.float64), group_starts)
+    suspects = np.flatnonzero(totals > BATCH_MICROS_MAX * 0.999)
+    if not len(suspects):
+        return group_starts, np.zeros(len(group_starts), dtype=np.int64)
+    ends = np.append(group_starts[1:], events.num_rows)
+    starts: list[int] = []
+    parts: list[int] = []
+    suspect = set(suspects.tolist())
+    for group, (start, end) in enumerate(zip(group_starts.tolist(), ends.tolist(), strict=True)):
+        starts.append(start)
+        parts.append(0)
+        if group in suspect:
+            rows = events.slice(start, end - start)
+            for part, offset in enumerate(
+                _parts(rows["type"].to_pylist(), rows["amount_micros"].to_pylist()), 1
+            ):
+                starts.append(start + offset)
+                parts.append(part)
+    return np.array(starts, dtype=np.int64), np.array(parts, dtype=np.int64)
 
-    `carry_in` is the payee's sub-minor remainder carried from its previous
-    batch in this currency; returns the batches and the carry for the next
-    one. A batch whose payout has no room left under DECIMAL(18,6) for the
+
+def net_window(
+    chunks: list[pa.RecordBatch],
+    index: int,
+    window_us: int,
+    lateness_us: int,
+    carry_micros: dict[tuple[str, str], int],
+    out: Settled,
+) -> None:
+    """Net the closed window `index` of every payee into batches, with their postings.
+
+    `carry_micros` holds each (payee, currency)'s sub-minor remainder from its
+    previous batch; it is taken in and replaced by the remainder this window
+    leaves. A batch whose payout has no room left under DECIMAL(18,6) for the
     carry (amounts near a trillion) takes none: the carry waits in the carry
     account for the next batch, and that batch's ``carry_in`` shows it.
     """
-    payee_id, currency, index = key
-    invariant(len(events) > 0, "window %s closed with no events", key)
-    ordered = sorted(events, key=_ORDER)
+    events = pa.Table.from_batches(chunks, schema=PAYMENT_SCHEMA).combine_chunks()
+    count = events.num_rows
+    invariant(count > 0, "window %s closed with no events", index)
+    grouped = events.append_column("_group", pa.array(_group_codes(events)))
+    order = pc.sort_indices(grouped, sort_keys=_ORDER)
+    groups = grouped["_group"].take(order).to_numpy()
+    events = events.take(order)
+    group_starts = np.concatenate(([0], np.flatnonzero(groups[1:] != groups[:-1]) + 1))
+    amounts = events["amount_micros"].to_numpy()
+    starts, parts = _batch_bounds(events, group_starts, amounts)
+    counts = np.diff(np.append(starts, count))
+    invariant(
+        bool(np.all(counts > 0)) and int(counts.sum()) == count, "window %s lost events", index
+    )
+    is_payment = pc.equal(events["type"], "payment").to_numpy(zero_copy_only=False)
+    gross = np.add.reduceat(np.where(is_payment, amounts, 0), starts)
+    refunds = np.add.reduceat(np.where(is_payment, 0, amounts), starts)
+    late_counts = np.add.reduceat(
+        events["late"].to_numpy(zero_copy_only=False).astype(np.int64), starts
+    )
+    invariant(
+        bool(np.all((gross >= 0) & (gross <= AMOUNT_MICROS_MAX) & (refunds >= 0)))
+        and bool(np.all(refunds <= AMOUNT_MICROS_MAX)),
+        "a batch of window %s overflows DECIMAL(18,6)",
+        index,
+    )
+    first_rows = pa.array(starts)
+    payees = events["payee_id"].take(first_rows)
+    currencies = events["currency"].take(first_rows)
+    fees = np.zeros(len(starts), dtype=np.int64)
+    net = gross - refunds - fees
+    carry_in, payout, carry_out = _payouts(
+        payees.to_pylist(), currencies.to_pylist(), parts, net, carry_micros
+    )
     window_start_us = index * window_us
     closed_us = close_time_us(index, window_us, lateness_us)
-    out = []
-    total = sum(event.amount_micros for event in ordered)
-    parts = [ordered] if total <= BATCH_MICROS_MAX else _parts(ordered)
-    for part, part_events in enumerate(parts):
-        invariant(len(part_events) > 0, "window %s split into an empty part", key)
-        gross = refunds = late_count = 0
-        for event in part_events:
-            if event.type == "payment":
-                gross += event.amount_micros
-            else:
-                refunds += event.amount_micros
-            late_count += event.late
-        fees = 0
-        net = gross - refunds - fees
-        waiting = 0
-        if abs(net + carry_in) > BATCH_MICROS_MAX:  # no room for the carry in this payout
-            carry_in, waiting = 0, carry_in
-        payout, carry_out = round_to_minor_unit(net + carry_in, currency)
-        batch_id = batch_id_for(payee_id, currency, window_start_us, window_us, part)
-        entries = post_batch(
-            batch_id, payee_id, currency, part_events, payout, closed_us, carry_in, carry_out
-        )
-        batch = Batch(
-            batch_id,
-            payee_id,
-            currency,
-            window_start_us,
-            window_start_us + window_us,
-            part,
-            len(part_events),
-            late_count,
-            gross,
-            refunds,
-            fees,
-            net,
-            currency,
-            _RATE_ONE,
-            payout,
-            carry_in,
-            carry_out,
-            closed_us,
-        )
-        invariant(
-            payout + carry_out == net + carry_in, "batch %s payout and carry lose money", batch_id
-        )
-        carry_in = carry_out + waiting
-        invariant(
-            0 <= gross <= AMOUNT_MICROS_MAX
-            and 0 <= refunds <= AMOUNT_MICROS_MAX
-            and abs(payout) <= AMOUNT_MICROS_MAX,
-            "batch %s overflows DECIMAL(18,6)",
-            batch_id,
-        )
-        out.append((batch, part_events, entries))
-    invariant(
-        sum(len(item[1]) for item in out) == len(events), "window %s lost events into parts", key
+    batch_ids = pa.array(
+        [
+            batch_id_for(payee_id, currency, window_start_us, window_us, part)
+            for payee_id, currency, part in zip(
+                payees.to_pylist(), currencies.to_pylist(), parts.tolist(), strict=True
+            )
+        ],
+        pa.string(),
     )
-    return out, carry_in
+    size = len(starts)
+    out.batches.append(
+        pa.table(
+            [
+                batch_ids,
+                payees,
+                currencies,
+                np.full(size, window_start_us, dtype=np.int64),
+                np.full(size, window_start_us + window_us, dtype=np.int64),
+                parts,
+                counts,
+                late_counts,
+                gross,
+                refunds,
+                fees,
+                net,
+                currencies,
+                np.full(size, RATE_ONE_NANOS, dtype=np.int64),
+                payout,
+                carry_in,
+                carry_out,
+                np.full(size, closed_us, dtype=np.int64),
+            ],
+            schema=BATCH_SCHEMA,
+        )
+    )
+    batch_of_row = pa.array(np.repeat(np.arange(size), counts))
+    positions = np.arange(count) - np.repeat(starts, counts)
+    event_batch_ids = batch_ids.take(batch_of_row)
+    out.entries.append(post_events(events, event_batch_ids, positions, closed_us))
+    out.entries.append(
+        post_batches(
+            batch_ids, payees, currencies, 2 * counts, payout, carry_in, carry_out, closed_us
+        )
+    )
+    out.events.extend(events.append_column("batch_id", event_batch_ids).to_batches())
+
+
+def _payouts(
+    payees: list[str],
+    currencies: list[str],
+    parts: np.ndarray,
+    net: np.ndarray,
+    carry_micros: dict[tuple[str, str], int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(carry in, payout, carry out) of each batch, and `carry_micros` moved on.
+
+    Payouts are rounded toward zero to the currency's minor unit
+    (`centflow.money.round_to_minor_unit`); what is left below it is the carry
+    out. A window split into parts (rare) chains the carry through its parts
+    one at a time; otherwise each (payee, currency) has one batch per window
+    and the whole window is done a column at a time.
+    """
+    keys = list(zip(payees, currencies, strict=True))
+    if parts.any():
+        return _payouts_in_parts(keys, parts, net, carry_micros)
+    carry_in = np.array([carry_micros.pop(key, 0) for key in keys], dtype=np.int64)
+    no_room = np.abs(net + carry_in) > BATCH_MICROS_MAX  # no room for the carry in this payout
+    waiting = np.where(no_room, carry_in, 0)
+    carry_in = np.where(no_room, 0, carry_in)
+    total = net + carry_in
+    steps = np.array([minor_unit_step(currency) for currency in currencies], dtype=np.int64)
+    payout = np.sign(total) * (np.abs(total) // steps * steps)
+    carry_out = total - payout
+    invariant(
+        bool(np.all(payout + carry_out == net + carry_in))
+        and bool(np.all(np.abs(carry_out) < steps))
+        and bool(np.all(np.abs(payout) <= AMOUNT_MICROS_MAX)),
+        "a payout or carry loses money or overflows",
+    )
+    carry_next = carry_out + waiting
+    for row in np.flatnonzero(carry_next).tolist():
+        carry_micros[keys[row]] = int(carry_next[row])
+    return carry_in, payout, carry_out
+
+
+def _payouts_in_parts(
+    keys: list[tuple[str, str]],
+    parts: np.ndarray,
+    net: np.ndarray,
+    carry_micros: dict[tuple[str, str], int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_payouts` one batch at a time, for a window with a payee's batch split in parts."""
+    results = []
+    for key, batch_net in zip(keys, net.tolist(), strict=True):
+        carry_in = carry_micros.pop(key, 0)
+        waiting = 0
+        if abs(batch_net + carry_in) > BATCH_MICROS_MAX:  # no room for the carry in this payout
+            carry_in, waiting = 0, carry_in
+        payout, carry_out = round_to_minor_unit(batch_net + carry_in, key[1])
+        invariant(abs(payout) <= AMOUNT_MICROS_MAX, "a payout of %s overflows", key)
+        if carry_out + waiting:
+            carry_micros[key] = carry_out + waiting
+        results.append((carry_in, payout, carry_out))
+    columns = [np.array(column, dtype=np.int64) for column in zip(*results, strict=True)]
+    return columns[0], columns[1], columns[2]

@@ -2,15 +2,18 @@
 
 This module and ``schemas/tables.sql`` describe the same tables; a test checks
 that they agree column for column. Rows are plain tuples in column order
-(cheap to build, and `sinks.parquet` turns lists of them into Arrow columns).
-In a row, money is ``int`` micro-units and time is ``int`` µs since the epoch;
-the sinks turn them into DECIMAL(18,6) and TIMESTAMPTZ. Ledger rows are made as
-such tuples by `centflow.ledger.post_batch` itself.
+(cheap to build, and `sinks.parquet` turns lists of them into Arrow columns);
+the big tables, ``payments`` and ``ledger_entries``, are made a column at a
+time as Arrow tables (`payments_table`, `centflow.ledger`). In both forms,
+money is ``int`` micro-units and time is ``int`` µs since the epoch; the sinks
+turn them into DECIMAL(18,6) and TIMESTAMPTZ.
 """
 
 from __future__ import annotations
 
-from centflow.events import DeadLetter, Payment
+import pyarrow as pa
+
+from centflow.events import DeadLetter
 from centflow.settlement import Batch
 
 # Logical column types: text, money (DECIMAL(18,6)), rate (DECIMAL(18,9)),
@@ -86,29 +89,19 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def payment_row(event: Payment, batch_id: str | None) -> tuple:
-    """A `payments` row; `batch_id` is None for an event that settles in no batch."""
-    return (
-        event.event_id,
-        event.type,
-        event.occurred_us,
-        event.ingest_us,
-        event.payer_id,
-        event.payee_id,
-        event.amount_micros,
-        event.currency,
-        event.rail,
-        event.country,
-        event.ref_event_id,
-        event.risk_score,
-        event.decision,
-        event.model_version,
-        ";".join(event.reasons) if event.reasons else None,
-        batch_id,
-        event.late,
-        event.device_id,
-        event.ip,
-        event.source,
+_PAYMENT_COLUMNS = (
+    "event_id", "type", "occurred_us", "ingest_us", "payer_id", "payee_id", "amount_micros",
+    "currency", "rail", "country", "ref_event_id", "risk_score", "decision", "model_version",
+    "reasons", "batch_id", "late", "device_id", "ip", "source",
+)  # fmt: skip
+
+
+def payments_table(events: pa.Table | pa.RecordBatch) -> pa.Table:
+    """``payments`` rows from settled events (`centflow.settlement.SETTLED_SCHEMA`),
+    a column at a time: the table's columns in order, money and time still int64."""
+    return pa.table(
+        [events[name] for name in _PAYMENT_COLUMNS],
+        names=[name for name, _ in TABLES["payments"]],
     )
 
 

@@ -15,17 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
 from centflow.admission import AdmissionShard, AdmissionState
+from centflow.columns import to_batch
 from centflow.config import PipelineConfig
 from centflow.decision import decide, decision_messages
 from centflow.decode import decode_message
-from centflow.events import DeadLetter, Payment, SourceBatch
+from centflow.events import DeadLetter, Payment, RawMessage, SourceBatch
 from centflow.progress import Envelope, Router, shard_key, shard_name
 from centflow.settlement import Settled, SettlementShard, SettlementState
 from centflow.status import StatusWriter
-from centflow.tables import batch_row, dead_letter_row, payment_row
+from centflow.tables import dead_letter_row, payments_table
+from sinks.arrow import to_analyst_table
 from sinks.kafka import KafkaPublisher
 from sinks.parquet import ShardTableWriter, TableRows, WriterState, writer_key
 
@@ -33,13 +36,34 @@ KeyedEnvelope = tuple[str, Envelope]
 Tagged = tuple[str, Any]  # ("route", KeyedEnvelope) or ("dead", list[DeadLetter])
 
 
-class Decoded(msgspec.Struct, array_like=True, gc=False):
-    """A source batch after decoding: payments, dead letters, and the watermark."""
+def decode_block(
+    messages: list[RawMessage], future_skew_us: int
+) -> tuple[pa.RecordBatch, list[DeadLetter]]:
+    """Decode messages one at a time into a block of payments and dead letters."""
+    payments: list[Payment] = []
+    dead: list[DeadLetter] = []
+    for message in messages:
+        result = decode_message(message.value, message.source, message.ingest_us, future_skew_us)
+        if type(result) is Payment:
+            payments.append(result)
+        else:
+            dead.append(result)  # type: ignore[arg-type]
+    return to_batch(payments), dead
 
-    partition: str
-    payments: list[Payment]
-    dead: list[DeadLetter]
-    watermark_us: int
+
+class Decoded:
+    """A source batch after decoding: payments (a record batch), dead letters, and the
+    watermark. Stays in its worker (decode and routing are not an exchange)."""
+
+    __slots__ = ("dead", "partition", "payments", "watermark_us")
+
+    def __init__(
+        self, partition: str, payments: pa.RecordBatch, dead: list[DeadLetter], watermark_us: int
+    ) -> None:
+        self.partition = partition
+        self.payments = payments
+        self.dead = dead
+        self.watermark_us = watermark_us
 
 
 def decoder(config: PipelineConfig) -> Callable[[SourceBatch], Decoded]:
@@ -47,29 +71,16 @@ def decoder(config: PipelineConfig) -> Callable[[SourceBatch], Decoded]:
     future_skew_us = config.future_skew_us
 
     def decode_batch(batch: SourceBatch) -> Decoded:
-        payments: list[Payment] = []
-        dead: list[DeadLetter] = []
-        for message in batch.messages:
-            result = decode_message(
-                message.value, message.source, message.ingest_us, future_skew_us
-            )
-            if type(result) is Payment:
-                payments.append(result)
-            else:
-                dead.append(result)  # type: ignore[arg-type]
+        payments, dead = decode_block(batch.messages, future_skew_us)
         return Decoded(batch.partition, payments, dead, batch.watermark_us)
 
     return decode_batch
 
 
-def payee_key(event: Payment) -> str:
-    """Admission, decision and settlement all route by payee."""
-    return event.payee_id
-
-
 def route_to_shards(decoded: Decoded) -> list[KeyedEnvelope]:
-    """Fan a decoded batch out to every shard (events by payee, the watermark to all)."""
-    return Router(decoded.partition).route(decoded.payments, decoded.watermark_us, payee_key)
+    """Fan a decoded batch out to every shard (events by payee, the watermark to all):
+    admission, decision and settlement all route by payee."""
+    return Router(decoded.partition).route(decoded.payments, decoded.watermark_us, "payee_id")
 
 
 def decoded_dead_letters(decoded: Decoded) -> list[DeadLetter]:
@@ -101,7 +112,7 @@ class AdmissionLogic(StatefulBatchLogic[Envelope, Tagged, tuple[int, AdmissionSt
         admitted, dead = self._shard.admit(values)
         out: list[Tagged] = []
         watermark_us = self._shard.frontier.value
-        if admitted or watermark_us != self._sent_us:
+        if admitted.num_rows or watermark_us != self._sent_us:
             self._sent_us = watermark_us
             envelope = Envelope(ADMISSION_ORIGIN, self._index, watermark_us, admitted)
             out.append(("route", (shard_key(self._index), envelope)))
@@ -142,8 +153,8 @@ class DecisionLogic(StatefulBatchLogic[Envelope, Envelope, None]):
 
     def on_batch(self, values: list[Envelope]) -> tuple[list[Envelope], bool]:
         for envelope in values:
-            decide(envelope.events)
-            if self._publisher is not None and envelope.events:
+            envelope.events = decide(envelope.events)
+            if self._publisher is not None and envelope.events.num_rows:
                 self._publisher.produce(decision_messages(envelope.events))
         return values, StatefulBatchLogic.RETAIN
 
@@ -186,13 +197,14 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
         name = shard_name(values[0].shard)
         self._writer.start(name)
         settled = self._shard.settle(values)
-        for table, rows in settled_rows(settled):
+        for table, rows in settled_tables(settled):
             self._writer.add(table, rows)
         if self._status is None:
             self._status = StatusWriter(self._out_dir, f"settled-{name}", kind="settled")
-        self._settled += len(settled.events)  # this execution's count: progress display only
+        count = settled.event_count
+        self._settled += count  # this execution's count: progress display only
         self._status.update(self._settled, self._shard.frontier.value)
-        return ([len(settled.events)] if settled.events else []), StatefulBatchLogic.RETAIN
+        return ([count] if count else []), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[int], bool]:
         if self._writer.due():
@@ -224,15 +236,17 @@ def settlement_builder(
     return lambda resume: SettlementLogic(config, resume)
 
 
-def settled_rows(settled: Settled) -> list[TableRows]:
-    """The table rows of what a settlement step closed."""
-    out: list[TableRows] = []
+def settled_tables(settled: Settled) -> list[tuple[str, pa.Table]]:
+    """The analyst tables of what a settlement step closed."""
+    out: list[tuple[str, pa.Table]] = []
     if settled.batches:
-        out.append(("settlement_batches", [batch_row(batch) for batch in settled.batches]))
-        out.append(("ledger_entries", settled.entries))
+        out.append(
+            ("settlement_batches", to_analyst_table("settlement_batches", settled.batch_table()))
+        )
+        out.append(("ledger_entries", to_analyst_table("ledger_entries", settled.entry_table())))
     if settled.events:
         out.append(
-            ("payments", [payment_row(event, batch_id) for event, batch_id in settled.events])
+            ("payments", to_analyst_table("payments", payments_table(settled.event_table())))
         )
     return out
 

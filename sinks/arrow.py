@@ -38,13 +38,22 @@ def table_schema(table: str) -> pa.Schema:
     return pa.schema([pa.field(name, ARROW_TYPES[kind]) for name, kind in TABLES[table]])
 
 
-def money_array(micros: Sequence[int]) -> pa.Array:
-    """decimal128(18, 6) from int micro-units, exactly.
+def money_array(
+    micros: Sequence[int] | pa.Array | pa.ChunkedArray, decimal_type: pa.DataType = MONEY
+) -> pa.Array:
+    """decimal128(18, 6) from int micro-units, exactly (or another decimal128 type
+    from int units of its scale).
 
     >>> money_array([1, -100_000, 999_999_999_999_999_999]).to_pylist()
     [Decimal('0.000001'), Decimal('-0.100000'), Decimal('999999999999.999999')]
     """
-    integers = pa.array(micros, type=pa.int64())  # C conversion, far cheaper than np.fromiter
+    if isinstance(micros, pa.ChunkedArray):
+        micros = micros.combine_chunks()
+    integers = (
+        micros.cast(pa.int64())
+        if isinstance(micros, pa.Array)
+        else pa.array(micros, type=pa.int64())  # C conversion, far cheaper than np.fromiter
+    )
     invariant(integers.null_count == 0, "a money column holds a null")
     low = np.frombuffer(
         integers.buffers()[1], dtype=np.int64, count=len(integers), offset=integers.offset * 8
@@ -56,17 +65,33 @@ def money_array(micros: Sequence[int]) -> pa.Array:
     words = np.empty(2 * len(low), dtype=np.int64)
     words[0::2] = low
     words[1::2] = low >> 63  # sign extension into the high 64 bits
-    array = pa.Array.from_buffers(MONEY, len(low), [None, pa.py_buffer(words.tobytes())])
+    array = pa.Array.from_buffers(decimal_type, len(low), [None, pa.py_buffer(words.tobytes())])
     invariant(len(array) == len(micros), "money column lost values")
     return array
 
 
 def _column(kind: str, values: Sequence[object]) -> pa.Array:
     if kind == "money":
-        return money_array(values)  # type: ignore[arg-type]
+        return money_array(values)
     if kind == "rate":
         return pa.array([Decimal(value) for value in values], type=RATE)  # type: ignore[arg-type]
     return pa.array(values, type=ARROW_TYPES[kind])
+
+
+def to_analyst_table(table: str, columns: pa.Table) -> pa.Table:
+    """An analyst table from a table in the domain's types (the same columns in the
+    same order, money as int64 micro-units and time as int64 µs)."""
+    spec = TABLES[table]
+    invariant(columns.num_columns == len(spec), f"{table}: {columns.num_columns} columns")
+    arrays = []
+    for (_, kind), column in zip(spec, columns.columns, strict=True):
+        if kind == "money":
+            arrays.append(money_array(column))
+        elif kind == "rate":  # int64 units of 10⁻⁹
+            arrays.append(money_array(column, RATE))
+        else:
+            arrays.append(column.cast(ARROW_TYPES[kind]))
+    return pa.Table.from_arrays(arrays, schema=table_schema(table))
 
 
 def rows_to_table(table: str, rows: Sequence[tuple]) -> pa.Table:

@@ -50,7 +50,7 @@ TableRows = tuple[str, list[tuple]]  # (table name, row tuples)
 # id-heavy columns, and DuckDB reads it all the same.
 PARQUET_ZSTD_LEVEL = 1
 _FILE_PATTERN = re.compile(r"part-([ws]\d+)-(\d{8})\.parquet")
-SHARD_BUFFER_ROWS_MAX = 20_000
+SHARD_BUFFER_ROWS_MAX = 100_000
 SHARD_FLUSH_S = 5.0
 
 
@@ -103,25 +103,26 @@ class _WriterPartition(StatefulSinkPartition[TableRows, int]):
 
 
 class WriterState(msgspec.Struct, array_like=True):
-    """Recovery state of a `ShardTableWriter`."""
+    """Recovery state of a `ShardTableWriter` (tables not yet written as Arrow IPC streams)."""
 
     name: str
     next_sequence: int
-    pending: dict[str, list[tuple]]
+    pending: dict[str, bytes]
 
 
 class ShardTableWriter:
-    """Buffers one shard's table rows and writes them as atomic Parquet files."""
+    """Buffers one shard's tables and writes them as atomic Parquet files."""
 
     def __init__(self, root: Path, state: WriterState | None = None) -> None:
         self._root = root
         self.name = state.name if state else ""
         self._sequence = state.next_sequence if state else 0
-        self._buffers: dict[str, list[tuple]] = {table: [] for table in TABLES}
+        self._buffers: dict[str, list[pa.Table]] = {table: [] for table in TABLES}
         if state is not None:
-            for table, rows in state.pending.items():
-                self._buffers[table].extend(tuple(row) for row in rows)
-        self._oldest_s: float | None = None if not any(self._buffers.values()) else time.monotonic()
+            for table, data in state.pending.items():
+                self._buffers[table].append(pa.ipc.open_stream(data).read_all())
+        self._rows = sum(part.num_rows for parts in self._buffers.values() for part in parts)
+        self._oldest_s: float | None = None if not self._rows else time.monotonic()
         self._cleaned = False
         self._writing: list[Future[None]] = []
 
@@ -135,13 +136,15 @@ class ShardTableWriter:
                 _discard_from(self._root / table, name, self._sequence)
             self._cleaned = True
 
-    def add(self, table: str, rows: list[tuple]) -> None:
-        """Buffer rows; write files when the buffers are full or old."""
-        if rows:
-            self._buffers[table].extend(rows)
+    def add(self, table: str, rows: pa.Table) -> None:
+        """Buffer an analyst table's rows (`sinks.arrow`); write files when the buffers
+        are full or old."""
+        if rows.num_rows:
+            self._buffers[table].append(rows)
+            self._rows += rows.num_rows
             if self._oldest_s is None:
                 self._oldest_s = time.monotonic()
-        if sum(map(len, self._buffers.values())) >= SHARD_BUFFER_ROWS_MAX:
+        if self._rows >= SHARD_BUFFER_ROWS_MAX:
             self.flush()
 
     def due(self) -> bool:
@@ -155,23 +158,27 @@ class ShardTableWriter:
     def flush(self) -> None:
         """Write every non-empty buffer as a file.
 
-        Rows become an Arrow table here; encoding, compressing and writing the
-        file run on a background thread (pyarrow releases the interpreter lock
-        for them, so a single worker process uses a second core). `state` and
-        `wait` wait for them, so a snapshot never counts a file not yet written.
+        Encoding, compressing and writing the file run on a background thread
+        (pyarrow releases the interpreter lock for them, so a single worker
+        process uses a second core). `state` and `wait` wait for them, so a
+        snapshot never counts a file not yet written.
         """
         invariant(bool(self.name), "a shard writer flushed before it knew its name")
         self._writing = [future for future in self._writing if not _done(future)]
-        for table, rows in self._buffers.items():
-            if rows:
-                arrow_table = rows_to_table(table, rows)
+        for table, parts in self._buffers.items():
+            if parts:
                 self._writing.append(
                     _executor().submit(
-                        _write_arrow, self._root / table, self.name, self._sequence, arrow_table
+                        _write_arrow,
+                        self._root / table,
+                        self.name,
+                        self._sequence,
+                        pa.concat_tables(parts),
                     )
                 )
                 self._sequence += 1
                 self._buffers[table] = []
+        self._rows = 0
         self._oldest_s = None
 
     def wait(self) -> None:
@@ -187,8 +194,19 @@ class ShardTableWriter:
         return WriterState(
             self.name,
             self._sequence,
-            {table: list(rows) for table, rows in self._buffers.items() if rows},
+            {
+                table: _ipc_bytes(pa.concat_tables(parts))
+                for table, parts in self._buffers.items()
+                if parts
+            },
         )
+
+
+def _ipc_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 def _discard_from(directory: Path, writer: str, sequence: int) -> None:

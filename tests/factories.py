@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
+from centflow.columns import to_batch
 from centflow.events import Payment
+from centflow.progress import Envelope
 
 SECOND_US = 1_000_000
 
@@ -40,3 +42,8 @@ def payment(
         ref_event_id=ref_event_id,
         decision=decision,
     )
+
+
+def envelope(origin: str, watermark_us: int, events: list[Payment], shard: int = 0) -> Envelope:
+    """An envelope of `events` (as a record batch) from `origin`."""
+    return Envelope(origin, shard, watermark_us, to_batch(events))

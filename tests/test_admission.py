@@ -6,15 +6,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from centflow.admission import AdmissionShard
-from centflow.progress import Envelope
-from tests.factories import SECOND_US, payment
+from centflow.columns import to_payments
+from tests.factories import SECOND_US, envelope, payment
 
 HORIZON_US = 60 * SECOND_US
 
 
 def admit(shard: AdmissionShard, *events, watermark_us=None):
     watermark = events[-1].ingest_us if watermark_us is None else watermark_us
-    return shard.admit([Envelope("p0", 0, watermark, list(events))])
+    admitted, dead = shard.admit([envelope("p0", watermark, list(events))])
+    return to_payments(admitted), dead
 
 
 def test_a_repeat_within_the_horizon_is_a_duplicate_dead_letter_with_its_raw_bytes():

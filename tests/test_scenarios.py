@@ -32,9 +32,9 @@ from centflow.generate import (
     write_log,
     write_payee_directory,
 )
-from centflow.progress import Envelope
 from centflow.replay import iter_lines
 from centflow.timeparse import parse_rfc3339_us
+from tests.factories import envelope
 
 START_US = parse_rfc3339_us("2026-11-02T09:00:00Z")
 COUNT = 70_000  # two episodes of each scenario
@@ -158,8 +158,8 @@ def test_scenario_lines_decode_and_pass_admission(log: Log) -> None:
     admitted: set[str] = set()
     for payee_id, payee_events in by_payee.items():
         shard = shards.setdefault(payee_id, AdmissionShard(["p0"], 2**62))
-        accepted, _ = shard.admit([Envelope("p0", 0, 0, payee_events)])
-        admitted.update(event.event_id for event in accepted)
+        accepted, _ = shard.admit([envelope("p0", 0, payee_events)])
+        admitted.update(accepted["event_id"].to_pylist())
     assert set(log.labelled) <= admitted
     fraud_chargebacks = {
         wire["event_id"]

@@ -8,11 +8,20 @@ from collections import defaultdict
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import numpy as np
+
+from centflow.columns import to_batch
 from centflow.events import Payment
 from centflow.limits import AMOUNT_MICROS_MAX, WATERMARK_END_US
-from centflow.progress import Envelope
-from centflow.settlement import SettlementShard, assign_window, build_batches, close_time_us
-from tests.factories import SECOND_US, payment
+from centflow.settlement import (
+    Settled,
+    SettlementShard,
+    assign_window,
+    assign_windows,
+    close_time_us,
+    net_window,
+)
+from tests.factories import SECOND_US, envelope, payment
 
 WINDOW_US = 10 * SECOND_US
 LATENESS_US = 3 * SECOND_US
@@ -101,19 +110,35 @@ def _settle_interleaved(
         cursors[name] = start + len(events)
         ended = cursors[name] >= len(partitions[name])
         watermark = WATERMARK_END_US if ended else events[-1].ingest_us
-        results.append(shard.settle([Envelope(name, 0, watermark, events)]))
+        results.append(shard.settle([envelope(name, watermark, events)]))
         if ended:
             live.remove(name)
     batches = {}
     for settled in results:
         members = defaultdict(list)
-        for event, batch_id in settled.events:
-            members[batch_id].append((event.event_id, event.late))
-        for batch in settled.batches:
+        for row in settled.event_table().to_pylist():
+            members[row["batch_id"]].append((row["event_id"], row["late"]))
+        for batch in settled.batch_records():
             assert batch.batch_id not in batches, "a batch was emitted twice"
             batches[batch.batch_id] = (batch, tuple(sorted(members[batch.batch_id])))
     assert not shard.open_windows
     return batches
+
+
+def _events(settled: Settled) -> list[tuple[str, str | None, bool]]:
+    """(event_id, batch_id, late) of every event a step emitted."""
+    return [
+        (row["event_id"], row["batch_id"], row["late"]) for row in settled.event_table().to_pylist()
+    ]
+
+
+def _net(events: list[Payment], carry_in: int = 0) -> tuple[Settled, int]:
+    """Close one window holding `events` (one payee and currency); return it and the carry."""
+    key = (events[0].payee_id, events[0].currency)
+    carry = {key: carry_in} if carry_in else {}
+    settled = Settled()
+    net_window([to_batch(events)], 0, WINDOW_US, LATENESS_US, carry, settled)
+    return settled, carry.get(key, 0)
 
 
 @settings(max_examples=60, deadline=None)
@@ -153,20 +178,20 @@ def test_a_window_closes_only_when_every_partition_has_passed_it():
     shard = SettlementShard(["a", "b"], WINDOW_US, LATENESS_US)
     event = payment("e1", occurred_us=1 * SECOND_US)
     closes_at = close_time_us(0, WINDOW_US, LATENESS_US)
-    assert not shard.settle([Envelope("a", 0, closes_at + 10 * SECOND_US, [event])]).batches
-    assert not shard.settle([Envelope("b", 0, closes_at - 1, [])]).batches  # b still behind
-    settled = shard.settle([Envelope("b", 0, closes_at, [])])
-    assert [batch.event_count for batch in settled.batches] == [1]
+    assert not shard.settle([envelope("a", closes_at + 10 * SECOND_US, [event])]).batches
+    assert not shard.settle([envelope("b", closes_at - 1, [])]).batches  # b still behind
+    settled = shard.settle([envelope("b", closes_at, [])])
+    assert [batch.event_count for batch in settled.batch_records()] == [1]
 
 
 def test_a_very_late_event_joins_the_next_open_batch_marked_late():
     shard = SettlementShard(["a"], WINDOW_US, LATENESS_US)
     on_time = payment("on-time", occurred_us=95 * SECOND_US, ingest_us=100 * SECOND_US)
     late = payment("late", occurred_us=5 * SECOND_US, ingest_us=100 * SECOND_US)
-    settled = shard.settle([Envelope("a", 0, WATERMARK_END_US, [on_time, late])])
-    assert len(settled.batches) == 1
-    assert settled.batches[0].late_count == 1
-    assert {event.event_id: event.late for event, _ in settled.events} == {
+    settled = shard.settle([envelope("a", WATERMARK_END_US, [on_time, late])])
+    [batch] = settled.batch_records()
+    assert batch.late_count == 1
+    assert {event_id: late for event_id, _, late in _events(settled)} == {
         "on-time": False,
         "late": True,
     }
@@ -174,12 +199,12 @@ def test_a_very_late_event_joins_the_next_open_batch_marked_late():
 
 def test_events_after_an_end_of_input_join_the_batch_after_the_closed_windows():
     shard = SettlementShard(["a"], WINDOW_US, LATENESS_US)
-    shard.settle([Envelope("a", 0, WATERMARK_END_US, [payment("e1", occurred_us=1 * SECOND_US)])])
+    shard.settle([envelope("a", WATERMARK_END_US, [payment("e1", occurred_us=1 * SECOND_US)])])
     # the input resumes (a later run) with an event for the window already force-closed
     again = payment("e2", occurred_us=2 * SECOND_US, ingest_us=3 * SECOND_US)
-    settled = shard.settle([Envelope("a", 0, WATERMARK_END_US, [again])])
-    assert settled.batches[0].window_start_us == WINDOW_US
-    assert settled.events[0][0].late is True
+    settled = shard.settle([envelope("a", WATERMARK_END_US, [again])])
+    assert settled.batch_records()[0].window_start_us == WINDOW_US
+    assert _events(settled)[0][2] is True
 
 
 def test_refunds_reduce_the_batch_they_fall_into_and_the_ledger_balances():
@@ -188,47 +213,48 @@ def test_refunds_reduce_the_batch_they_fall_into_and_the_ledger_balances():
         payment("p2", occurred_us=2, amount_micros=250_000, rail="sepa"),
         payment("r1", occurred_us=3, amount_micros=100_000, type="refund", ref_event_id="p1"),
     ]
-    [(batch, _members, entries)], _carry = build_batches(
-        ("m1", "USD", 0), events, WINDOW_US, LATENESS_US
-    )
+    settled, _carry = _net(events)
+    [batch] = settled.batch_records()
+    entries = settled.entry_table().to_pylist()
     assert (batch.gross_micros, batch.refunds_micros, batch.net_micros, batch.payout_micros) == (
         750_000,
         100_000,
         650_000,
         650_000,
     )
-    assert sum(entry[6] for entry in entries) == 0
+    assert sum(entry["amount_micros"] for entry in entries) == 0
     assert len(entries) == 2 * len(events) + 2
-    assert len({entry[0] for entry in entries}) == len(entries)
+    assert len({entry["entry_id"] for entry in entries}) == len(entries)
 
 
 def test_a_window_whose_total_overflows_decimal_18_6_is_split_into_parts():
     huge = AMOUNT_MICROS_MAX // 2 + 1
     events = [payment(f"e{number}", occurred_us=number, amount_micros=huge) for number in range(3)]
-    parts, _carry = build_batches(("m1", "USD", 0), events, WINDOW_US, LATENESS_US)
-    assert [batch.part for batch, _, _ in parts] == [0, 1, 2]
-    assert len({batch.batch_id for batch, _, _ in parts}) == 3
-    assert sum(batch.gross_micros for batch, _, _ in parts) == 3 * huge
-    assert all(batch.gross_micros <= AMOUNT_MICROS_MAX for batch, _, _ in parts)
+    settled, _carry = _net(events)
+    parts = settled.batch_records()
+    assert [batch.part for batch in parts] == [0, 1, 2]
+    assert len({batch.batch_id for batch in parts}) == 3
+    assert sum(batch.gross_micros for batch in parts) == 3 * huge
+    assert all(batch.gross_micros <= AMOUNT_MICROS_MAX for batch in parts)
 
 
 def test_unapproved_events_settle_in_no_batch():
     shard = SettlementShard(["a"], WINDOW_US, LATENESS_US)
     declined = payment("d1", occurred_us=1, decision="decline")
-    settled = shard.settle([Envelope("a", 0, WATERMARK_END_US, [declined])])
-    assert settled.batches == [] and settled.events == [(declined, None)]
+    settled = shard.settle([envelope("a", WATERMARK_END_US, [declined])])
+    assert settled.batches == [] and _events(settled) == [("d1", None, False)]
 
 
 def test_state_survives_a_snapshot_round_trip():
     import pickle
 
     shard = SettlementShard(["a", "b"], WINDOW_US, LATENESS_US)
-    shard.settle([Envelope("a", 0, 50 * SECOND_US, [payment("e1", occurred_us=SECOND_US)])])
+    shard.settle([envelope("a", 50 * SECOND_US, [payment("e1", occurred_us=SECOND_US)])])
     restored = SettlementShard(
         ["a", "b"], WINDOW_US, LATENESS_US, pickle.loads(pickle.dumps(shard.snapshot()))
     )
-    settled = restored.settle([Envelope("b", 0, WATERMARK_END_US, [])])
-    assert [event.event_id for event, _ in settled.events] == ["e1"]
+    settled = restored.settle([envelope("b", WATERMARK_END_US, [])])
+    assert [event_id for event_id, _, _ in _events(settled)] == ["e1"]
 
 
 @given(
@@ -248,15 +274,13 @@ def test_payouts_and_carries_never_lose_money_or_overflow(amounts, currency, car
         payment(f"e{n}", occurred_us=n, amount_micros=a, currency=currency)
         for n, a in enumerate(amounts)
     ]
-    batches, carry_next = build_batches(
-        ("m1", currency, 0), events, WINDOW_US, LATENESS_US, carry_in
-    )
-    assert (
-        sum(batch.payout_micros for batch, _, _ in batches) + carry_next == sum(amounts) + carry_in
-    )
+    settled, carry_next = _net(events, carry_in)
+    batches = settled.batch_records()
+    assert sum(batch.payout_micros for batch in batches) + carry_next == sum(amounts) + carry_in
     step = 10 ** (6 - minor_unit_exponent(currency))
-    assert all(batch.event_count > 0 for batch, _, _ in batches)
-    for batch, _, entries in batches:
+    assert all(batch.event_count > 0 for batch in batches)
+    entries = settled.entry_table().to_pylist()
+    for batch in batches:
         assert batch.payout_micros % step == 0
         assert all(
             abs(value) <= AMOUNT_MICROS_MAX
@@ -267,4 +291,24 @@ def test_payouts_and_carries_never_lose_money_or_overflow(amounts, currency, car
                 batch.carry_out_micros,
             )
         )
-        assert sum(entry[6] for entry in entries) == 0
+        postings = [
+            entry["amount_micros"] for entry in entries if entry["batch_id"] == batch.batch_id
+        ]
+        assert sum(postings) == 0
+
+
+@given(
+    occurred=st.lists(st.integers(0, 10**15), min_size=1, max_size=20),
+    delays=st.lists(st.integers(0, 10**12), min_size=20, max_size=20),
+    window_us=st.integers(1, 10**11),
+    lateness_us=st.integers(0, 10**11),
+)
+def test_column_window_assignment_agrees_with_the_one_event_rule(
+    occurred, delays, window_us, lateness_us
+):
+    ingest = [value + delay for value, delay in zip(occurred, delays, strict=False)]
+    indexes, lates = assign_windows(np.array(occurred), np.array(ingest), window_us, lateness_us)
+    assert list(zip(indexes.tolist(), lates.tolist(), strict=True)) == [
+        assign_window(value, at, window_us, lateness_us)
+        for value, at in zip(occurred, ingest, strict=False)
+    ]
