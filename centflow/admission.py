@@ -31,7 +31,6 @@ sets share no key, so the order between them changes nothing.
 from __future__ import annotations
 
 from collections import deque
-from itertools import repeat
 
 import msgspec
 import numpy as np
@@ -43,9 +42,9 @@ from centflow.errors import invariant
 from centflow.events import DeadLetter
 from centflow.progress import Envelope, Frontier
 
-#: What a shard remembers of a payment to check its reversals:
-#: (currency, amount_micros, reversed_micros so far).
-PaymentMemory = tuple[str, int, int]
+#: Ids to forget once the horizon has passed them, one entry per block admitted:
+#: (newest ingestion µs in the block, identities, their ingestion µs).
+ExpiryBlock = tuple[int, list[str], list[int]]
 
 _RAW = PAYMENT_SCHEMA.get_field_index("raw")
 
@@ -55,8 +54,10 @@ class AdmissionState(msgspec.Struct, array_like=True):
 
     frontier: tuple[dict[str, int], dict[str, int]]
     first_seen_us: dict[str, int]
-    payments: dict[str, PaymentMemory]
-    expiry_queue: list[tuple[int, str]]
+    amounts: dict[str, int]
+    currencies: dict[str, str]
+    reversed_micros: dict[str, int]
+    expiry_queue: list[ExpiryBlock]
 
     def __reduce__(self) -> tuple[object, tuple[bytes]]:
         """Snapshots pickle through msgpack (much cheaper for large state)."""
@@ -96,13 +97,18 @@ class AdmissionShard:
         self.dedupe_horizon_us = dedupe_horizon_us
         if state is None:
             self.frontier = Frontier(origins)
+            # what the shard remembers of a payment to check its reversals
             self.first_seen_us: dict[str, int] = {}
-            self.payments: dict[str, PaymentMemory] = {}
-            self.expiry_queue: deque[tuple[int, str]] = deque()
+            self.amounts: dict[str, int] = {}
+            self.currencies: dict[str, str] = {}
+            self.reversed_micros: dict[str, int] = {}  # only payments with reversals
+            self.expiry_queue: deque[ExpiryBlock] = deque()
         else:
             self.frontier = Frontier.restore(state.frontier)
             self.first_seen_us = dict(state.first_seen_us)
-            self.payments = dict(state.payments)
+            self.amounts = dict(state.amounts)
+            self.currencies = dict(state.currencies)
+            self.reversed_micros = dict(state.reversed_micros)
             self.expiry_queue = deque(state.expiry_queue)
 
     def admit(self, envelopes: list[Envelope]) -> tuple[pa.RecordBatch, list[DeadLetter]]:
@@ -114,7 +120,9 @@ class AdmissionShard:
             if events.num_rows:
                 keep = self._admit_block(events, dead)
                 kept = events.set_column(_RAW, "raw", pa.nulls(events.num_rows, pa.binary()))
-                admitted.append(kept if keep is None else kept.filter(pa.array(keep)))
+                if keep is not None and not keep.all():
+                    kept = kept.filter(pa.array(keep))
+                admitted.append(kept)
             self.frontier.update(envelope.origin, envelope.watermark_us)
         self._forget_expired()
         invariant(
@@ -150,12 +158,17 @@ class AdmissionShard:
             )
         keep = ~involved
         rows = np.flatnonzero(involved)
+        admitted_ids: list[str] = []
+        admitted_ingest: list[int] = []
         for row, event in zip(rows.tolist(), _rows(events, rows, identities), strict=True):
             letter = self._admit_one(event)
             if letter is None:
                 keep[row] = True
+                admitted_ids.append(event.identity)
+                admitted_ingest.append(event.ingest_us)
             else:
                 dead.append(letter)
+        self._expire_later(admitted_ids, admitted_ingest)
         return keep
 
     def _admit_new_payments(
@@ -170,16 +183,17 @@ class AdmissionShard:
 
         ingest = column("ingest_us")
         self.first_seen_us.update(zip(identities, ingest, strict=True))
-        self.expiry_queue.extend(zip(ingest, identities, strict=True))
-        self.payments.update(
-            zip(
-                identities,
-                zip(column("currency"), column("amount_micros"), repeat(0)),
-                strict=True,
-            )
-        )
+        self.amounts.update(zip(identities, column("amount_micros"), strict=True))
+        self.currencies.update(zip(identities, column("currency"), strict=True))
+        self._expire_later(identities, ingest)
+
+    def _expire_later(self, identities: list[str], ingest: list[int]) -> None:
+        if identities:
+            self.expiry_queue.append((max(ingest), identities, ingest))
 
     def _admit_one(self, event: _Row) -> DeadLetter | None:
+        """Admit one event of a block's involved rows (repeats, reversals, payments a
+        reversal of the block names), in arrival order."""
         identity = event.identity
         first_us = self.first_seen_us.get(identity)
         if first_us is not None and event.ingest_us - first_us <= self.dedupe_horizon_us:
@@ -193,22 +207,28 @@ class AdmissionShard:
             if letter is not None:
                 return letter
         elif event.type == "payment":
-            self.payments[identity] = (event.currency, event.amount_micros, 0)
+            self.amounts[identity] = event.amount_micros
+            self.currencies[identity] = event.currency
+            self.reversed_micros.pop(identity, None)  # a new event beyond the horizon
         self.first_seen_us[identity] = event.ingest_us
-        self.expiry_queue.append((event.ingest_us, identity))
         return None
 
     def _check_reference(self, event: _Row) -> DeadLetter | None:
         reference = event.ref_event_id
         key = f"{event.payee_id}\x1f{reference}"
-        memory = self.payments.get(key)
-        if memory is None:
+        amount_micros = self.amounts.get(key)
+        seen_us = self.first_seen_us.get(key)
+        if (
+            amount_micros is None
+            or seen_us is None
+            or event.ingest_us - seen_us > self.dedupe_horizon_us
+        ):  # beyond the horizon counts as forgotten, whether or not it was evicted yet
             return _letter(
                 event,
                 "unknown_reference",
                 f"{event.type} references payment {reference!r}, unseen for payee {event.payee_id!r}",
             )
-        currency, amount_micros, reversed_micros = memory
+        currency = self.currencies[key]
         if currency != event.currency:
             return _letter(
                 event,
@@ -216,32 +236,42 @@ class AdmissionShard:
                 f"{event.type} is for {event.payee_id}/{event.currency} but payment {reference!r} "
                 f"was for {event.payee_id}/{currency}",
             )
-        if reversed_micros + event.amount_micros > amount_micros:
+        reversed_micros = self.reversed_micros.get(key, 0) + event.amount_micros
+        if reversed_micros > amount_micros:
             return _letter(
                 event,
                 "refund_exceeds_payment",
-                f"reversals of {reference!r} would reach {reversed_micros + event.amount_micros} "
+                f"reversals of {reference!r} would reach {reversed_micros} "
                 f"micro-units of {amount_micros}",
             )
-        self.payments[key] = (currency, amount_micros, reversed_micros + event.amount_micros)
+        self.reversed_micros[key] = reversed_micros
         return None
 
     def _forget_expired(self) -> None:
-        """Drop ids the horizon has passed for every input (see the module docstring)."""
+        """Drop ids the horizon has passed for every input (see the module docstring).
+
+        Blocks leave the queue in arrival order, and only once their newest id is
+        past the horizon: an id is never forgotten early, and the checks compare
+        ingestion times themselves, so when it is forgotten changes no verdict."""
         cutoff_us = self.frontier.value_live - self.dedupe_horizon_us
-        queue = self.expiry_queue  # arrival order: roughly ingestion order, never evicts early
+        queue = self.expiry_queue
         while queue and queue[0][0] < cutoff_us:
-            ingest_us, identity = queue.popleft()
-            if self.first_seen_us.get(identity) == ingest_us:
-                del self.first_seen_us[identity]
-                self.payments.pop(identity, None)
+            _, identities, ingest = queue.popleft()
+            for identity, ingest_us in zip(identities, ingest, strict=True):
+                if self.first_seen_us.get(identity) == ingest_us:
+                    del self.first_seen_us[identity]
+                    self.amounts.pop(identity, None)
+                    self.currencies.pop(identity, None)
+                    self.reversed_micros.pop(identity, None)
 
     def snapshot(self) -> AdmissionState:
         """A copy of the state for recovery."""
         return AdmissionState(
             self.frontier.state(),
             dict(self.first_seen_us),
-            dict(self.payments),
+            dict(self.amounts),
+            dict(self.currencies),
+            dict(self.reversed_micros),
             list(self.expiry_queue),
         )
 

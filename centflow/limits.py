@@ -43,7 +43,7 @@ RECOVERY_PARTITION_COUNT = 16
 WORKERS_MAX = 16
 
 # Input batching.
-SOURCE_BATCH_MESSAGES_MAX = 4_096
+SOURCE_BATCH_MESSAGES_MAX = 16_384
 SINK_BUFFER_ROWS_MAX = 250_000
 
 # Settlement and de-duplication defaults (overridable by configuration).
