@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from centflow.events import Payment, Split
+from centflow.events import DeadLetter, Payment, Split
 
 SPLIT_TYPE = pa.list_(pa.struct([("party_id", pa.string()), ("bps", pa.int64())]))
 SIGNALS_TYPE = pa.map_(pa.string(), pa.float64())
@@ -54,6 +54,22 @@ PAYMENT_SCHEMA = pa.schema(
 """The columns of a block of payments, in `Payment`'s field order."""
 
 COLUMNS = tuple(PAYMENT_SCHEMA.names)
+
+
+class Decoded:
+    """A block of input after decoding: payments (a record batch), dead letters, and
+    the input partition's watermark. Made by the decode step, or by a replay source
+    itself (which decodes as it reads, see `centflow.replay.decode_log_block`)."""
+
+    __slots__ = ("dead", "partition", "payments", "watermark_us")
+
+    def __init__(
+        self, partition: str, payments: pa.RecordBatch, dead: list[DeadLetter], watermark_us: int
+    ) -> None:
+        self.partition = partition
+        self.payments = payments
+        self.dead = dead
+        self.watermark_us = watermark_us
 
 
 def empty_batch() -> pa.RecordBatch:
@@ -90,8 +106,7 @@ def to_batch(events: Sequence[Payment]) -> pa.RecordBatch:
         for splits in columns["splits"]
     ]
     columns["risk_signals"] = [
-        None if signals is None else list(signals.items())
-        for signals in columns["risk_signals"]
+        None if signals is None else list(signals.items()) for signals in columns["risk_signals"]
     ]
     columns["reasons"] = [";".join(reasons) or None for reasons in columns["reasons"]]
     arrays = [pa.array(columns[field.name], type=field.type) for field in PAYMENT_SCHEMA]

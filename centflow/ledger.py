@@ -85,34 +85,44 @@ def post_events(
     """
     count = events.num_rows
     invariant(len(batch_ids) == count == len(positions), "postings misaligned with their events")
-    suffixes = entry_suffixes(2 * int(positions.max()) + 2 if count else 0)
-    is_payment = pc.equal(events["type"], "payment")
-    clearing = pc.binary_join_element_wise("rail_clearing:", events["rail"], "")
-    payable = pc.binary_join_element_wise("payee_payable:", events["payee_id"], "")
-    amount = events["amount_micros"]
-    posted = pa.array(np.full(count, posted_us, dtype=np.int64))
-    halves = []
-    for offset, account, signed in (
-        (0, pc.if_else(is_payment, clearing, payable), amount),
-        (1, pc.if_else(is_payment, payable, clearing), pc.negate(amount)),
-    ):
-        sequence = suffixes.take(pa.array(2 * positions + offset))
-        halves.append(
-            pa.table(
-                [
-                    pc.binary_join_element_wise(batch_ids, sequence, ""),
-                    batch_ids,
-                    events["event_id"],
-                    events["type"],
-                    account,
-                    events["currency"],
-                    signed,
-                    posted,
-                ],
-                schema=LEDGER_SCHEMA,
-            )
-        )
-    return pa.concat_tables(halves)
+    if not count:
+        return LEDGER_SCHEMA.empty_table()
+    suffixes = entry_suffixes(2 * int(positions.max()) + 2)
+    is_payment = pc.equal(events["type"], "payment").to_numpy(zero_copy_only=False)
+    rows = np.arange(count)
+    both = np.concatenate([rows, rows])  # the debits, then the credits
+    # accounts: [clearing of each event..., payable of each event...]
+    accounts = pa.concat_arrays(
+        [
+            pc.binary_join_element_wise("rail_clearing:", events["rail"], "").combine_chunks(),
+            pc.binary_join_element_wise("payee_payable:", events["payee_id"], "").combine_chunks(),
+        ]
+    )
+    debit = np.where(is_payment, rows, rows + count)
+    credit = np.where(is_payment, rows + count, rows)
+    amounts = events["amount_micros"].to_numpy()
+    take = pa.array(both)
+    ids = batch_ids.take(take)
+    return pa.table(
+        [
+            pc.binary_join_element_wise(
+                ids, suffixes.take(pa.array(np.concatenate([2 * positions, 2 * positions + 1]))), ""
+            ),
+            ids,
+            events["event_id"].take(take),
+            events["type"].take(take),
+            accounts.take(pa.array(np.concatenate([debit, credit]))),
+            events["currency"].take(take),
+            pa.array(np.concatenate([amounts, -amounts])),
+            pa.array(np.full(2 * count, posted_us, dtype=np.int64)),
+        ],
+        schema=LEDGER_SCHEMA,
+    )
+
+
+_KINDS = pa.array(["carry_in", "payout", "carry_out"])
+_OWNER_ACCOUNTS = pa.array(["payee_carry:", "payee_payable:", "payee_payout:"])
+CARRY, PAYABLE, PAYOUT = 0, 1, 2
 
 
 def post_batches(
@@ -134,36 +144,40 @@ def post_batches(
     postings, the payable nets to zero (`centflow.settlement` checks
     ``payout + carry_out == net + carry_in`` for every batch).
     """
-    has_in = carry_in_micros != 0
-    has_out = carry_out_micros != 0
-    payout_sequence = first_sequence + 2 * has_in
-    suffixes = entry_suffixes(int(payout_sequence.max()) + 4 if len(batch_ids) else 0)
-    payable = pc.binary_join_element_wise("payee_payable:", payees, "")
-    carry = pc.binary_join_element_wise("payee_carry:", payees, "")
-    payout = pc.binary_join_element_wise("payee_payout:", payees, "")
+    count = len(batch_ids)
+    if not count:
+        return LEDGER_SCHEMA.empty_table()
+    ins = np.flatnonzero(carry_in_micros != 0)
+    outs = np.flatnonzero(carry_out_micros != 0)
+    every = np.arange(count)
+    payout_sequence = first_sequence + 2 * (carry_in_micros != 0)
+    # (rows, sequence, kind, account, amount) of each of the six kinds of posting
     postings = (
-        # (kind, rows, sequence, account, amount)
-        ("carry_in", has_in, first_sequence, carry, carry_in_micros),
-        ("carry_in", has_in, first_sequence + 1, payable, -carry_in_micros),
-        ("payout", None, payout_sequence, payable, payout_micros),
-        ("payout", None, payout_sequence + 1, payout, -payout_micros),
-        ("carry_out", has_out, payout_sequence + 2, payable, carry_out_micros),
-        ("carry_out", has_out, payout_sequence + 3, carry, -carry_out_micros),
+        (ins, first_sequence[ins], 0, CARRY, carry_in_micros[ins]),
+        (ins, first_sequence[ins] + 1, 0, PAYABLE, -carry_in_micros[ins]),
+        (every, payout_sequence, 1, PAYABLE, payout_micros),
+        (every, payout_sequence + 1, 1, PAYOUT, -payout_micros),
+        (outs, payout_sequence[outs] + 2, 2, PAYABLE, carry_out_micros[outs]),
+        (outs, payout_sequence[outs] + 3, 2, CARRY, -carry_out_micros[outs]),
     )
-    tables = []
-    for kind, rows, sequence, account, amount in postings:
-        table = pa.table(
-            [
-                pc.binary_join_element_wise(batch_ids, suffixes.take(pa.array(sequence)), ""),
-                batch_ids,
-                pa.nulls(len(batch_ids), pa.string()),
-                pa.repeat(pa.scalar(kind), len(batch_ids)),
-                account,
-                currencies,
-                pa.array(amount, pa.int64()),
-                pa.array(np.full(len(batch_ids), posted_us, dtype=np.int64)),
-            ],
-            schema=LEDGER_SCHEMA,
-        )
-        tables.append(table if rows is None else table.filter(pa.array(rows)))
-    return pa.concat_tables(tables)
+    rows = pa.array(np.concatenate([posting[0] for posting in postings]))
+    sequence = np.concatenate([posting[1] for posting in postings])
+    kinds = np.concatenate([np.full(len(p[0]), p[2], dtype=np.int64) for p in postings])
+    owners = np.concatenate([np.full(len(p[0]), p[3], dtype=np.int64) for p in postings])
+    ids = batch_ids.take(rows)
+    suffixes = entry_suffixes(int(sequence.max()) + 1)
+    return pa.table(
+        [
+            pc.binary_join_element_wise(ids, suffixes.take(pa.array(sequence)), ""),
+            ids,
+            pa.nulls(len(rows), pa.string()),
+            _KINDS.take(pa.array(kinds)),
+            pc.binary_join_element_wise(
+                _OWNER_ACCOUNTS.take(pa.array(owners)), payees.take(rows), ""
+            ),
+            currencies.take(rows),
+            pa.array(np.concatenate([posting[4] for posting in postings]), pa.int64()),
+            pa.array(np.full(len(rows), posted_us, dtype=np.int64)),
+        ],
+        schema=LEDGER_SCHEMA,
+    )

@@ -104,6 +104,7 @@ def flow_for(config: PipelineConfig) -> Dataflow:
             config.batch_messages_max,
             config.partitions,
             Path(config.out_dir),
+            config.future_skew_us,
         )
         return build_flow(config, source, table_sink)
     client = dict(config.kafka or {})

@@ -8,8 +8,9 @@ Each partition also reports its watermark (largest ingestion time so far, or
 `WATERMARK_END_US` once it has ended) with every batch; see
 `centflow.progress`. Both sources resume exactly from their recovery state.
 
-- `ReplaySource`: one partition, ``replay``, over a log file or directory; the
-  ingestion time of a line is the log clock (`centflow.replay`).
+- `ReplaySource`: partitions ``replay/<n>`` over a log file or directory; the
+  ingestion time of a line is the log clock (`centflow.replay`), and the
+  source decodes as it reads (it emits `Decoded` blocks, not messages).
 - `KafkaBatchSource`: one partition per Kafka partition, ``<topic>/<n>``, each
   read by its own assigned consumer (no consumer group: offsets live in the
   recovery state, as with Bytewax's own Kafka source). The ingestion time is
@@ -24,18 +25,24 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from itertools import chain, islice
+from itertools import islice
 from pathlib import Path
 
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from centflow.columns import Decoded, empty_batch
 from centflow.errors import TerminalError
 from centflow.events import RawMessage, SourceBatch
-from centflow.limits import MICROS_PER_MILLISECOND, WATERMARK_END_US
+from centflow.limits import (
+    FUTURE_SKEW_S_DEFAULT,
+    MICROS_PER_MILLISECOND,
+    MICROS_PER_SECOND,
+    WATERMARK_END_US,
+)
 from centflow.progress import WATERMARK_NONE_US
-from centflow.replay import CLOCK_START_US, LogClock, iter_lines, replay_partition
+from centflow.replay import CLOCK_START_US, LogClock, decode_log_block, iter_lines
 from centflow.status import StatusWriter
 
 REPLAY_PARTITION_PREFIX = "replay/"
@@ -64,9 +71,10 @@ class ReplayPosition(msgspec.Struct, array_like=True, frozen=True):
     ended: bool
 
 
-class _ReplayPartition(StatefulSourcePartition[SourceBatch, ReplayPosition]):
+class _ReplayPartition(StatefulSourcePartition[Decoded, ReplayPosition]):
     """One of `count` partitions of a log: every partition scans every line (the log
-    clock needs them all) and emits the lines of its payers (`replay_partition`)."""
+    clock needs them all) and emits the lines of its payers (`replay_partition`),
+    already decoded (`centflow.replay.decode_log_block`)."""
 
     def __init__(
         self,
@@ -74,6 +82,7 @@ class _ReplayPartition(StatefulSourcePartition[SourceBatch, ReplayPosition]):
         name: str,
         count: int,
         batch_messages_max: int,
+        future_skew_us: int,
         position: ReplayPosition | None,
         status: StatusWriter,
     ) -> None:
@@ -86,45 +95,31 @@ class _ReplayPartition(StatefulSourcePartition[SourceBatch, ReplayPosition]):
         self._emitted = position.emitted
         self._clock = LogClock(position.clock_us)
         self._ended = position.ended
-        self._batch_messages_max = batch_messages_max
+        self._scan_lines = batch_messages_max * min(count, REPLAY_SCAN_FACTOR)
+        self._future_skew_us = future_skew_us
         self._lines = iter_lines(path, start_line=position.line)
 
-    def next_batch(self) -> list[SourceBatch]:
+    def next_batch(self) -> list[Decoded]:
         if self._ended:
             raise StopIteration
-        messages = []
-        advance, index, count = self._clock.advance_keyed, self._index, self._count
-        for name, line_number, raw in islice(
-            self._lines, self._batch_messages_max * min(count, REPLAY_SCAN_FACTOR)
-        ):
-            ingest_us, payer_id = advance(raw)
-            self._line = line_number
-            if count == 1 or replay_partition(payer_id, line_number, count) == index:
-                messages.append(RawMessage(f"{name}:{line_number}", ingest_us, raw))
-                if len(messages) >= self._batch_messages_max:
-                    break
-        self._emitted += len(messages)
-        if not messages and self._line_exhausted():
+        lines = list(islice(self._lines, self._scan_lines))
+        if not lines:
             self._ended = True
             self._status.update(self._emitted, self._clock.now_us, ended=True)
-            return [SourceBatch(self._name, [], WATERMARK_END_US)]
+            return [Decoded(self._name, empty_batch(), [], WATERMARK_END_US)]
+        self._line = lines[-1][1]
+        payments, dead = decode_log_block(
+            lines, self._clock, self._future_skew_us, self._index, self._count
+        )
+        self._emitted += payments.num_rows + len(dead)
         self._status.update(self._emitted, self._clock.now_us)
-        return [SourceBatch(self._name, messages, self._clock.now_us)]
-
-    def _line_exhausted(self) -> bool:
-        """True when the log has no line left (peeks one line ahead)."""
-        try:
-            following = next(self._lines)
-        except StopIteration:
-            return True
-        self._lines = chain([following], self._lines)
-        return False
+        return [Decoded(self._name, payments, dead, self._clock.now_us)]
 
     def snapshot(self) -> ReplayPosition:
         return ReplayPosition(self._line, self._clock.now_us, self._emitted, self._ended)
 
 
-class ReplaySource(FixedPartitionedSource[SourceBatch, ReplayPosition]):
+class ReplaySource(FixedPartitionedSource[Decoded, ReplayPosition]):
     """A replay log as `partition_count` input partitions (one per worker is the norm)."""
 
     def __init__(
@@ -133,11 +128,13 @@ class ReplaySource(FixedPartitionedSource[SourceBatch, ReplayPosition]):
         batch_messages_max: int,
         partitions: tuple[str, ...],
         status_dir: Path | None = None,
+        future_skew_us: int = FUTURE_SKEW_S_DEFAULT * MICROS_PER_SECOND,
     ) -> None:
         self._path = path
         self._batch_messages_max = batch_messages_max
         self._partitions = partitions
         self._status_dir = status_dir
+        self._future_skew_us = future_skew_us
 
     def list_parts(self) -> list[str]:
         return list(self._partitions)
@@ -151,6 +148,7 @@ class ReplaySource(FixedPartitionedSource[SourceBatch, ReplayPosition]):
             for_part,
             len(self._partitions),
             self._batch_messages_max,
+            self._future_skew_us,
             resume_state,
             status,
         )

@@ -19,16 +19,15 @@ import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
 from centflow.admission import AdmissionShard, AdmissionState
-from centflow.columns import to_batch
+from centflow.columns import Decoded
 from centflow.config import PipelineConfig
 from centflow.decision import decide, decision_messages
-from centflow.decode import decode_message
-from centflow.events import DeadLetter, Payment, RawMessage, SourceBatch
+from centflow.decode import decode_block
+from centflow.events import DeadLetter, SourceBatch
 from centflow.progress import Envelope, Router, shard_key, shard_name
 from centflow.settlement import Settled, SettlementShard, SettlementState
 from centflow.status import StatusWriter
 from centflow.tables import dead_letter_row, payments_table
-from sinks.arrow import to_analyst_table
 from sinks.kafka import KafkaPublisher
 from sinks.parquet import ShardTableWriter, TableRows, WriterState, writer_key
 
@@ -36,41 +35,13 @@ KeyedEnvelope = tuple[str, Envelope]
 Tagged = tuple[str, Any]  # ("route", KeyedEnvelope) or ("dead", list[DeadLetter])
 
 
-def decode_block(
-    messages: list[RawMessage], future_skew_us: int
-) -> tuple[pa.RecordBatch, list[DeadLetter]]:
-    """Decode messages one at a time into a block of payments and dead letters."""
-    payments: list[Payment] = []
-    dead: list[DeadLetter] = []
-    for message in messages:
-        result = decode_message(message.value, message.source, message.ingest_us, future_skew_us)
-        if type(result) is Payment:
-            payments.append(result)
-        else:
-            dead.append(result)  # type: ignore[arg-type]
-    return to_batch(payments), dead
-
-
-class Decoded:
-    """A source batch after decoding: payments (a record batch), dead letters, and the
-    watermark. Stays in its worker (decode and routing are not an exchange)."""
-
-    __slots__ = ("dead", "partition", "payments", "watermark_us")
-
-    def __init__(
-        self, partition: str, payments: pa.RecordBatch, dead: list[DeadLetter], watermark_us: int
-    ) -> None:
-        self.partition = partition
-        self.payments = payments
-        self.dead = dead
-        self.watermark_us = watermark_us
-
-
-def decoder(config: PipelineConfig) -> Callable[[SourceBatch], Decoded]:
+def decoder(config: PipelineConfig) -> Callable[[SourceBatch | Decoded], Decoded]:
     """The decode step: every message becomes one payment or one dead letter."""
     future_skew_us = config.future_skew_us
 
-    def decode_batch(batch: SourceBatch) -> Decoded:
+    def decode_batch(batch: SourceBatch | Decoded) -> Decoded:
+        if isinstance(batch, Decoded):  # a replay source decodes as it reads
+            return batch
         payments, dead = decode_block(batch.messages, future_skew_us)
         return Decoded(batch.partition, payments, dead, batch.watermark_us)
 
@@ -237,17 +208,13 @@ def settlement_builder(
 
 
 def settled_tables(settled: Settled) -> list[tuple[str, pa.Table]]:
-    """The analyst tables of what a settlement step closed."""
+    """The analyst tables of what a settlement step closed (in the domain's types)."""
     out: list[tuple[str, pa.Table]] = []
     if settled.batches:
-        out.append(
-            ("settlement_batches", to_analyst_table("settlement_batches", settled.batch_table()))
-        )
-        out.append(("ledger_entries", to_analyst_table("ledger_entries", settled.entry_table())))
+        out.append(("settlement_batches", settled.batch_table()))
+        out.append(("ledger_entries", settled.entry_table()))
     if settled.events:
-        out.append(
-            ("payments", to_analyst_table("payments", payments_table(settled.event_table())))
-        )
+        out.append(("payments", payments_table(settled.event_table())))
     return out
 
 

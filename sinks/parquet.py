@@ -43,7 +43,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from centflow.errors import invariant
 from centflow.limits import SINK_BUFFER_ROWS_MAX, WRITER_PARTITION_COUNT
 from centflow.tables import TABLES
-from sinks.arrow import rows_to_table
+from sinks.arrow import rows_to_table, to_analyst_table
 
 TableRows = tuple[str, list[tuple]]  # (table name, row tuples)
 # zstd level 1 without dictionaries: a quarter of the default level's CPU cost, smaller files for our
@@ -137,8 +137,9 @@ class ShardTableWriter:
             self._cleaned = True
 
     def add(self, table: str, rows: pa.Table) -> None:
-        """Buffer an analyst table's rows (`sinks.arrow`); write files when the buffers
-        are full or old."""
+        """Buffer rows of an analyst table in the domain's types (money and time as
+        int64, `sinks.arrow.to_analyst_table`); write files when the buffers are full
+        or old."""
         if rows.num_rows:
             self._buffers[table].append(rows)
             self._rows += rows.num_rows
@@ -158,7 +159,8 @@ class ShardTableWriter:
     def flush(self) -> None:
         """Write every non-empty buffer as a file.
 
-        Encoding, compressing and writing the file run on a background thread
+        Conversion to the analyst types, encoding, compressing and writing the
+        file run on a background thread
         (pyarrow releases the interpreter lock for them, so a single worker
         process uses a second core). `state` and `wait` wait for them, so a
         snapshot never counts a file not yet written.
@@ -169,10 +171,11 @@ class ShardTableWriter:
             if parts:
                 self._writing.append(
                     _executor().submit(
-                        _write_arrow,
+                        _write_domain_table,
                         self._root / table,
                         self.name,
                         self._sequence,
+                        table,
                         pa.concat_tables(parts),
                     )
                 )
@@ -242,6 +245,13 @@ def _done(future: Future[None]) -> bool:
 def _write_file(directory: Path, writer: str, sequence: int, table: str, rows: list[tuple]) -> None:
     """Write rows as ``part-<writer>-<sequence>.parquet``, atomically (temporary name, fsync, rename)."""
     _write_arrow(directory, writer, sequence, rows_to_table(table, rows))
+
+
+def _write_domain_table(
+    directory: Path, writer: str, sequence: int, table: str, columns: pa.Table
+) -> None:
+    """`_write_arrow` for a table in the domain's types."""
+    _write_arrow(directory, writer, sequence, to_analyst_table(table, columns))
 
 
 def _write_arrow(directory: Path, writer: str, sequence: int, arrow_table: pa.Table) -> None:
