@@ -5,9 +5,10 @@ configuration in the environment (``centflow run`` does that for you), or
 build it with `build_flow`, handing in sources and sinks (tests pass
 ``TestingSink``).
 
-Items are batches: a source item carries up to a few thousand messages, and
-each keyed step moves one `Envelope` of events per shard (see
-`centflow.progress`). Admission, decision and settlement are keyed by the same
+Items are blocks: a source item carries up to `SOURCE_BATCH_MESSAGES_MAX`
+messages (a replay source decodes them as it reads), events travel as Arrow
+record batches (`centflow.columns`), and each keyed step moves one `Envelope`
+of events per shard (see `centflow.progress`). Admission, decision and settlement are keyed by the same
 payee shard, so an event crosses between worker processes at most once (on its
 way to its shard); the decision step publishes its decisions and the
 settlement step writes its tables itself, each flushed at every snapshot, so
@@ -47,20 +48,21 @@ def build_flow(
     """Wire the pipeline between the given source and sinks."""
     flow = Dataflow("centflow")
     batches = op.input("read", flow, source)
-    # SourceBatch(partition="payments/0", messages=[RawMessage(...), ...], watermark_us=...)
+    # SourceBatch(partition="payments/0", messages=[RawMessage(...), ...], watermark_us=...),
+    # or from a replay, already Decoded
     decoded = op.map("decode", batches, steps.decoder(config))
-    # Decoded(partition, payments=[Payment(...)], dead=[DeadLetter(...)], watermark_us)
+    # Decoded(partition, payments=<RecordBatch of PAYMENT_SCHEMA>, dead=[DeadLetter(...)], watermark_us)
     to_shards = op.flat_map("route_by_payee", decoded, steps.route_to_shards)
-    # ("s07", Envelope(origin="payments/0", shard=7, watermark_us, events=[Payment(...)]))
+    # ("s07", Envelope(origin="payments/0", shard=7, watermark_us, events=<RecordBatch>))
     admission = op.stateful_batch("admit", to_shards, steps.admission_builder(config))
     # ("s07", ("route", ("s07", Envelope(...))) | ("dead", [DeadLetter(...)]))
     to_settlement = op.flat_map("admitted", admission, steps.routed_envelopes)
-    # ("s07", Envelope(origin="admit", shard=7, watermark_us, events=[Payment(...)])): same key,
+    # ("s07", Envelope(origin="admit", shard=7, watermark_us, events=<RecordBatch>)): same key,
     # so admission, decision and settlement of a shard run on one worker with no exchange
     decided = op.stateful_batch(
         "decide", to_settlement, steps.decision_builder(decisions_client, config.topics.decisions)
     )
-    # ("s07", Envelope(events=[Payment(decision="approve", ...)])); each decision also published
+    # ("s07", Envelope(events=<RecordBatch, decision columns filled>)); each decision published
     settled = op.stateful_batch("settle", decided, steps.settlement_builder(config))
     # ("s07", 412): events settled; the step itself writes payments, settlement_batches and
     # ledger_entries (sinks.parquet.ShardTableWriter), so those rows never cross a process
