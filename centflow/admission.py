@@ -144,8 +144,9 @@ class AdmissionShard:
             self._admit_new_payments(events, None, identities)
             return None
         if len(distinct) != count:  # ids repeated within the block
-            once: set[str] = set()
-            special |= {key for key in identities if key in once or once.add(key)}  # type: ignore[func-returns-value]
+            counts = pc.value_counts(keys)
+            repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+            special |= set(repeated.to_pylist())
         referenced = pc.binary_join_element_wise(events["payee_id"], references, "\x1f")
         special |= set(referenced.drop_null().to_pylist())
         involved = pc.or_(

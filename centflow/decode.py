@@ -438,22 +438,23 @@ def _fast_batch(
     types = pa.array([row.type for row in rows], pa.string())
     references = pa.array([row.ref_event_id for row in rows], pa.string())
     raw = pa.array([message.value for message in picked], pa.binary())
+    signals = pa.array([row.risk_signals for row in rows], SIGNALS_TYPE)
     occurred_us, keep = _parse_times([row.occurred_at for row in rows])
     amount_micros, amounts_ok = _parse_amounts([row.amount for row in rows])
     splits, splits_ok = _split_values([row.splits for row in rows])
     ingest_us = _int64s([message.ingest_us for message in picked])
+    is_payment = pc.equal(types, "payment").to_numpy(zero_copy_only=False)
     keep &= amounts_ok & splits_ok & _not_future(occurred_us, ingest_us, future_skew_us)
-    keep &= pc.or_(pc.equal(types, "payment"), references.is_valid()).to_numpy(
-        zero_copy_only=False
-    )  # a refund or a chargeback names the payment it reverses
-    keep &= _read_in_full(raw)
-    kept = np.flatnonzero(keep)
-    if len(kept) < len(rows):
-        keep_list = keep.tolist()
+    keep &= is_payment | references.is_valid().to_numpy(zero_copy_only=False)  # a reversal
+    keep &= _read_in_full(raw) & _finite_signals(signals)  # names the payment it reverses
+    if not keep.all():
+        kept, mask, keep_list = np.flatnonzero(keep), pa.array(keep), keep.tolist()
         rows, picked, splits = (list(compress(items, keep_list)) for items in (rows, picked, splits))
         occurred_us, amount_micros, ingest_us = occurred_us[kept], amount_micros[kept], ingest_us[kept]
-        mask = pa.array(keep)
-        types, references, raw = types.filter(mask), references.filter(mask), raw.filter(mask)
+        is_payment = is_payment[kept]
+        types, references, raw, signals = (
+            array.filter(mask) for array in (types, references, raw, signals)
+        )
     columns = {
         "event_id": pa.array([row.event_id for row in rows], pa.string()),
         "type": types,
@@ -467,13 +468,11 @@ def _fast_batch(
         "country": pa.array([row.country for row in rows], pa.string()),
         "source": pa.array([message.source for message in picked], pa.string()),
         "raw": raw,
-        "ref_event_id": pc.if_else(
-            pc.equal(types, "payment"), pa.scalar(None, pa.string()), references
-        ),  # a payment reverses nothing (as in `_validate`)
+        "ref_event_id": pc.if_else(is_payment, None, references),  # as in `_validate`
         "splits": pa.array(splits, SPLIT_TYPE),
         "device_id": pa.array([row.device_id for row in rows], pa.string()),
         "ip": pa.array([row.ip for row in rows], pa.string()),
-        "risk_signals": pa.array([row.risk_signals for row in rows], SIGNALS_TYPE),
+        "risk_signals": signals,
         "late": pa.array(np.zeros(len(rows), dtype=np.bool_)),
     }
     arrays = [
@@ -489,12 +488,25 @@ def _read_in_full(raw: pa.BinaryArray) -> _Bools:
     msgspec does not read the text of the unknown fields it skips, so a message
     it decodes may still hold bytes that are not UTF-8 there.
     """
+    if len(raw) == 0:
+        return np.ones(0, dtype=np.bool_)
     offsets = np.frombuffer(raw.buffers()[1], dtype=np.int32, count=len(raw) + 1)
     ok = np.diff(offsets) <= MESSAGE_BYTES_MAX
     data = np.frombuffer(raw.buffers()[2] or b"", dtype=np.uint8, count=int(offsets[-1]))
     non_ascii = np.searchsorted(offsets, np.flatnonzero(data >= 0x80), side="right") - 1
     for index in np.unique(non_ascii).tolist():
         ok[index] &= _is_utf8(raw[index].as_py())
+    return ok
+
+
+def _finite_signals(signals: pa.MapArray) -> _Bools:
+    """Which rows have only finite risk signals (msgspec never decodes a non-finite
+    float from JSON, so this only guards against that changing)."""
+    ok = np.ones(len(signals), dtype=np.bool_)
+    values = signals.items.to_numpy(zero_copy_only=False)
+    if len(values) and not np.isfinite(values).all():
+        offsets = signals.offsets.to_numpy(zero_copy_only=False)
+        ok[np.searchsorted(offsets, np.flatnonzero(~np.isfinite(values)), side="right") - 1] = False
     return ok
 
 
@@ -536,15 +548,14 @@ def _split_values(
     """The splits as column values, and which rows keep the rules msgspec cannot check.
 
     msgspec has checked the count, each party's length and each share's range;
-    left are the sum of the shares and unique parties.
+    left are unique parties and a sum of exactly `BPS_WHOLE`.
     """
     ok = np.ones(len(all_splits), dtype=np.bool_)
     values: list[list[tuple[str, int]] | None] = [None] * len(all_splits)
     for index in compress(range(len(all_splits)), all_splits):  # rows with splits (never [])
         shares = [(split.party_id, split.bps) for split in all_splits[index] or ()]
-        if len({party for party, _ in shares}) == len(shares) and (
-            sum(bps for _, bps in shares) == BPS_WHOLE
-        ):
+        parties, shares_bps = zip(*shares, strict=True)
+        if len(set(parties)) == len(parties) and sum(shares_bps) == BPS_WHOLE:
             values[index] = shares
         else:
             ok[index] = False
@@ -559,8 +570,7 @@ _TIME_DIGIT_COLUMNS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
 _DATE_WEIGHTS = 10.0 ** np.arange(7, -1, -1)  # YYYYMMDD as one number
 _SECOND_WEIGHTS = np.array([36_000.0, 3_600.0, 600.0, 60.0, 10.0, 1.0])  # HHMMSS in seconds
 _FRACTION_WEIGHTS = 10.0 ** np.arange(5, -1, -1)  # the first 6 fraction digits in µs
-_FRACTION_POSITIONS = np.arange(1, 10)  # of the digits, after the dot
-_ZONE_WEIGHTS = np.array([[10.0, 0.0], [1.0, 0.0], [0.0, 10.0], [0.0, 1.0]])  # HHMM to H, M
+_FRACTION_POSITIONS = np.arange(1, 10)  # of the digits: the dot is at 0
 _ZONE_COLUMNS = np.arange(-6, 0)  # from the end of the text
 _DATE_SPAN_MAX = 100  # YYYYMMDD numbers: a month's end to the next month's start is 70
 _US_PER_SECOND = 1_000_000
@@ -569,17 +579,18 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _LOWER = 0x20  # OR-ed into an ASCII letter, makes it lowercase
 
 
-def _char_matrix(texts: list[str], width: int) -> tuple[_Chars, _Ints]:
-    """The bytes of each ASCII text as a row of `width` columns (zeros after its end), and
-    each text's length: `width` for a longer text (cut), 0 for a text that is not ASCII."""
+def _char_columns(texts: list[str], width: int) -> tuple[_Chars, _Ints]:
+    """The bytes of ASCII texts as a (`width`, len(texts)) array, one column per text (zeros
+    after its end), and each text's length: `width` for a longer text (cut), 0 for a text that
+    is not ASCII. Column-major, so each operation below runs over one long row."""
     joined = "".join(texts)
     if not joined.isascii():
         texts = [text if text.isascii() else "" for text in texts]
     fixed = np.array(texts, dtype=f"S{width}")
-    chars = fixed.view(np.uint8).reshape(len(texts), width)
+    columns = np.ascontiguousarray(fixed.view(np.uint8).reshape(len(texts), width).T)
     if "\x00" in joined:  # a fixed-width string drops its trailing NULs: count them
-        return chars, np.minimum(np.fromiter(map(len, texts), np.int64, len(texts)), width)
-    return chars, np.strings.str_len(fixed).astype(np.int64)
+        return columns, np.minimum(np.fromiter(map(len, texts), np.int64, len(texts)), width)
+    return columns, np.strings.str_len(fixed).astype(np.int64)
 
 
 def _digits(chars: _Chars) -> _Chars:
@@ -598,52 +609,55 @@ def _parse_times(texts: list[str]) -> tuple[_Ints, _Bools]:
     finer than a microsecond dropped. Every other text goes to
     `parse_rfc3339_us` itself: leap seconds, and every invalid text.
     """
-    chars, lengths = _char_matrix(texts, _TIME_CHARS_MAX + 1)
-    digits = _digits(chars[:, _TIME_DIGIT_COLUMNS])
-    ok = (digits.max(axis=1, initial=0) <= 9) & (lengths >= _TIME_CHARS_MIN)
-    ok &= (lengths <= _TIME_CHARS_MAX) & (chars[:, 4] == ord("-")) & (chars[:, 7] == ord("-"))
-    ok &= ((chars[:, 10] | _LOWER) == ord("t")) & (chars[:, 13] == ord(":"))
-    ok &= chars[:, 16] == ord(":")
-    clock = np.minimum(digits[:, 8:], 9).astype(np.float64)  # H H M M S S
-    ok &= (clock[:, 0] * 10 + clock[:, 1] <= 23) & (clock[:, 2] <= 5) & (clock[:, 4] <= 5)
-    days = (np.minimum(digits[:, :8], 9).astype(np.float64) @ _DATE_WEIGHTS).astype(np.int64)
-    day_us = _midnights_us(days, ok)
+    chars, lengths = _char_columns(texts, _TIME_CHARS_MAX + 1)
+    digits = _digits(chars[_TIME_DIGIT_COLUMNS])
+    ok = (digits.max(axis=0, initial=0) <= 9) & (lengths >= _TIME_CHARS_MIN)
+    ok &= (lengths <= _TIME_CHARS_MAX) & (chars[4] == ord("-")) & (chars[7] == ord("-"))
+    ok &= ((chars[10] | _LOWER) == ord("t")) & (chars[13] == ord(":")) & (chars[16] == ord(":"))
+    values = np.minimum(digits, 9).astype(np.float64)
+    clock = values[8:]  # H H M M S S
+    ok &= (clock[0] * 10 + clock[1] <= 23) & (clock[2] <= 5) & (clock[4] <= 5)
+    day_us = _midnights_us((_DATE_WEIGHTS @ values[:8]).astype(np.int64), ok)
     ok &= day_us >= 0
-    last = np.arange(len(texts)), np.maximum(lengths - 1, 0)
-    zulu = (chars[last] | _LOWER) == ord("z")
+    zulu = (chars[np.maximum(lengths - 1, 0), np.arange(len(texts))] | _LOWER) == ord("z")
     zone_us = np.zeros(len(texts), dtype=np.int64)
     offset_rows = np.flatnonzero(ok & ~zulu)
-    zone_columns = lengths[offset_rows, None] + _ZONE_COLUMNS
-    zone_us[offset_rows], ok[offset_rows] = _zones_us(chars[offset_rows[:, None], zone_columns])
+    zone = chars[lengths[offset_rows] + _ZONE_COLUMNS[:, None], offset_rows]
+    zone_us[offset_rows], ok[offset_rows] = _zones_us(zone)
     fraction_chars = lengths - 19 - np.where(zulu, 1, 6)  # the dot and the digits
-    fraction_digits = _digits(chars[:, 20:29])
-    in_fraction = _FRACTION_POSITIONS < fraction_chars[:, None]
+    fraction_digits = _digits(chars[20:29])
+    in_fraction = _FRACTION_POSITIONS[:, None] < fraction_chars
     ok &= (fraction_chars == 0) | (
-        (fraction_chars >= 2)
-        & (chars[:, 19] == ord("."))
-        & ((fraction_digits <= 9) | ~in_fraction).all(axis=1)
+        (fraction_chars >= 1)
+        & (fraction_chars <= 10)
+        & (chars[19] == ord("."))
+        & ((fraction_digits <= 9) | ~in_fraction).all(axis=0)
     )
-    fraction = np.where(in_fraction[:, :6], fraction_digits[:, :6], 0).astype(np.float64)
-    fraction = fraction @ _FRACTION_WEIGHTS
-    seconds = clock @ _SECOND_WEIGHTS
-    values = day_us + seconds.astype(np.int64) * _US_PER_SECOND - zone_us + fraction.astype(np.int64)
+    fraction = np.where(in_fraction[:6], fraction_digits[:6], 0).astype(np.float64)
+    times_us = (
+        day_us
+        + (_SECOND_WEIGHTS @ clock).astype(np.int64) * _US_PER_SECOND
+        - zone_us
+        + (_FRACTION_WEIGHTS @ fraction).astype(np.int64)
+    )
     for index in np.flatnonzero(~ok).tolist():  # unusual or invalid: the reference decides
         try:
-            values[index] = parse_rfc3339_us(texts[index])
+            times_us[index] = parse_rfc3339_us(texts[index])
         except InvalidEvent:
             continue
         ok[index] = True
-    return values, ok
+    return times_us, ok
 
 
 def _zones_us(zones: _Chars) -> tuple[_Ints, _Bools]:
-    """µs of ``+HH:MM`` / ``-HH:MM`` offsets (rows of 6 bytes), and which ones are valid."""
-    digits = _digits(zones[:, [1, 2, 4, 5]])
-    hours, minutes = (np.minimum(digits, 9).astype(np.float64) @ _ZONE_WEIGHTS).astype(np.int64).T
-    ok = ((zones[:, 0] == ord("+")) | (zones[:, 0] == ord("-"))) & (zones[:, 3] == ord(":"))
-    ok &= (digits.max(axis=1, initial=0) <= 9) & (hours <= 23) & (minutes <= 59)
+    """µs of ``+HH:MM`` / ``-HH:MM`` offsets (columns of 6 bytes), and which ones are valid."""
+    digits = _digits(zones[[1, 2, 4, 5]])
+    values = np.minimum(digits, 9).astype(np.int64)
+    hours, minutes = values[0] * 10 + values[1], values[2] * 10 + values[3]
+    ok = ((zones[0] == ord("+")) | (zones[0] == ord("-"))) & (zones[3] == ord(":"))
+    ok &= (digits.max(axis=0, initial=0) <= 9) & (hours <= 23) & (minutes <= 59)
     offset_us = (hours * 60 + minutes) * 60 * _US_PER_SECOND
-    return np.where(zones[:, 0] == ord("-"), -offset_us, offset_us), ok
+    return np.where(zones[0] == ord("-"), -offset_us, offset_us), ok
 
 
 def _midnights_us(days: _Ints, wanted: _Bools) -> _Ints:
@@ -688,6 +702,8 @@ def _parse_amounts(texts: list[str]) -> tuple[_Ints, _Bools]:
     exact (at most 18 digits, at most 6 after the point), and the low 64 bits
     of each value are its micro-units. Zero is refused, as there.
     """
+    if not texts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.bool_)
     strings = pa.array(texts, pa.string())
     matches = pc.match_substring_regex(strings, _AMOUNT_REGEX)
     decimals = pc.cast(pc.if_else(matches, strings, "1"), _AMOUNT_TYPE)

@@ -102,6 +102,7 @@ import json
 import os
 import sys
 import time
+from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -117,7 +118,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from centflow.errors import ConfigError
+from centflow.errors import ConfigError, invariant
 from centflow.limits import BPS_WHOLE, MESSAGE_BYTES_MAX, MICROS_PER_SECOND
 from centflow.money import minor_unit_exponent
 from centflow.timeparse import parse_rfc3339_us
@@ -225,6 +226,18 @@ _US_PER_DAY = 86_400 * MICROS_PER_SECOND
 _US_PER_HOUR = 3600 * MICROS_PER_SECOND
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _encode = msgspec.json.Encoder().encode
+_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
+# Text the hot path would otherwise format for every line, made once. Scores are
+# written by msgspec itself, so they read exactly as in an encoded dict.
+_MILLIS_TEXT = tuple(f".{millis:03d}" for millis in range(1000))
+_TWO_DIGITS = tuple(f"{number:02d}" for number in range(60))
+_MINUTE_TEXTS_MAX = 4096  # minutes whose text `_Generator._second_text` keeps
+_SCORE_TEXT_1000 = tuple(_encode(score / 1000).decode() for score in range(1000))
+_SCORE_TEXT_10000 = tuple(_encode(score / 10_000).decode() for score in range(10_000))
+_EXTRA_TEXTS = tuple(_encode(fields).decode()[1:-1] for fields in _EXTRA_FIELDS)
+# Guide tables: cells per entry of a cumulative-weight table (see `_Ranks`).
+_GUIDE_CELLS_PER_ENTRY = 1 / 16
+_GUIDE_CELLS_MIN = 64
 
 #: Fraud scenarios `generate_lines(..., scenarios=...)` can mix into a log.
 SCENARIOS = ("card-testing", "account-takeover", "velocity-abuse", "refund-abuse")
@@ -371,6 +384,47 @@ class _Profile(NamedTuple):
     large_units: int  # 5000 in units of 10**-digits: larger payments may go by swift
 
 
+class _Ranks(NamedTuple):
+    """Ranks drawn by cumulative weight: `rank` of a uniform draw is exactly
+    ``bisect_right(cumulative, draw * total, 0, len(cumulative) - 1)``.
+
+    A guide table narrows each search: cell ``int(x * scale)`` of ``x = draw * total``
+    holds every x whose rank lies in ``guide[cell]..guide[cell + 2]`` (the cells'
+    bounds are taken with a hundredth of a cell to spare, far above rounding
+    error), so a draw probes a few neighbouring entries instead of a score of
+    entries scattered over a long table. Both tables are flat arrays: the
+    payers' would not fit in a cache as a list of float objects.
+
+    >>> ranks = _Ranks.of([1.0, 3.0, 6.0])
+    >>> [ranks.rank(draw) for draw in (0.0, 0.1666, 0.1667, 0.5, 0.9999)]
+    [0, 0, 1, 2, 2]
+    """
+
+    cumulative: array[float]
+    total: float
+    scale: float  # guide cells per unit of weight
+    guide: array[int]
+
+    @classmethod
+    def of(cls, cumulative: list[float]) -> _Ranks:
+        last, total = len(cumulative) - 1, cumulative[-1]
+        cells = max(_GUIDE_CELLS_MIN, int(len(cumulative) * _GUIDE_CELLS_PER_ENTRY))
+        invariant(total > 0 and cumulative[0] > 0, "weights must be positive")
+        scale = cells / total
+        # x < total, so int(x * scale) <= cells: cells + 3 entries cover cell + 2.
+        guide = array(
+            "q",
+            [bisect_right(cumulative, (cell - 0.01) / scale, 0, last) for cell in range(cells + 3)],
+        )
+        invariant(guide[0] == 0 and guide[-1] == last, "guide table does not span the ranks")
+        return cls(array("d", cumulative), total, scale, guide)
+
+    def rank(self, draw: float) -> int:
+        x = draw * self.total
+        cell = int(x * self.scale)
+        return bisect_right(self.cumulative, x, self.guide[cell], self.guide[cell + 2])
+
+
 class _Payer(NamedTuple):
     payer_id: str
     country: str
@@ -379,42 +433,23 @@ class _Payer(NamedTuple):
     ip: str
 
 
-class _OpenPayment:
-    """A valid payment refunds may still reverse, and what is left of it."""
+class _OpenPayment(msgspec.Struct, eq=False, gc=False):
+    """A valid payment refunds may still reverse, and what is left of it.
 
-    __slots__ = (
-        "country",
-        "currency",
-        "digits",
-        "event_id",
-        "occurred_us",
-        "payee",
-        "payer",
-        "rail",
-        "remaining",
-    )
+    One is made for every payment, so it is a struct the garbage collector does
+    not track (it refers to strings, ints and tuples only: no cycle can pass
+    through it), cheap to make and to free.
+    """
 
-    def __init__(
-        self,
-        event_id: str,
-        payer: _Payer,
-        payee: _Payee,
-        currency: str,
-        units: int,
-        digits: int,
-        occurred_us: int,
-        rail: str,
-        country: str,
-    ) -> None:
-        self.event_id = event_id
-        self.payer = payer
-        self.payee = payee
-        self.currency = currency
-        self.remaining = units  # in units of 10**-digits
-        self.digits = digits
-        self.occurred_us = occurred_us
-        self.rail = rail
-        self.country = country
+    event_id: str
+    payer: _Payer
+    payee: _Payee
+    currency: str
+    remaining: int  # in units of 10**-digits
+    digits: int
+    occurred_us: int
+    rail: str
+    country: str
 
 
 def generate_lines(
@@ -730,14 +765,16 @@ class _Generator:
         # Zipf-like activity: weight 1/(rank+1) for payees, a flatter 1/(rank+20) for payers.
         payee_count = max(3, round(count * _PAYEES_PER_EVENT))
         payer_count = max(10, round(count * _PAYERS_PER_EVENT))
-        self.payee_cumulative = list(accumulate(1 / rank for rank in range(1, payee_count + 1)))
-        self.payer_cumulative = list(
-            accumulate(
-                1 / rank for rank in range(_PAYER_RANK_SHIFT, payer_count + _PAYER_RANK_SHIFT)
+        self.payee_ranks = _Ranks.of(
+            list(accumulate(1 / rank for rank in range(1, payee_count + 1)))
+        )
+        self.payer_ranks = _Ranks.of(
+            list(
+                accumulate(
+                    1 / rank for rank in range(_PAYER_RANK_SHIFT, payer_count + _PAYER_RANK_SHIFT)
+                )
             )
         )
-        self.payee_total, self.payee_last = self.payee_cumulative[-1], payee_count - 1
-        self.payer_total, self.payer_last = self.payer_cumulative[-1], payer_count - 1
         self.payee_numbers = self._permutation(payee_count)
         self.payer_numbers = self._permutation(payer_count)
         self.payees = [self._make_payee(rank) for rank in range(payee_count)]
@@ -751,6 +788,7 @@ class _Generator:
         self.second_text = ""
         self.minute_cached = -1
         self.minute_text = ""
+        self.minute_texts: dict[int, str] = {}  # local minute since the epoch -> "...THH:MM:"
         stats.payees = payee_count
         self.diurnal = diurnal
         if diurnal:
@@ -849,16 +887,19 @@ class _Generator:
         random = self.random
         countries = self.payer_countries
         country = countries[int(random() * len(countries))]
-        devices = tuple(
-            [f"dev-{int(random() * _DEVICE_IDS):012x}" for _ in range(1 + int(random() * 3))]
-        )
+        device_count = 1 + int(random() * 3)
+        devices: tuple[str, ...] = (f"dev-{int(random() * _DEVICE_IDS):012x}",)
+        while len(devices) < device_count:
+            devices += (f"dev-{int(random() * _DEVICE_IDS):012x}",)
         if random() < 0.2:
             group, host = int(random() * 65536), int(random() * 65536)
             ip = f"2001:db8:{group:x}:{host:x}::{int(random() * 4096):x}"
         else:  # the shared address space of carrier-grade NAT: plausible, never a real host
             ip = f"100.{64 + int(random() * 64)}.{int(random() * 256)}.{1 + int(random() * 254)}"
         offset_min = _COUNTRY_OFFSETS_MIN.get(country, 0)
-        payer = self.payers[rank] = _Payer(f"payer-{number}", country, offset_min, devices, ip)
+        payer = self.payers[rank] = _Payer._make(
+            (f"payer-{number}", country, offset_min, devices, ip)
+        )
         self.stats.payers += 1
         return payer
 
@@ -874,16 +915,17 @@ class _Generator:
         draw = random()
         if draw < 0.82:
             occurred_us -= occurred_us % 1000
-            fraction = f".{occurred_us % MICROS_PER_SECOND // 1000:03d}"
+            fraction = _MILLIS_TEXT[occurred_us % MICROS_PER_SECOND // 1000]
         elif draw < 0.97:
             fraction = f".{occurred_us % MICROS_PER_SECOND:06d}"
         else:
             occurred_us -= occurred_us % MICROS_PER_SECOND
             fraction = ""
-        if offset_min and random() < _P_OFFSET:
-            self.stats.offset_timestamps += 1
-            return self._render(occurred_us, offset_min, fraction), occurred_us
         second = occurred_us // MICROS_PER_SECOND
+        if offset_min and random() < _P_OFFSET:  # what `_render` writes, through the caches
+            self.stats.offset_timestamps += 1
+            local_text = self._second_text(second + offset_min * 60)
+            return f"{local_text}{fraction}{_zone_text(offset_min)}", occurred_us
         if second != self.second_cached:
             self.second_cached = second
             minute = second // 60
@@ -893,18 +935,24 @@ class _Generator:
             self.second_text = f"{self.minute_text}{second % 60:02d}"
         return f"{self.second_text}{fraction}Z", occurred_us
 
+    def _second_text(self, second: int) -> str:
+        """``YYYY-MM-DDTHH:MM:SS`` of a (local) second since the epoch; minutes' text cached."""
+        minute, second_of_minute = divmod(second, 60)
+        minute_text = self.minute_texts.get(minute)
+        if minute_text is None:
+            if len(self.minute_texts) >= _MINUTE_TEXTS_MAX:
+                self.minute_texts.clear()
+            minute_us = minute * 60 * MICROS_PER_SECOND
+            minute_text = self.minute_texts[minute] = self._render(minute_us, 0, "")[:-3]
+        return minute_text + _TWO_DIGITS[second_of_minute]
+
     @staticmethod
     def _render(occurred_us: int, offset_min: int, fraction: str) -> str:
         local_us = occurred_us + offset_min * 60 * MICROS_PER_SECOND
         day, of_day = divmod(local_us, _US_PER_DAY)
         seconds = of_day // MICROS_PER_SECOND
         clock = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-        if offset_min:
-            hours, minutes = divmod(abs(offset_min), 60)
-            zone = f"{'+' if offset_min > 0 else '-'}{hours:02d}:{minutes:02d}"
-        else:
-            zone = "Z"
-        return f"{_day_text(day)}T{clock}{fraction}{zone}"
+        return f"{_day_text(day)}T{clock}{fraction}{_zone_text(offset_min)}"
 
     # -- money
 
@@ -931,13 +979,23 @@ class _Generator:
 
     # -- events
 
-    def _payment(self, number: int, occurred_us: int) -> tuple[dict[str, Any], _OpenPayment, bool]:
-        """A valid payment: its wire object, what refunds need of it, whether it is sub-minor."""
+    def _payment(self, number: int, occurred_us: int) -> tuple[str, _OpenPayment, bool, bool]:
+        """A valid payment: its wire object as JSON text without the closing brace,
+        what refunds need of it, whether it is sub-minor, whether it has splits.
+
+        The text is what msgspec writes for the object (keys in this order, no
+        spaces): every string in it is made here of ASCII letters, digits and
+        ``-.:``, which JSON writes as they are.
+        """
         random = self.random
-        payee = self.payees[
-            bisect_right(self.payee_cumulative, random() * self.payee_total, 0, self.payee_last)
-        ]
-        rank = bisect_right(self.payer_cumulative, random() * self.payer_total, 0, self.payer_last)
+        cumulative, total, scale, guide = self.payee_ranks  # inlined `_Ranks.rank`, twice
+        x = random() * total
+        cell = int(x * scale)
+        payee = self.payees[bisect_right(cumulative, x, guide[cell], guide[cell + 2])]
+        cumulative, total, scale, guide = self.payer_ranks
+        x = random() * total
+        cell = int(x * scale)
+        rank = bisect_right(cumulative, x, guide[cell], guide[cell + 2])
         payer = self.payers[rank] or self._make_payer(rank)
         currency = payee.currency if random() >= _P_SECONDARY_CURRENCY else payee.secondary_currency
         profile = self.profiles[currency]
@@ -955,54 +1013,54 @@ class _Generator:
             country = countries[int(random() * len(countries))]
         occurred_at, occurred_us = self._timestamp(occurred_us, payer.offset_min)
         event_id = f"{self.event_prefix}{number}"
-        event: dict[str, Any] = {
-            "event_id": event_id,
-            "type": "payment",
-            "occurred_at": occurred_at,
-            "payer_id": payer.payer_id,
-            "payee_id": payee.payee_id,
-            "amount": _format_units(units, digits),
-            "currency": currency,
-            "rail": rail,
-            "country": country,
-        }
+        text = (
+            f'{{"event_id":"{event_id}","type":"payment","occurred_at":"{occurred_at}",'
+            f'"payer_id":"{payer.payer_id}","payee_id":"{payee.payee_id}",'
+            f'"amount":"{_format_units(units, digits)}","currency":"{currency}",'
+            f'"rail":"{rail}","country":"{country}"'
+        )
         draw = random()
         if draw < 0.83:
             devices = payer.devices
-            event["device_id"] = devices[int(random() * len(devices))]
+            text += f',"device_id":"{devices[int(random() * len(devices))]}"'
         elif draw < 0.85:  # a device never seen before
-            event["device_id"] = f"dev-{self._hex(12)}"
+            text += f',"device_id":"dev-{self._hex(12)}"'
         if random() < 0.9:
-            event["ip"] = payer.ip
-        if random() < _P_SPLITS:
-            event["splits"] = self._splits(payee)
+            text += f',"ip":"{payer.ip}"'
+        with_splits = random() < _P_SPLITS
+        if with_splits:
+            text += f',"splits":{self._splits(payee)}'
         if random() < (0.5 if rail == "card" else 0.15):
-            event["risk_signals"] = self._risk_signals(rail)
+            text += f',"risk_signals":{self._risk_signals(rail)}'
         opened = _OpenPayment(
             event_id, payer, payee, currency, units, digits, occurred_us, rail, country
         )
-        return event, opened, sub_minor
+        return text, opened, sub_minor, with_splits
 
-    def _splits(self, payee: _Payee) -> list[dict[str, Any]]:
+    def _splits(self, payee: _Payee) -> str:
+        """The splits array as JSON text: the payee's parties, basis points summing to whole."""
         parties = payee.split_parties
         cuts: set[int] = set()
         while len(cuts) < len(parties) - 1:
             cuts.add(1 + self._below(BPS_WHOLE - 1))
         bounds = [0, *sorted(cuts), BPS_WHOLE]
-        return [
-            {"party_id": party, "bps": bounds[index + 1] - bounds[index]}
+        splits = ",".join(
+            f'{{"party_id":"{party}","bps":{bounds[index + 1] - bounds[index]}}}'
             for index, party in enumerate(parties)
-        ]
+        )
+        return f"[{splits}]"
 
-    def _risk_signals(self, rail: str) -> dict[str, float]:
-        signals: dict[str, float] = {}
+    def _risk_signals(self, rail: str) -> str:
+        """The risk signals object as JSON text (scores of 1/1000 or 1/10 000)."""
+        random = self.random
+        signals = []
         if rail == "card":
-            signals["bin_score"] = self._below(1000) / 1000
-        if rail != "card" or self.random() < 0.3:
-            signals["device_score"] = self._below(1000) / 1000
-        if self.random() < 0.1:
-            signals["upstream_model"] = self._below(10_000) / 10_000
-        return signals
+            signals.append('"bin_score":' + _SCORE_TEXT_1000[int(random() * 1000)])
+        if rail != "card" or random() < 0.3:
+            signals.append('"device_score":' + _SCORE_TEXT_1000[int(random() * 1000)])
+        if random() < 0.1:
+            signals.append('"upstream_model":' + _SCORE_TEXT_10000[int(random() * 10_000)])
+        return "{" + ",".join(signals) + "}"
 
     def _open_payment(self) -> _OpenPayment | None:
         """A recent payment with something left to reverse, or None (rarely)."""
@@ -1080,7 +1138,8 @@ class _Generator:
     def _malformed_bytes(
         self, kind: str, number: int, clock_us: int, opened: _OpenPayment | None
     ) -> bytes:
-        event, _, _ = self._payment(number, clock_us)
+        text, _, _, _ = self._payment(number, clock_us)
+        event = _decode_object(text + "}")  # rare: a malformed line starts as a valid one
         event.pop("risk_signals", None)
         if kind != "splits_sum":
             event.pop("splits", None)
@@ -1198,19 +1257,22 @@ class _Generator:
                 if reversed_payment is not None:
                     kind = "refund" if draw < _P_REFUND else "chargeback"
             if reversed_payment is None:
-                event, opened, sub_minor = payment(number, occurred_us)
+                text, opened, sub_minor, with_splits = payment(number, occurred_us)
                 rendered_us = opened.occurred_us
                 if len(open_payments) < _REFUND_POOL:
                     open_payments.append(opened)
                 else:
                     open_payments[stats.payments % _REFUND_POOL] = opened
                 stats.payments += 1
-                stats.sub_minor_amounts += sub_minor
-                stats.with_splits += "splits" in event
+                if sub_minor:
+                    stats.sub_minor_amounts += 1
+                if with_splits:
+                    stats.with_splits += 1
             else:
                 event, rendered_us, held = self._reversal(
                     number, kind, reversed_payment, occurred_us, clock_us
                 )
+                text = encode(event)[:-1].decode()
                 time_fault = time_fault if held else ""
                 if kind == "refund":
                     stats.refunds += 1
@@ -1222,10 +1284,11 @@ class _Generator:
                 stats.late += 1
             elif time_fault:
                 stats.out_of_order += 1
-            if random() < _P_EXTRA:
-                event.update(self._pick(_EXTRA_FIELDS))
+            if random() < _P_EXTRA:  # as if the fields were added to the object: at its end
+                raw = f"{text},{_EXTRA_TEXTS[int(random() * len(_EXTRA_TEXTS))]}}}".encode()
                 stats.extra_fields += 1
-            raw = encode(event)
+            else:
+                raw = f"{text}}}".encode()
             if faults and random() < _P_DUPLICATE:
                 due = number + 1 + self._below(_DUPLICATE_DELAY_LINES_MAX)
                 heapq.heappush(pending, (due, number, raw))
@@ -1655,6 +1718,19 @@ def _weighted_table(pairs: tuple[tuple[str, int], ...]) -> tuple[list[float], fl
 def _choose(table: tuple[list[float], float, list[str]], draw: float) -> str:
     cumulative, total, names = table
     return names[bisect_right(cumulative, draw * total, 0, len(names) - 1)]
+
+
+@cache
+def _zone_text(offset_min: int) -> str:
+    """``Z``, or the UTC offset ``+HH:MM``/``-HH:MM`` of a local time.
+
+    >>> _zone_text(0), _zone_text(330), _zone_text(-180)
+    ('Z', '+05:30', '-03:00')
+    """
+    if not offset_min:
+        return "Z"
+    hours, minutes = divmod(abs(offset_min), 60)
+    return f"{'+' if offset_min > 0 else '-'}{hours:02d}:{minutes:02d}"
 
 
 @cache
