@@ -628,7 +628,7 @@ def _parse_times(texts: list[str]) -> tuple[_Ints, _Bools]:
     fraction_digits = _digits(chars[20:29])
     in_fraction = _FRACTION_POSITIONS[:, None] < fraction_chars
     ok &= (fraction_chars == 0) | (
-        (fraction_chars >= 1)
+        (fraction_chars >= 2)
         & (fraction_chars <= 10)
         & (chars[19] == ord("."))
         & ((fraction_digits <= 9) | ~in_fraction).all(axis=0)

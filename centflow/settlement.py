@@ -54,11 +54,17 @@ from centflow.money import minor_unit_step, round_to_minor_unit
 from centflow.progress import Envelope, Frontier
 
 RATE_ONE_NANOS = 1_000_000_000  # no FX conversion yet: settlement currency = event currency
-_LATE = PAYMENT_SCHEMA.get_field_index("late")
+#: The columns a window keeps: the raw bytes are gone after admission, and the
+#: producer's risk signals after the decision.
+WINDOW_SCHEMA = pa.schema(
+    [field for field in PAYMENT_SCHEMA if field.name not in ("raw", "risk_signals")]
+)
+_WINDOW_COLUMNS = WINDOW_SCHEMA.names
+_LATE = WINDOW_SCHEMA.get_field_index("late")
 _ORDER = [("_group", "ascending"), ("occurred_us", "ascending"), ("event_id", "ascending"), ("type", "ascending")]  # fmt: skip
 
 #: What settlement emits per event: the event's columns plus the batch it settled in.
-SETTLED_SCHEMA = PAYMENT_SCHEMA.append(pa.field("batch_id", pa.string()))
+SETTLED_SCHEMA = WINDOW_SCHEMA.append(pa.field("batch_id", pa.string()))
 
 
 def assign_window(
@@ -223,7 +229,7 @@ def _state_from_msgpack(data: bytes) -> SettlementState:
 
 def _to_ipc(batches: list[pa.RecordBatch]) -> bytes:
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, PAYMENT_SCHEMA) as writer:
+    with pa.ipc.new_stream(sink, WINDOW_SCHEMA) as writer:
         for batch in batches:
             writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
@@ -266,7 +272,7 @@ class SettlementShard:
         """Take in envelopes; return what closed because the frontier moved."""
         out = Settled()
         for envelope in envelopes:
-            events = envelope.events
+            events = envelope.events.select(_WINDOW_COLUMNS)
             if events.num_rows:
                 approved = pc.fill_null(pc.equal(events["decision"], "approve"), False)
                 if pc.all(approved).as_py():
@@ -405,7 +411,9 @@ def net_window(
     carry (amounts near a trillion) takes none: the carry waits in the carry
     account for the next batch, and that batch's ``carry_in`` shows it.
     """
-    events = pa.Table.from_batches(chunks, schema=PAYMENT_SCHEMA).combine_chunks()
+    events = pa.Table.from_batches(
+        [chunk.select(_WINDOW_COLUMNS) for chunk in chunks], schema=WINDOW_SCHEMA
+    ).combine_chunks()
     count = events.num_rows
     invariant(count > 0, "window %s closed with no events", index)
     grouped = events.append_column("_group", pa.array(_group_codes(events)))
