@@ -27,6 +27,8 @@ class PartitionStatus(msgspec.Struct):
     watermark_us: int
     ended: bool = False
     kind: str = "input"
+    first_s: float = 0.0  # wall-clock time of the first update with messages (Unix seconds)
+    last_s: float = 0.0  # wall-clock time of this update
 
 
 class StatusWriter:
@@ -41,12 +43,15 @@ class StatusWriter:
         )
         self._partition = partition
         self._written_s = 0.0
+        self._first_s = 0.0
         if self._path is not None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
 
     def update(self, messages: int, watermark_us: int, ended: bool = False) -> None:
         if self._path is None:
             return
+        if messages and not self._first_s:
+            self._first_s = time.time()
         now_s = time.monotonic()
         if not ended and now_s - self._written_s < STATUS_INTERVAL_S:
             return
@@ -54,7 +59,15 @@ class StatusWriter:
         temporary = self._path.with_suffix(".tmp")
         temporary.write_bytes(
             msgspec.json.encode(
-                PartitionStatus(self._partition, messages, watermark_us, ended, self._kind)
+                PartitionStatus(
+                    self._partition,
+                    messages,
+                    watermark_us,
+                    ended,
+                    self._kind,
+                    self._first_s,
+                    time.time(),
+                )
             )
         )
         os.replace(temporary, self._path)
