@@ -108,7 +108,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from functools import cache, partial
-from itertools import accumulate
+from itertools import accumulate, islice
 from math import gcd
 from pathlib import Path
 from queue import Queue
@@ -234,7 +234,7 @@ _TWO_DIGITS = tuple(f"{number:02d}" for number in range(60))
 _MINUTE_TEXTS_MAX = 4096  # minutes whose text `_Generator._second_text` keeps
 _SCORE_TEXT_1000 = tuple(_encode(score / 1000).decode() for score in range(1000))
 _SCORE_TEXT_10000 = tuple(_encode(score / 10_000).decode() for score in range(10_000))
-_EXTRA_TEXTS = tuple(_encode(fields).decode()[1:-1] for fields in _EXTRA_FIELDS)
+_EXTRA_TAILS = tuple(b"," + _encode(fields)[1:] for fields in _EXTRA_FIELDS)
 # Guide tables: cells per entry of a cumulative-weight table (see `_Ranks`).
 _GUIDE_CELLS_PER_ENTRY = 1 / 16
 _GUIDE_CELLS_MIN = 64
@@ -425,7 +425,11 @@ class _Ranks(NamedTuple):
         return bisect_right(self.cumulative, x, self.guide[cell], self.guide[cell + 2])
 
 
-class _Payer(NamedTuple):
+class _Payer(msgspec.Struct, frozen=True, gc=False):
+    """A payer: made on first use, so there are many; like `_OpenPayment`, a struct
+    the garbage collector does not track (it refers to strings, an int and a tuple
+    of strings only)."""
+
     payer_id: str
     country: str
     offset_min: int
@@ -679,16 +683,10 @@ def _write_lines(
     writer = Thread(target=drain, name="centflow-generate-writer", daemon=True)
     writer.start()
     try:
-        chunk: list[bytes] = []
-        for _, _, raw in lines:
-            chunk.append(raw)
-            if len(chunk) >= chunk_lines:
-                chunk.append(b"")
-                chunks.put(b"\n".join(chunk))
-                chunk.clear()
-                if failures:
-                    break
-        if chunk and not failures:
+        while not failures:
+            chunk = [raw for _, _, raw in islice(lines, chunk_lines)]
+            if not chunk:
+                break
             chunk.append(b"")
             chunks.put(b"\n".join(chunk))
     finally:
@@ -897,9 +895,7 @@ class _Generator:
         else:  # the shared address space of carrier-grade NAT: plausible, never a real host
             ip = f"100.{64 + int(random() * 64)}.{int(random() * 256)}.{1 + int(random() * 254)}"
         offset_min = _COUNTRY_OFFSETS_MIN.get(country, 0)
-        payer = self.payers[rank] = _Payer._make(
-            (f"payer-{number}", country, offset_min, devices, ip)
-        )
+        payer = self.payers[rank] = _Payer(f"payer-{number}", country, offset_min, devices, ip)
         self.stats.payers += 1
         return payer
 
@@ -979,13 +975,13 @@ class _Generator:
 
     # -- events
 
-    def _payment(self, number: int, occurred_us: int) -> tuple[str, _OpenPayment, bool, bool]:
-        """A valid payment: its wire object as JSON text without the closing brace,
-        what refunds need of it, whether it is sub-minor, whether it has splits.
+    def _payment(self, number: int, occurred_us: int) -> tuple[bytes, _OpenPayment, bool, bool]:
+        """A valid payment: its wire object as JSON, what refunds need of it, whether
+        it is sub-minor, whether it has splits.
 
-        The text is what msgspec writes for the object (keys in this order, no
-        spaces): every string in it is made here of ASCII letters, digits and
-        ``-.:``, which JSON writes as they are.
+        The JSON is written here, byte for byte what msgspec writes for the
+        object (keys in this order, no spaces): every string in it is made here
+        of ASCII letters, digits and ``-.:``, which JSON writes as they are.
         """
         random = self.random
         cumulative, total, scale, guide = self.payee_ranks  # inlined `_Ranks.rank`, twice
@@ -1035,7 +1031,7 @@ class _Generator:
         opened = _OpenPayment(
             event_id, payer, payee, currency, units, digits, occurred_us, rail, country
         )
-        return text, opened, sub_minor, with_splits
+        return f"{text}}}".encode(), opened, sub_minor, with_splits
 
     def _splits(self, payee: _Payee) -> str:
         """The splits array as JSON text: the payee's parties, basis points summing to whole."""
@@ -1138,8 +1134,8 @@ class _Generator:
     def _malformed_bytes(
         self, kind: str, number: int, clock_us: int, opened: _OpenPayment | None
     ) -> bytes:
-        text, _, _, _ = self._payment(number, clock_us)
-        event = _decode_object(text + "}")  # rare: a malformed line starts as a valid one
+        raw, _, _, _ = self._payment(number, clock_us)
+        event = _decode_object(raw)  # rare: a malformed line starts as a valid one
         event.pop("risk_signals", None)
         if kind != "splits_sum":
             event.pop("splits", None)
@@ -1257,7 +1253,7 @@ class _Generator:
                 if reversed_payment is not None:
                     kind = "refund" if draw < _P_REFUND else "chargeback"
             if reversed_payment is None:
-                text, opened, sub_minor, with_splits = payment(number, occurred_us)
+                raw, opened, sub_minor, with_splits = payment(number, occurred_us)
                 rendered_us = opened.occurred_us
                 if len(open_payments) < _REFUND_POOL:
                     open_payments.append(opened)
@@ -1272,7 +1268,7 @@ class _Generator:
                 event, rendered_us, held = self._reversal(
                     number, kind, reversed_payment, occurred_us, clock_us
                 )
-                text = encode(event)[:-1].decode()
+                raw = encode(event)
                 time_fault = time_fault if held else ""
                 if kind == "refund":
                     stats.refunds += 1
@@ -1285,10 +1281,8 @@ class _Generator:
             elif time_fault:
                 stats.out_of_order += 1
             if random() < _P_EXTRA:  # as if the fields were added to the object: at its end
-                raw = f"{text},{_EXTRA_TEXTS[int(random() * len(_EXTRA_TEXTS))]}}}".encode()
+                raw = raw[:-1] + _EXTRA_TAILS[int(random() * len(_EXTRA_TAILS))]
                 stats.extra_fields += 1
-            else:
-                raw = f"{text}}}".encode()
             if faults and random() < _P_DUPLICATE:
                 due = number + 1 + self._below(_DUPLICATE_DELAY_LINES_MAX)
                 heapq.heappush(pending, (due, number, raw))

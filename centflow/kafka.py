@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+import zlib
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -37,7 +40,7 @@ from centflow.errors import (
     invariant,
 )
 from centflow.limits import MICROS_PER_MILLISECOND, MICROS_PER_SECOND
-from centflow.replay import LogClock, iter_lines, log_files
+from centflow.replay import CLOCK_START_US, LogClock, iter_lines, log_files
 
 REACHABLE_TIMEOUT_S = 10.0
 TOPICS_TIMEOUT_S = 20.0
@@ -54,6 +57,8 @@ PROPERTIES_LINES_MAX = 10_000
 HEADER_ORIGIN = "origin"
 # The replay log is parsed by a child process, in frames of this many records.
 READER_FRAME_RECORDS = 2_048
+# The parent parses in smaller frames, so it notices soon that the child is ready.
+LOCAL_FRAME_RECORDS = 256
 READER_FRAME_BYTES_MAX = 1 << 30
 READER_STOP_TIMEOUT_S = 5.0
 # librdkafka treats a timestamp of 0 as "now": the earliest log-clock
@@ -412,31 +417,51 @@ LogRecord = tuple[str, bytes, int, bytes | None]
 LogFrame = tuple[list[str], list[bytes], list[int], list[bytes | None]]
 
 
-def log_frames(path: Path, size: int = READER_FRAME_RECORDS) -> Iterator[LogFrame]:
-    """`log_records` in frames of up to `size` records, as four columns.
+class _FrameParser:
+    """A log read into `LogFrame` s, from line `start_line` on with the log clock at
+    `now_us`: where one parser stops (`line_number`, ``clock.now_us``), another,
+    in another process, carries on with exactly the same records.
 
     One JSON decode per line gives both its log-clock ingestion time and its
     key (`LogClock.advance_keyed`, the clock `centflow.replay.iter_log`
     runs); columns of strings, bytes and ints are cheap to frame and leave the
     garbage collector nothing to track.
     """
-    invariant(0 < size <= READER_FRAME_RECORDS, f"frame size {size} out of range")
-    advance = LogClock().advance_keyed
-    positions: list[str] = []
-    raws: list[bytes] = []
-    ingests: list[int] = []
-    keys: list[bytes | None] = []
-    for name, line_number, raw in iter_lines(path):
-        ingest_us, payer_id = advance(raw)
-        positions.append(f"{name}:{line_number}")
-        raws.append(raw)
-        ingests.append(ingest_us)
-        keys.append(payer_id.encode() if payer_id else None)
-        if len(raws) == size:
-            yield positions, raws, ingests, keys
-            positions, raws, ingests, keys = [], [], [], []
-    if raws:
-        yield positions, raws, ingests, keys
+
+    def __init__(self, path: Path, start_line: int = 0, now_us: int = CLOCK_START_US) -> None:
+        invariant(start_line >= 0 and now_us >= CLOCK_START_US, "bad parser start")
+        self.clock = LogClock(now_us)
+        self.line_number = start_line  # the last line read
+        self._lines = iter_lines(path, start_line)
+
+    def frame(self, size: int = READER_FRAME_RECORDS) -> LogFrame | None:
+        """The next (at most `size`) records, or None at the end of the log."""
+        invariant(0 < size <= READER_FRAME_RECORDS, f"frame size {size} out of range")
+        advance = self.clock.advance_keyed
+        positions: list[str] = []
+        raws: list[bytes] = []
+        ingests: list[int] = []
+        keys: list[bytes | None] = []
+        for name, line_number, raw in islice(self._lines, size):
+            ingest_us, payer_id = advance(raw)
+            positions.append(f"{name}:{line_number}")
+            raws.append(raw)
+            ingests.append(ingest_us)
+            keys.append(payer_id.encode() if payer_id else None)
+            self.line_number = line_number
+        return (positions, raws, ingests, keys) if raws else None
+
+    def close(self) -> None:
+        """Close the log file now rather than when the parser is collected."""
+        if isinstance(self._lines, Generator):
+            self._lines.close()
+
+
+def log_frames(path: Path, size: int = READER_FRAME_RECORDS) -> Iterator[LogFrame]:
+    """`log_records` in frames of up to `size` records, as four columns."""
+    parser = _FrameParser(path)
+    while (frame := parser.frame(size)) is not None:
+        yield frame
 
 
 def log_records(path: Path) -> Iterator[LogRecord]:
@@ -450,24 +475,42 @@ def log_records(path: Path) -> Iterator[LogRecord]:
 
 
 def serve_log_records(path_text: str) -> None:
-    """Child-process side of `_LogReader`: `log_frames` as length-prefixed msgpack on stdout."""
-    encoder = msgspec.msgpack.Encoder()
+    """Child-process side of `_LogReader`: say it is ready (an empty frame), read where
+    to start (``START_LINE NOW_US`` on stdin; nothing means the parent needs no help),
+    then write the frames from there on as length-prefixed msgpack to stdout."""
     output = sys.stdout.buffer
-    for frame in log_frames(Path(path_text)):
+    output.write(_READY)
+    output.flush()
+    handover = sys.stdin.readline().split()
+    if not handover:
+        return
+    start_line, now_us = (int(field) for field in handover)
+    parser = _FrameParser(Path(path_text), start_line, now_us)
+    encoder = msgspec.msgpack.Encoder()
+    while (frame := parser.frame()) is not None:
         payload = encoder.encode(frame)
         output.write(len(payload).to_bytes(4, "big") + payload)
     output.flush()
+
+
+_READY = bytes(4)  # a frame of length 0
 
 
 class _LogReader:
     """`log_frames(path)`, parsed by a child process so parsing runs beside producing.
 
     Parsing a line (its log clock above all) costs more than producing it, so
-    one process cannot keep a producer busy. Owns the child, its pipe and its
-    captured stderr; `close` always reaps the child.
+    one process cannot keep a producer busy. The child takes a moment to
+    start (imports), so the parent parses the first lines itself, in small
+    frames, and hands over to the child (the line and the log clock it got
+    to) once the child says it is ready; a log that ends first, or a child
+    that never gets ready, is read by the parent alone. Owns the child, its
+    pipes and its captured stderr; `close` always reaps the child.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, hand_over_after_lines: int = 0) -> None:
+        """`hand_over_after_lines`: parse at least these lines here, then wait for the
+        child (tests use it to make the child's part certain)."""
         log_files(path)  # a missing log is a ConfigError here, not a child's traceback
         package_root = str(Path(__file__).resolve().parent.parent)
         environment = dict(os.environ)
@@ -482,19 +525,55 @@ class _LogReader:
             str(path),
         ]
         self._path = path
+        self._hand_over_after_lines = hand_over_after_lines
+        self.handed_over_at: int | None = None  # the last line the parent parsed, if it did
         self._errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         self._process = subprocess.Popen(
             command,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._errors,
             env=environment,
         )
 
     def __iter__(self) -> Iterator[LogFrame]:
-        stream = self._process.stdout
-        if stream is None:
-            raise InvariantViolation("log reader started without a stdout pipe")
+        stream, requests = self._process.stdout, self._process.stdin
+        if stream is None or requests is None:
+            raise InvariantViolation("log reader started without its pipes")
+        parser = _FrameParser(self._path)
+        while (frame := self._parse_here(parser)) is not None:
+            yield frame
+            if parser.line_number >= self._hand_over_after_lines and self._child_ready(
+                stream, wait=bool(self._hand_over_after_lines)
+            ):
+                parser.close()
+                self.handed_over_at = parser.line_number
+                try:
+                    requests.write(f"{parser.line_number} {parser.clock.now_us}\n".encode())
+                    requests.close()
+                except BrokenPipeError:  # it died since: its exit status tells why, below
+                    pass
+                yield from self._child_frames(stream)
+                return
+        requests.close()  # the log ended here first: the child has nothing to do
+
+    def _parse_here(self, parser: _FrameParser) -> LogFrame | None:
+        try:
+            return parser.frame(LOCAL_FRAME_RECORDS)
+        except (OSError, EOFError, zlib.error) as error:
+            raise ConfigError(
+                f"cannot read replay log {self._path}: {error} (corrupt or truncated file?)"
+            ) from error
+
+    def _child_ready(self, stream: IO[bytes], wait: bool) -> bool:
+        """Whether the child has said it is ready (without waiting, unless `wait`)."""
+        if not wait and not select.select([stream], [], [], 0)[0]:
+            return False
+        said = stream.read(len(_READY))
+        invariant(said in (_READY, b""), f"log reader said {said!r} before it was asked")
+        return said == _READY  # b"": it failed to start; the parent reads on alone
+
+    def _child_frames(self, stream: IO[bytes]) -> Iterator[LogFrame]:
         decoder = msgspec.msgpack.Decoder(
             tuple[list[str], list[bytes], list[int], list[bytes | None]]
         )
@@ -522,8 +601,12 @@ class _LogReader:
 
     def close(self) -> None:
         """Stop and reap the child (idempotent)."""
-        if self._process.stdout is not None:
-            self._process.stdout.close()
+        for pipe in (self._process.stdin, self._process.stdout):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except BrokenPipeError:  # a buffered hand-over the child never read
+                    pass
         if self._process.poll() is None:
             self._process.kill()
         self._process.wait(timeout=READER_STOP_TIMEOUT_S)

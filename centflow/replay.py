@@ -32,7 +32,7 @@ from centflow.decode import decode_block, decode_message
 from centflow.errors import ConfigError, InvalidEvent
 from centflow.events import DeadLetter, RawMessage
 from centflow.limits import MICROS_PER_MILLISECOND, WATERMARK_END_US
-from centflow.timeparse import parse_and_remember
+from centflow.timeparse import parse_rfc3339_us
 
 _GZIP_MAGIC = b"\x1f\x8b"
 CLOCK_START_US = 1_000
@@ -74,7 +74,7 @@ class LogClock:
             if isinstance(fields.payer_id, str):
                 payer_id = fields.payer_id
             if isinstance(fields.occurred_at, str):
-                occurred_us = parse_and_remember(fields.occurred_at) // 1000 * 1000
+                occurred_us = parse_rfc3339_us(fields.occurred_at) // 1000 * 1000
                 if occurred_us > self.now_us:
                     self.now_us = occurred_us
         except (msgspec.DecodeError, ValueError, InvalidEvent):  # not JSON, not UTF-8, bad time
@@ -161,7 +161,7 @@ def _clock_fields(raw: bytes) -> tuple[int, str | None]:
         if isinstance(fields.payer_id, str):
             payer_id = fields.payer_id
         if isinstance(fields.occurred_at, str):
-            occurred_us = parse_and_remember(fields.occurred_at)
+            occurred_us = parse_rfc3339_us(fields.occurred_at)
     except (msgspec.DecodeError, ValueError, InvalidEvent):  # not JSON, not UTF-8, bad time
         pass
     return occurred_us, payer_id
