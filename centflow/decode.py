@@ -12,10 +12,10 @@ of dates, the leap-second rule, years before 1970, splits summing to 10000 bps,
 finite risk signals, and timestamps too far ahead of their ingestion time.
 
 `decode_block` gives what `decode_message` gives for each message of a block,
-as one Arrow record batch of payments plus the dead letters, several times
-faster: msgspec checks every single-field rule in C, the timestamps and
-amounts are parsed a column at a time, and only the messages it is not sure
-of go through `decode_message`, which stays the reference.
+as one Arrow record batch of payments plus the dead letters, and faster:
+msgspec checks every single-field rule in C, the timestamps and amounts are
+parsed a column at a time, and only the messages it is not sure of go
+through `decode_message`, which stays the reference.
 """
 
 from __future__ import annotations
@@ -306,10 +306,10 @@ def _validate_signals(signals: dict[str, float]) -> None:
 
 # --------------------------------------------------------------------------- blocks
 #
-# `decode_block` gives what `decode_message` gives, a block of messages at a time
-# and several times faster. It only ever *accepts* on its own: a message it is
-# not sure is a valid payment goes to `decode_message`, the reference, which
-# names the rule it breaks. So every dead letter comes from `decode_message`.
+# `decode_block` gives what `decode_message` gives, a block of messages at a
+# time. It only ever *accepts* on its own: a message it is not sure is a valid
+# payment goes to `decode_message`, the reference, which names the rule it
+# breaks. So every dead letter comes from `decode_message`.
 
 if TYPE_CHECKING:
     _EventType: TypeAlias = str
@@ -523,7 +523,7 @@ def _fast_batch(
         "country": pa.array([row.country for row in rows], pa.string()),
         "source": pa.array([message.source for message in picked], pa.string()),
         "raw": raw,
-        "ref_event_id": references,  # as in `_validate`
+        "ref_event_id": pc.if_else(is_payment, None, references),  # as in `_validate`
         "splits": pa.array(splits, SPLIT_TYPE),
         "device_id": pa.array([row.device_id for row in rows], pa.string()),
         "ip": pa.array([row.ip for row in rows], pa.string()),
