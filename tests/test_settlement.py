@@ -5,10 +5,9 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-
-import numpy as np
 
 from centflow.columns import to_batch
 from centflow.events import Payment
