@@ -19,6 +19,8 @@ that do not decode are read again for their event time.
 from __future__ import annotations
 
 import gzip
+import queue
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,15 +215,57 @@ def _open(path: Path):
 
 def _raw_lines(file: Path) -> Iterator[bytes]:
     """The lines of one file (without line ends), read in large blocks: much faster
-    than line-by-line reading of a gzip stream."""
-    with _open(file) as stream:
-        tail = b""
-        while block := stream.read(READ_BLOCK_BYTES):
-            lines = (tail + block).split(b"\n")
-            tail = lines.pop()
-            yield from lines
-        if tail:
-            yield tail
+    than line-by-line reading of a gzip stream. Blocks are read and decompressed
+    on a background thread (zlib releases the interpreter lock), a few ahead."""
+    tail = b""
+    for block in _read_ahead(file):
+        lines = (tail + block).split(b"\n")
+        tail = lines.pop()
+        yield from lines
+    if tail:
+        yield tail
+
+
+READ_AHEAD_BLOCKS = 4
+
+
+def _read_ahead(file: Path) -> Iterator[bytes]:
+    """The file's (decompressed) blocks, read by a background thread."""
+    blocks: queue.Queue[bytes | BaseException | None] = queue.Queue(READ_AHEAD_BLOCKS)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            with _open(file) as stream:
+                while not stop.is_set() and (block := stream.read(READ_BLOCK_BYTES)):
+                    _put(blocks, block, stop)
+            _put(blocks, None, stop)
+        except BaseException as error:  # handed to the reader, raised there
+            _put(blocks, error, stop)
+
+    reader = threading.Thread(target=read, name=f"read-{file.name}", daemon=True)
+    reader.start()
+    try:
+        while (item := blocks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+
+
+def _put(
+    blocks: queue.Queue[bytes | BaseException | None],
+    item: bytes | BaseException | None,
+    stop: threading.Event,
+) -> None:
+    while not stop.is_set():
+        try:
+            blocks.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
 
 
 def iter_lines(path: Path, start_line: int = 0) -> Iterator[tuple[str, int, bytes]]:
