@@ -489,7 +489,7 @@ def _fast_batch(
     types = pa.array([row.type for row in rows], pa.string())
     references = pa.array([row.ref_event_id for row in rows], pa.string())
     raw = pa.array([message.value for message in picked], pa.binary())
-    occurred_us, keep = _parse_times([row.occurred_at for row in rows])
+    occurred_us, keep = parse_times([row.occurred_at for row in rows])
     amount_micros, amounts_ok = _parse_amounts([row.amount for row in rows])
     splits, splits_ok = _split_values([row.splits for row in rows])
     ingest_us = _int64s([message.ingest_us for message in picked])
@@ -647,7 +647,7 @@ def _digits(chars: _Chars) -> _Chars:
     return chars - np.uint8(ord("0"))
 
 
-def _parse_times(texts: list[str]) -> tuple[_Ints, _Bools]:
+def parse_times(texts: list[str]) -> tuple[_Ints, _Bools]:
     """`parse_rfc3339_us` of each text, and which ones are valid; a column at a time.
 
     The column parse takes only the exact shape of the RFC 3339 pattern, each

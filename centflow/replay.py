@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from centflow.columns import PAYMENT_SCHEMA
-from centflow.decode import decode_block, decode_message
+from centflow.decode import decode_block, decode_message, parse_times
 from centflow.errors import ConfigError, InvalidEvent
 from centflow.events import DeadLetter, RawMessage
 from centflow.limits import MICROS_PER_MILLISECOND, WATERMARK_END_US
@@ -99,10 +99,15 @@ def decode_log_block(
 
     Gives exactly what `decode_message` gives for each kept line with the
     line's log-clock ingestion time: payments as a block, dead letters in log
-    order. Lines are decoded before their ingestion time is known (with a
-    time no event can be ahead of); the clock is then a running maximum, and
-    the one rule that depends on it, ``future_timestamp``, is applied after.
+    order. With one partition, every line is decoded before its ingestion time
+    is known (with a time no event can be ahead of); the clock is then a
+    running maximum, and the one rule that depends on it, ``future_timestamp``,
+    is applied after. With several, only the event time and payer of every
+    line are read (`_clock_fields`, much cheaper than decoding), and only the
+    partition's own lines are decoded, with their ingestion times known.
     """
+    if partition_count > 1:
+        return _decode_own_lines(lines, clock, future_skew_us, partition, partition_count)
     messages = [
         RawMessage(f"{name}:{number}", WATERMARK_END_US, raw) for name, number, raw in lines
     ]
@@ -111,27 +116,16 @@ def decode_log_block(
     valid = np.array([message.source not in dead_sources for message in messages], dtype=bool)
     occurred = np.full(len(messages), -1, dtype=np.int64)
     occurred[valid] = payments["occurred_us"].to_numpy()
-    payers: list[str | None] = [None] * len(messages)
-    if partition_count > 1:
-        for position, payer in zip(
-            np.flatnonzero(valid).tolist(), payments["payer_id"].to_pylist(), strict=True
-        ):
-            payers[position] = payer
     for position in np.flatnonzero(~valid).tolist():
-        occurred[position], payers[position] = _clock_fields(messages[position].value)
-    ingest = np.maximum.accumulate(
-        np.maximum(occurred // MICROS_PER_MILLISECOND * MICROS_PER_MILLISECOND, clock.now_us)
-    )
-    if len(ingest):
-        clock.now_us = int(ingest[-1])
+        occurred[position], _ = _clock_fields(messages[position].value)
+    ingest = _advance(clock, occurred)
     valid_ingest = ingest[valid]
     payments = payments.set_column(_INGEST, "ingest_us", pa.array(valid_ingest, pa.int64()))
     for position in np.flatnonzero(~valid).tolist():
         dead_sources[messages[position].source].received_us = int(ingest[position])
     future = payments["occurred_us"].to_numpy() > valid_ingest + future_skew_us
     if future.any():  # the reference decode names them, with their real ingestion times
-        rows = np.flatnonzero(valid)[future].tolist()
-        for position in rows:
+        for position in np.flatnonzero(valid)[future].tolist():
             message = messages[position]
             dead.append(
                 decode_message(message.value, message.source, int(ingest[position]), future_skew_us)  # type: ignore[arg-type]
@@ -139,19 +133,59 @@ def decode_log_block(
         order = {message.source: position for position, message in enumerate(messages)}
         dead.sort(key=lambda letter: order[letter.source])
         payments = payments.filter(pa.array(~future))
-        valid[rows] = False
-    if partition_count > 1:
-        keep = np.array(
-            [
-                replay_partition(payer, number, partition_count) == partition
-                for payer, (_, number, _) in zip(payers, lines, strict=True)
-            ],
-            dtype=bool,
-        )
-        payments = payments.filter(pa.array(keep[valid]))
-        kept_sources = {messages[position].source for position in np.flatnonzero(keep).tolist()}
-        dead = [letter for letter in dead if letter.source in kept_sources]
     return payments, dead
+
+
+def _decode_own_lines(
+    lines: list[tuple[str, int, bytes]],
+    clock: LogClock,
+    future_skew_us: int,
+    partition: int,
+    partition_count: int,
+) -> tuple[pa.RecordBatch, list[DeadLetter]]:
+    """`decode_log_block` for one of several partitions."""
+    fields = [_clock_decode(raw) for _, _, raw in lines]
+    occurred = _event_times([times for times, _ in fields])
+    ingest = _advance(clock, occurred)
+    own = [
+        RawMessage(f"{name}:{number}", int(ingest_us), raw)
+        for (name, number, raw), (_, payer), ingest_us in zip(lines, fields, ingest, strict=True)
+        if replay_partition(payer, number, partition_count) == partition
+    ]
+    return decode_block(own, future_skew_us)
+
+
+def _advance(clock: LogClock, occurred: np.ndarray) -> np.ndarray:
+    """The ingestion times of lines with these event times (-1: none), moving `clock`."""
+    ingest = np.maximum.accumulate(
+        np.maximum(occurred // MICROS_PER_MILLISECOND * MICROS_PER_MILLISECOND, clock.now_us)
+    )
+    if len(ingest):
+        clock.now_us = int(ingest[-1])
+    return ingest
+
+
+def _clock_decode(raw: bytes) -> tuple[str | None, str | None]:
+    """(event time text, payer) of a line, each None where it is not a string."""
+    try:
+        fields = _clock_decoder.decode(raw)
+    except (msgspec.DecodeError, ValueError):  # not JSON, not UTF-8
+        return None, None
+    occurred_at, payer_id = fields.occurred_at, fields.payer_id
+    return (
+        occurred_at if isinstance(occurred_at, str) else None,
+        payer_id if isinstance(payer_id, str) else None,
+    )
+
+
+def _event_times(texts: list[str | None]) -> np.ndarray:
+    """Event times in µs of a column of texts, -1 where there is none or it is invalid."""
+    rows = [row for row, text in enumerate(texts) if text is not None]
+    occurred = np.full(len(texts), -1, dtype=np.int64)
+    if rows:
+        values, ok = parse_times([texts[row] for row in rows])  # type: ignore[misc]
+        occurred[np.array(rows)[ok]] = values[ok]
+    return occurred
 
 
 def _clock_fields(raw: bytes) -> tuple[int, str | None]:
