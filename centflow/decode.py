@@ -407,9 +407,7 @@ def decode_block(
     its place. So every dead letter is the reference's own.
 
     Ingestion times must fit int64, and a block's raw bytes 2 GiB (Arrow
-    binary). The column parse of timestamps neither reads nor empties the memo
-    of `centflow.timeparse.parse_and_remember` (a remembered value is the same
-    parse); only texts left to `parse_rfc3339_us` take their remembered value.
+    binary).
     """
     rows, slow_positions = _decode_checked([message.value for message in messages])
     fast_positions = np.delete(np.arange(len(messages), dtype=np.int64), slow_positions)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import pyarrow as pa
 
 from centflow.events import DeadLetter
-from centflow.settlement import Batch
 
 # Logical column types: text, money (DECIMAL(18,6)), rate (DECIMAL(18,9)),
 # timestamp (µs, UTC), integer, boolean, double (never money), bytes.
@@ -102,30 +101,6 @@ def payments_table(events: pa.Table | pa.RecordBatch) -> pa.Table:
     return pa.table(
         [events[name] for name in _PAYMENT_COLUMNS],
         names=[name for name, _ in TABLES["payments"]],
-    )
-
-
-def batch_row(batch: Batch) -> tuple:
-    """A `settlement_batches` row."""
-    return (
-        batch.batch_id,
-        batch.payee_id,
-        batch.currency,
-        batch.window_start_us,
-        batch.window_end_us,
-        batch.part,
-        batch.event_count,
-        batch.late_count,
-        batch.gross_micros,
-        batch.refunds_micros,
-        batch.fees_micros,
-        batch.net_micros,
-        batch.settlement_currency,
-        batch.fx_rate,
-        batch.payout_micros,
-        batch.carry_in_micros,
-        batch.carry_out_micros,
-        batch.closed_us,
     )
 
 

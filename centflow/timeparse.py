@@ -28,24 +28,6 @@ _US_PER_DAY = 86_400 * _US_PER_SECOND
 YEAR_MIN = 1970
 
 
-_REMEMBERED: dict[str, int] = {}
-REMEMBERED_MAX = 65_536
-
-
-def parse_and_remember(text: str) -> int:
-    """`parse_rfc3339_us`, keeping the result for the next parse of the same text.
-
-    A replay parses each event time twice, once for the log clock and once
-    when decoding, in the same process a few thousand lines apart; the second
-    parse takes the remembered value (once) instead of parsing again.
-    """
-    value = parse_rfc3339_us(text)
-    if len(_REMEMBERED) >= REMEMBERED_MAX:
-        _REMEMBERED.clear()
-    _REMEMBERED[text] = value
-    return value
-
-
 def parse_rfc3339_us(text: str) -> int:
     """Parse an RFC 3339 timestamp with offset into microseconds since the epoch.
 
@@ -56,9 +38,6 @@ def parse_rfc3339_us(text: str) -> int:
     >>> parse_rfc3339_us("1970-01-01T00:00:01.5Z"), parse_rfc3339_us("1970-01-01T05:30:01+05:30")
     (1500000, 1000000)
     """
-    remembered = _REMEMBERED.pop(text, None)
-    if remembered is not None:
-        return remembered
     if len(text) >= 20:
         base_us = _second_us(text[:19])
         if base_us is not None:
