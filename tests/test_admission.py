@@ -95,3 +95,63 @@ def test_eviction_never_changes_which_events_are_duplicates(gaps_s, ids, step):
             first_seen[event_id] = at
             expected.append((event_id, at))
     assert verdicts(step) == expected
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 90), st.sampled_from(["a", "b", "c"]), st.booleans()),
+        min_size=1,
+        max_size=30,
+    ),
+    chunk=st.integers(1, 6),
+)
+def test_a_reversal_finds_its_payment_only_within_the_horizon_however_the_input_is_cut(
+    steps, chunk
+):
+    """Refunds name payments; whether one is found depends on ingestion times alone,
+    not on how the input was cut into blocks (so not on when ids were evicted)."""
+    events = []
+    clock_us = 0
+    for number, (gap_s, name, is_refund) in enumerate(steps):
+        clock_us += gap_s * SECOND_US
+        if is_refund:
+            events.append(
+                payment(
+                    f"r{number}",
+                    occurred_us=clock_us,
+                    type="refund",
+                    ref_event_id=name,
+                    amount_micros=1,
+                )
+            )
+        else:
+            events.append(payment(name, occurred_us=clock_us, amount_micros=1_000))
+        events[-1].source = f"test:{number}"  # unique: dead letters are matched by source
+
+    def verdicts(size: int) -> list[tuple[str, str | None]]:
+        shard = AdmissionShard(["p0"], HORIZON_US)
+        out = []
+        for start in range(0, len(events), size):
+            block = events[start : start + size]
+            _admitted, dead = admit(shard, *block)
+            reasons = {letter.source: letter.reason for letter in dead}
+            out += [(event.event_id, reasons.get(event.source)) for event in block]
+        return out
+
+    first_seen: dict[str, int] = {}
+    expected = []
+    for event in events:
+        if event.type == "payment":
+            fresh = not (
+                event.event_id in first_seen
+                and event.ingest_us - first_seen[event.event_id] <= HORIZON_US
+            )
+            if fresh:
+                first_seen[event.event_id] = event.ingest_us
+            expected.append((event.event_id, None if fresh else "duplicate"))
+        else:
+            seen_us = first_seen.get(event.ref_event_id or "")
+            found = seen_us is not None and event.ingest_us - seen_us <= HORIZON_US
+            expected.append((event.event_id, None if found else "unknown_reference"))
+    assert verdicts(chunk) == verdicts(len(events)) == expected
