@@ -14,25 +14,34 @@ names it.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import select
+import subprocess
+import sys
+import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from centflow.errors import (
     ConfigError,
+    InvariantViolation,
     TerminalError,
     TransientError,
     invariant,
 )
 from centflow.limits import MICROS_PER_MILLISECOND, MICROS_PER_SECOND
-from centflow.replay import LogClock, iter_lines, log_files
+from centflow.replay import CLOCK_START_US, LogClock, iter_lines, log_files
 
 REACHABLE_TIMEOUT_S = 10.0
 TOPICS_TIMEOUT_S = 20.0
@@ -47,6 +56,13 @@ PROGRESS_EVERY_MESSAGES = 10_000
 PARTITIONS_MAX = 10_000
 PROPERTIES_LINES_MAX = 10_000
 HEADER_ORIGIN = "origin"
+# The replay log is parsed by a child process, in frames of this many records.
+READER_FRAME_RECORDS = 2_048
+# The parent parses in smaller frames, so it notices soon that the child is ready.
+LOCAL_FRAME_RECORDS = 256
+READER_FRAME_BYTES_MAX = 1 << 30
+READER_PIPE_BYTES = 1 << 20  # a frame of 2048 typical lines is about 0.6 MB
+READER_STOP_TIMEOUT_S = 5.0
 # librdkafka treats a timestamp of 0 as "now": the earliest log-clock
 # instant it can carry is 1 ms after the epoch.
 TIMESTAMP_MS_MIN = 1
@@ -399,26 +415,223 @@ def _producer(config: Mapping[str, Any], deliveries: _Deliveries) -> Producer:
 
 
 LogRecord = tuple[str, bytes, int, bytes | None]
+#: `log_records` in columns: (positions, raw lines, ingestion µs, keys) of consecutive lines.
+LogFrame = tuple[list[str], list[bytes], list[int], list[bytes | None]]
+
+
+class _FrameParser:
+    """A log read into `LogFrame` s, from line `start_line` on with the log clock at
+    `now_us`: where one parser stops (`line_number`, ``clock.now_us``), another,
+    in another process, carries on with exactly the same records.
+
+    One JSON decode per line gives both its log-clock ingestion time and its
+    key (`LogClock.advance_keyed`, the clock `centflow.replay.iter_log`
+    runs); columns of strings, bytes and ints are cheap to frame and leave the
+    garbage collector nothing to track.
+    """
+
+    def __init__(self, path: Path, start_line: int = 0, now_us: int = CLOCK_START_US) -> None:
+        invariant(start_line >= 0 and now_us >= CLOCK_START_US, "bad parser start")
+        self.clock = LogClock(now_us)
+        self.line_number = start_line  # the last line read
+        self._lines = iter_lines(path, start_line)
+
+    def frame(self, size: int = READER_FRAME_RECORDS) -> LogFrame | None:
+        """The next (at most `size`) records, or None at the end of the log."""
+        invariant(0 < size <= READER_FRAME_RECORDS, f"frame size {size} out of range")
+        advance = self.clock.advance_keyed
+        positions: list[str] = []
+        raws: list[bytes] = []
+        ingests: list[int] = []
+        keys: list[bytes | None] = []
+        for name, line_number, raw in islice(self._lines, size):
+            ingest_us, payer_id = advance(raw)
+            positions.append(f"{name}:{line_number}")
+            raws.append(raw)
+            ingests.append(ingest_us)
+            keys.append(payer_id.encode() if payer_id else None)
+            self.line_number = line_number
+        return (positions, raws, ingests, keys) if raws else None
+
+    def close(self) -> None:
+        """Close the log file now rather than when the parser is collected."""
+        if isinstance(self._lines, Generator):
+            self._lines.close()
+
+
+def log_frames(path: Path, size: int = READER_FRAME_RECORDS) -> Iterator[LogFrame]:
+    """`log_records` in frames of up to `size` records, as four columns."""
+    parser = _FrameParser(path)
+    while (frame := parser.frame(size)) is not None:
+        yield frame
 
 
 def log_records(path: Path) -> Iterator[LogRecord]:
     """(source position, raw line, ingestion µs, key) in log order.
 
     The key is the line's ``payer_id`` as UTF-8, or None when the line is not
-    a JSON object with a string ``payer_id``; the rest is `iter_log`. One
-    JSON decode per line gives both (`LogClock.advance_keyed`, the clock
-    `iter_log` runs). A log that cannot be read (corrupt or truncated gzip)
-    is a ConfigError.
+    a JSON object with a string ``payer_id``; the rest is `iter_log`.
     """
-    advance = LogClock().advance_keyed
+    for frame in log_frames(path):
+        yield from zip(*frame, strict=True)
+
+
+def serve_log_records(path_text: str) -> None:
+    """Child-process side of `_LogReader`: say it is ready (an empty frame), read where
+    to start (``START_LINE NOW_US`` on stdin; nothing means the parent needs no help),
+    then write the frames from there on as length-prefixed msgpack to stdout."""
+    output = sys.stdout.buffer
+    output.write(_READY)
+    output.flush()
+    handover = sys.stdin.readline().split()
+    if not handover:
+        return
+    start_line, now_us = (int(field) for field in handover)
+    parser = _FrameParser(Path(path_text), start_line, now_us)
+    encoder = msgspec.msgpack.Encoder()
+    while (frame := parser.frame()) is not None:
+        payload = encoder.encode(frame)
+        output.write(len(payload).to_bytes(4, "big") + payload)
+    output.flush()
+
+
+_READY = bytes(4)  # a frame of length 0
+
+
+def _widen_pipe(pipe: IO[bytes] | None) -> None:
+    """Make room for a whole frame in the child's pipe, so the child parses on while the
+    parent produces (Linux; elsewhere, or above the system's limit, the default stays)."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if pipe is None or set_size is None:
+        return
     try:
-        for name, line_number, raw in iter_lines(path):
-            ingest_us, payer_id = advance(raw)
-            yield f"{name}:{line_number}", raw, ingest_us, payer_id.encode() if payer_id else None
-    except (OSError, EOFError, zlib.error) as error:
-        raise ConfigError(
-            f"cannot read replay log {path}: {error} (corrupt or truncated file?)"
-        ) from error
+        fcntl.fcntl(pipe.fileno(), set_size, READER_PIPE_BYTES)
+    except OSError:  # above /proc/sys/fs/pipe-max-size: a slower start, nothing worse
+        pass
+
+
+class _LogReader:
+    """`log_frames(path)`, parsed by a child process so parsing runs beside producing.
+
+    Parsing a line (its log clock above all) costs more than producing it, so
+    one process cannot keep a producer busy. The child takes a moment to
+    start (imports), so the parent parses the first lines itself, in small
+    frames, and hands over to the child (the line and the log clock it got
+    to) once the child says it is ready; a log that ends first, or a child
+    that never gets ready, is read by the parent alone. Owns the child, its
+    pipes and its captured stderr; `close` always reaps the child.
+    """
+
+    def __init__(self, path: Path, hand_over_after_lines: int = 0) -> None:
+        """`hand_over_after_lines`: parse at least these lines here, then wait for the
+        child (tests use it to make the child's part certain)."""
+        log_files(path)  # a missing log is a ConfigError here, not a child's traceback
+        package_root = str(Path(__file__).resolve().parent.parent)
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, environment.get("PYTHONPATH")) if p
+        )
+        command = [
+            sys.executable,
+            "-c",
+            "import sys; from centflow.kafka import serve_log_records; "
+            "serve_log_records(sys.argv[1])",
+            str(path),
+        ]
+        self._path = path
+        self._hand_over_after_lines = hand_over_after_lines
+        self.handed_over_at: int | None = None  # the last line the parent parsed, if it did
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._errors,
+            env=environment,
+        )
+        _widen_pipe(self._process.stdout)
+
+    def __iter__(self) -> Iterator[LogFrame]:
+        stream, requests = self._process.stdout, self._process.stdin
+        if stream is None or requests is None:
+            raise InvariantViolation("log reader started without its pipes")
+        parser = _FrameParser(self._path)
+        while (frame := self._parse_here(parser)) is not None:
+            yield frame
+            if parser.line_number >= self._hand_over_after_lines and self._child_ready(
+                stream, wait=bool(self._hand_over_after_lines)
+            ):
+                parser.close()
+                self.handed_over_at = parser.line_number
+                try:
+                    requests.write(f"{parser.line_number} {parser.clock.now_us}\n".encode())
+                    requests.close()
+                except BrokenPipeError:  # it died since: its exit status tells why, below
+                    pass
+                yield from self._child_frames(stream)
+                return
+        requests.close()  # the log ended here first: the child has nothing to do
+
+    def _parse_here(self, parser: _FrameParser) -> LogFrame | None:
+        try:
+            return parser.frame(LOCAL_FRAME_RECORDS)
+        except (OSError, EOFError, zlib.error) as error:
+            raise ConfigError(
+                f"cannot read replay log {self._path}: {error} (corrupt or truncated file?)"
+            ) from error
+
+    def _child_ready(self, stream: IO[bytes], wait: bool) -> bool:
+        """Whether the child has said it is ready (without waiting, unless `wait`)."""
+        if not wait and not select.select([stream], [], [], 0)[0]:
+            return False
+        said = stream.read(len(_READY))
+        invariant(said in (_READY, b""), f"log reader said {said!r} before it was asked")
+        return said == _READY  # b"": it failed to start; the parent reads on alone
+
+    def _child_frames(self, stream: IO[bytes]) -> Iterator[LogFrame]:
+        decoder = msgspec.msgpack.Decoder(
+            tuple[list[str], list[bytes], list[int], list[bytes | None]]
+        )
+        while len(header := stream.read(4)) == 4:
+            size = int.from_bytes(header, "big")
+            invariant(0 < size <= READER_FRAME_BYTES_MAX, f"log reader frame of {size} bytes")
+            payload = stream.read(size)
+            if len(payload) < size:
+                break
+            frame = decoder.decode(payload)
+            invariant(
+                len(frame[0]) == len(frame[1]) == len(frame[2]) == len(frame[3]) > 0,
+                "log reader frame with columns of different lengths",
+            )
+            yield frame
+        status = self._process.wait(timeout=READER_STOP_TIMEOUT_S)
+        if status != 0:
+            self._errors.seek(0)
+            lines = self._errors.read().decode(errors="replace").strip().splitlines() or ["?"]
+            raise ConfigError(
+                f"cannot read replay log {self._path}: {lines[-1]} "
+                f"(reader exit status {status}; corrupt or truncated file?)"
+            )
+        invariant(not header, f"log reader exited 0 in the middle of a frame on {self._path}")
+
+    def close(self) -> None:
+        """Stop and reap the child (idempotent)."""
+        for pipe in (self._process.stdin, self._process.stdout):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except BrokenPipeError:  # a buffered hand-over the child never read
+                    pass
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait(timeout=READER_STOP_TIMEOUT_S)
+        self._errors.close()
+
+    def __enter__(self) -> _LogReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def produce_log(
@@ -438,20 +651,30 @@ def produce_log(
     `TIMESTAMP_MS_MIN`), header ``origin`` = its source position. The topic
     must exist (see `ensure_topics`). `rate_per_s` paces to a fixed rate,
     `speed` so the log clock runs `speed` times as fast as the wall clock;
-    neither means as fast as possible. Raises TerminalError if any message
-    failed, TransientError if some were still undelivered at the end.
-
-    The log is read and parsed here, beside librdkafka's own threads, which
-    batch and send: a separate reader process costs more CPU (a second
-    interpreter starting, every line framed and piped) than it saves.
+    neither means as fast as possible. `progress` gets the count sent so far
+    about every `PROGRESS_EVERY_MESSAGES` messages, and at the end. Raises
+    TerminalError if any message failed, TransientError if some were still
+    undelivered at the end.
     """
     pace = _pacer(rate_per_s, speed)
-    log_files(path)  # a missing log is a ConfigError before any connection
-    topic_partition_count(config, topic)
-    deliveries = _Deliveries()
-    producer = _producer(config, deliveries)
-    started_s = time.perf_counter()
-    sent, sent_bytes = _publish(producer, topic, path, deliveries, pace, progress)
+    with _LogReader(path) as frames:  # the child starts parsing while we connect
+        topic_partition_count(config, topic)
+        deliveries = _Deliveries()
+        producer = _producer(config, deliveries)
+        started_s = time.perf_counter()
+        sent = sent_bytes = reported = 0
+        for frame in frames:
+            if pace is None:
+                _produce_frame(producer, topic, frame, deliveries)
+                sent += len(frame[1])
+            else:
+                sent = _produce_frame_paced(producer, topic, frame, deliveries, pace, sent)
+            sent_bytes += sum(map(len, frame[1]))
+            producer.poll(0)  # serve callbacks once a frame
+            _raise_if_fatal(deliveries, topic)
+            if progress is not None and sent - reported >= PROGRESS_EVERY_MESSAGES:
+                progress(sent)
+                reported = sent
     undelivered = producer.flush(FLUSH_TIMEOUT_S)
     seconds = time.perf_counter() - started_s
     _raise_if_fatal(deliveries, topic)
@@ -466,47 +689,47 @@ def produce_log(
             f"{FLUSH_TIMEOUT_S:g} s (broker slow or down? check it, then produce again)"
         )
     invariant(len(producer) == 0, "producer queue not empty after a complete flush")
-    if progress is not None and sent % PROGRESS_EVERY_MESSAGES != 0:
+    if progress is not None and sent != reported:
         progress(sent)
     return ProduceStats(messages=sent, bytes=sent_bytes, seconds=seconds)
 
 
-def _publish(
+def _produce_frame(
+    producer: Producer, topic: str, frame: LogFrame, deliveries: _Deliveries
+) -> None:
+    """Queue a frame's messages as fast as the local queue takes them (the hot loop)."""
+    produce = producer.produce
+    for position, raw, ingest_us, key in zip(*frame, strict=True):
+        timestamp_ms = ingest_us // MICROS_PER_MILLISECOND
+        try:
+            produce(
+                topic,
+                raw,
+                key,
+                timestamp=timestamp_ms if timestamp_ms > TIMESTAMP_MS_MIN else TIMESTAMP_MS_MIN,
+                headers=[(HEADER_ORIGIN, position)],
+            )
+        except (BufferError, KafkaException):
+            _produce_one(producer, topic, raw, key, ingest_us, position, deliveries)
+
+
+def _produce_frame_paced(
     producer: Producer,
     topic: str,
-    path: Path,
+    frame: LogFrame,
     deliveries: _Deliveries,
-    pace: Callable[[int, int], float] | None,
-    progress: Callable[[int], None] | None,
-) -> tuple[int, int]:
-    """Queue every record of the log, in order; return (messages, bytes) queued.
-
-    The hot loop: one `Producer.produce` call per line and nothing else that
-    calls into Python, except every `PROGRESS_EVERY_MESSAGES` lines.
-    """
-    produce = producer.produce
-    sent = sent_bytes = 0
-    for position, raw, ingest_us, key in log_records(path):
-        if pace is not None:
+    pace: Callable[[int, int], float],
+    sent: int,
+) -> int:
+    """Queue a frame's messages, each when `pace` says so; return the new count sent."""
+    for position, raw, ingest_us, key in zip(*frame, strict=True):
+        wait_s = pace(sent, ingest_us)
+        while wait_s > PACING_SLEEP_S_MIN:
+            producer.poll(wait_s)
             wait_s = pace(sent, ingest_us)
-            while wait_s > PACING_SLEEP_S_MIN:
-                producer.poll(wait_s)
-                wait_s = pace(sent, ingest_us)
-        timestamp_ms = ingest_us // MICROS_PER_MILLISECOND
-        if timestamp_ms < TIMESTAMP_MS_MIN:
-            timestamp_ms = TIMESTAMP_MS_MIN
-        try:
-            produce(topic, raw, key, timestamp=timestamp_ms, headers=[(HEADER_ORIGIN, position)])
-        except (BufferError, KafkaException):  # queue full, or a message it refuses
-            _produce_one(producer, topic, raw, key, timestamp_ms, position, deliveries)
+        _produce_one(producer, topic, raw, key, ingest_us, position, deliveries)
         sent += 1
-        sent_bytes += len(raw)
-        if sent % PROGRESS_EVERY_MESSAGES == 0:
-            producer.poll(0)
-            _raise_if_fatal(deliveries, topic)
-            if progress is not None:
-                progress(sent)
-    return sent, sent_bytes
+    return sent
 
 
 def _produce_one(
@@ -514,11 +737,12 @@ def _produce_one(
     topic: str,
     raw: bytes,
     key: bytes | None,
-    timestamp_ms: int,
+    ingest_us: int,
     position: str,
     deliveries: _Deliveries,
 ) -> None:
     """Queue one message, serving delivery reports while the local queue is full."""
+    timestamp_ms = max(ingest_us // MICROS_PER_MILLISECOND, TIMESTAMP_MS_MIN)
     headers: list[tuple[str, str | bytes | None]] = [(HEADER_ORIGIN, position)]
     while True:
         try:

@@ -17,7 +17,9 @@ from centflow.broker import LocalBroker, free_loopback_port
 from centflow.errors import ConfigError, TerminalError
 from centflow.kafka import (
     HEADER_ORIGIN,
+    LOCAL_FRAME_RECORDS,
     TIMESTAMP_MS_MIN,
+    _LogReader,
     _pacer,
     check_reachable,
     client_config,
@@ -219,6 +221,46 @@ def test_produce_log_reports_unreadable_logs(
         produce_log(corrupt, config, topic)
     with pytest.raises(ConfigError, match="does not exist"):
         produce_log(tmp_path / "missing.jsonl", config, topic)
+
+
+def _long_log(directory: Path, count: int) -> Path:
+    """A gzipped log of `count` events plus the odd lines, long enough to hand over."""
+    path = directory / "long.jsonl.gz"
+    path.write_bytes(gzip.compress(b"\n".join(_log_lines(count)) + b"\n"))
+    return path
+
+
+@pytest.mark.parametrize("hand_over_after_lines", [1, 3 * LOCAL_FRAME_RECORDS])
+def test_log_reader_child_carries_on_where_the_parent_stopped(
+    tmp_path: Path, hand_over_after_lines: int
+) -> None:
+    path = _long_log(tmp_path, 2000)
+    expected = [
+        (position, raw, ingest_us, _expected_key(raw))
+        for position, raw, ingest_us in iter_log(path)
+    ]
+    reader = _LogReader(path, hand_over_after_lines=hand_over_after_lines)
+    with reader as frames:
+        records = [record for frame in frames for record in zip(*frame, strict=True)]
+
+    assert records == expected
+    # The parent parsed whole frames up to the hand-over line, the child the rest.
+    line_numbers = [int(position.rsplit(":", 1)[1]) for position, *_ in expected]
+    assert reader.handed_over_at in line_numbers[:-1]
+    parsed_by_parent = line_numbers.index(reader.handed_over_at) + 1
+    assert parsed_by_parent % LOCAL_FRAME_RECORDS == 0
+    assert reader.handed_over_at >= hand_over_after_lines
+
+
+def test_log_reader_reports_a_log_its_child_cannot_read(tmp_path: Path) -> None:
+    data = gzip.compress(b"\n".join(_log_lines(8000)) + b"\n")
+    truncated = tmp_path / "truncated.jsonl.gz"
+    truncated.write_bytes(data[: len(data) * 3 // 4])  # readable at first, cut off later
+    reader = _LogReader(truncated, hand_over_after_lines=1)
+    with pytest.raises(ConfigError, match=r"cannot read replay log .*reader exit status"), reader:
+        for _ in reader:
+            pass
+    assert reader.handed_over_at is not None
 
 
 def test_check_reachable_fails_fast_on_a_closed_port(kafka_bootstrap: str) -> None:
