@@ -1,8 +1,8 @@
 """Bytewax sources that emit *batches*: a `SourceBatch` per read, not a message per item.
 
 Per-item overhead dominates a Bytewax flow of small items; a source that hands
-downstream one list of up to `batch_messages_max` messages per item is what
-lets the pipeline run at hundreds of thousands of events per second.
+downstream one block of up to `batch_messages_max` messages per item lets every
+later step work a column at a time (see BENCHMARKS.md for the rates).
 
 Each partition also reports its watermark (largest ingestion time so far, or
 `WATERMARK_END_US` once it has ended) with every batch; see
