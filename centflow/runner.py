@@ -46,6 +46,10 @@ from centflow.limits import (
 SNAPSHOT_S_DEFAULT = 10  # long epochs: each epoch change drains the pipeline once
 POLL_S = 0.1
 STOP_TIMEOUT_S = 10.0
+PEERS_ENV = "CENTFLOW_WAIT_FOR_PEERS"  # addresses of the workers numbered below this one
+PEER_WAIT_S = 30.0
+PEER_POLL_S = 0.01
+TCP_LISTEN = "0A"  # the LISTEN state in /proc/net/tcp
 STATE_FILE = "state.json"
 KEPT_NAMES = (
     "recovery",
@@ -128,8 +132,22 @@ def prepare_state(config: PipelineConfig) -> Path:
     return recovery
 
 
-def worker_commands(recovery: Path, workers: int, snapshot_s: int) -> list[list[str]]:
-    """The command line of each worker process."""
+class WorkerLaunch(msgspec.Struct, frozen=True):
+    """How to start one worker process: its command line and its extra environment."""
+
+    command: list[str]
+    environment: dict[str, str]
+
+
+def worker_launches(recovery: Path, workers: int, snapshot_s: int) -> list[WorkerLaunch]:
+    """The command line and environment of each worker process.
+
+    Worker *i* of a cluster connects to the workers numbered below it, and
+    Bytewax's networking waits a whole second before it retries a refused
+    connection. Workers start together (their imports overlap), and each waits
+    in `wait_for_peers` until the lower-numbered workers listen, instead of
+    losing that second.
+    """
     base = [
         sys.executable,
         "-m",
@@ -143,9 +161,51 @@ def worker_commands(recovery: Path, workers: int, snapshot_s: int) -> list[list[
         "0",
     ]
     if workers == 1:
-        return [base]
-    addresses = ";".join(f"127.0.0.1:{free_loopback_port()}" for _ in range(workers))
-    return [[*base, "-i", str(index), "-a", addresses] for index in range(workers)]
+        return [WorkerLaunch(base, {})]
+    addresses = [f"127.0.0.1:{free_loopback_port()}" for _ in range(workers)]
+    return [
+        WorkerLaunch(
+            [*base, "-i", str(index), "-a", ";".join(addresses)],
+            {PEERS_ENV: ";".join(addresses[:index])},
+        )
+        for index in range(workers)
+    ]
+
+
+def wait_for_peers(timeout_s: float = PEER_WAIT_S) -> None:
+    """In a worker process: wait until the workers numbered below this one listen.
+
+    Reads the kernel's socket table (Linux); elsewhere, or after `timeout_s`,
+    it returns at once and Bytewax's own retry takes over, so it can only
+    shorten a start, never fail one.
+    """
+    wanted = {
+        int(address.rpartition(":")[2])
+        for address in os.environ.get(PEERS_ENV, "").split(";")
+        if address
+    }
+    deadline = time.monotonic() + timeout_s
+    while wanted and time.monotonic() < deadline:
+        listening = _listening_ports()
+        if listening is None:
+            return
+        wanted -= listening
+        if wanted:
+            time.sleep(PEER_POLL_S)
+
+
+def _listening_ports() -> set[int] | None:
+    """TCP ports in the LISTEN state on this host (None where /proc/net/tcp is absent)."""
+    try:
+        table = Path("/proc/net/tcp").read_text()
+    except OSError:
+        return None
+    ports = set()
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == TCP_LISTEN:
+            ports.add(int(fields[1].rpartition(":")[2], 16))
+    return ports
 
 
 def _last_error_line(log: Path) -> str:
@@ -208,13 +268,16 @@ def run_workers(
             on_tick()
 
     try:
-        for index, command in enumerate(worker_commands(recovery, workers, snapshot_s)):
+        for index, launch in enumerate(worker_launches(recovery, workers, snapshot_s)):
             log = logs / f"worker-{index}.log"
             with log.open("wb") as stream:
                 processes.append(
                     (
                         subprocess.Popen(
-                            command, stdout=stream, stderr=subprocess.STDOUT, env=environment
+                            launch.command,
+                            stdout=stream,
+                            stderr=subprocess.STDOUT,
+                            env={**environment, **launch.environment},
                         ),
                         log,
                     )
@@ -256,4 +319,12 @@ def _stop(processes: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
             process.wait()
 
 
-__all__ = ["check_run", "clear_state", "prepare_state", "run_workers", "state_identity"]
+__all__ = [
+    "check_run",
+    "clear_state",
+    "prepare_state",
+    "run_workers",
+    "state_identity",
+    "wait_for_peers",
+    "worker_launches",
+]

@@ -29,6 +29,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
 from centflow.config import CONFIG_ENV, PipelineConfig, from_environment
+from centflow.runner import wait_for_peers
 from dataflows import steps
 from dataflows.sources import KafkaBatchSource, ReplaySource
 from sinks.kafka import KafkaMessageSink
@@ -128,7 +129,9 @@ def _flow_from_environment() -> Dataflow | None:
     if not os.environ.get(CONFIG_ENV):
         return None
     tune_garbage_collector()
-    return flow_for(from_environment())
+    flow = flow_for(from_environment())
+    wait_for_peers()
+    return flow
 
 
 def tune_garbage_collector() -> None:

@@ -156,6 +156,8 @@ def _drain(client: dict[str, str], topic: str) -> list[tuple[bytes, bytes]]:
 def test_two_worker_processes_give_the_same_tables(replay_tables, tmp_path):
     centflow("run", "--replay", str(SAMPLE), "--out", str(tmp_path), "--workers", "2", *WINDOW)
     assert tables(tmp_path) == replay_tables
+    # worker 1 waited for worker 0 to listen, instead of a refused connection and a retry
+    assert "retrying" not in (tmp_path / "logs" / "worker-1.log").read_text()
 
 
 def _snapshots(recovery: Path) -> int:

@@ -1,0 +1,55 @@
+"""Starting worker processes: command lines, and the wait for the lower-numbered workers."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from centflow.runner import PEERS_ENV, wait_for_peers, worker_launches
+
+LINUX_SOCKETS = Path("/proc/net/tcp").exists()
+
+
+def test_one_worker_needs_no_cluster(tmp_path):
+    [launch] = worker_launches(tmp_path, 1, 10)
+    assert "-a" not in launch.command and launch.environment == {}
+
+
+def test_each_worker_waits_for_the_workers_numbered_below_it(tmp_path):
+    launches = worker_launches(tmp_path, 3, 10)
+    addresses = launches[0].command[launches[0].command.index("-a") + 1].split(";")
+    assert len(set(addresses)) == 3
+    assert [launch.environment[PEERS_ENV] for launch in launches] == [
+        "",
+        addresses[0],
+        ";".join(addresses[:2]),
+    ]
+    assert [launch.command[launch.command.index("-i") + 1] for launch in launches] == [
+        "0",
+        "1",
+        "2",
+    ]
+
+
+@pytest.mark.skipif(not LINUX_SOCKETS, reason="reads the kernel's socket table")
+def test_the_wait_ends_as_soon_as_the_peer_listens(monkeypatch):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        monkeypatch.setenv(PEERS_ENV, f"127.0.0.1:{listener.getsockname()[1]}")
+        started_s = time.monotonic()
+        wait_for_peers(timeout_s=5.0)
+        assert time.monotonic() - started_s < 1.0
+
+
+@pytest.mark.skipif(not LINUX_SOCKETS, reason="reads the kernel's socket table")
+def test_a_peer_that_never_listens_only_delays_the_start(monkeypatch):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as bound:
+        bound.bind(("127.0.0.1", 0))  # bound, not listening: nobody else takes the port
+        monkeypatch.setenv(PEERS_ENV, f"127.0.0.1:{bound.getsockname()[1]}")
+        started_s = time.monotonic()
+        wait_for_peers(timeout_s=0.3)  # returns, no error: Bytewax's own retry takes over
+        assert 0.3 <= time.monotonic() - started_s < 2.0
