@@ -34,6 +34,7 @@ from pathlib import Path
 import msgspec
 
 from centflow.broker import free_loopback_port
+from centflow.cluster import PEERS_ENV
 from centflow.config import PipelineConfig, to_environment, validate
 from centflow.errors import ConfigError, TerminalError
 from centflow.limits import (
@@ -46,10 +47,6 @@ from centflow.limits import (
 SNAPSHOT_S_DEFAULT = 10  # long epochs: each epoch change drains the pipeline once
 POLL_S = 0.1
 STOP_TIMEOUT_S = 10.0
-PEERS_ENV = "CENTFLOW_WAIT_FOR_PEERS"  # addresses of the workers numbered below this one
-PEER_WAIT_S = 30.0
-PEER_POLL_S = 0.01
-TCP_LISTEN = "0A"  # the LISTEN state in /proc/net/tcp
 STATE_FILE = "state.json"
 KEPT_NAMES = (
     "recovery",
@@ -140,14 +137,8 @@ class WorkerLaunch(msgspec.Struct, frozen=True):
 
 
 def worker_launches(recovery: Path, workers: int, snapshot_s: int) -> list[WorkerLaunch]:
-    """The command line and environment of each worker process.
-
-    Worker *i* of a cluster connects to the workers numbered below it, and
-    Bytewax's networking waits a whole second before it retries a refused
-    connection. Workers start together (their imports overlap), and each waits
-    in `wait_for_peers` until the lower-numbered workers listen, instead of
-    losing that second.
-    """
+    """The command line and environment of each worker process (`centflow.cluster`
+    says why a worker learns the addresses of the workers numbered below it)."""
     base = [
         sys.executable,
         "-m",
@@ -170,42 +161,6 @@ def worker_launches(recovery: Path, workers: int, snapshot_s: int) -> list[Worke
         )
         for index in range(workers)
     ]
-
-
-def wait_for_peers(timeout_s: float = PEER_WAIT_S) -> None:
-    """In a worker process: wait until the workers numbered below this one listen.
-
-    Reads the kernel's socket table (Linux); elsewhere, or after `timeout_s`,
-    it returns at once and Bytewax's own retry takes over, so it can only
-    shorten a start, never fail one.
-    """
-    wanted = {
-        int(address.rpartition(":")[2])
-        for address in os.environ.get(PEERS_ENV, "").split(";")
-        if address
-    }
-    deadline = time.monotonic() + timeout_s
-    while wanted and time.monotonic() < deadline:
-        listening = _listening_ports()
-        if listening is None:
-            return
-        wanted -= listening
-        if wanted:
-            time.sleep(PEER_POLL_S)
-
-
-def _listening_ports() -> set[int] | None:
-    """TCP ports in the LISTEN state on this host (None where /proc/net/tcp is absent)."""
-    try:
-        table = Path("/proc/net/tcp").read_text()
-    except OSError:
-        return None
-    ports = set()
-    for line in table.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) > 3 and fields[3] == TCP_LISTEN:
-            ports.add(int(fields[1].rpartition(":")[2], 16))
-    return ports
 
 
 def _last_error_line(log: Path) -> str:
@@ -325,6 +280,5 @@ __all__ = [
     "prepare_state",
     "run_workers",
     "state_identity",
-    "wait_for_peers",
     "worker_launches",
 ]

@@ -28,8 +28,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
+from centflow.cluster import wait_for_peers
 from centflow.config import CONFIG_ENV, PipelineConfig, from_environment
-from centflow.runner import wait_for_peers
 from dataflows import steps
 from dataflows.sources import KafkaBatchSource, ReplaySource
 from sinks.kafka import KafkaMessageSink

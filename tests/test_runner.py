@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from centflow.runner import PEERS_ENV, wait_for_peers, worker_launches
+from centflow.cluster import PEERS_ENV, wait_for_peers
+from centflow.runner import worker_launches
 
 LINUX_SOCKETS = Path("/proc/net/tcp").exists()
 
