@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
@@ -41,7 +40,7 @@ from centflow.errors import (
     invariant,
 )
 from centflow.limits import MICROS_PER_MILLISECOND, MICROS_PER_SECOND
-from centflow.replay import CLOCK_START_US, LogClock, iter_lines, log_files
+from centflow.replay import CLOCK_START_US, LOG_READ_ERRORS, LogClock, iter_lines, log_files
 
 REACHABLE_TIMEOUT_S = 10.0
 TOPICS_TIMEOUT_S = 20.0
@@ -575,7 +574,7 @@ class _LogReader:
     def _parse_here(self, parser: _FrameParser) -> LogFrame | None:
         try:
             return parser.frame(LOCAL_FRAME_RECORDS)
-        except (OSError, EOFError, zlib.error) as error:
+        except LOG_READ_ERRORS as error:
             raise ConfigError(
                 f"cannot read replay log {self._path}: {error} (corrupt or truncated file?)"
             ) from error

@@ -18,7 +18,6 @@ that do not decode are read again for their event time.
 
 from __future__ import annotations
 
-import gzip
 import queue
 import threading
 import zlib
@@ -28,6 +27,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pyarrow as pa
+from isal import igzip, isal_zlib
 
 from centflow.columns import PAYMENT_SCHEMA
 from centflow.decode import decode_block, decode_message, parse_times
@@ -37,6 +37,9 @@ from centflow.limits import MICROS_PER_MILLISECOND, WATERMARK_END_US
 from centflow.timeparse import parse_rfc3339_us
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# What reading a broken log can raise: a truncated or corrupt gzip stream among them.
+_ISAL_ERROR: type[Exception] = isal_zlib.IsalError  # type: ignore[assignment]  # stubbed as an instance
+LOG_READ_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, zlib.error, _ISAL_ERROR)
 CLOCK_START_US = 1_000
 READ_BLOCK_BYTES = 1 << 20
 
@@ -242,9 +245,15 @@ def log_files(path: Path) -> list[Path]:
 
 
 def _open(path: Path):
+    """A log file for reading, gunzipped if it is gzip (by its first bytes, not its name).
+
+    Decompression is ISA-L's (``isal.igzip``): the same stream as the standard
+    library's ``gzip`` gives, about three times faster, and it is a whole core's
+    work in a replay of several partitions, each of which reads the whole log.
+    """
     with path.open("rb") as probe:
         magic = probe.read(2)
-    return gzip.open(path, "rb") if magic == _GZIP_MAGIC else path.open("rb")
+    return igzip.open(path, "rb") if magic == _GZIP_MAGIC else path.open("rb")
 
 
 def _raw_lines(file: Path) -> Iterator[bytes]:
@@ -274,6 +283,11 @@ def _read_ahead(file: Path) -> Iterator[bytes]:
                 while not stop.is_set() and (block := stream.read(READ_BLOCK_BYTES)):
                     _put(blocks, block, stop)
             _put(blocks, None, stop)
+        except LOG_READ_ERRORS as error:
+            failure = ConfigError(
+                f"cannot read replay log {file}: {error} (corrupt or truncated file?)"
+            )
+            _put(blocks, failure, stop)
         except BaseException as error:  # handed to the reader, raised there
             _put(blocks, error, stop)
 
