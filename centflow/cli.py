@@ -59,13 +59,12 @@ def _client(bootstrap: str, config_file: Path | None, settings: list[str] | None
     return client_config(bootstrap, load_client_settings(config_file, settings or []))
 
 
-def _count_lines(path: Path) -> int | None:
+def _count_lines(path: Path) -> int:
+    """Lines of a log, for the progress bar; a log that cannot be read (corrupt,
+    truncated) fails here, with a one-line message, before anything starts."""
     from centflow.replay import iter_lines
 
-    try:
-        return sum(1 for _ in iter_lines(path))
-    except CentflowError:
-        return None
+    return sum(1 for _ in iter_lines(path))
 
 
 def _run_with_progress(

@@ -164,7 +164,13 @@ def worker_launches(recovery: Path, workers: int, snapshot_s: int) -> list[Worke
 
 
 def _last_error_line(log: Path) -> str:
+    """The line of a worker's log that says best why it failed: the message of a
+    centflow error if it raised one (Bytewax wraps it in its own), else the last
+    line that names an error."""
     lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("centflow.errors.") and ": " in line:
+            return line.partition(": ")[2].strip()[:300]
     for line in reversed(lines):
         if "Error" in line or "error" in line or "Exception" in line:
             return line.strip()[:300]

@@ -186,6 +186,25 @@ def _refused_rerun(directory: Path) -> list[str | Path]:
     ]
 
 
+def _broken_gzip_log(directory: Path, damage: str) -> Path:
+    """A gzipped log of many lines, cut short (``truncated``) or with garbage in its
+    deflate stream (``corrupt``)."""
+    import gzip
+
+    text = b"".join(
+        json.dumps({**EVENTS[0], "event_id": f"e{i}"}).encode() + b"\n" for i in range(20_000)
+    )
+    packed = gzip.compress(text)
+    broken = (
+        packed[: len(packed) // 2]
+        if damage == "truncated"
+        else packed[:200] + b"\xff" * 64 + packed[264:]
+    )
+    path = directory / f"{damage}.jsonl.gz"
+    path.write_bytes(broken)
+    return path
+
+
 CASES: dict[str, Case] = {
     "no input": (lambda d: ["run", "--out", d / "out"], ("--replay", "--kafka")),
     "both inputs": (
@@ -203,6 +222,14 @@ CASES: dict[str, Case] = {
     "missing replay file": (
         lambda d: ["run", "--replay", d / "missing.jsonl", "--out", d / "out"],
         ("missing.jsonl", "does not exist"),
+    ),
+    "truncated gzip log": (
+        lambda d: ["run", "--replay", _broken_gzip_log(d, "truncated"), "--out", d / "out"],
+        ("truncated.jsonl.gz", "corrupt or truncated"),
+    ),
+    "corrupt gzip log": (
+        lambda d: ["run", "--replay", _broken_gzip_log(d, "corrupt"), "--out", d / "out"],
+        ("corrupt.jsonl.gz", "corrupt or truncated"),
     ),
     "window 0": (
         lambda d: [
@@ -294,6 +321,8 @@ def test_errors_before_start_leave_no_state(outcomes: Callable) -> None:
         "no input",
         "both inputs",
         "missing replay file",
+        "truncated gzip log",
+        "corrupt gzip log",
         "window 0",
         "unreachable broker",
     ):

@@ -54,3 +54,18 @@ def test_a_peer_that_never_listens_only_delays_the_start(monkeypatch):
         started_s = time.monotonic()
         wait_for_peers(timeout_s=0.3)  # returns, no error: Bytewax's own retry takes over
         assert 0.3 <= time.monotonic() - started_s < 2.0
+
+
+def test_a_failed_worker_is_reported_by_its_own_error_not_bytewaxs_wrapper(tmp_path):
+    from centflow.runner import _last_error_line
+
+    log = tmp_path / "worker-0.log"
+    log.write_text(
+        "Traceback (most recent call last):\n"
+        "centflow.errors.ConfigError: cannot read replay log x.jsonl.gz: bad (corrupt?)\n"
+        "\nThe above exception was the direct cause of the following exception:\n\n"
+        "bytewax.errors.BytewaxRuntimeError: error calling `next_batch` in step 'read'\n"
+    )
+    assert _last_error_line(log) == "cannot read replay log x.jsonl.gz: bad (corrupt?)"
+    log.write_text("thread panicked\nValueError: something else\n")
+    assert _last_error_line(log) == "ValueError: something else"
