@@ -259,16 +259,21 @@ def _write_arrow(directory: Path, writer: str, sequence: int, arrow_table: pa.Ta
     rows = arrow_table.num_rows
     name = f"part-{writer}-{sequence:08d}.parquet"
     temporary = directory / f".{name}.tmp"
-    with temporary.open("wb") as stream:
-        pq.write_table(
-            arrow_table,
-            stream,
-            compression="zstd",
-            compression_level=PARQUET_ZSTD_LEVEL,
-            use_dictionary=False,
-        )
-        stream.flush()
-        os.fsync(stream.fileno())
+    # A path, not a Python file object: Arrow then writes the file natively, and a
+    # writer thread never needs the interpreter lock for a page (it would wait for
+    # the worker's main thread at every page, and stall it in turn).
+    pq.write_table(
+        arrow_table,
+        str(temporary),
+        compression="zstd",
+        compression_level=PARQUET_ZSTD_LEVEL,
+        use_dictionary=False,
+    )
+    descriptor = os.open(temporary, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
     os.replace(temporary, directory / name)
     invariant(pq.read_metadata(directory / name).num_rows == rows, "%s lost rows on write", name)
 
