@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
+import pyarrow as pa
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
@@ -129,9 +130,23 @@ def _flow_from_environment() -> Dataflow | None:
     if not os.environ.get(CONFIG_ENV):
         return None
     tune_garbage_collector()
+    use_jemalloc()
     flow = flow_for(from_environment())
     wait_for_peers()
     return flow
+
+
+def use_jemalloc() -> None:
+    """Allocate Arrow memory with jemalloc where pyarrow has it (its Linux builds do),
+    unless ``ARROW_DEFAULT_MEMORY_POOL`` chooses: every block allocates and frees
+    hundreds of buffers, and with jemalloc a worker ran about 8% faster in less
+    memory than with the default mimalloc (BENCHMARKS.md)."""
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:  # a build without jemalloc: keep the default
+        pass
 
 
 def tune_garbage_collector() -> None:

@@ -69,3 +69,25 @@ def test_a_failed_worker_is_reported_by_its_own_error_not_bytewaxs_wrapper(tmp_p
     assert _last_error_line(log) == "cannot read replay log x.jsonl.gz: bad (corrupt?)"
     log.write_text("thread panicked\nValueError: something else\n")
     assert _last_error_line(log) == "ValueError: something else"
+
+
+def test_workers_allocate_arrow_memory_with_jemalloc_unless_told_otherwise(monkeypatch):
+    import pyarrow as pa
+
+    from dataflows.pipeline import use_jemalloc
+
+    before = pa.default_memory_pool()
+    try:
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
+        use_jemalloc()
+        assert pa.default_memory_pool().backend_name == before.backend_name
+        monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")
+        use_jemalloc()
+        try:
+            pa.jemalloc_memory_pool()
+        except NotImplementedError:  # this pyarrow has no jemalloc: the default stays
+            assert pa.default_memory_pool().backend_name == before.backend_name
+        else:
+            assert pa.default_memory_pool().backend_name == "jemalloc"
+    finally:
+        pa.set_memory_pool(before)
