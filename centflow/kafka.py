@@ -22,9 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,7 +39,13 @@ from centflow.errors import (
     invariant,
 )
 from centflow.limits import MICROS_PER_MILLISECOND, MICROS_PER_SECOND
-from centflow.replay import CLOCK_START_US, LOG_READ_ERRORS, LogClock, iter_lines, log_files
+from centflow.replay import (
+    CLOCK_START_US,
+    LOG_READ_ERRORS,
+    LineBatches,
+    LogClock,
+    log_files,
+)
 
 REACHABLE_TIMEOUT_S = 10.0
 TOPICS_TIMEOUT_S = 20.0
@@ -433,7 +438,7 @@ class _FrameParser:
         invariant(start_line >= 0 and now_us >= CLOCK_START_US, "bad parser start")
         self.clock = LogClock(now_us)
         self.line_number = start_line  # the last line read
-        self._lines = iter_lines(path, start_line)
+        self._lines = LineBatches(path, start_line)
 
     def frame(self, size: int = READER_FRAME_RECORDS) -> LogFrame | None:
         """The next (at most `size`) records, or None at the end of the log."""
@@ -443,7 +448,7 @@ class _FrameParser:
         raws: list[bytes] = []
         ingests: list[int] = []
         keys: list[bytes | None] = []
-        for name, line_number, raw in islice(self._lines, size):
+        for name, line_number, raw in self._lines.take(size):
             ingest_us, payer_id = advance(raw)
             positions.append(f"{name}:{line_number}")
             raws.append(raw)
@@ -454,8 +459,7 @@ class _FrameParser:
 
     def close(self) -> None:
         """Close the log file now rather than when the parser is collected."""
-        if isinstance(self._lines, Generator):
-            self._lines.close()
+        self._lines.close()
 
 
 def log_frames(path: Path, size: int = READER_FRAME_RECORDS) -> Iterator[LogFrame]:

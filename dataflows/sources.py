@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from itertools import islice
 from pathlib import Path
 
 import msgspec
@@ -42,7 +41,7 @@ from centflow.limits import (
     WATERMARK_END_US,
 )
 from centflow.progress import WATERMARK_NONE_US
-from centflow.replay import CLOCK_START_US, LogClock, decode_log_block, iter_lines
+from centflow.replay import CLOCK_START_US, LineBatches, LogClock, decode_log_block
 from centflow.status import StatusWriter
 
 REPLAY_PARTITION_PREFIX = "replay/"
@@ -97,12 +96,12 @@ class _ReplayPartition(StatefulSourcePartition[Decoded, ReplayPosition]):
         self._ended = position.ended
         self._scan_lines = batch_messages_max * min(count, REPLAY_SCAN_FACTOR)
         self._future_skew_us = future_skew_us
-        self._lines = iter_lines(path, start_line=position.line)
+        self._lines = LineBatches(path, start_line=position.line)
 
     def next_batch(self) -> list[Decoded]:
         if self._ended:
             raise StopIteration
-        lines = list(islice(self._lines, self._scan_lines))
+        lines = self._lines.take(self._scan_lines)
         if not lines:
             self._ended = True
             self._status.update(self._emitted, self._clock.now_us, ended=True)

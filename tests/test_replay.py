@@ -101,3 +101,62 @@ def test_a_line_ahead_of_the_log_clock_is_a_future_timestamp():
         ("log:1", "future_timestamp"),
         ("log:2", "invalid_json"),
     ]
+
+
+def _reference_lines(
+    files: list[tuple[str, bytes]], start_line: int
+) -> list[tuple[str, int, bytes]]:
+    """What `iter_lines` promises, line by line: numbered across files, a ``\\r``
+    before the newline dropped, blank lines counted but not given."""
+    out, number = [], 0
+    for name, text in files:
+        lines = text.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()  # the text ended with a newline: no line after it
+        for line in lines:
+            number += 1
+            line = line[:-1] if line.endswith(b"\r") else line
+            if number > start_line and line.strip():
+                out.append((name, number, line))
+    return out
+
+
+line_text = st.lists(
+    st.sampled_from([b"{}", b"x", b"", b" ", b"\r", b"\t \r", b'{"a":1}\r', b"\xff\xfe", b"ab\rc"]),
+    max_size=30,
+).map(lambda parts: b"\n".join(parts))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    texts=st.lists(st.tuples(line_text, st.booleans()), min_size=1, max_size=3),
+    block_bytes=st.integers(1, 16),
+    start_line=st.integers(0, 40),
+    take=st.integers(1, 7),
+    gzipped=st.booleans(),
+)
+def test_lines_in_blocks_and_batches_are_the_lines_one_by_one(
+    tmp_path_factory, texts, block_bytes, start_line, take, gzipped
+):
+    import gzip
+    from unittest import mock
+
+    from centflow import replay
+
+    directory = tmp_path_factory.mktemp("log")
+    files = []
+    for index, (text, final_newline) in enumerate(texts):
+        content = text + (b"\n" if final_newline else b"")
+        name = f"part-{index}.jsonl" + (".gz" if gzipped else "")
+        (directory / name).write_bytes(gzip.compress(content) if gzipped else content)
+        files.append((name, content))
+    expected = _reference_lines(files, start_line)
+    with mock.patch.object(replay, "READ_BLOCK_BYTES", block_bytes):
+        assert list(replay.iter_lines(directory, start_line)) == expected
+        batches = replay.LineBatches(directory, start_line)
+        taken = []
+        while batch := batches.take(take):
+            assert len(batch) <= take
+            taken.extend(batch)
+        assert batches.take(take) == []
+        assert taken == expected
