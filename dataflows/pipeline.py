@@ -34,7 +34,7 @@ from centflow.config import CONFIG_ENV, PipelineConfig, from_environment
 from dataflows import steps
 from dataflows.sources import KafkaBatchSource, ReplaySource
 from sinks.kafka import KafkaMessageSink
-from sinks.parquet import ParquetSink
+from sinks.parquet import ParquetSink, WritesDoneSink
 
 GC_YOUNG_THRESHOLD = 100_000
 
@@ -69,6 +69,8 @@ def build_flow(
     # ("s07", 412): events settled; the step itself writes payments, settlement_batches and
     # ledger_entries (sinks.parquet.ShardTableWriter), so those rows never cross a process
     op.output("settled_counts", settled, settled_sink or _DiscardSink())
+    op.output("files_written", settled, WritesDoneSink())
+    # closes when every shard of its worker has ended, once the process's files are written
 
     decode_dead = op.map("decode_dead_letters", decoded, steps.decoded_dead_letters)
     admission_dead = op.map("admission_dead_letters", admission, steps.admission_dead_letters)

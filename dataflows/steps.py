@@ -183,9 +183,8 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
         return [], StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[int], bool]:
-        if self._writer.name:
+        if self._writer.name:  # the last files: the flow's "files_written" output waits for them
             self._writer.flush()
-            self._writer.wait()
         if self._status is not None:
             self._status.update(self._settled, self._shard.frontier.value, ended=True)
         return [], StatefulBatchLogic.RETAIN

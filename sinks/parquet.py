@@ -31,14 +31,21 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
 
 from centflow.errors import invariant
 from centflow.limits import SINK_BUFFER_ROWS_MAX, WRITER_PARTITION_COUNT
@@ -163,15 +170,16 @@ class ShardTableWriter:
         file run on a background thread
         (pyarrow releases the interpreter lock for them, so a single worker
         process uses a second core). `state` and `wait` wait for them, so a
-        snapshot never counts a file not yet written.
+        snapshot never counts a file not yet written; at the end of input,
+        `WritesDoneSink` waits for all of a process's files at once, so the
+        shards' last files are written side by side, not one shard after another.
         """
         invariant(bool(self.name), "a shard writer flushed before it knew its name")
         self._writing = [future for future in self._writing if not _done(future)]
         for table, parts in self._buffers.items():
             if parts:
                 self._writing.append(
-                    _executor().submit(
-                        _write_domain_table,
+                    _submit(
                         self._root / table,
                         self.name,
                         self._sequence,
@@ -232,6 +240,52 @@ def _executor() -> ThreadPoolExecutor:
     if not _EXECUTOR:
         _EXECUTOR.append(ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="parquet-writer"))
     return _EXECUTOR[0]
+
+
+_IN_FLIGHT: list[Future[None]] = []  # this process's file writes not yet waited for at the end
+_IN_FLIGHT_LOCK = threading.Lock()
+
+
+def _submit(
+    directory: Path, writer: str, sequence: int, table: str, columns: pa.Table
+) -> Future[None]:
+    """Write a table's file on the writer threads. Its writer waits for it (and
+    re-raises its error); so does `wait_for_all_writes`."""
+    future = _executor().submit(_write_domain_table, directory, writer, sequence, table, columns)
+    with _IN_FLIGHT_LOCK:
+        _IN_FLIGHT[:] = [pending for pending in _IN_FLIGHT if not pending.done()]
+        _IN_FLIGHT.append(future)
+    return future
+
+
+def wait_for_all_writes() -> None:
+    """Block until every file write this process started has ended; re-raise the first error."""
+    with _IN_FLIGHT_LOCK:
+        pending, _IN_FLIGHT[:] = list(_IN_FLIGHT), []
+    for future in pending:
+        future.result()
+
+
+class WritesDoneSink(DynamicSink[Any]):
+    """An output that ends only once the process's shard files are written.
+
+    At the end of input each settlement shard starts writing its last files
+    and returns without waiting; this sink's partitions close after every
+    shard upstream of them has ended, and wait for all those files at once.
+    """
+
+    def build(
+        self, step_id: str, worker_index: int, worker_count: int
+    ) -> StatelessSinkPartition[Any]:
+        return _WritesDone()
+
+
+class _WritesDone(StatelessSinkPartition[Any]):
+    def write_batch(self, items: list[Any]) -> None:
+        return None
+
+    def close(self) -> None:
+        wait_for_all_writes()
 
 
 def _done(future: Future[None]) -> bool:
