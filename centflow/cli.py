@@ -304,6 +304,25 @@ def _produce(
     )
 
 
+_DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+
+
+def parse_duration_s(text: str, flag: str) -> int:
+    """Whole seconds of a duration written as seconds (``7200``) or with a unit.
+
+    >>> parse_duration_s("7200", "--duration"), parse_duration_s("90m", "--duration")
+    (7200, 5400)
+    >>> parse_duration_s("2h", "--duration"), parse_duration_s("1d", "--duration")
+    (7200, 86400)
+    """
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _DURATION_UNITS_S else (text, "s")
+    if not number.isascii() or not number.isdigit():
+        raise ConfigError(
+            f"{flag} {text!r} is not a duration: give seconds (7200) or a number with s, m, h or d (2h)"
+        )
+    return int(number) * _DURATION_UNITS_S[unit]
+
+
 @app.command()
 def generate(
     out: Annotated[str, typer.Argument(help="Log to write (.jsonl, .jsonl.gz, or - for stdout).")],
@@ -313,6 +332,10 @@ def generate(
         str, typer.Option(help="RFC 3339 start of event time.")
     ] = "2026-11-02T09:00:00Z",
     duration_s: Annotated[int, typer.Option(help="Event-time span, seconds.")] = 7_200,
+    duration: Annotated[
+        str | None,
+        typer.Option(help="Event-time span as 45s, 90m, 2h or 1d (instead of --duration-s)."),
+    ] = None,
     window_hint_s: Annotated[
         int, typer.Option(help="Window length late events are measured in.")
     ] = 60,
@@ -350,6 +373,8 @@ def generate(
 
     if not 1 <= events <= 100_000_000:
         raise ConfigError(f"--events {events} is out of range 1..100000000")
+    if duration is not None:
+        duration_s = parse_duration_s(duration, "--duration")
     scenarios = tuple(scenario or ())
     unknown = sorted(set(scenarios) - set(SCENARIOS))
     if unknown:

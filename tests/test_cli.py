@@ -260,6 +260,10 @@ CASES: dict[str, Case] = {
         ("127.0.0.1",),
     ),
     "unknown flag": (lambda d: ["run", "--no-such-flag"], ("--no-such-flag",)),
+    "bad duration": (
+        lambda d: ["generate", d / "log.jsonl", "--duration", "5x"],
+        ("--duration", "5x", "2h"),
+    ),
     "refused rerun": (_refused_rerun, ("window_length_s", "60", "120", "--fresh")),
     "recon on an empty dir": (lambda d: ["recon", "--out", d / "empty"], ("empty", "centflow run")),
 }
@@ -454,3 +458,17 @@ def test_identical_rerun_changes_no_table(
     assert again.returncode == 0, again.stderr
     assert "pass  batches equal their events" in again.stdout
     assert dump(out / "centflow.duckdb") == before
+
+
+def test_generate_takes_a_duration_with_a_unit(tmp_path: Path) -> None:
+    for name, flags in (("unit", ["--duration", "2h"]), ("seconds", ["--duration-s", "7200"])):
+        result = centflow(
+            "generate", tmp_path / f"{name}.jsonl", "--events", "500", *flags, cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "unit.jsonl").read_bytes() == (tmp_path / "seconds.jsonl").read_bytes()
+    shorter = centflow(
+        "generate", tmp_path / "short.jsonl", "--events", "500", "--duration", "30m", cwd=tmp_path
+    )
+    assert shorter.returncode == 0, shorter.stderr
+    assert (tmp_path / "short.jsonl").read_bytes() != (tmp_path / "unit.jsonl").read_bytes()
