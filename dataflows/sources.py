@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from pathlib import Path
 
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from centflow.columns import Decoded, empty_batch
 from centflow.errors import TerminalError
@@ -199,24 +200,27 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
         if self._ended:
             raise StopIteration
         records = self._consumer.consume(self._batch_messages_max, 0.0)
-        messages = []
+        if any(record.error() is not None for record in records):
+            records = self._without_errors(records)
         watermark_us = self._watermark_us
-        for record in records:
-            error = record.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    continue
-                if error.fatal() or not error.retriable():
-                    raise TerminalError(f"reading {self._name}: {error.str()}")
-                continue
-            _, timestamp_ms = record.timestamp()
-            if timestamp_ms is not None and timestamp_ms >= 0:
-                watermark_us = max(watermark_us, timestamp_ms * MICROS_PER_MILLISECOND)
-            offset = record.offset() or 0
-            messages.append(
-                RawMessage(f"{self._name}/{offset}", max(watermark_us, 0), record.value() or b"")
-            )
-            self._offset = offset + 1
+        messages: list[RawMessage] = []
+        if records:
+            # Column at a time: a message's ingestion time is the running maximum of
+            # the timestamps so far (a missing or negative one moves nothing).
+            stamps_us = [
+                stamp * MICROS_PER_MILLISECOND if stamp is not None and stamp >= 0 else -1
+                for stamp in (record.timestamp()[1] for record in records)
+            ]
+            ingest_us = list(accumulate(stamps_us, max, initial=max(watermark_us, 0)))[1:]
+            offsets = [record.offset() or 0 for record in records]
+            prefix = f"{self._name}/"
+            messages = [
+                RawMessage(f"{prefix}{offset}", ingest, record.value() or b"")
+                for offset, ingest, record in zip(offsets, ingest_us, records, strict=True)
+            ]
+            if (newest_us := max(stamps_us)) >= 0:
+                watermark_us = max(watermark_us, newest_us)
+            self._offset = offsets[-1] + 1
         self._watermark_us = watermark_us
         self._quiet = not messages
         if messages:
@@ -232,6 +236,20 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
             self._status.update(self._messages, watermark_us, ended=True)
             return [SourceBatch(self._name, [], WATERMARK_END_US)]
         return []
+
+    def _without_errors(self, records: list[Message]) -> list[Message]:
+        """The messages among `records`; a fatal or lasting error ends the run, a
+        passing one (or the end of a partition) is skipped."""
+        messages = []
+        for record in records:
+            error = record.error()
+            if error is None:
+                messages.append(record)
+            elif error.code() != KafkaError._PARTITION_EOF and (
+                error.fatal() or not error.retriable()
+            ):
+                raise TerminalError(f"reading {self._name}: {error.str()}")
+        return messages
 
     def next_awake(self) -> datetime | None:
         return datetime.now(UTC) + POLL_PAUSE if self._quiet else None
