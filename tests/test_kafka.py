@@ -344,3 +344,48 @@ def test_load_client_settings_rejects_bad_lines(tmp_path: Path) -> None:
         load_client_settings(None, ["=value"])
     with pytest.raises(ConfigError, match="cannot read"):
         load_client_settings(tmp_path / "absent.properties", [])
+
+
+def _read_partition(source, name: str, resume=None, want: int = 3, timeout_s: float = 20.0):
+    """Batches from one partition of a `KafkaBatchSource` until `want` messages came."""
+    partition = source.build_part("read", name, resume)
+    messages, deadline = [], time.monotonic() + timeout_s
+    try:
+        while len(messages) < want and time.monotonic() < deadline:
+            for batch in partition.next_batch():
+                messages.extend(batch.messages)
+            time.sleep(0.01)
+        return messages, partition.snapshot()
+    finally:
+        partition.close()
+
+
+def test_kafka_source_ingestion_time_is_the_running_maximum_of_timestamps(
+    kafka_bootstrap: str, fresh_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    from confluent_kafka import Producer
+
+    from dataflows.sources import KafkaBatchSource, KafkaPosition
+
+    config = client_config(kafka_bootstrap)
+    topic = fresh_topic(partitions=1)
+    producer = Producer(config)
+    for value, stamp_ms in ((b"a", 5_000), (b"b", 3_000), (b"c", 7_000)):
+        producer.produce(topic, value, partition=0, timestamp=stamp_ms)
+    assert producer.flush(10) == 0
+    source = KafkaBatchSource(config, [f"{topic}/0"], 100, None, tmp_path)
+
+    messages, position = _read_partition(source, f"{topic}/0")
+    assert [(m.source, m.ingest_us, m.value) for m in messages] == [
+        (f"{topic}/0/0", 5_000_000, b"a"),
+        (f"{topic}/0/1", 5_000_000, b"b"),  # an earlier timestamp: the clock stays
+        (f"{topic}/0/2", 7_000_000, b"c"),
+    ]
+    assert position == KafkaPosition(3, 7_000_000)
+
+    resumed, position = _read_partition(source, f"{topic}/0", KafkaPosition(1, 5_000_000), 2)
+    assert [(m.source, m.ingest_us) for m in resumed] == [
+        (f"{topic}/0/1", 5_000_000),
+        (f"{topic}/0/2", 7_000_000),
+    ]
+    assert position == KafkaPosition(3, 7_000_000)
