@@ -163,6 +163,12 @@ def _latency(client: dict[str, str], log: Path, out: Path) -> dict[str, float]:
         [TopicPartition(f"{topic}.decisions", n, OFFSET_BEGINNING) for n in range(PARTITIONS)]
     )
     producer = Producer({**client, "linger.ms": 1})
+    # Both measuring clients connect and fetch metadata before the clock starts; the
+    # consumer's first fetches (offset lookup) must not count as pipeline latency.
+    producer.list_topics(topic, timeout=10)
+    warm_until_s = time.perf_counter() + 1.0
+    while time.perf_counter() < warm_until_s:
+        consumer.consume(1000, 0.1)
     started_s = time.perf_counter()
     for index, (event_id, raw) in enumerate(lines):
         due_s = started_s + index / LATENCY_RATE_PER_S

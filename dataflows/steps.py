@@ -142,6 +142,8 @@ class DecisionLogic(StatefulBatchLogic[Envelope, Envelope, None]):
 def decision_builder(client: dict[str, str] | None, topic: str) -> Callable[[None], DecisionLogic]:
     """Builds the decision step; it publishes only when a Kafka client is given."""
     publisher = None if client is None else (lambda: KafkaPublisher.get(client, topic))
+    if publisher is not None:
+        publisher().warm_up()  # as the worker starts, not when its first payment arrives
     return lambda _resume: DecisionLogic(publisher)
 
 

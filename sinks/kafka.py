@@ -26,6 +26,7 @@ from sinks.parquet import writer_key
 
 FLUSH_TIMEOUT_S = 60.0
 BUFFER_FULL_POLL_S = 0.05
+WARM_UP_TIMEOUT_S = 5.0
 Message = tuple[bytes | None, bytes]
 
 
@@ -62,6 +63,16 @@ class KafkaPublisher:
             if key not in cls._instances:
                 cls._instances[key] = cls(client, topic)
             return cls._instances[key]
+
+    def warm_up(self, timeout_s: float = WARM_UP_TIMEOUT_S) -> None:
+        """Connect and learn the topic's partitions now, before the first message:
+        otherwise the first messages wait for the connection, the metadata and the
+        idempotent producer's id (about half a second on a local broker). A broker
+        that does not answer is not an error here; producing will report it."""
+        try:
+            self.producer.list_topics(self.topic, timeout=timeout_s)
+        except KafkaException:
+            pass
 
     def _delivered(self, error: KafkaError | None, _message: object) -> None:
         if error is not None:

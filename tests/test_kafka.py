@@ -389,3 +389,20 @@ def test_kafka_source_ingestion_time_is_the_running_maximum_of_timestamps(
         (f"{topic}/0/2", 7_000_000),
     ]
     assert position == KafkaPosition(3, 7_000_000)
+
+
+def test_a_publisher_warms_up_before_its_first_message_and_tolerates_no_broker(
+    kafka_bootstrap: str, fresh_topic: Callable[..., str]
+) -> None:
+    from sinks.kafka import KafkaPublisher
+
+    topic = fresh_topic(partitions=2)
+    publisher = KafkaPublisher(client_config(kafka_bootstrap), topic)
+    started_s = time.monotonic()
+    publisher.warm_up()
+    assert topic in publisher.producer.list_topics(topic, timeout=1).topics
+    assert time.monotonic() - started_s < 5
+    nobody = KafkaPublisher({"bootstrap.servers": f"127.0.0.1:{free_loopback_port()}"}, topic)
+    started_s = time.monotonic()
+    nobody.warm_up(timeout_s=0.5)  # no broker: not an error yet
+    assert time.monotonic() - started_s < 3
