@@ -15,7 +15,8 @@ earlier. The steps:
 5. decision latency: the pipeline follows the topic while messages are
    produced at a fixed rate; each decision's arrival on ``payments.decisions``
    minus its message's send time;
-6. peak resident memory of each worker process.
+6. peak resident memory of each worker process;
+7. the DuckDB load of the one-process replay's dataset, first and again.
 
 The results are printed and, with ``--write FILE``, written as Markdown.
 """
@@ -33,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
@@ -45,7 +47,9 @@ from centflow.kafka import client_config, ensure_topics, produce_log
 from centflow.replay import iter_lines
 from centflow.runner import RunStats, clear_state, run_workers
 from centflow.status import read_status
+from centflow.tables import TABLES
 from centflow.timeparse import parse_rfc3339_us
+from sinks.duckdb import DATABASE_NAME, materialize
 
 PARTITIONS = 4
 WINDOW_S = 3_600
@@ -119,6 +123,23 @@ def _pipeline(config: PipelineConfig, workers: int) -> tuple[RunStats, float]:
         (status.last_s for status in statuses if status.kind == "settled"), default=first_s
     )
     return stats, max(last_s - first_s, 1e-9)
+
+
+def _duckdb_load(out: Path) -> dict[str, float]:
+    """Seconds to load a run's Parquet dataset into DuckDB, the first time and again
+    (what ``centflow run`` does at its end and ``centflow recon`` each time)."""
+    (out / DATABASE_NAME).unlink(missing_ok=True)
+    started_s = time.perf_counter()
+    database = materialize(out)
+    first_s = time.perf_counter() - started_s
+    started_s = time.perf_counter()
+    materialize(out)
+    again_s = time.perf_counter() - started_s
+    with duckdb.connect(str(database), read_only=True) as connection:
+        rows = sum(
+            connection.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] for table in TABLES
+        )
+    return {"rows": rows, "first_s": first_s, "again_s": again_s}
 
 
 def _latency(client: dict[str, str], log: Path, out: Path) -> dict[str, float]:
@@ -230,6 +251,8 @@ def run(events: int, work: Path) -> dict[str, Any]:
         figures[f"replay_{workers}w_per_s"] = lines / result.seconds
         figures[f"replay_{workers}w_busy_per_s"] = lines / busy_s
         figures[f"replay_{workers}w_rss_mib"] = max(result.peak_rss_bytes) / 2**20
+        if workers == 1:
+            figures["duckdb"] = _duckdb_load(Path(replay.out_dir))
     with LocalBroker(log_path=work / "broker.log") as broker:
         client = client_config(broker.bootstrap)
         ensure_topics(
@@ -300,6 +323,8 @@ Windows {WINDOW_S} s, lateness {LATENESS_S} s, topic of {PARTITIONS} partitions.
   and **{f["replay_2w_per_s"] / f["replay_1w_per_s"]:.2f}×** (replay; {f["replay_2w_busy_per_s"] / f["replay_1w_busy_per_s"]:.2f}×).
 - Decision latency at {LATENCY_RATE_PER_S:,} msg/s ({latency.get("messages", 0):,} payments, Kafka in → `payments.decisions` out):
   p50 {latency.get("p50_ms", float("nan")):.1f} ms, p99 {latency.get("p99_ms", float("nan")):.1f} ms, max {latency.get("max_ms", float("nan")):.1f} ms.
+- DuckDB load of the one-process replay's dataset ({f["duckdb"]["rows"]:,} rows in four tables):
+  {f["duckdb"]["first_s"]:.1f} s, and {f["duckdb"]["again_s"]:.1f} s to load it again.
 - "events/s" is lines over the workers' wall time, start-up included (Kafka runs exclude
   the idle wait that ends them); "start-up excluded" is lines over the time from the
   first message read to the last event settled, from the workers' status files (Kafka
