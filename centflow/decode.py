@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 from datetime import date
 from itertools import compress
-from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple, TypeAlias
 
 import iso3166
 import msgspec
@@ -409,24 +409,53 @@ def decode_block(
     Ingestion times must fit int64, and a block's raw bytes 2 GiB (Arrow
     binary).
     """
-    rows, slow_positions = _decode_checked([message.value for message in messages])
-    fast_positions = np.delete(np.arange(len(messages), dtype=np.int64), slow_positions)
-    picked = [messages[position] for position in fast_positions.tolist()]
+    return decode_columns(
+        [message.source for message in messages],
+        [message.ingest_us for message in messages],
+        [message.value for message in messages],
+        future_skew_us,
+    )
+
+
+def decode_columns(
+    sources: list[str], ingest_us: list[int], values: list[bytes], future_skew_us: int
+) -> tuple[pa.RecordBatch, list[DeadLetter]]:
+    """`decode_block` of messages given as three columns (position, ingestion µs, bytes):
+    the same result, without a `RawMessage` per message."""
+    count = len(values)
+    invariant(
+        len(sources) == count and len(ingest_us) == count,
+        "columns of %s sources, %s ingestion times, %s messages",
+        len(sources),
+        len(ingest_us),
+        count,
+    )
+    rows, slow_positions = _decode_checked(values)
+    if slow_positions:
+        fast_positions = np.delete(np.arange(count, dtype=np.int64), slow_positions)
+        fast = fast_positions.tolist()
+        picked = _Picked(
+            [sources[i] for i in fast], [ingest_us[i] for i in fast], [values[i] for i in fast]
+        )
+    else:
+        fast_positions = np.arange(count, dtype=np.int64)
+        picked = _Picked(sources, ingest_us, values)
     batch, rejected = _fast_batch(rows, picked, future_skew_us)
     retry_positions = sorted([*slow_positions, *fast_positions[rejected].tolist()])
     invariant(
-        batch.num_rows + len(retry_positions) == len(messages),
+        batch.num_rows + len(retry_positions) == count,
         "%s rows accepted and %s left from %s messages",
         batch.num_rows,
         len(retry_positions),
-        len(messages),
+        count,
     )
     payments: list[Payment] = []
     payment_positions: list[int] = []
     dead_letters: list[DeadLetter] = []
     for position in retry_positions:
-        message = messages[position]
-        result = decode_message(message.value, message.source, message.ingest_us, future_skew_us)
+        result = decode_message(
+            values[position], sources[position], ingest_us[position], future_skew_us
+        )
         if isinstance(result, Payment):
             payments.append(result)
             payment_positions.append(position)
@@ -436,13 +465,21 @@ def decode_block(
         accepted_positions = np.delete(fast_positions, rejected)
         batch = _merged(batch, accepted_positions, to_batch(payments), payment_positions)
     invariant(
-        batch.num_rows + len(dead_letters) == len(messages),
+        batch.num_rows + len(dead_letters) == count,
         "%s payments and %s dead letters from %s messages",
         batch.num_rows,
         len(dead_letters),
-        len(messages),
+        count,
     )
     return batch, dead_letters
+
+
+class _Picked(NamedTuple):
+    """The columns of the messages `_CheckedPayment` decoded."""
+
+    sources: list[str]
+    ingest_us: list[int]
+    values: list[bytes]
 
 
 def _merged(
@@ -481,16 +518,17 @@ def _decode_checked(values: list[bytes]) -> tuple[list[_CheckedPayment], list[in
 
 
 def _fast_batch(
-    rows: list[_CheckedPayment], picked: list[RawMessage], future_skew_us: int
+    rows: list[_CheckedPayment], picked: _Picked, future_skew_us: int
 ) -> tuple[pa.RecordBatch, _Ints]:
     """The decoded rows that keep every remaining rule, as a batch, and the indices of the rest."""
     types = pa.array([row.type for row in rows], pa.string())
     references = pa.array([row.ref_event_id for row in rows], pa.string())
-    raw = pa.array([message.value for message in picked], pa.binary())
+    raw = pa.array(picked.values, pa.binary())
+    sources = picked.sources
     occurred_us, keep = parse_times([row.occurred_at for row in rows])
     amount_micros, amounts_ok = _parse_amounts([row.amount for row in rows])
     splits, splits_ok = _split_values([row.splits for row in rows])
-    ingest_us = _int64s([message.ingest_us for message in picked])
+    ingest_us = _int64s(picked.ingest_us)
     is_payment = pc.equal(types, "payment").to_numpy(zero_copy_only=False)
     keep &= amounts_ok & splits_ok & _not_future(occurred_us, ingest_us, future_skew_us)
     keep &= _utf8_rows(raw)
@@ -499,7 +537,7 @@ def _fast_batch(
     if not keep.all():
         kept, mask, keep_list = np.flatnonzero(keep), pa.array(keep), keep.tolist()
         rows = list(compress(rows, keep_list))
-        picked = list(compress(picked, keep_list))
+        sources = list(compress(sources, keep_list))
         splits = list(compress(splits, keep_list))
         occurred_us, amount_micros, ingest_us = (
             occurred_us[kept],
@@ -519,7 +557,7 @@ def _fast_batch(
         "currency": pa.array([row.currency for row in rows], pa.string()),
         "rail": pa.array([row.rail for row in rows], pa.string()),
         "country": pa.array([row.country for row in rows], pa.string()),
-        "source": pa.array([message.source for message in picked], pa.string()),
+        "source": pa.array(sources, pa.string()),
         "raw": raw,
         "ref_event_id": pc.if_else(is_payment, None, references),  # as in `_validate`
         "splits": pa.array(splits, SPLIT_TYPE),

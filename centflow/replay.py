@@ -30,9 +30,9 @@ import pyarrow as pa
 from isal import igzip, isal_zlib
 
 from centflow.columns import PAYMENT_SCHEMA
-from centflow.decode import decode_block, decode_message, parse_times
+from centflow.decode import decode_columns, decode_message, parse_times
 from centflow.errors import ConfigError, InvalidEvent
-from centflow.events import DeadLetter, RawMessage
+from centflow.events import DeadLetter
 from centflow.limits import MICROS_PER_MILLISECOND, WATERMARK_END_US
 from centflow.timeparse import parse_rfc3339_us
 
@@ -111,29 +111,34 @@ def decode_log_block(
     """
     if partition_count > 1:
         return _decode_own_lines(lines, clock, future_skew_us, partition, partition_count)
-    messages = [
-        RawMessage(f"{name}:{number}", WATERMARK_END_US, raw) for name, number, raw in lines
-    ]
-    payments, dead = decode_block(messages, future_skew_us)
+    sources = [f"{name}:{number}" for name, number, _ in lines]
+    values = [raw for _, _, raw in lines]
+    payments, dead = decode_columns(
+        sources, [WATERMARK_END_US] * len(lines), values, future_skew_us
+    )
     dead_sources = {letter.source: letter for letter in dead}
-    valid = np.array([message.source not in dead_sources for message in messages], dtype=bool)
-    occurred = np.full(len(messages), -1, dtype=np.int64)
+    if dead_sources:
+        valid = np.array([source not in dead_sources for source in sources], dtype=bool)
+    else:
+        valid = np.ones(len(sources), dtype=bool)
+    occurred = np.full(len(sources), -1, dtype=np.int64)
     occurred[valid] = payments["occurred_us"].to_numpy()
     for position in np.flatnonzero(~valid).tolist():
-        occurred[position], _ = _clock_fields(messages[position].value)
+        occurred[position], _ = _clock_fields(values[position])
     ingest = _advance(clock, occurred)
     valid_ingest = ingest[valid]
     payments = payments.set_column(_INGEST, "ingest_us", pa.array(valid_ingest, pa.int64()))
     for position in np.flatnonzero(~valid).tolist():
-        dead_sources[messages[position].source].received_us = int(ingest[position])
+        dead_sources[sources[position]].received_us = int(ingest[position])
     future = payments["occurred_us"].to_numpy() > valid_ingest + future_skew_us
     if future.any():  # the reference decode names them, with their real ingestion times
         for position in np.flatnonzero(valid)[future].tolist():
-            message = messages[position]
             dead.append(
-                decode_message(message.value, message.source, int(ingest[position]), future_skew_us)  # type: ignore[arg-type]
+                decode_message(
+                    values[position], sources[position], int(ingest[position]), future_skew_us
+                )  # type: ignore[arg-type]
             )
-        order = {message.source: position for position, message in enumerate(messages)}
+        order = {source: position for position, source in enumerate(sources)}
         dead.sort(key=lambda letter: order[letter.source])
         payments = payments.filter(pa.array(~future))
     return payments, dead
@@ -151,11 +156,16 @@ def _decode_own_lines(
     occurred = _event_times([times for times, _ in fields])
     ingest = _advance(clock, occurred)
     own = [
-        RawMessage(f"{name}:{number}", int(ingest_us), raw)
-        for (name, number, raw), (_, payer), ingest_us in zip(lines, fields, ingest, strict=True)
+        position
+        for position, ((_, number, _), (_, payer)) in enumerate(zip(lines, fields, strict=True))
         if replay_partition(payer, number, partition_count) == partition
     ]
-    return decode_block(own, future_skew_us)
+    return decode_columns(
+        [f"{lines[position][0]}:{lines[position][1]}" for position in own],
+        ingest[own].tolist(),
+        [lines[position][2] for position in own],
+        future_skew_us,
+    )
 
 
 def _advance(clock: LogClock, occurred: np.ndarray) -> np.ndarray:
