@@ -41,7 +41,6 @@ from centflow.errors import (
 from centflow.limits import MICROS_PER_MILLISECOND, MICROS_PER_SECOND
 from centflow.replay import (
     CLOCK_START_US,
-    LOG_READ_ERRORS,
     LineBatches,
     LogClock,
     log_files,
@@ -559,7 +558,7 @@ class _LogReader:
         if stream is None or requests is None:
             raise InvariantViolation("log reader started without its pipes")
         parser = _FrameParser(self._path)
-        while (frame := self._parse_here(parser)) is not None:
+        while (frame := parser.frame(LOCAL_FRAME_RECORDS)) is not None:
             yield frame
             if parser.line_number >= self._hand_over_after_lines and self._child_ready(
                 stream, wait=bool(self._hand_over_after_lines)
@@ -574,14 +573,6 @@ class _LogReader:
                 yield from self._child_frames(stream)
                 return
         requests.close()  # the log ended here first: the child has nothing to do
-
-    def _parse_here(self, parser: _FrameParser) -> LogFrame | None:
-        try:
-            return parser.frame(LOCAL_FRAME_RECORDS)
-        except LOG_READ_ERRORS as error:
-            raise ConfigError(
-                f"cannot read replay log {self._path}: {error} (corrupt or truncated file?)"
-            ) from error
 
     def _child_ready(self, stream: IO[bytes], wait: bool) -> bool:
         """Whether the child has said it is ready (without waiting, unless `wait`)."""

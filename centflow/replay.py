@@ -39,7 +39,7 @@ from centflow.timeparse import parse_rfc3339_us
 _GZIP_MAGIC = b"\x1f\x8b"
 # What reading a broken log can raise: a truncated or corrupt gzip stream among them.
 _ISAL_ERROR: type[Exception] = isal_zlib.IsalError  # type: ignore[assignment]  # stubbed as an instance
-LOG_READ_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, zlib.error, _ISAL_ERROR)
+_LOG_READ_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, zlib.error, _ISAL_ERROR)
 CLOCK_START_US = 1_000
 READ_BLOCK_BYTES = 1 << 20
 
@@ -117,10 +117,7 @@ def decode_log_block(
         sources, [WATERMARK_END_US] * len(lines), values, future_skew_us
     )
     dead_sources = {letter.source: letter for letter in dead}
-    if dead_sources:
-        valid = np.array([source not in dead_sources for source in sources], dtype=bool)
-    else:
-        valid = np.ones(len(sources), dtype=bool)
+    valid = np.array([source not in dead_sources for source in sources], dtype=bool)
     occurred = np.full(len(sources), -1, dtype=np.int64)
     occurred[valid] = payments["occurred_us"].to_numpy()
     for position in np.flatnonzero(~valid).tolist():
@@ -296,7 +293,7 @@ def _read_ahead(file: Path) -> Iterator[bytes]:
                 while not stop.is_set() and (block := stream.read(READ_BLOCK_BYTES)):
                     _put(blocks, block, stop)
             _put(blocks, None, stop)
-        except LOG_READ_ERRORS as error:
+        except _LOG_READ_ERRORS as error:
             failure = ConfigError(
                 f"cannot read replay log {file}: {error} (corrupt or truncated file?)"
             )
