@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+import pickle
+
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from centflow.admission import AdmissionShard
@@ -155,3 +157,60 @@ def test_a_reversal_finds_its_payment_only_within_the_horizon_however_the_input_
             found = seen_us is not None and event.ingest_us - seen_us <= HORIZON_US
             expected.append((event.event_id, None if found else "unknown_reference"))
     assert verdicts(chunk) == verdicts(len(events)) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.integers(0, 15),
+            st.sampled_from(["a", "b"]),
+            st.sampled_from(["payment", "refund", "chargeback"]),
+            st.sampled_from(["a", "b", "z"]),
+            st.integers(200, 700),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    chunk=st.integers(1, 6),
+)
+@example(  # two refunds of one payment, cut apart by a restore: together they exceed it
+    steps=[
+        (0, "a", "payment", "a", 200),
+        (1, "a", "refund", "a", 600),
+        (1, "a", "refund", "a", 600),
+    ],
+    chunk=1,
+)
+def test_a_shard_restored_from_its_snapshot_gives_the_verdicts_of_one_never_stopped(steps, chunk):
+    """Snapshot (through pickle, as Bytewax stores it) and restore after every block:
+    the same events are admitted and the same dead letters given, with the same reasons."""
+    events = []
+    clock_us = 0
+    for number, (gap_s, event_id, kind, reference, amount) in enumerate(steps):
+        clock_us += gap_s * SECOND_US
+        reversal = kind != "payment"
+        events.append(
+            payment(
+                f"r{number}" if reversal else event_id,
+                occurred_us=clock_us,
+                type=kind,
+                ref_event_id=reference if reversal else None,
+                amount_micros=amount if reversal else 1_000,
+            )
+        )
+        events[-1].source = f"test:{number}"
+
+    def verdicts(restore: bool) -> list[tuple[str, int]]:
+        shard = AdmissionShard(["p0"], HORIZON_US)
+        out = []
+        for start in range(0, len(events), chunk):
+            admitted, dead = admit(shard, *events[start : start + chunk])
+            out += [(event.source, "admitted") for event in admitted]
+            out += [(letter.source, letter.reason) for letter in dead]
+            if restore:
+                state = pickle.loads(pickle.dumps(shard.snapshot()))
+                shard = AdmissionShard(["p0"], HORIZON_US, state)
+        return sorted(out)
+
+    assert verdicts(restore=True) == verdicts(restore=False)
