@@ -418,10 +418,27 @@ def decode_block(
 
 
 def decode_columns(
-    sources: list[str], ingest_us: list[int], values: list[bytes], future_skew_us: int
+    sources: list[str] | pa.StringArray,
+    ingest_us: list[int],
+    values: list[bytes],
+    future_skew_us: int,
 ) -> tuple[pa.RecordBatch, list[DeadLetter]]:
     """`decode_block` of messages given as three columns (position, ingestion µs, bytes):
-    the same result, without a `RawMessage` per message."""
+    the same result, without a `RawMessage` per message. The positions may come
+    as an Arrow array (a replay builds them a block at a time)."""
+    batch, dead, _ = decode_columns_at(sources, ingest_us, values, future_skew_us)
+    return batch, dead
+
+
+def decode_columns_at(
+    sources: list[str] | pa.StringArray,
+    ingest_us: list[int],
+    values: list[bytes],
+    future_skew_us: int,
+) -> tuple[pa.RecordBatch, list[DeadLetter], list[int]]:
+    """`decode_columns`, and the index (in the input) of each dead letter."""
+    if not isinstance(sources, pa.StringArray):
+        sources = pa.array(sources, pa.string())
     count = len(values)
     invariant(
         len(sources) == count and len(ingest_us) == count,
@@ -435,7 +452,9 @@ def decode_columns(
         fast_positions = np.delete(np.arange(count, dtype=np.int64), slow_positions)
         fast = fast_positions.tolist()
         picked = _Picked(
-            [sources[i] for i in fast], [ingest_us[i] for i in fast], [values[i] for i in fast]
+            sources.take(pa.array(fast_positions)),
+            [ingest_us[i] for i in fast],
+            [values[i] for i in fast],
         )
     else:
         fast_positions = np.arange(count, dtype=np.int64)
@@ -452,15 +471,17 @@ def decode_columns(
     payments: list[Payment] = []
     payment_positions: list[int] = []
     dead_letters: list[DeadLetter] = []
+    dead_positions: list[int] = []
     for position in retry_positions:
         result = decode_message(
-            values[position], sources[position], ingest_us[position], future_skew_us
+            values[position], sources[position].as_py(), ingest_us[position], future_skew_us
         )
         if isinstance(result, Payment):
             payments.append(result)
             payment_positions.append(position)
         else:
             dead_letters.append(result)
+            dead_positions.append(position)
     if payments:  # the reference accepted some the fast path was unsure of
         accepted_positions = np.delete(fast_positions, rejected)
         batch = _merged(batch, accepted_positions, to_batch(payments), payment_positions)
@@ -471,13 +492,13 @@ def decode_columns(
         len(dead_letters),
         count,
     )
-    return batch, dead_letters
+    return batch, dead_letters, dead_positions
 
 
 class _Picked(NamedTuple):
     """The columns of the messages `_CheckedPayment` decoded."""
 
-    sources: list[str]
+    sources: pa.StringArray
     ingest_us: list[int]
     values: list[bytes]
 
@@ -537,7 +558,7 @@ def _fast_batch(
     if not keep.all():
         kept, mask, keep_list = np.flatnonzero(keep), pa.array(keep), keep.tolist()
         rows = list(compress(rows, keep_list))
-        sources = list(compress(sources, keep_list))
+        sources = sources.filter(mask)
         splits = list(compress(splits, keep_list))
         occurred_us, amount_micros, ingest_us = (
             occurred_us[kept],
@@ -557,7 +578,7 @@ def _fast_batch(
         "currency": pa.array([row.currency for row in rows], pa.string()),
         "rail": pa.array([row.rail for row in rows], pa.string()),
         "country": pa.array([row.country for row in rows], pa.string()),
-        "source": pa.array(sources, pa.string()),
+        "source": sources,
         "raw": raw,
         "ref_event_id": pc.if_else(is_payment, None, references),  # as in `_validate`
         "splits": pa.array(splits, SPLIT_TYPE),

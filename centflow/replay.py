@@ -21,16 +21,19 @@ from __future__ import annotations
 import queue
 import threading
 import zlib
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
+from itertools import chain, groupby
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from isal import igzip, isal_zlib
 
 from centflow.columns import PAYMENT_SCHEMA
-from centflow.decode import decode_columns, decode_message, parse_times
+from centflow.decode import decode_columns, decode_columns_at, decode_message, parse_times
 from centflow.errors import ConfigError, InvalidEvent
 from centflow.events import DeadLetter
 from centflow.limits import MICROS_PER_MILLISECOND, WATERMARK_END_US
@@ -90,15 +93,46 @@ class LogClock:
 _INGEST = PAYMENT_SCHEMA.get_field_index("ingest_us")
 
 
+class LineColumns(NamedTuple):
+    """Consecutive lines of one log file, as columns: the file's name, each line's
+    1-based number in the log (int64), and its bytes."""
+
+    name: str
+    numbers: np.ndarray
+    lines: list[bytes]
+
+
+def line_columns(lines: Iterable[tuple[str, int, bytes]]) -> list[LineColumns]:
+    """``(file name, line number, raw)`` lines as `LineColumns`, one per run of a file."""
+    out = []
+    for name, group in groupby(lines, key=lambda line: line[0]):
+        rows = list(group)
+        numbers = np.array([number for _, number, _ in rows], dtype=np.int64)
+        out.append(LineColumns(name, numbers, [raw for _, _, raw in rows]))
+    return out
+
+
+def _positions(pieces: list[LineColumns]) -> pa.StringArray:
+    """The source positions ``file:line`` of the lines, built by Arrow, not per line."""
+    arrays = [
+        pc.binary_join_element_wise(
+            f"{piece.name}:", pc.cast(pa.array(piece.numbers), pa.string()), ""
+        )
+        for piece in pieces
+    ]
+    return arrays[0] if len(arrays) == 1 else pa.concat_arrays(arrays)
+
+
 def decode_log_block(
-    lines: list[tuple[str, int, bytes]],
+    lines: list[tuple[str, int, bytes]] | list[LineColumns],
     clock: LogClock,
     future_skew_us: int,
     partition: int = 0,
     partition_count: int = 1,
 ) -> tuple[pa.RecordBatch, list[DeadLetter]]:
-    """Decode consecutive log lines ``(file name, line number, raw)``, move `clock`
-    past them, and keep the lines of replay partition `partition`.
+    """Decode consecutive log lines (`LineColumns`, or ``(file name, line number,
+    raw)`` tuples), move `clock` past them, and keep the lines of replay
+    partition `partition`.
 
     Gives exactly what `decode_message` gives for each kept line with the
     line's log-clock ingestion time: payments as a block, dead letters in log
@@ -109,58 +143,72 @@ def decode_log_block(
     line are read (`_clock_fields`, much cheaper than decoding), and only the
     partition's own lines are decoded, with their ingestion times known.
     """
-    if partition_count > 1:
-        return _decode_own_lines(lines, clock, future_skew_us, partition, partition_count)
-    sources = [f"{name}:{number}" for name, number, _ in lines]
-    values = [raw for _, _, raw in lines]
-    payments, dead = decode_columns(
-        sources, [WATERMARK_END_US] * len(lines), values, future_skew_us
+    pieces: list[LineColumns] = (
+        line_columns(lines)
+        if lines and not isinstance(lines[0], LineColumns)
+        else lines  # type: ignore[assignment]
     )
-    dead_sources = {letter.source: letter for letter in dead}
-    valid = np.array([source not in dead_sources for source in sources], dtype=bool)
-    occurred = np.full(len(sources), -1, dtype=np.int64)
+    if partition_count > 1:
+        return _decode_own_lines(pieces, clock, future_skew_us, partition, partition_count)
+    sources = _positions(pieces) if pieces else pa.array([], pa.string())
+    values = (
+        pieces[0].lines if len(pieces) == 1 else [*chain.from_iterable(p.lines for p in pieces)]
+    )
+    payments, dead, dead_positions = decode_columns_at(
+        sources, [WATERMARK_END_US] * len(values), values, future_skew_us
+    )
+    valid = np.ones(len(values), dtype=bool)
+    valid[dead_positions] = False
+    occurred = np.full(len(values), -1, dtype=np.int64)
     occurred[valid] = payments["occurred_us"].to_numpy()
-    for position in np.flatnonzero(~valid).tolist():
+    for position in dead_positions:
         occurred[position], _ = _clock_fields(values[position])
     ingest = _advance(clock, occurred)
     valid_ingest = ingest[valid]
     payments = payments.set_column(_INGEST, "ingest_us", pa.array(valid_ingest, pa.int64()))
-    for position in np.flatnonzero(~valid).tolist():
-        dead_sources[sources[position]].received_us = int(ingest[position])
+    for letter, position in zip(dead, dead_positions, strict=True):
+        letter.received_us = int(ingest[position])
     future = payments["occurred_us"].to_numpy() > valid_ingest + future_skew_us
     if future.any():  # the reference decode names them, with their real ingestion times
-        for position in np.flatnonzero(valid)[future].tolist():
+        future_positions = np.flatnonzero(valid)[future].tolist()
+        for position in future_positions:
             dead.append(
                 decode_message(
-                    values[position], sources[position], int(ingest[position]), future_skew_us
+                    values[position],
+                    sources[position].as_py(),
+                    int(ingest[position]),
+                    future_skew_us,
                 )  # type: ignore[arg-type]
             )
-        order = {source: position for position, source in enumerate(sources)}
-        dead.sort(key=lambda letter: order[letter.source])
+        order = np.argsort(np.array([*dead_positions, *future_positions]), kind="stable")
+        dead = [dead[index] for index in order.tolist()]
         payments = payments.filter(pa.array(~future))
     return payments, dead
 
 
 def _decode_own_lines(
-    lines: list[tuple[str, int, bytes]],
+    pieces: list[LineColumns],
     clock: LogClock,
     future_skew_us: int,
     partition: int,
     partition_count: int,
 ) -> tuple[pa.RecordBatch, list[DeadLetter]]:
     """`decode_log_block` for one of several partitions."""
-    fields = [_clock_decode(raw) for _, _, raw in lines]
+    values = [*chain.from_iterable(piece.lines for piece in pieces)]
+    numbers = np.concatenate([piece.numbers for piece in pieces]).tolist() if pieces else []
+    fields = [_clock_decode(raw) for raw in values]
     occurred = _event_times([times for times, _ in fields])
     ingest = _advance(clock, occurred)
     own = [
         position
-        for position, ((_, number, _), (_, payer)) in enumerate(zip(lines, fields, strict=True))
+        for position, (number, (_, payer)) in enumerate(zip(numbers, fields, strict=True))
         if replay_partition(payer, number, partition_count) == partition
     ]
+    sources = _positions(pieces) if pieces else pa.array([], pa.string())
     return decode_columns(
-        [f"{lines[position][0]}:{lines[position][1]}" for position in own],
+        sources.take(pa.array(own, pa.int64())),
         ingest[own].tolist(),
-        [lines[position][2] for position in own],
+        [values[position] for position in own],
         future_skew_us,
     )
 
@@ -333,15 +381,15 @@ def iter_lines(path: Path, start_line: int = 0) -> Iterator[tuple[str, int, byte
     files); `start_line` skips the first lines (for resuming). Blank lines are
     skipped but counted; a ``\r`` before the newline is not part of the line.
     """
-    for block in iter_line_blocks(path, start_line):
-        yield from block
+    for block in iter_line_columns(path, start_line):
+        yield from zip(
+            [block.name] * len(block.lines), block.numbers.tolist(), block.lines, strict=True
+        )
 
 
-def iter_line_blocks(
-    path: Path, start_line: int = 0
-) -> Generator[list[tuple[str, int, bytes]], None, None]:
-    """`iter_lines` a read block at a time (about `READ_BLOCK_BYTES` of text per
-    list, never empty): one list comprehension a block instead of Python steps a line."""
+def iter_line_columns(path: Path, start_line: int = 0) -> Generator[LineColumns, None, None]:
+    """`iter_lines` a read block at a time (about `READ_BLOCK_BYTES` of text, never
+    empty), as columns: no Python step, and no tuple, per line."""
     line_number = 0
     for file in log_files(path):
         name = file.name
@@ -355,32 +403,68 @@ def iter_line_blocks(
                 first = start_line + 1
             if has_cr:
                 lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
-            numbered = [
-                (name, number, line)
-                for number, line in enumerate(lines, first)
-                if line and not line.isspace()
-            ]
-            if numbered:
-                yield numbered
+            numbers = np.arange(first, first + len(lines), dtype=np.int64)
+            if not all(lines) or any(map(bytes.isspace, lines)):  # blank lines: counted, not given
+                keep = [bool(line) and not line.isspace() for line in lines]
+                numbers = numbers[np.array(keep, dtype=bool)]
+                lines = [line for line, kept in zip(lines, keep, strict=True) if kept]
+            if lines:
+                yield LineColumns(name, numbers, lines)
 
 
 class LineBatches:
-    """The lines of a log (as `iter_lines` gives them) in lists of a chosen size."""
+    """The lines of a log (as `iter_lines` gives them) in batches of a chosen size."""
 
     def __init__(self, path: Path, start_line: int = 0) -> None:
-        self._blocks = iter_line_blocks(path, start_line)
-        self._pending: list[tuple[str, int, bytes]] = []
+        self._blocks = iter_line_columns(path, start_line)
+        self._pending: list[LineColumns] = []
 
     def take(self, count: int) -> list[tuple[str, int, bytes]]:
         """The next `count` lines (fewer at the end of the log, none after it)."""
-        lines = self._pending
-        while len(lines) < count:
-            block = next(self._blocks, None)
-            if block is None:
-                break
-            lines = lines + block if lines else block
-        self._pending = lines[count:]
-        return lines[:count]
+        return [
+            line
+            for piece in self.take_columns(count)
+            for line in zip(
+                [piece.name] * len(piece.lines), piece.numbers.tolist(), piece.lines, strict=True
+            )
+        ]
+
+    def take_columns(self, count: int) -> list[LineColumns]:
+        """`take` as columns: one `LineColumns` per file the lines come from (none
+        after the end of the log)."""
+        pieces: list[LineColumns] = []
+        wanted = count
+        while wanted > 0:
+            if not self._pending:
+                block = next(self._blocks, None)
+                if block is None:
+                    break
+                self._pending.append(block)
+            block = self._pending.pop(0)
+            if len(block.lines) > wanted:
+                self._pending.insert(
+                    0, LineColumns(block.name, block.numbers[wanted:], block.lines[wanted:])
+                )
+                block = LineColumns(block.name, block.numbers[:wanted], block.lines[:wanted])
+            pieces.append(block)
+            wanted -= len(block.lines)
+        return self._merged(pieces)
+
+    @staticmethod
+    def _merged(pieces: list[LineColumns]) -> list[LineColumns]:
+        """Consecutive pieces of one file as one."""
+        out: list[LineColumns] = []
+        for piece in pieces:
+            if out and out[-1].name == piece.name:
+                last = out[-1]
+                out[-1] = LineColumns(
+                    last.name,
+                    np.concatenate([last.numbers, piece.numbers]),
+                    last.lines + piece.lines,
+                )
+            else:
+                out.append(piece)
+        return out
 
     def close(self) -> None:
         """Stop reading (ends the background reader now, not when collected)."""

@@ -102,12 +102,12 @@ class _ReplayPartition(StatefulSourcePartition[Decoded, ReplayPosition]):
     def next_batch(self) -> list[Decoded]:
         if self._ended:
             raise StopIteration
-        lines = self._lines.take(self._scan_lines)
+        lines = self._lines.take_columns(self._scan_lines)
         if not lines:
             self._ended = True
             self._status.update(self._emitted, self._clock.now_us, ended=True)
             return [Decoded(self._name, empty_batch(), [], WATERMARK_END_US)]
-        self._line = lines[-1][1]
+        self._line = int(lines[-1].numbers[-1])
         payments, dead = decode_log_block(
             lines, self._clock, self._future_skew_us, self._index, self._count
         )
