@@ -6,7 +6,7 @@ build it with `build_flow`, handing in sources and sinks (tests pass
 ``TestingSink``).
 
 Items are blocks: a source item carries up to `SOURCE_BATCH_MESSAGES_MAX`
-messages (a replay source decodes them as it reads), events travel as Arrow
+messages (the replay and Kafka sources decode them as they read), events travel as Arrow
 record batches (`centflow.columns`), and each keyed step moves one `Envelope`
 of events per shard (see `centflow.progress`). Admission, decision and settlement are keyed by the same
 payee shard, so an event crosses between worker processes at most once (on its
@@ -49,8 +49,8 @@ def build_flow(
     """Wire the pipeline between the given source and sinks."""
     flow = Dataflow("centflow")
     batches = op.input("read", flow, source)
-    # SourceBatch(partition="payments/0", messages=[RawMessage(...), ...], watermark_us=...),
-    # or from a replay, already Decoded
+    # Decoded blocks from the replay and Kafka sources; a SourceBatch(partition,
+    # messages=[RawMessage(...), ...], watermark_us) from others (tests), decoded here
     decoded = op.map("decode", batches, steps.decoder(config))
     # Decoded(partition, payments=<RecordBatch of PAYMENT_SCHEMA>, dead=[DeadLetter(...)], watermark_us)
     to_shards = op.flat_map("route_by_payee", decoded, steps.route_to_shards)
@@ -102,7 +102,12 @@ def flow_for(config: PipelineConfig) -> Dataflow:
     client = dict(config.kafka or {})
     idle_s = config.idle_s if config.until_idle else None
     source = KafkaBatchSource(
-        client, list(config.partitions), config.batch_messages_max, idle_s, Path(config.out_dir)
+        client,
+        list(config.partitions),
+        config.batch_messages_max,
+        idle_s,
+        Path(config.out_dir),
+        config.future_skew_us,
     )
     return build_flow(
         config,

@@ -12,7 +12,8 @@ Each partition also reports its watermark (largest ingestion time so far, or
   ingestion time of a line is the log clock (`centflow.replay`), and the
   source decodes as it reads (it emits `Decoded` blocks, not messages).
 - `KafkaBatchSource`: one partition per Kafka partition, ``<topic>/<n>``, each
-  read by its own assigned consumer (no consumer group: offsets live in the
+  read by its own assigned consumer and decoded as it is read (it emits
+  `Decoded` blocks too) (no consumer group: offsets live in the
   recovery state, as with Bytewax's own Kafka source). The ingestion time is
   the message timestamp, made monotonic per partition by a running maximum.
   With ``until_idle`` a partition ends after `idle_s` seconds without a new
@@ -29,12 +30,14 @@ from itertools import accumulate
 from pathlib import Path
 
 import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from centflow.columns import Decoded, empty_batch
+from centflow.decode import decode_columns
 from centflow.errors import TerminalError
-from centflow.events import RawMessage, SourceBatch
 from centflow.limits import (
     FUTURE_SKEW_S_DEFAULT,
     MICROS_PER_MILLISECOND,
@@ -161,7 +164,7 @@ class KafkaPosition(msgspec.Struct, array_like=True, frozen=True):
     watermark_us: int
 
 
-class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
+class _KafkaPartition(StatefulSourcePartition[Decoded, KafkaPosition]):
     def __init__(
         self,
         client: dict[str, str],
@@ -170,8 +173,10 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
         idle_s: float | None,
         position: KafkaPosition | None,
         status: StatusWriter,
+        future_skew_us: int,
     ) -> None:
         self._status = status
+        self._future_skew_us = future_skew_us
         self._messages = 0
         topic, _, number = name.rpartition("/")
         self._name = name
@@ -196,45 +201,44 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
         )
         self._consumer.assign([TopicPartition(topic, int(number), self._offset)])
 
-    def next_batch(self) -> list[SourceBatch]:
+    def next_batch(self) -> list[Decoded]:
         if self._ended:
             raise StopIteration
         records = self._consumer.consume(self._batch_messages_max, 0.0)
         if any(record.error() is not None for record in records):
             records = self._without_errors(records)
         watermark_us = self._watermark_us
-        messages: list[RawMessage] = []
+        self._quiet = not records
         if records:
             # Column at a time: a message's ingestion time is the running maximum of
-            # the timestamps so far (a missing or negative one moves nothing).
+            # the timestamps so far (a missing or negative one moves nothing), its
+            # source position ``<topic>/<partition>/<offset>``.
             stamps_us = [
                 stamp * MICROS_PER_MILLISECOND if stamp is not None and stamp >= 0 else -1
                 for stamp in (record.timestamp()[1] for record in records)
             ]
             ingest_us = list(accumulate(stamps_us, max, initial=max(watermark_us, 0)))[1:]
-            offsets = [record.offset() or 0 for record in records]
-            prefix = f"{self._name}/"
-            messages = [
-                RawMessage(f"{prefix}{offset}", ingest, record.value() or b"")
-                for offset, ingest, record in zip(offsets, ingest_us, records, strict=True)
-            ]
+            offsets = pa.array([record.offset() or 0 for record in records], pa.int64())
+            sources = pc.binary_join_element_wise(
+                f"{self._name}/", pc.cast(offsets, pa.string()), ""
+            )
+            values = [record.value() or b"" for record in records]
             if (newest_us := max(stamps_us)) >= 0:
                 watermark_us = max(watermark_us, newest_us)
-            self._offset = offsets[-1] + 1
-        self._watermark_us = watermark_us
-        self._quiet = not messages
-        if messages:
-            self._messages += len(messages)
+            self._offset = offsets[-1].as_py() + 1
+            self._watermark_us = watermark_us
+            self._messages += len(records)
             self._status.update(self._messages, watermark_us)
             self._last_message_s = time.monotonic()
             self._seen_message = True
-            return [SourceBatch(self._name, messages, max(watermark_us, 0))]
+            payments, dead = decode_columns(sources, ingest_us, values, self._future_skew_us)
+            return [Decoded(self._name, payments, dead, max(watermark_us, 0))]
         if self._idle_s is not None and time.monotonic() - self._last_message_s >= (
             self._idle_s if self._seen_message else max(self._idle_s, FIRST_MESSAGE_GRACE_S)
         ):
             self._ended = True
             self._status.update(self._messages, watermark_us, ended=True)
-            return [SourceBatch(self._name, [], WATERMARK_END_US)]
+            return [Decoded(self._name, empty_batch(), [], WATERMARK_END_US)]
         return []
 
     def _without_errors(self, records: list[Message]) -> list[Message]:
@@ -261,8 +265,8 @@ class _KafkaPartition(StatefulSourcePartition[SourceBatch, KafkaPosition]):
         self._consumer.close()
 
 
-class KafkaBatchSource(FixedPartitionedSource[SourceBatch, KafkaPosition]):
-    """Partitions ``<topic>/<n>`` of a Kafka topic, read in batches."""
+class KafkaBatchSource(FixedPartitionedSource[Decoded, KafkaPosition]):
+    """Partitions ``<topic>/<n>`` of a Kafka topic, read and decoded in batches."""
 
     def __init__(
         self,
@@ -271,7 +275,9 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, KafkaPosition]):
         batch_messages_max: int,
         idle_s: float | None,
         status_dir: Path | None = None,
+        future_skew_us: int = FUTURE_SKEW_S_DEFAULT * MICROS_PER_SECOND,
     ) -> None:
+        self._future_skew_us = future_skew_us
         self._status_dir = status_dir
         self._client = client
         self._partitions = partitions
@@ -286,5 +292,11 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, KafkaPosition]):
     ) -> _KafkaPartition:
         status = StatusWriter(self._status_dir, for_part)
         return _KafkaPartition(
-            self._client, for_part, self._batch_messages_max, self._idle_s, resume_state, status
+            self._client,
+            for_part,
+            self._batch_messages_max,
+            self._idle_s,
+            resume_state,
+            status,
+            self._future_skew_us,
         )

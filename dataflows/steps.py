@@ -40,7 +40,7 @@ def decoder(config: PipelineConfig) -> Callable[[SourceBatch | Decoded], Decoded
     future_skew_us = config.future_skew_us
 
     def decode_batch(batch: SourceBatch | Decoded) -> Decoded:
-        if isinstance(batch, Decoded):  # a replay source decodes as it reads
+        if isinstance(batch, Decoded):  # the replay and Kafka sources decode as they read
             return batch
         payments, dead = decode_block(batch.messages, future_skew_us)
         return Decoded(batch.partition, payments, dead, batch.watermark_us)

@@ -347,13 +347,15 @@ def test_load_client_settings_rejects_bad_lines(tmp_path: Path) -> None:
 
 
 def _read_partition(source, name: str, resume=None, want: int = 3, timeout_s: float = 20.0):
-    """Batches from one partition of a `KafkaBatchSource` until `want` messages came."""
+    """Messages from one partition of a `KafkaBatchSource` until `want` came (as dead
+    letters: they are not events), with the partition's position."""
     partition = source.build_part("read", name, resume)
     messages, deadline = [], time.monotonic() + timeout_s
     try:
         while len(messages) < want and time.monotonic() < deadline:
             for batch in partition.next_batch():
-                messages.extend(batch.messages)
+                assert batch.payments.num_rows == 0
+                messages.extend(batch.dead)
             time.sleep(0.01)
         return messages, partition.snapshot()
     finally:
@@ -376,7 +378,7 @@ def test_kafka_source_ingestion_time_is_the_running_maximum_of_timestamps(
     source = KafkaBatchSource(config, [f"{topic}/0"], 100, None, tmp_path)
 
     messages, position = _read_partition(source, f"{topic}/0")
-    assert [(m.source, m.ingest_us, m.value) for m in messages] == [
+    assert [(m.source, m.received_us, m.raw) for m in messages] == [
         (f"{topic}/0/0", 5_000_000, b"a"),
         (f"{topic}/0/1", 5_000_000, b"b"),  # an earlier timestamp: the clock stays
         (f"{topic}/0/2", 7_000_000, b"c"),
@@ -384,7 +386,7 @@ def test_kafka_source_ingestion_time_is_the_running_maximum_of_timestamps(
     assert position == KafkaPosition(3, 7_000_000)
 
     resumed, position = _read_partition(source, f"{topic}/0", KafkaPosition(1, 5_000_000), 2)
-    assert [(m.source, m.ingest_us) for m in resumed] == [
+    assert [(m.source, m.received_us) for m in resumed] == [
         (f"{topic}/0/1", 5_000_000),
         (f"{topic}/0/2", 7_000_000),
     ]
