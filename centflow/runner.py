@@ -23,6 +23,7 @@ input, window length, lateness...) is refused with a one-line message.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -264,7 +265,24 @@ def _wait(
             return
         if on_tick is not None:
             on_tick()
-        time.sleep(POLL_S)
+        _pause(processes, POLL_S)
+
+
+def _pause(processes: list[tuple[subprocess.Popen[bytes], Path]], seconds: float) -> None:
+    """Sleep up to `seconds`, waking the moment a worker exits (a run ends when its
+    last worker does, not up to a poll interval later). Linux pidfds; elsewhere a sleep."""
+    descriptors: list[int] = []
+    try:
+        for process, _ in processes:
+            if process.poll() is None:
+                descriptors.append(os.pidfd_open(process.pid))
+        if descriptors:
+            select.select(descriptors, [], [], seconds)
+    except (AttributeError, OSError):  # no pidfd_open here (not Linux, or an old kernel)
+        time.sleep(seconds)
+    finally:
+        for descriptor in descriptors:
+            os.close(descriptor)
 
 
 def _stop(processes: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
