@@ -13,6 +13,7 @@ import msgspec
 import pyarrow as pa
 
 from centflow.columns import PAYMENT_SCHEMA
+from centflow.errors import invariant
 
 DECISIONS = ("approve", "review", "decline")
 MODEL_VERSION_NONE = "none"
@@ -49,25 +50,67 @@ _encoder = msgspec.json.Encoder()
 
 
 def decision_messages(events: pa.RecordBatch) -> list[tuple[bytes, bytes]]:
-    """(key, value) Kafka messages of the decisions of a block."""
+    """(key, value) Kafka messages of the decisions of a block.
+
+    When every event of the block has the same decision, score, model and
+    reasons (as before the risk models, or a block they all approve alike),
+    only the event id and ingestion time differ: each message is then a
+    template around those two, byte for byte what encoding the whole
+    `DecisionMessage` gives, at under half the cost.
+    """
+    shared = [events[name].unique() for name in _DECISION_COLUMNS]
+    if events.num_rows and all(len(values) == 1 for values in shared):
+        decision, score, version, reasons = (values[0].as_py() for values in shared)
+        return _templated(events, _message(".", decision, score, version, reasons, 0))
+    return _one_by_one(events)
+
+
+def _message(
+    event_id: str,
+    decision: str | None,
+    score: float | None,
+    version: str | None,
+    reasons: str | None,
+    ingest_us: int,
+) -> DecisionMessage:
+    return DecisionMessage(
+        event_id,
+        decision or "",
+        score,
+        version,
+        tuple(reasons.split(";")) if reasons else (),
+        ingest_us,
+    )
+
+
+def _one_by_one(events: pa.RecordBatch) -> list[tuple[bytes, bytes]]:
     columns = [
         events[name].to_pylist()
         for name in ("event_id", "decision", "risk_score", "model_version", "reasons", "ingest_us")
     ]
     encode = _encoder.encode
     return [
-        (
-            event_id.encode(),
-            encode(
-                DecisionMessage(
-                    event_id,
-                    decision or "",
-                    score,
-                    version,
-                    tuple(reasons.split(";")) if reasons else (),
-                    ingest_us,
-                )
-            ),
+        (event_id.encode(), encode(_message(event_id, *row))) for event_id, *row in zip(*columns, strict=True)
+    ]
+
+
+_ID_HEAD = b'{"event_id":"."'
+_INGEST_TAIL = b'"ingested_at_us":0}'
+
+
+def _templated(events: pa.RecordBatch, sample: DecisionMessage) -> list[tuple[bytes, bytes]]:
+    """Messages that differ only in event id and ingestion time from `sample`."""
+    encoded = _encoder.encode(sample)
+    invariant(
+        encoded.startswith(_ID_HEAD) and encoded.endswith(_INGEST_TAIL),
+        "unexpected decision message layout: %r",
+        encoded,
+    )
+    middle = encoded[len(_ID_HEAD) : -len(b"0}")]  # ,"decision":...,"ingested_at_us":
+    encode = _encoder.encode
+    return [
+        (event_id.encode(), b'{"event_id":%s%s%d}' % (encode(event_id), middle, ingest_us))
+        for event_id, ingest_us in zip(
+            events["event_id"].to_pylist(), events["ingest_us"].to_pylist(), strict=True
         )
-        for event_id, decision, score, version, reasons, ingest_us in zip(*columns, strict=True)
     ]
