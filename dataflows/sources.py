@@ -33,7 +33,14 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from centflow.columns import Decoded, empty_batch
 from centflow.decode import decode_columns
@@ -51,6 +58,7 @@ from centflow.status import StatusWriter
 REPLAY_PARTITION_PREFIX = "replay/"
 REPLAY_SCAN_FACTOR = 4  # lines scanned per batch, at most, per message emitted
 POLL_PAUSE = timedelta(milliseconds=20)
+METADATA_TIMEOUT_S = 2.0
 # Before a partition's first message, wait at least this long for one: a consumer's
 # first fetch can be slow (connecting, leader lookup) and must not look like idleness.
 FIRST_MESSAGE_GRACE_S = 10.0
@@ -199,7 +207,18 @@ class _KafkaPartition(StatefulSourcePartition[Decoded, KafkaPosition]):
                 **client,
             }
         )
+        self._learn_leader(topic)
         self._consumer.assign([TopicPartition(topic, int(number), self._offset)])
+
+    def _learn_leader(self, topic: str) -> None:
+        """Ask for the topic's metadata before assigning: librdkafka assigned a partition
+        whose leader it does not know yet waits a fixed half second before it looks up
+        the starting offset (every run started that late). A failure here is no error:
+        the assignment then simply takes the slow way, and a real problem shows there."""
+        try:
+            self._consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+        except KafkaException:
+            pass
 
     def next_batch(self) -> list[Decoded]:
         if self._ended:
