@@ -18,6 +18,10 @@ earlier. The steps:
 6. peak resident memory of each worker process;
 7. the DuckDB load of the one-process replay's dataset, first and again.
 
+Each throughput is the median of ``--repeat`` runs (3 by default; their
+range is printed beside it), and the one- and two-process runs alternate, so
+that a slow minute on the machine does not land on one of them only.
+
 The results are printed and, with ``--write FILE``, written as Markdown.
 """
 
@@ -220,7 +224,13 @@ def _latency(client: dict[str, str], log: Path, out: Path) -> dict[str, float]:
     }
 
 
-def run(events: int, work: Path) -> dict[str, Any]:
+def _median(figures: dict[str, Any], key: str, values: list[float]) -> None:
+    """The median of repeated measurements as `key`, their range as ``<key>_range``."""
+    figures[key] = statistics.median(values)
+    figures[f"{key}_range"] = (min(values), max(values))
+
+
+def run(events: int, work: Path, repeat: int = 3) -> dict[str, Any]:
     """Every measurement; returns the figures."""
     work.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Any] = {"events": events}
@@ -237,22 +247,29 @@ def run(events: int, work: Path) -> dict[str, Any]:
     figures["generate_per_s"] = events / (time.perf_counter() - started_s)
     lines = sum(1 for _ in iter_lines(log))
     figures["lines"] = lines
-    count, seconds = _file_baseline(log)
-    figures["raw_file_per_s"] = count / seconds
+    rates = []
+    for _ in range(repeat):
+        count, seconds = _file_baseline(log)
+        rates.append(count / seconds)
+    _median(figures, "raw_file_per_s", rates)
     replay = PipelineConfig(
         out_dir=str(work / "replay"),
         replay_path=str(log),
         window_length_s=WINDOW_S,
         lateness_s=LATENESS_S,
     )
-    for workers in (1, 2):
-        partitions = tuple(f"replay/{index}" for index in range(workers))
-        result, busy_s = _pipeline(msgspec.structs.replace(replay, partitions=partitions), workers)
-        figures[f"replay_{workers}w_per_s"] = lines / result.seconds
-        figures[f"replay_{workers}w_busy_per_s"] = lines / busy_s
-        figures[f"replay_{workers}w_rss_mib"] = max(result.peak_rss_bytes) / 2**20
-        if workers == 1:
-            figures["duckdb"] = _duckdb_load(Path(replay.out_dir))
+    runs: dict[int, list[tuple[float, float, float]]] = {1: [], 2: []}
+    for _ in range(repeat):
+        for workers in (1, 2):
+            partitions = tuple(f"replay/{index}" for index in range(workers))
+            config = msgspec.structs.replace(replay, partitions=partitions)
+            result, busy_s = _pipeline(config, workers)
+            runs[workers].append(
+                (lines / result.seconds, lines / busy_s, max(result.peak_rss_bytes) / 2**20)
+            )
+            if workers == 1 and "duckdb" not in figures:
+                figures["duckdb"] = _duckdb_load(Path(replay.out_dir))
+    _pipeline_figures(figures, "replay", runs)
     with LocalBroker(log_path=work / "broker.log") as broker:
         client = client_config(broker.bootstrap)
         ensure_topics(
@@ -261,8 +278,11 @@ def run(events: int, work: Path) -> dict[str, Any]:
         )
         produced = produce_log(log, client, "payments")
         figures["produce_per_s"] = produced.rate
-        count, seconds = _drain(client, "payments", PARTITIONS, decode=True)
-        figures["raw_kafka_per_s"] = count / seconds
+        rates = []
+        for _ in range(repeat):
+            count, seconds = _drain(client, "payments", PARTITIONS, decode=True)
+            rates.append(count / seconds)
+        _median(figures, "raw_kafka_per_s", rates)
         figures["raw_kafka_messages"] = count
         kafka = PipelineConfig(
             out_dir=str(work / "kafka"),
@@ -272,22 +292,46 @@ def run(events: int, work: Path) -> dict[str, Any]:
             lateness_s=LATENESS_S,
             idle_s=IDLE_S,
         )
-        for workers in (1, 2):
-            result, busy_s = _pipeline(kafka, workers)
-            figures[f"kafka_{workers}w_per_s"] = lines / max(result.seconds - IDLE_S, 1e-9)
-            figures[f"kafka_{workers}w_busy_per_s"] = lines / max(busy_s - IDLE_S, 1e-9)
-            figures[f"kafka_{workers}w_rss_mib"] = max(result.peak_rss_bytes) / 2**20
+        runs = {1: [], 2: []}
+        for _ in range(repeat):
+            for workers in (1, 2):
+                result, busy_s = _pipeline(kafka, workers)
+                runs[workers].append(
+                    (
+                        lines / max(result.seconds - IDLE_S, 1e-9),
+                        lines / max(busy_s - IDLE_S, 1e-9),
+                        max(result.peak_rss_bytes) / 2**20,
+                    )
+                )
+        _pipeline_figures(figures, "kafka", runs)
+        figures["repeat"] = repeat
         figures["latency"] = _latency(client, log, work / "latency")
     return figures
+
+
+def _pipeline_figures(
+    figures: dict[str, Any], mode: str, runs: dict[int, list[tuple[float, float, float]]]
+) -> None:
+    """Medians (and ranges) of repeated pipeline runs, the largest peak memory."""
+    for workers, measured in runs.items():
+        key = f"{mode}_{workers}w"
+        _median(figures, f"{key}_per_s", [rate for rate, _, _ in measured])
+        _median(figures, f"{key}_busy_per_s", [busy for _, busy, _ in measured])
+        figures[f"{key}_rss_mib"] = max(rss for _, _, rss in measured)
 
 
 def _markdown(figures: dict[str, Any], command: str) -> str:
     f = figures
     latency = f["latency"]
     base = f["raw_kafka_per_s"]
-    rows = [
-        ("raw baseline: read file + JSON-decode each line", f["raw_file_per_s"], None, ""),
-        ("raw baseline: consume Kafka + JSON-decode each message", base, None, ""),
+
+    def spread(key: str) -> str:
+        low, high = f.get(f"{key}_range", (f[key], f[key]))
+        return f"{low / 1000:,.0f}k–{high / 1000:,.0f}k"
+
+    rows: list[tuple[str, str, str | None, str]] = [
+        ("raw baseline: read file + JSON-decode each line", "raw_file_per_s", None, ""),
+        ("raw baseline: consume Kafka + JSON-decode each message", "raw_kafka_per_s", None, ""),
     ]
     for mode, name in (("replay", "replay"), ("kafka", "Kafka")):
         for workers in (1, 2):
@@ -295,17 +339,18 @@ def _markdown(figures: dict[str, Any], command: str) -> str:
             rows.append(
                 (
                     f"pipeline, {name}, {workers} process{'es' if workers > 1 else ''}",
-                    f[f"{key}_per_s"],
-                    f[f"{key}_busy_per_s"],
+                    f"{key}_per_s",
+                    f"{key}_busy_per_s",
                     f"{f[f'{key}_rss_mib']:.0f} MiB",
                 )
             )
     rows += [
-        ("generator (`centflow generate`)", f["generate_per_s"], None, ""),
-        ("producer (`centflow produce`, local broker)", f["produce_per_s"], None, ""),
+        ("generator (`centflow generate`)", "generate_per_s", None, ""),
+        ("producer (`centflow produce`, local broker)", "produce_per_s", None, ""),
     ]
     table = "\n".join(
-        f"| {name} | {rate:,.0f} | {'' if busy is None else f'{busy:,.0f}'} | {memory} |"
+        f"| {name} | {f[rate]:,.0f} | {spread(rate) if f'{rate}_range' in f else ''} "
+        f"| {'' if busy is None else f'{f[busy]:,.0f}'} | {memory} |"
         for name, rate, busy, memory in rows
     )
     return f"""## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — {f["lines"]:,} lines ({f["events"]:,} generated events)
@@ -313,8 +358,8 @@ def _markdown(figures: dict[str, Any], command: str) -> str:
 Command: `{command}`. Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}.
 Windows {WINDOW_S} s, lateness {LATENESS_S} s, topic of {PARTITIONS} partitions.
 
-| what | events/s | events/s, start-up excluded | peak RSS per worker |
-|---|---:|---:|---:|
+| what | events/s | range of {f.get("repeat", 1)} runs | events/s, start-up excluded | peak RSS per worker |
+|---|---:|---:|---:|---:|
 {table}
 
 - One process reaches **{f["kafka_1w_per_s"] / base:.0%}** of the raw Kafka baseline
@@ -326,9 +371,10 @@ Windows {WINDOW_S} s, lateness {LATENESS_S} s, topic of {PARTITIONS} partitions.
 - DuckDB load of the one-process replay's dataset ({f["duckdb"]["rows"]:,} rows in four tables):
   {f["duckdb"]["first_s"]:.1f} s, and {f["duckdb"]["again_s"]:.1f} s to load it again.
 - "events/s" is lines over the workers' wall time, start-up included (Kafka runs exclude
-  the idle wait that ends them); "start-up excluded" is lines over the time from the
-  first message read to the last event settled, from the workers' status files (Kafka
-  runs again less the idle wait).
+  the idle wait that ends them), the median of {f.get("repeat", 1)} runs, one- and two-process
+  runs taken in turn; "start-up excluded" is lines over the time from the first message
+  read to the last event settled, from the workers' status files (Kafka runs again less
+  the idle wait), also a median.
 """
 
 
@@ -337,13 +383,21 @@ def main() -> None:
         prog="python -m centflow.bench", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each throughput measurement (median)"
+    )
     parser.add_argument("--work", type=Path, default=Path("bench-out"))
     parser.add_argument(
         "--write", type=Path, default=None, help="append the figures to this Markdown file"
     )
     args = parser.parse_args()
-    figures = run(args.events, args.work)
-    text = _markdown(figures, f"make bench (python -m centflow.bench --events {args.events})")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    figures = run(args.events, args.work, args.repeat)
+    text = _markdown(
+        figures,
+        f"make bench (python -m centflow.bench --events {args.events} --repeat {args.repeat})",
+    )
     print(text)
     if args.write is not None:
         header = "# Benchmarks\n\nFigures from `make bench`, newest first. See `centflow/bench.py` for what each one measures.\n\n"
