@@ -71,6 +71,12 @@ class StateIdentity(msgspec.Struct, frozen=True):
     future_skew_s: int
     shard_count: int
     writer_partition_count: int
+    # The layout of the recovery state; files written before it was recorded are 1.
+    state_format: int = 1
+
+
+#: 2: admission snapshots as an id list and a list of facts (2026-12-05).
+STATE_FORMAT = 2
 
 
 def state_identity(config: PipelineConfig) -> StateIdentity:
@@ -89,6 +95,7 @@ def state_identity(config: PipelineConfig) -> StateIdentity:
         config.future_skew_s,
         SHARD_COUNT,
         WRITER_PARTITION_COUNT,
+        STATE_FORMAT,
     )
 
 

@@ -1,4 +1,5 @@
-"""Starting worker processes: command lines, and the wait for the lower-numbered workers."""
+"""Starting worker processes: command lines, the wait for the lower-numbered workers,
+and the check of saved state."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import socket
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from centflow.cluster import PEERS_ENV, wait_for_peers
-from centflow.runner import worker_launches
+from centflow.config import PipelineConfig
+from centflow.errors import ConfigError
+from centflow.runner import STATE_FILE, prepare_state, worker_launches
 
 LINUX_SOCKETS = Path("/proc/net/tcp").exists()
 
@@ -91,3 +95,18 @@ def test_workers_allocate_arrow_memory_with_jemalloc_unless_told_otherwise(monke
             assert pa.default_memory_pool().backend_name == "jemalloc"
     finally:
         pa.set_memory_pool(before)
+
+
+def test_state_kept_in_an_older_layout_is_refused_in_one_line(tmp_path):
+    """An out dir written before the recovery state's layout was recorded (format 1)
+    is not resumed with today's code: a ConfigError names the difference."""
+    log = tmp_path / "log.jsonl"
+    log.write_text("")
+    config = PipelineConfig(out_dir=str(tmp_path / "out"), replay_path=str(log))
+    prepare_state(config)
+    state_file = Path(config.out_dir) / STATE_FILE
+    saved = msgspec.json.decode(state_file.read_bytes())
+    assert saved.pop("state_format") >= 2
+    state_file.write_bytes(msgspec.json.encode(saved))  # as an older version wrote it
+    with pytest.raises(ConfigError, match=r"state_format: 1 → \d+.*--fresh"):
+        prepare_state(config)
