@@ -90,7 +90,8 @@ def _one_by_one(events: pa.RecordBatch) -> list[tuple[bytes, bytes]]:
     ]
     encode = _encoder.encode
     return [
-        (event_id.encode(), encode(_message(event_id, *row))) for event_id, *row in zip(*columns, strict=True)
+        (event_id.encode(), encode(_message(event_id, *row)))
+        for event_id, *row in zip(*columns, strict=True)
     ]
 
 

@@ -144,9 +144,7 @@ def decode_log_block(
     partition's own lines are decoded, with their ingestion times known.
     """
     pieces: list[LineColumns] = (
-        line_columns(lines)
-        if lines and not isinstance(lines[0], LineColumns)
-        else lines  # type: ignore[assignment]
+        line_columns(lines) if lines and not isinstance(lines[0], LineColumns) else lines  # type: ignore[assignment]
     )
     if partition_count > 1:
         return _decode_own_lines(pieces, clock, future_skew_us, partition, partition_count)
