@@ -13,8 +13,8 @@ Each partition also reports its watermark (largest ingestion time so far, or
   source decodes as it reads (it emits `Decoded` blocks, not messages).
 - `KafkaBatchSource`: one partition per Kafka partition, ``<topic>/<n>``, each
   read by its own assigned consumer and decoded as it is read (it emits
-  `Decoded` blocks too) (no consumer group: offsets live in the
-  recovery state, as with Bytewax's own Kafka source). The ingestion time is
+  `Decoded` blocks too). No consumer group: offsets live in the recovery
+  state, as with Bytewax's own Kafka source. The ingestion time is
   the message timestamp, made monotonic per partition by a running maximum.
   With ``until_idle`` a partition ends after `idle_s` seconds without a new
   message (at least `FIRST_MESSAGE_GRACE_S` before its first one). The local
