@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from centflow.events import DeadLetter, Payment, Split
 
@@ -75,6 +76,16 @@ class Decoded:
 def empty_batch() -> pa.RecordBatch:
     """A block with no payments."""
     return pa.RecordBatch.from_pylist([], schema=PAYMENT_SCHEMA)
+
+
+def source_positions(prefix: str, numbers: pa.Array) -> pa.StringArray:
+    """Source positions ``<prefix><number>`` of a column of integers (line numbers,
+    Kafka offsets), built by Arrow rather than a string per message in Python.
+
+    >>> source_positions("log:", pa.array([1, 22])).to_pylist()
+    ['log:1', 'log:22']
+    """
+    return pc.binary_join_element_wise(prefix, pc.cast(numbers, pa.string()), "")
 
 
 def concat(batches: Sequence[pa.RecordBatch]) -> pa.RecordBatch:

@@ -21,18 +21,17 @@ from __future__ import annotations
 import queue
 import threading
 import zlib
-from collections.abc import Generator, Iterable, Iterator
-from itertools import chain, groupby
+from collections.abc import Generator, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import NamedTuple
 
 import msgspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from isal import igzip, isal_zlib
 
-from centflow.columns import PAYMENT_SCHEMA
+from centflow.columns import PAYMENT_SCHEMA, source_positions
 from centflow.decode import decode_columns, decode_columns_at, decode_message, parse_times
 from centflow.errors import ConfigError, InvalidEvent
 from centflow.events import DeadLetter
@@ -101,38 +100,28 @@ class LineColumns(NamedTuple):
     numbers: np.ndarray
     lines: list[bytes]
 
-
-def line_columns(lines: Iterable[tuple[str, int, bytes]]) -> list[LineColumns]:
-    """``(file name, line number, raw)`` lines as `LineColumns`, one per run of a file."""
-    out = []
-    for name, group in groupby(lines, key=lambda line: line[0]):
-        rows = list(group)
-        numbers = np.array([number for _, number, _ in rows], dtype=np.int64)
-        out.append(LineColumns(name, numbers, [raw for _, _, raw in rows]))
-    return out
+    def rows(self) -> Iterator[tuple[str, int, bytes]]:
+        """The lines as ``(file name, line number, raw)``, as `iter_lines` gives them."""
+        return zip([self.name] * len(self.lines), self.numbers.tolist(), self.lines, strict=True)
 
 
 def _positions(pieces: list[LineColumns]) -> pa.StringArray:
-    """The source positions ``file:line`` of the lines, built by Arrow, not per line."""
-    arrays = [
-        pc.binary_join_element_wise(
-            f"{piece.name}:", pc.cast(pa.array(piece.numbers), pa.string()), ""
-        )
-        for piece in pieces
-    ]
+    """The source positions ``file:line`` of the lines."""
+    arrays = [source_positions(f"{piece.name}:", pa.array(piece.numbers)) for piece in pieces]
+    if not arrays:
+        return pa.array([], pa.string())
     return arrays[0] if len(arrays) == 1 else pa.concat_arrays(arrays)
 
 
 def decode_log_block(
-    lines: list[tuple[str, int, bytes]] | list[LineColumns],
+    pieces: list[LineColumns],
     clock: LogClock,
     future_skew_us: int,
     partition: int = 0,
     partition_count: int = 1,
 ) -> tuple[pa.RecordBatch, list[DeadLetter]]:
-    """Decode consecutive log lines (`LineColumns`, or ``(file name, line number,
-    raw)`` tuples), move `clock` past them, and keep the lines of replay
-    partition `partition`.
+    """Decode consecutive log lines, move `clock` past them, and keep the lines of
+    replay partition `partition`.
 
     Gives exactly what `decode_message` gives for each kept line with the
     line's log-clock ingestion time: payments as a block, dead letters in log
@@ -143,12 +132,9 @@ def decode_log_block(
     line are read (`_clock_fields`, much cheaper than decoding), and only the
     partition's own lines are decoded, with their ingestion times known.
     """
-    pieces: list[LineColumns] = (
-        line_columns(lines) if lines and not isinstance(lines[0], LineColumns) else lines  # type: ignore[assignment]
-    )
     if partition_count > 1:
         return _decode_own_lines(pieces, clock, future_skew_us, partition, partition_count)
-    sources = _positions(pieces) if pieces else pa.array([], pa.string())
+    sources = _positions(pieces)
     values = (
         pieces[0].lines if len(pieces) == 1 else [*chain.from_iterable(p.lines for p in pieces)]
     )
@@ -202,7 +188,7 @@ def _decode_own_lines(
         for position, (number, (_, payer)) in enumerate(zip(numbers, fields, strict=True))
         if replay_partition(payer, number, partition_count) == partition
     ]
-    sources = _positions(pieces) if pieces else pa.array([], pa.string())
+    sources = _positions(pieces)
     return decode_columns(
         sources.take(pa.array(own, pa.int64())),
         ingest[own].tolist(),
@@ -380,9 +366,7 @@ def iter_lines(path: Path, start_line: int = 0) -> Iterator[tuple[str, int, byte
     skipped but counted; a ``\r`` before the newline is not part of the line.
     """
     for block in iter_line_columns(path, start_line):
-        yield from zip(
-            [block.name] * len(block.lines), block.numbers.tolist(), block.lines, strict=True
-        )
+        yield from block.rows()
 
 
 def iter_line_columns(path: Path, start_line: int = 0) -> Generator[LineColumns, None, None]:
@@ -419,13 +403,7 @@ class LineBatches:
 
     def take(self, count: int) -> list[tuple[str, int, bytes]]:
         """The next `count` lines (fewer at the end of the log, none after it)."""
-        return [
-            line
-            for piece in self.take_columns(count)
-            for line in zip(
-                [piece.name] * len(piece.lines), piece.numbers.tolist(), piece.lines, strict=True
-            )
-        ]
+        return [line for piece in self.take_columns(count) for line in piece.rows()]
 
     def take_columns(self, count: int) -> list[LineColumns]:
         """`take` as columns: one `LineColumns` per file the lines come from (none

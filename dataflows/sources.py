@@ -31,7 +31,6 @@ from pathlib import Path
 
 import msgspec
 import pyarrow as pa
-import pyarrow.compute as pc
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -42,7 +41,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from centflow.columns import Decoded, empty_batch
+from centflow.columns import Decoded, empty_batch, source_positions
 from centflow.decode import decode_columns
 from centflow.errors import TerminalError
 from centflow.limits import (
@@ -238,9 +237,7 @@ class _KafkaPartition(StatefulSourcePartition[Decoded, KafkaPosition]):
             ]
             ingest_us = list(accumulate(stamps_us, max, initial=max(watermark_us, 0)))[1:]
             offsets = pa.array([record.offset() or 0 for record in records], pa.int64())
-            sources = pc.binary_join_element_wise(
-                f"{self._name}/", pc.cast(offsets, pa.string()), ""
-            )
+            sources = source_positions(f"{self._name}/", offsets)
             values = [record.value() or b"" for record in records]
             if (newest_us := max(stamps_us)) >= 0:
                 watermark_us = max(watermark_us, newest_us)

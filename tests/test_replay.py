@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from itertools import groupby
 from typing import Any
 
 import msgspec
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from centflow.columns import to_payments
 from centflow.decode import decode_message
 from centflow.events import Payment
-from centflow.replay import LogClock, decode_log_block, replay_partition
+from centflow.replay import LineColumns, LogClock, decode_log_block, replay_partition
 from tests.test_schemas import timestamp_like, valid_events
 
 
@@ -70,7 +72,7 @@ def test_decoding_a_log_in_blocks_is_the_clock_and_a_decode_per_line(
         block = lines[start : start + size]
         start += size
         if block:
-            batch, letters = decode_log_block(block, clock, skew_us, partition, count)
+            batch, letters = decode_log_block(_columns(block), clock, skew_us, partition, count)
             payments += to_payments(batch)
             dead += letters
     assert start >= len(lines)
@@ -95,7 +97,7 @@ def test_a_line_ahead_of_the_log_clock_is_a_future_timestamp():
         ("log", 1, _line({**base, "occurred_at": "2026-01-01T00:00:00.0009Z"})),
         ("log", 2, b"not json"),
     ]
-    batch, dead = decode_log_block(lines, LogClock(), future_skew_us=0)
+    batch, dead = decode_log_block(_columns(lines), LogClock(), future_skew_us=0)
     assert batch.num_rows == 0
     assert [(letter.source, letter.reason) for letter in dead] == [
         ("log:1", "future_timestamp"),
@@ -160,3 +162,17 @@ def test_lines_in_blocks_and_batches_are_the_lines_one_by_one(
             taken.extend(batch)
         assert batches.take(take) == []
         assert taken == expected
+
+
+def _columns(lines: list[tuple[str, int, bytes]]) -> list[LineColumns]:
+    """``(file name, line number, raw)`` lines as `LineColumns`, one per run of a file."""
+    return [
+        LineColumns(
+            name,
+            np.array([number for _, number, _ in rows], dtype=np.int64),
+            [raw for *_, raw in rows],
+        )
+        for name, rows in (
+            (name, list(group)) for name, group in groupby(lines, key=lambda line: line[0])
+        )
+    ]
