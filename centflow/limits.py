@@ -36,8 +36,11 @@ MICROS_PER_MILLISECOND = 1_000
 WATERMARK_END_US = 2**62
 
 # Parallelism: logical shards of keyed state (fixed: results and recovery
-# state must not depend on the number of workers).
-SHARD_COUNT = 16
+# state must not depend on the number of workers). Every Arrow call of the keyed
+# steps runs once per shard a block reaches, so fewer, larger shards are cheaper:
+# 8 instead of 16 made a one-process replay ~9% faster and ~100 MiB smaller. The
+# shard count bounds the useful worker count (`WORKERS_MAX`).
+SHARD_COUNT = 8
 WRITER_PARTITION_COUNT = 8
 # Bytewax recovery databases (SQLite) per out dir, fixed when it is made. Each is
 # opened at start and committed to (with an fsync) at every snapshot, so fewer is
@@ -45,7 +48,7 @@ WRITER_PARTITION_COUNT = 8
 # snapshot writes of up to four worker processes (more workers work too; some
 # then write none).
 RECOVERY_PARTITION_COUNT = 4
-WORKERS_MAX = 16
+WORKERS_MAX = SHARD_COUNT  # a worker beyond it would own no shard
 
 # Input batching.
 SOURCE_BATCH_MESSAGES_MAX = 16_384

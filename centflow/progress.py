@@ -62,14 +62,11 @@ _SHARDS: dict[str, int] = {}
 
 
 #: The Bytewax routing key of each shard. Bytewax sends a key to worker
-#: ``SipHash-1-3(key) % workers``; these keys are chosen so that 2, 3 and 4
-#: workers each get an even share of the 16 shards (8/8, 6/5/5, 4/4/4/4),
-#: where the plain names ``s00``..``s15`` split 9/7 over two workers.
-#: tests/test_progress.py checks the split against Bytewax itself.
-SHARD_KEYS = (
-    "s00-4", "s01-42", "s02-11", "s03-13", "s04-10", "s05-2", "s06-5", "s07-1",
-    "s08-38", "s09-30", "s10-15", "s11-36", "s12-16", "s13-13", "s14-52", "s15-51",
-)  # fmt: skip
+#: ``SipHash-1-3(key) % workers``; these keys are chosen so that no worker holds
+#: more than its even share of the 8 shards, for 2 to 8 workers (4/4, 3/3/2,
+#: 2/2/2/2, ... one each), where the plain names ``s00``..``s07`` put 6 on one of
+#: three workers. tests/test_progress.py checks the split against Bytewax itself.
+SHARD_KEYS = ("s00-1", "s01-1", "s02-1", "s03-2", "s04-1", "s05-1", "s06-8", "s07-36")
 _SHARD_INDEX = {key: index for index, key in enumerate(SHARD_KEYS)}
 
 
@@ -77,7 +74,7 @@ def shard_key(shard: int) -> str:
     """The Bytewax routing key of a shard.
 
     >>> shard_key(3)
-    's03-13'
+    's03-2'
     """
     return SHARD_KEYS[shard]
 
@@ -85,8 +82,8 @@ def shard_key(shard: int) -> str:
 def shard_index(key: str) -> int:
     """Inverse of `shard_key`.
 
-    >>> shard_index(shard_key(11))
-    11
+    >>> shard_index(shard_key(6))
+    6
     """
     return _SHARD_INDEX[key]
 

@@ -6,6 +6,7 @@ import threading
 from collections import Counter
 
 import bytewax.operators as op
+import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, cluster_main
 
@@ -37,18 +38,22 @@ def test_shard_keys_are_distinct_and_invertible():
     )
 
 
-def test_two_workers_get_eight_shards_each():
+def _split(keys: list[str], workers: int) -> list[int]:
+    """How many of `keys` each of `workers` Bytewax worker threads handles, fewest first."""
     _Record.seen = {}
     flow = Dataflow("routing")
-    keys = op.key_on("key", op.input("in", flow, TestingSource(list(SHARD_KEYS))), lambda key: key)
-    op.inspect("out", op.stateful_batch("record", keys, _Record))
-    cluster_main(flow, [], 0, worker_count_per_proc=2)
-    assert sorted(Counter(_Record.seen.values()).values()) == [8, 8]
-    # and the plain names would not have been even: the keys were chosen on purpose
-    _Record.seen = {}
-    flow = Dataflow("routing_plain")
+    keyed = op.key_on("key", op.input("in", flow, TestingSource(keys)), lambda key: key)
+    op.inspect("out", op.stateful_batch("record", keyed, _Record))
+    cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    assert set(_Record.seen) == set(keys)
+    return sorted(Counter(_Record.seen.values()).values())
+
+
+@pytest.mark.parametrize("workers", range(2, SHARD_COUNT + 1))
+def test_no_worker_gets_more_than_its_share_of_shards(workers):
+    assert max(_split(list(SHARD_KEYS), workers)) == -(-SHARD_COUNT // workers)
+
+
+def test_the_plain_names_would_not_spread_evenly():
     plain = [f"s{shard:02d}" for shard in range(SHARD_COUNT)]
-    keys = op.key_on("key", op.input("in", flow, TestingSource(plain)), lambda key: key)
-    op.inspect("out", op.stateful_batch("record", keys, _Record))
-    cluster_main(flow, [], 0, worker_count_per_proc=2)
-    assert sorted(Counter(_Record.seen.values()).values()) == [7, 9]
+    assert _split(plain, 3) == [1, 1, 6]  # the keys were chosen on purpose
