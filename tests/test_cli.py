@@ -33,6 +33,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from centflow.limits import SHARD_COUNT
 from centflow.money import minor_unit_exponent
 from centflow.tables import TABLES
 
@@ -255,6 +256,18 @@ CASES: dict[str, Case] = {
         ],
         ("--workers 0",),
     ),
+    "workers beyond the shards": (
+        lambda d: [
+            "run",
+            "--replay",
+            write_tiny_log(d / "tiny.jsonl"),
+            "--out",
+            d / "out",
+            "--workers",
+            str(SHARD_COUNT + 1),
+        ],
+        (f"--workers {SHARD_COUNT + 1}", f"1..{SHARD_COUNT}"),
+    ),
     "unreachable broker": (
         lambda d: ["run", "--kafka", f"127.0.0.1:{free_port()}", "--out", d / "out"],
         ("127.0.0.1",),
@@ -267,15 +280,6 @@ CASES: dict[str, Case] = {
     "refused rerun": (_refused_rerun, ("window_length_s", "60", "120", "--fresh")),
     "recon on an empty dir": (lambda d: ["recon", "--out", d / "empty"], ("empty", "centflow run")),
 }
-# Known bugs in centflow/cli.py, pinned so the pin fails once they are fixed.
-WRAPPED = (
-    "cli.main prints the error with rich's Console, which wraps at the terminal width "
-    "(80 columns when stderr is not a terminal): a long message becomes several lines"
-)
-PROGRESS_FIRST = (
-    "cli.run starts the progress bar before run_workers checks --workers and the saved state, "
-    "so a 'reading 0/N' line precedes the error on stderr"
-)
 
 
 @pytest.fixture(scope="module")
