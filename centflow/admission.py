@@ -12,9 +12,10 @@ De-duplication horizon. An event seen again, the same event_id for the same
 payee, within `dedupe_horizon_us` of ingestion time after its first sighting
 is a duplicate: it goes to the dead letters with reason ``duplicate`` (its raw
 bytes kept) and has no other effect. (A message reusing an event_id for
-another payee is a different event: its content conflicts, so it is no retry.) Entries older than the horizon are forgotten once the frontier has
-passed them, and only then, so whether an event is a duplicate never depends
-on when state was evicted. **Beyond the horizon nothing is guaranteed**: a
+another payee is another identity, possibly in another shard: it settles
+too, and the ``recon_event_repeats`` view lists such ids.) Entries older than
+the horizon are forgotten once the frontier has passed them, and only then,
+so whether an event is a duplicate never depends on when state was evicted. **Beyond the horizon nothing is guaranteed**: a
 repeat arriving later than that is treated as a new event, and a refund whose
 payment is older than the horizon is dead-lettered as ``unknown_reference``.
 Which copy wins is the first to arrive, the same in every run when both copies

@@ -162,6 +162,12 @@ def run(
 
     if (replay is None) == (kafka is None):
         raise ConfigError("give exactly one input: --replay FILE or --kafka BOOTSTRAP")
+    if replay is not None and until_idle is False:
+        raise ConfigError(
+            "--follow needs --kafka: a replay log has an end, and a replay stops there"
+        )
+    if replay is not None and (kafka_config is not None or kafka_setting):
+        raise ConfigError("--kafka-config and --kafka-setting (-X) need --kafka")
     if fresh:
         clear_state(out)
     topics = Topics(topic, dlq_topic, decisions_topic)
@@ -508,4 +514,7 @@ def main() -> None:
         format_message = getattr(error, "format_message", None)
         if format_message is None:  # not a usage error: a bug, keep its traceback
             raise
-        _fail(format_message())
+        message = format_message()
+        if not message:  # no command at all: the help was printed, nothing else to say
+            sys.exit(2)
+        _fail(message)

@@ -39,6 +39,9 @@ class Summary(msgspec.Struct, frozen=True):
     outcomes: list[tuple[str, int]]
     currencies: list[CurrencyTotals]
     checks: list[tuple[str, int]]
+    # Event ids in payments more than once (`recon_event_repeats`): not a fault of
+    # the tables, but each copy settled, so someone should look.
+    repeated_event_ids: int = 0
 
     @property
     def ok(self) -> bool:
@@ -75,9 +78,10 @@ def summarize(database: Path) -> Summary:
             (str(name), int(failures))
             for name, failures in connection.execute(query("summary_checks")).fetchall()
         ]
+        (repeated,) = connection.execute(query("summary_repeats")).fetchall()[0]
     finally:
         connection.close()
-    return Summary(str(database), outcomes, currencies, checks)
+    return Summary(str(database), outcomes, currencies, checks, int(repeated))
 
 
 def render(summary: Summary, console: Console) -> None:
@@ -118,4 +122,9 @@ def render(summary: Summary, console: Console) -> None:
     for name, failures in summary.checks:
         mark = "[green]pass[/green]" if failures == 0 else f"[red]FAIL ({failures})[/red]"
         console.print(f"  {mark}  {name}")
+    if summary.repeated_event_ids:
+        console.print(
+            f"  [yellow]note[/yellow]  {summary.repeated_event_ids:,} event id(s) settled more "
+            "than once: see the view recon_event_repeats"
+        )
     console.print(f"DuckDB: {summary.database}")

@@ -81,7 +81,7 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
 
 #: The column(s) that identify a row: idempotent loads keep one row per key.
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
-    "payments": ("event_id",),
+    "payments": ("event_id", "source"),  # an id repeats only as `recon_event_repeats` shows
     "settlement_batches": ("batch_id",),
     "ledger_entries": ("entry_id",),
     "dead_letters": ("source",),

@@ -4,8 +4,12 @@
 -- Times are TIMESTAMPTZ (UTC). Each table is loaded from the Parquet dataset
 -- keeping one row per key, so a reload is idempotent.
 
+-- payments: one row per message that became a payment, refund or chargeback.
+-- An event_id is here once, except when it came again beyond the
+-- de-duplication horizon or for another payee (both copies then settled:
+-- recon_event_repeats lists them), so the key is the id and its source.
 CREATE TABLE IF NOT EXISTS payments (
-    event_id       VARCHAR PRIMARY KEY,
+    event_id       VARCHAR NOT NULL,
     type           VARCHAR NOT NULL,       -- payment | refund | chargeback
     occurred_at    TIMESTAMPTZ NOT NULL,   -- event time
     ingested_at    TIMESTAMPTZ NOT NULL,   -- ingestion time (Kafka timestamp or log clock)
@@ -24,7 +28,8 @@ CREATE TABLE IF NOT EXISTS payments (
     late           BOOLEAN NOT NULL,       -- joined a later batch as a late adjustment
     device_id      VARCHAR,
     ip             VARCHAR,
-    source         VARCHAR NOT NULL        -- topic/partition/offset or file:line
+    source         VARCHAR NOT NULL,       -- topic/partition/offset or file:line
+    PRIMARY KEY (event_id, source)
 );
 
 CREATE TABLE IF NOT EXISTS settlement_batches (
@@ -51,8 +56,8 @@ CREATE TABLE IF NOT EXISTS settlement_batches (
 CREATE TABLE IF NOT EXISTS ledger_entries (
     entry_id   VARCHAR PRIMARY KEY,
     batch_id   VARCHAR NOT NULL,
-    event_id   VARCHAR,                  -- null for batch-level postings (payout)
-    kind       VARCHAR NOT NULL,         -- payment | refund | chargeback | payout
+    event_id   VARCHAR,                  -- null for batch-level postings (payout, carries)
+    kind       VARCHAR NOT NULL,         -- payment | refund | chargeback | payout | carry_in | carry_out
     account    VARCHAR NOT NULL,
     currency   VARCHAR NOT NULL,
     amount     DECIMAL(18,6) NOT NULL,   -- signed: debit > 0, credit < 0

@@ -268,6 +268,29 @@ CASES: dict[str, Case] = {
         ],
         (f"--workers {SHARD_COUNT + 1}", f"1..{SHARD_COUNT}"),
     ),
+    "follow a replay": (
+        lambda d: [
+            "run",
+            "--replay",
+            write_tiny_log(d / "tiny.jsonl"),
+            "--out",
+            d / "out",
+            "--follow",
+        ],
+        ("--follow", "--kafka"),
+    ),
+    "Kafka settings for a replay": (
+        lambda d: [
+            "run",
+            "--replay",
+            write_tiny_log(d / "tiny.jsonl"),
+            "--out",
+            d / "out",
+            "-X",
+            "security.protocol=SSL",
+        ],
+        ("--kafka-setting", "--kafka"),
+    ),
     "unreachable broker": (
         lambda d: ["run", "--kafka", f"127.0.0.1:{free_port()}", "--out", d / "out"],
         ("127.0.0.1",),
@@ -332,6 +355,8 @@ def test_errors_before_start_leave_no_state(outcomes: Callable) -> None:
         "truncated gzip log",
         "corrupt gzip log",
         "window 0",
+        "follow a replay",
+        "Kafka settings for a replay",
         "unreachable broker",
     ):
         _, _, directory = outcomes(name)
@@ -462,6 +487,49 @@ def test_identical_rerun_changes_no_table(
     assert again.returncode == 0, again.stderr
     assert "pass  batches equal their events" in again.stdout
     assert dump(out / "centflow.duckdb") == before
+
+
+def test_an_event_id_seen_again_settles_and_is_reported(tmp_path: Path) -> None:
+    """An id reused for another payee, and one repeated beyond the de-duplication
+    horizon, are each settled again: the run ends well, both copies are in payments,
+    and the report and `recon_event_repeats` point at them."""
+    reused = {**EVENTS[0], "payee_id": "payee-9", "occurred_at": "2026-11-02T09:00:15Z"}
+    late_repeat = {**EVENTS[1], "occurred_at": "2026-11-02T09:20:00Z"}
+    log = tmp_path / "repeats.jsonl"
+    log.write_text("\n".join(json.dumps(event) for event in [*EVENTS, reused, late_repeat]) + "\n")
+    out = tmp_path / "out"
+    result = centflow(
+        "run",
+        "--replay",
+        log,
+        "--out",
+        out,
+        "--window-s",
+        60,
+        "--dedupe-horizon-s",
+        600,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2 event id(s) settled more than once" in result.stdout
+    with duckdb.connect(str(out / "centflow.duckdb"), read_only=True) as db:
+        assert db.execute("SELECT count(*) FROM payments").fetchall() == [(len(EVENTS) + 2,)]
+        repeats = db.execute(
+            "SELECT event_id, copies, payees, reason FROM recon_event_repeats ORDER BY event_id"
+        ).fetchall()
+        unsettled = db.execute("SELECT count(*) FROM payments WHERE batch_id IS NULL").fetchall()
+    assert repeats == [
+        (EVENTS[0]["event_id"], 2, f"{EVENTS[0]['payee_id']},payee-9", "other_payee"),
+        (EVENTS[1]["event_id"], 2, EVENTS[1]["payee_id"], "beyond_horizon"),
+    ]
+    assert unsettled == [(0,)]
+
+
+def test_no_command_prints_the_help_and_no_empty_error(tmp_path: Path) -> None:
+    result = centflow(cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Usage: centflow" in result.stdout + result.stderr
+    assert "error" not in result.stderr
 
 
 def test_generate_takes_a_duration_with_a_unit(tmp_path: Path) -> None:

@@ -35,8 +35,8 @@ from sinks.duckdb import create_schema, recon_view_files
 BATCH_IDS = ("b-0", "b-1", "b-2", "b-3", "b-4")
 CURRENCIES = ("USD", "JPY", "BHD")
 MINUTE_US = 60_000_000
-TWINNED_VIEWS = {"recon_batch_totals", "recon_ledger_balance"}
-TWINNED_QUERIES = {"summary_checks", "summary_currencies", "summary_events"}
+TWINNED_VIEWS = {"recon_batch_totals", "recon_event_repeats", "recon_ledger_balance"}
+TWINNED_QUERIES = {"summary_checks", "summary_currencies", "summary_events", "summary_repeats"}
 
 
 def dec(micros: int) -> Decimal:
@@ -54,15 +54,22 @@ class Tables:
 
 
 def payment(
-    index: int, kind: str, batch_id: str | None, amount: int, currency: str, decision: str
+    index: int,
+    kind: str,
+    batch_id: str | None,
+    amount: int,
+    currency: str,
+    decision: str,
+    event_id: str | None = None,
+    payee_id: str = "payee-1",
 ) -> tuple:
     return (
-        f"evt-{index}",
+        event_id or f"evt-{index}",
         kind,
         index * 1_000_000,
         index * 1_000_000,
         "payer-1",
-        "payee-1",
+        payee_id,
         amount,
         currency,
         "card",
@@ -154,6 +161,26 @@ def scenarios(draw: st.DrawFn) -> Tables:
         )
     )
     tables.payments = [payment(index, *spec) for index, spec in enumerate(payment_specs)]
+    # A few event ids come again (for the same payee or another), as they do
+    # beyond the de-duplication horizon or when a producer reuses an id.
+    if tables.payments:
+        repeats = draw(
+            st.lists(
+                st.tuples(
+                    st.integers(0, len(tables.payments) - 1),
+                    st.sampled_from(("payee-1", "payee-2")),
+                ),
+                max_size=3,
+            )
+        )
+        for of, payee_id in repeats:
+            index = len(tables.payments)
+            copied = tables.payments[of]
+            tables.payments.append(
+                payment(
+                    index, *copied[1:2], None, copied[6], copied[7], "approve", copied[0], payee_id
+                )
+            )
     # Some batch ids named by payments have no batch (missing_batch); some
     # batches are named by no payment (empty_batch).
     named_ids = sorted({row[15] for row in tables.payments if row[15] is not None})
@@ -310,6 +337,28 @@ def twin_summary_currencies(tables: Tables) -> list[tuple]:
     return result
 
 
+def twin_event_repeats(tables: Tables) -> dict[str, tuple]:
+    """recon_event_repeats: event_id -> (copies, payees, first and last ingestion µs,
+    sources, reason)."""
+    rows_of: dict[str, list[tuple]] = defaultdict(list)
+    for row in tables.payments:
+        rows_of[row[0]].append(row)
+    result = {}
+    for event_id, rows in rows_of.items():
+        if len(rows) < 2:
+            continue
+        payees = sorted({row[5] for row in rows})
+        result[event_id] = (
+            len(rows),
+            ",".join(payees),
+            min(row[3] for row in rows),
+            max(row[3] for row in rows),
+            ",".join(row[19] for row in sorted(rows, key=lambda row: (row[3], row[19]))),
+            "other_payee" if len(payees) > 1 else "beyond_horizon",
+        )
+    return result
+
+
 def twin_summary_events(tables: Tables) -> list[tuple]:
     outcomes = Counter(
         f"{row[1]} settled" if row[15] is not None else f"{row[1]} {row[12]}, unsettled"
@@ -356,6 +405,16 @@ def sql_ledger_balance(db: duckdb.DuckDBPyConnection) -> dict[str, tuple]:
     return result
 
 
+def sql_event_repeats(db: duckdb.DuckDBPyConnection) -> dict[str, tuple]:
+    rows = db.execute(
+        "SELECT event_id, copies, payees, epoch_us(first_ingested_at), "
+        "epoch_us(last_ingested_at), sources, reason FROM recon_event_repeats"
+    ).fetchall()
+    result = {row[0]: row[1:] for row in rows}
+    assert len(result) == len(rows), "recon_event_repeats repeats an event id"
+    return result
+
+
 def run_query(db: duckdb.DuckDBPyConnection, name: str) -> list[tuple]:
     return db.execute(query(name)).fetchall()
 
@@ -369,6 +428,8 @@ def compare_everything(tables: Tables) -> None:
         assert dict(checks) == twin_summary_checks(tables)
         assert run_query(db, "summary_currencies") == twin_summary_currencies(tables)
         assert run_query(db, "summary_events") == twin_summary_events(tables)
+        assert sql_event_repeats(db) == twin_event_repeats(tables)
+        assert run_query(db, "summary_repeats") == [(len(twin_event_repeats(tables)),)]
 
 
 @settings(max_examples=60, deadline=None)
