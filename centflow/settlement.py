@@ -373,9 +373,12 @@ def _batch_bounds(
     events: pa.Table, group_starts: np.ndarray, amounts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """(first row, part number) of every batch: one per group, more for a group whose
-    total might overflow DECIMAL(18,6) (found with float sums, then split exactly)."""
-    totals = np.add.reduceat(amounts.astype(np.float64), group_starts)
-    suspects = np.flatnonzero(totals > BATCH_MICROS_MAX * 0.999)
+    total might overflow DECIMAL(18,6). A group is split (exactly, in Python ints)
+    only if its count times its largest amount could pass the limit: a screen in
+    int64 that cannot overflow itself, where a sum could."""
+    counts = np.diff(np.append(group_starts, len(amounts)))
+    largest = np.maximum.reduceat(amounts, group_starts)
+    suspects = np.flatnonzero(largest > BATCH_MICROS_MAX // counts)
     if not len(suspects):
         return group_starts, np.zeros(len(group_starts), dtype=np.int64)
     ends = np.append(group_starts[1:], events.num_rows)
