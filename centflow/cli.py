@@ -128,7 +128,9 @@ def run(
     until_idle: Annotated[
         bool | None,
         typer.Option(
-            "--until-idle/--follow", help="Stop when input is idle (default for --replay)."
+            "--until-idle/--follow",
+            help="Stop when input is idle, or keep following the topic (--kafka follows "
+            "unless told --until-idle; a replay always stops at its end).",
         ),
     ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
@@ -204,7 +206,7 @@ def run(
         config = PipelineConfig(
             kafka=client,
             partitions=partitions,
-            until_idle=until_idle is not False,
+            until_idle=until_idle is True,  # a stream is followed unless told otherwise
             **common,  # type: ignore[arg-type]
         )
     validate(config)

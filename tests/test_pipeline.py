@@ -121,6 +121,7 @@ def test_kafka_mode_gives_the_replay_tables(
         kafka_bootstrap,
         "--topic",
         topic,
+        "--until-idle",
         "--idle-s",
         "2",
         "--workers",
