@@ -111,7 +111,7 @@ def clear_state(out_dir: Path) -> None:
 
 def prepare_state(config: PipelineConfig) -> Path:
     """Create or check the output directory and recovery partitions; return the recovery dir."""
-    from bytewax.recovery import init_db_dir
+    from dataflows.recovery import init_recovery
 
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +132,7 @@ def prepare_state(config: PipelineConfig) -> Path:
     recovery = out_dir / "recovery"
     if not recovery.exists():
         recovery.mkdir()
-        init_db_dir(recovery, RECOVERY_PARTITION_COUNT)
+        init_recovery(recovery, RECOVERY_PARTITION_COUNT)
         state_file.write_bytes(msgspec.json.encode(identity))
     return recovery
 
