@@ -297,10 +297,14 @@ def _validate_signals(signals: dict[str, float]) -> None:
             "invalid_risk_signals", f"{len(signals)} risk signals exceed {RISK_SIGNALS_MAX}"
         )
     for name, value in signals.items():
-        if not 1 <= len(name) <= RISK_SIGNAL_NAME_CHARS_MAX or not math.isfinite(value):
+        if not 1 <= len(name) <= RISK_SIGNAL_NAME_CHARS_MAX:
             raise InvalidEvent(
                 "invalid_risk_signals",
-                f"risk signal {name[:64]!r}={value!r} is not a finite number",
+                f"risk signal name {name[:64]!r} is not 1 to {RISK_SIGNAL_NAME_CHARS_MAX} chars",
+            )
+        if not math.isfinite(value):
+            raise InvalidEvent(
+                "invalid_risk_signals", f"risk signal {name!r}={value!r} is not a finite number"
             )
 
 
