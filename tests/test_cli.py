@@ -145,7 +145,8 @@ def dump(database: Path) -> dict[str, list[tuple]]:
         }
 
 
-def run_tiny(log: Path, out: Path, window_s: int = 60) -> subprocess.CompletedProcess[str]:
+def run_tiny(log: Path, out: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``run`` of a replay log with 60 s windows and no lateness, and more flags."""
     return centflow(
         "run",
         "--replay",
@@ -153,9 +154,10 @@ def run_tiny(log: Path, out: Path, window_s: int = 60) -> subprocess.CompletedPr
         "--out",
         out,
         "--window-s",
-        window_s,
+        "60",
         "--lateness-s",
-        0,
+        "0",
+        *flags,
         cwd=out.parent,
     )
 
@@ -206,6 +208,18 @@ def _broken_gzip_log(directory: Path, damage: str) -> Path:
     return path
 
 
+def tiny_replay(directory: Path, *flags: str) -> list[str | Path]:
+    """``run`` of a tiny replay log into ``directory/out``, with more flags."""
+    return [
+        "run",
+        "--replay",
+        write_tiny_log(directory / "tiny.jsonl"),
+        "--out",
+        directory / "out",
+        *flags,
+    ]
+
+
 CASES: dict[str, Case] = {
     "no input": (lambda d: ["run", "--out", d / "out"], ("--replay", "--kafka")),
     "both inputs": (
@@ -233,62 +247,23 @@ CASES: dict[str, Case] = {
         ("corrupt.jsonl.gz", "corrupt or truncated"),
     ),
     "window 0": (
-        lambda d: [
-            "run",
-            "--replay",
-            write_tiny_log(d / "tiny.jsonl"),
-            "--out",
-            d / "out",
-            "--window-s",
-            "0",
-        ],
+        lambda d: tiny_replay(d, "--window-s", "0"),
         ("window", "0", "--window-s"),
     ),
     "workers 0": (
-        lambda d: [
-            "run",
-            "--replay",
-            write_tiny_log(d / "tiny.jsonl"),
-            "--out",
-            d / "out",
-            "--workers",
-            "0",
-        ],
+        lambda d: tiny_replay(d, "--workers", "0"),
         ("--workers 0",),
     ),
     "workers beyond the shards": (
-        lambda d: [
-            "run",
-            "--replay",
-            write_tiny_log(d / "tiny.jsonl"),
-            "--out",
-            d / "out",
-            "--workers",
-            str(SHARD_COUNT + 1),
-        ],
+        lambda d: tiny_replay(d, "--workers", str(SHARD_COUNT + 1)),
         (f"--workers {SHARD_COUNT + 1}", f"1..{SHARD_COUNT}"),
     ),
     "follow a replay": (
-        lambda d: [
-            "run",
-            "--replay",
-            write_tiny_log(d / "tiny.jsonl"),
-            "--out",
-            d / "out",
-            "--follow",
-        ],
+        lambda d: tiny_replay(d, "--follow"),
         ("--follow", "--kafka"),
     ),
     "Kafka settings for a replay": (
-        lambda d: [
-            "run",
-            "--replay",
-            write_tiny_log(d / "tiny.jsonl"),
-            "--out",
-            d / "out",
-            "-X",
-            "security.protocol=SSL",
-        ],
+        lambda d: tiny_replay(d, "-X", "security.protocol=SSL"),
         ("--kafka-setting", "--kafka"),
     ),
     "unreachable broker": (
@@ -498,18 +473,7 @@ def test_an_event_id_seen_again_settles_and_is_reported(tmp_path: Path) -> None:
     log = tmp_path / "repeats.jsonl"
     log.write_text("\n".join(json.dumps(event) for event in [*EVENTS, reused, late_repeat]) + "\n")
     out = tmp_path / "out"
-    result = centflow(
-        "run",
-        "--replay",
-        log,
-        "--out",
-        out,
-        "--window-s",
-        60,
-        "--dedupe-horizon-s",
-        600,
-        cwd=tmp_path,
-    )
+    result = run_tiny(log, out, "--dedupe-horizon-s", "600")
     assert result.returncode == 0, result.stderr
     assert "2 event id(s) settled more than once" in result.stdout
     with duckdb.connect(str(out / "centflow.duckdb"), read_only=True) as db:

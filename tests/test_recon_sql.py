@@ -388,31 +388,32 @@ def load(tables: Tables, database: str = ":memory:") -> duckdb.DuckDBPyConnectio
     return db
 
 
-def sql_batch_totals(db: duckdb.DuckDBPyConnection) -> dict[str, tuple]:
-    rows = db.execute(
+def keyed(db: duckdb.DuckDBPyConnection, sql: str) -> dict[object, tuple]:
+    """Rows of `sql` by their first column, which must not repeat."""
+    rows = db.execute(sql).fetchall()
+    result = {row[0]: row[1:] for row in rows}
+    assert len(result) == len(rows), f"a key repeats in: {sql}"
+    return result
+
+
+def sql_batch_totals(db: duckdb.DuckDBPyConnection) -> dict[object, tuple]:
+    return keyed(
+        db,
         "SELECT batch_id, payee_id, currency, epoch_us(window_start), event_count, events_counted, "
-        "gross, events_gross, refunds, events_refunds, net, status FROM recon_batch_totals"
-    ).fetchall()
-    result = {row[0]: row[1:] for row in rows}
-    assert len(result) == len(rows), "recon_batch_totals repeats a batch id"
-    return result
+        "gross, events_gross, refunds, events_refunds, net, status FROM recon_batch_totals",
+    )
 
 
-def sql_ledger_balance(db: duckdb.DuckDBPyConnection) -> dict[str, tuple]:
-    rows = db.execute("SELECT * FROM recon_ledger_balance").fetchall()
-    result = {row[0]: row[1:] for row in rows}
-    assert len(result) == len(rows), "recon_ledger_balance repeats a currency"
-    return result
+def sql_ledger_balance(db: duckdb.DuckDBPyConnection) -> dict[object, tuple]:
+    return keyed(db, "SELECT * FROM recon_ledger_balance")
 
 
-def sql_event_repeats(db: duckdb.DuckDBPyConnection) -> dict[str, tuple]:
-    rows = db.execute(
+def sql_event_repeats(db: duckdb.DuckDBPyConnection) -> dict[object, tuple]:
+    return keyed(
+        db,
         "SELECT event_id, copies, payees, epoch_us(first_ingested_at), "
-        "epoch_us(last_ingested_at), sources, reason FROM recon_event_repeats"
-    ).fetchall()
-    result = {row[0]: row[1:] for row in rows}
-    assert len(result) == len(rows), "recon_event_repeats repeats an event id"
-    return result
+        "epoch_us(last_ingested_at), sources, reason FROM recon_event_repeats",
+    )
 
 
 def run_query(db: duckdb.DuckDBPyConnection, name: str) -> list[tuple]:
