@@ -231,10 +231,10 @@ def _validate(
     elif reference is None:
         raise InvalidEvent("missing_field", f"ref_event_id is required for a {event_type}")
     splits = None if wire.splits is None else _validate_splits(wire.splits)
-    if wire.device_id is not None and not 0 < len(wire.device_id) <= DEVICE_ID_CHARS_MAX:
-        _bad_length("device_id", wire.device_id, DEVICE_ID_CHARS_MAX)
-    if wire.ip is not None and not 0 < len(wire.ip) <= IP_CHARS_MAX:
-        _bad_length("ip", wire.ip, IP_CHARS_MAX)
+    if wire.device_id is not None and len(wire.device_id) > DEVICE_ID_CHARS_MAX:
+        _bad_length("device_id", wire.device_id, DEVICE_ID_CHARS_MAX, 0)
+    if wire.ip is not None and len(wire.ip) > IP_CHARS_MAX:
+        _bad_length("ip", wire.ip, IP_CHARS_MAX, 0)
     if wire.risk_signals is not None:
         _validate_signals(wire.risk_signals)
     if occurred_us > ingest_us + future_skew_us:
@@ -264,10 +264,9 @@ def _validate(
     )
 
 
-def _bad_length(name: str, value: str, chars_max: int) -> None:
-    raise InvalidEvent(
-        "invalid_field", f"{name} must be 1-{chars_max} characters, got {len(value)}"
-    )
+def _bad_length(name: str, value: str, chars_max: int, chars_min: int = 1) -> None:
+    allowed = f"{chars_min}-{chars_max}" if chars_min else f"at most {chars_max}"
+    raise InvalidEvent("invalid_field", f"{name} must be {allowed} characters, got {len(value)}")
 
 
 def _validate_splits(splits: list[_WireSplit]) -> tuple[Split, ...]:
@@ -328,8 +327,8 @@ else:  # the codes as Literal types, which msgspec checks in C
 
 _EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=EVENT_ID_CHARS_MAX)]
 _PartyId = Annotated[str, msgspec.Meta(min_length=1, max_length=PARTY_ID_CHARS_MAX)]
-_DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=DEVICE_ID_CHARS_MAX)]
-_Ip = Annotated[str, msgspec.Meta(min_length=1, max_length=IP_CHARS_MAX)]
+_DeviceId = Annotated[str, msgspec.Meta(max_length=DEVICE_ID_CHARS_MAX)]  # may be empty
+_Ip = Annotated[str, msgspec.Meta(max_length=IP_CHARS_MAX)]
 _SignalName = Annotated[str, msgspec.Meta(min_length=1, max_length=RISK_SIGNAL_NAME_CHARS_MAX)]
 _Bps = Annotated[int, msgspec.Meta(ge=1, le=BPS_WHOLE)]
 

@@ -130,11 +130,13 @@ def currency_schema(description: str) -> dict[str, Any]:
     return {"description": description, "type": "string", "enum": codes}
 
 
-def _string(description: str, chars_max: int, *, nullable: bool = False) -> dict[str, Any]:
+def _string(
+    description: str, chars_max: int, *, nullable: bool = False, chars_min: int = 1
+) -> dict[str, Any]:
     return {
         "description": description,
         "type": ["string", "null"] if nullable else "string",
-        "minLength": 1,
+        "minLength": chars_min,
         "maxLength": chars_max,
     }
 
@@ -232,8 +234,10 @@ def payment_event_schema() -> dict[str, Any]:
             "items": split,
             "$comment": f"bps sum to {BPS_WHOLE}; party_ids are unique.",
         },
-        "device_id": _string("Risk context.", DEVICE_ID_CHARS_MAX, nullable=True),
-        "ip": _string("Risk context.", IP_CHARS_MAX, nullable=True),
+        "device_id": _string(
+            "Risk context (may be empty).", DEVICE_ID_CHARS_MAX, nullable=True, chars_min=0
+        ),
+        "ip": _string("Risk context (may be empty).", IP_CHARS_MAX, nullable=True, chars_min=0),
         "risk_signals": {
             "description": "Producer's own signals, used as model features, never as money.",
             "type": ["object", "null"],

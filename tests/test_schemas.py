@@ -174,6 +174,7 @@ VALID = [
     pytest.param(event(occurred_at="2100-01-01T01:05:00+01:00"), id="the-skew-with-offset"),
     pytest.param(event(event_id="é" * 64, payer_id="支" * 64, payee_id="m" * 64), id="64-chars"),
     pytest.param(event(device_id="d" * 256, ip="2001:db8::" + "f" * 246), id="256-chars"),
+    pytest.param(event(device_id="", ip=""), id="empty-risk-context"),
     pytest.param(
         event(risk_signals={f"{index:064d}": index - 31.5 for index in range(64)}),
         id="64-risk-signals",
@@ -262,7 +263,6 @@ INVALID = [
     pytest.param(event(payer_id=""), "invalid_field", id="payer-empty"),
     pytest.param(event(payee_id="m" * 65), "invalid_field", id="payee-65"),
     pytest.param(event(device_id="d" * 257), "invalid_field", id="device-257"),
-    pytest.param(event(ip=""), "invalid_field", id="ip-empty"),
     pytest.param(event(ip=3232235777), "invalid_field", id="ip-number"),
     pytest.param(event(REFUND, ref_event_id=""), "invalid_field", id="refund-ref-empty"),
     pytest.param(event(REFUND, ref_event_id="e" * 65), "invalid_field", id="refund-ref-65"),
