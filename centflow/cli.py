@@ -502,7 +502,13 @@ def _fail(message: str) -> None:
 def main() -> None:
     """Entry point: run the app; a CentflowError becomes one line and exit status 2."""
     try:
-        app(standalone_mode=False)
+        # Typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns the
+        # code of an Exit instead of raising it: pass it on as the exit status.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            if code == 130:
+                console.print("centflow: interrupted")
+            sys.exit(code)
     except InvariantViolation:
         raise  # a bug: keep its traceback
     except CentflowError as error:

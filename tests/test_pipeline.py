@@ -17,6 +17,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from centflow.generate import write_log
 from centflow.kafka import client_config, produce_log
+from centflow.limits import IDLE_S_DEFAULT
+from centflow.replay import iter_lines
 from centflow.status import read_status
 from centflow.timeparse import parse_rfc3339_us
 
@@ -135,6 +137,55 @@ def test_kafka_mode_gives_the_replay_tables(
     assert decisions == {row[0].encode() for row in replay_tables["payments"]}
     dead = _drain(client, f"{topic}.dlq")
     assert len({key for key, _ in dead}) == len(replay_tables["dead_letters"])
+
+
+@pytest.mark.kafka
+def test_following_a_topic_until_ctrl_c_keeps_the_state_for_the_next_run(
+    replay_tables, kafka_bootstrap, fresh_topic, tmp_path
+):
+    """`run --kafka` follows the topic by default: it keeps running once the topic is
+    quiet; Ctrl-C stops it with a report and the state kept; the same command with
+    --until-idle then resumes and ends with the replay's tables."""
+    topic = fresh_topic(partitions=4)
+    produce_log(SAMPLE, client_config(kafka_bootstrap), topic)
+    lines = sum(1 for _ in iter_lines(SAMPLE))
+    args = [
+        "run",
+        "--kafka",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--dlq-topic",
+        f"{topic}.dlq",
+        "--decisions-topic",
+        f"{topic}.decisions",
+        "--out",
+        str(tmp_path),
+        *WINDOW,
+    ]
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "centflow", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and follower.poll() is None:
+        read = sum(status.messages for status in read_status(tmp_path) if status.kind == "input")
+        if read >= lines:
+            break
+        time.sleep(0.1)
+    time.sleep(IDLE_S_DEFAULT + 1.0)  # an --until-idle run would have stopped by now
+    assert follower.poll() is None, "the run stopped although it was to follow the topic"
+    os.killpg(follower.pid, signal.SIGINT)
+    stdout, stderr = follower.communicate(timeout=120)
+    assert follower.returncode == 130, stderr[-3000:]
+    assert "the state is kept" in stderr and "centflow: interrupted" in stderr
+    assert "pass  batches equal their events" in stdout
+    assert "pass  ledger sums to zero per currency" in stdout
+    centflow(*args, "--until-idle", "--idle-s", "2")
+    assert tables(tmp_path) == replay_tables
 
 
 def _drain(client: dict[str, str], topic: str) -> list[tuple[bytes, bytes]]:
