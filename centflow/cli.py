@@ -160,7 +160,7 @@ def run(
     ] = False,
 ) -> None:
     """Run the pipeline into OUT (resumes from OUT's recovery state after a crash)."""
-    from centflow.runner import clear_state
+    from centflow.runner import clear_state, out_dir_lock
 
     if (replay is None) == (kafka is None):
         raise ConfigError("give exactly one input: --replay FILE or --kafka BOOTSTRAP")
@@ -170,8 +170,6 @@ def run(
         )
     if replay is not None and (kafka_config is not None or kafka_setting):
         raise ConfigError("--kafka-config and --kafka-setting (-X) need --kafka")
-    if fresh:
-        clear_state(out)
     topics = Topics(topic, dlq_topic, decisions_topic)
     common = dict(
         out_dir=str(out),
@@ -210,14 +208,19 @@ def run(
             **common,  # type: ignore[arg-type]
         )
     validate(config)
-    try:
-        seconds = _run_with_progress(config, workers, snapshot_s, total)
-    except KeyboardInterrupt:  # the way to stop --follow: report what has been written so far
-        console.print(f"stopped; the state is kept in {out}: run the same command again to resume")
+    with out_dir_lock(out):  # one run at a time per OUT, from --fresh to the report
+        if fresh:
+            clear_state(out)
+        try:
+            seconds = _run_with_progress(config, workers, snapshot_s, total)
+        except KeyboardInterrupt:  # the way to stop --follow: report what has been written
+            console.print(
+                f"stopped; the state is kept in {out}: run the same command again to resume"
+            )
+            _finish(out)
+            raise
+        console.print(f"pipeline finished in {seconds:.1f} s")
         _finish(out)
-        raise
-    console.print(f"pipeline finished in {seconds:.1f} s")
-    _finish(out)
 
 
 @app.command()
@@ -466,31 +469,37 @@ def demo(
     from centflow.broker import LocalBroker
     from centflow.kafka import client_config, ensure_topics, produce_log
     from centflow.replay import log_files
-    from centflow.runner import clear_state
+    from centflow.runner import clear_state, out_dir_lock
 
     log_files(log)
-    clear_state(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with LocalBroker(log_path=out / "broker.log") as local:
-        client = client_config(local.bootstrap)
-        console.print(f"local broker on {local.bootstrap}")
-        ensure_topics(
-            client,
-            {"payments": partitions, "payments.dlq": partitions, "payments.decisions": partitions},
-        )
-        stats = produce_log(log, client, "payments")
-        console.print(f"produced {stats.messages:,} messages from {log} at {stats.rate:,.0f} msg/s")
-        config = PipelineConfig(
-            out_dir=str(out),
-            kafka=client,
-            partitions=tuple(f"payments/{index}" for index in range(partitions)),
-            window_length_s=window_s,
-            lateness_s=lateness_s,
-            idle_s=2.0,
-        )
-        seconds = _run_with_progress(validate(config), workers, 2, stats.messages)
-        console.print(f"pipeline finished in {seconds:.1f} s")
-    _finish(out)
+    with out_dir_lock(out):
+        clear_state(out)
+        with LocalBroker(log_path=out / "broker.log") as local:
+            client = client_config(local.bootstrap)
+            console.print(f"local broker on {local.bootstrap}")
+            ensure_topics(
+                client,
+                {
+                    "payments": partitions,
+                    "payments.dlq": partitions,
+                    "payments.decisions": partitions,
+                },
+            )
+            stats = produce_log(log, client, "payments")
+            console.print(
+                f"produced {stats.messages:,} messages from {log} at {stats.rate:,.0f} msg/s"
+            )
+            config = PipelineConfig(
+                out_dir=str(out),
+                kafka=client,
+                partitions=tuple(f"payments/{index}" for index in range(partitions)),
+                window_length_s=window_s,
+                lateness_s=lateness_s,
+                idle_s=2.0,
+            )
+            seconds = _run_with_progress(validate(config), workers, 2, stats.messages)
+            console.print(f"pipeline finished in {seconds:.1f} s")
+        _finish(out)
 
 
 def _fail(message: str) -> None:

@@ -12,6 +12,7 @@ directory::
     DIR/status/          live progress of each input partition
     DIR/logs/            each worker's output
     DIR/state.json       what this state belongs to (input, windows, shards)
+    DIR/.centflow.lock   held by the run using DIR (`out_dir_lock`): one run at a time
 
 Rerunning the same command after a crash or a kill resumes from the last
 snapshot: the sources seek back, state is restored, and the output produced
@@ -22,6 +23,7 @@ input, window length, lateness...) is refused with a one-line message.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import shutil
@@ -29,7 +31,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -97,6 +100,41 @@ def state_identity(config: PipelineConfig) -> StateIdentity:
         WRITER_PARTITION_COUNT,
         STATE_FORMAT,
     )
+
+
+LOCK_FILE = ".centflow.lock"
+
+
+@contextmanager
+def out_dir_lock(out_dir: Path) -> Iterator[None]:
+    """Hold `out_dir` for one run: a second run into the same directory is refused
+    in one line instead of mixing its state, files and counts with the first's.
+
+    An advisory lock (``flock``) on ``DIR/.centflow.lock``, held from before
+    ``--fresh`` clears anything to after the report: the kernel drops it when the
+    holder exits, however it exits, so a crash never leaves the directory locked.
+    The file is never removed (``--fresh`` leaves it alone): a run that removed it
+    while another waited could let two runs hold two different files.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / LOCK_FILE).open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ConfigError(
+                f"{out_dir} is in use by another centflow run ({holder}); "
+                "wait for it to end, or use another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def clear_state(out_dir: Path) -> None:
@@ -308,6 +346,7 @@ def _stop(processes: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
 __all__ = [
     "check_run",
     "clear_state",
+    "out_dir_lock",
     "prepare_state",
     "run_workers",
     "state_identity",

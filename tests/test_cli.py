@@ -35,6 +35,7 @@ import pytest
 
 from centflow.limits import SHARD_COUNT
 from centflow.money import minor_unit_exponent
+from centflow.runner import out_dir_lock
 from centflow.tables import TABLES
 
 SCRIPT = Path(sys.executable).with_name("centflow")
@@ -487,6 +488,20 @@ def test_an_event_id_seen_again_settles_and_is_reported(tmp_path: Path) -> None:
         (EVENTS[1]["event_id"], 2, EVENTS[1]["payee_id"], "beyond_horizon"),
     ]
     assert unsettled == [(0,)]
+
+
+def test_a_second_run_into_a_busy_out_dir_is_refused(tmp_path: Path) -> None:
+    """While one run holds OUT, another (even with --fresh) stops in one line and
+    touches nothing; once the holder is gone the same command runs."""
+    log = write_tiny_log(tmp_path / "tiny.jsonl")
+    out = tmp_path / "out"
+    with out_dir_lock(out):
+        refused = run_tiny(log, out, "--fresh")
+        assert sorted(path.name for path in out.iterdir()) == [".centflow.lock"]
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "in use by another centflow run" in refused.stderr
+    assert f"pid {os.getpid()}" in refused.stderr
+    assert run_tiny(log, out).returncode == 0
 
 
 def test_no_command_prints_the_help_and_no_empty_error(tmp_path: Path) -> None:
