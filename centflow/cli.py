@@ -527,6 +527,9 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as done:
         sys.exit(done.exit_code)
+    except OSError as error:  # the machine's answer (a full disk, a permission): no traceback
+        where = f"{error.filename}: " if error.filename else ""
+        _fail(f"{where}{error.strerror or error}")
     except Exception as error:
         format_message = getattr(error, "format_message", None)
         if format_message is None:  # not a usage error: a bug, keep its traceback

@@ -116,8 +116,14 @@ def out_dir_lock(out_dir: Path) -> Iterator[None]:
     The file is never removed (``--fresh`` leaves it alone): a run that removed it
     while another waited could let two runs hold two different files.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / LOCK_FILE).open("a+") as handle:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handle = (out_dir / LOCK_FILE).open("a+")
+    except OSError as error:
+        raise ConfigError(f"cannot use {out_dir} as --out: {error.strerror or error}") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

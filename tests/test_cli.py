@@ -259,6 +259,10 @@ CASES: dict[str, Case] = {
         lambda d: tiny_replay(d, "--workers", str(SHARD_COUNT + 1)),
         (f"--workers {SHARD_COUNT + 1}", f"1..{SHARD_COUNT}"),
     ),
+    "out is a file": (
+        lambda d: ["run", "--replay", write_tiny_log(d / "tiny.jsonl"), "--out", d / "tiny.jsonl"],
+        ("tiny.jsonl", "not a directory"),
+    ),
     "follow a replay": (
         lambda d: tiny_replay(d, "--follow"),
         ("--follow", "--kafka"),
