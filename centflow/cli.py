@@ -67,6 +67,21 @@ def _count_lines(path: Path) -> int:
     return sum(1 for _ in iter_lines(path))
 
 
+def _refuse_a_grown_replay(log: Path, out: Path, lines: int) -> None:
+    """A replay that ended has closed every window for good: lines added to its log
+    since would all be late, so they are refused in one line rather than skipped
+    without a word (a rerun of an unchanged log is still a quiet no-op)."""
+    inputs = [status for status in read_status(out) if status.kind == "input"]
+    if inputs and all(status.ended for status in inputs):
+        read = sum(status.messages for status in inputs)
+        if read != lines:
+            raise ConfigError(
+                f"{log} has {lines:,} lines now, but the replay that ended in {out} read "
+                f"{read:,}: a finished replay is not extended; use --fresh to replay the "
+                "whole log again, or another --out"
+            )
+
+
 def _run_with_progress(
     config: PipelineConfig, workers: int, snapshot_s: int, total: int | None
 ) -> float:
@@ -211,6 +226,8 @@ def run(
     with out_dir_lock(out):  # one run at a time per OUT, from --fresh to the report
         if fresh:
             clear_state(out)
+        elif replay is not None and total is not None:
+            _refuse_a_grown_replay(replay, out, total)
         try:
             seconds = _run_with_progress(config, workers, snapshot_s, total)
         except KeyboardInterrupt:  # the way to stop --follow: report what has been written

@@ -508,6 +508,23 @@ def test_a_second_run_into_a_busy_out_dir_is_refused(tmp_path: Path) -> None:
     assert run_tiny(log, out).returncode == 0
 
 
+def test_a_finished_replay_whose_log_grew_is_refused_not_skipped(tmp_path: Path) -> None:
+    log = write_tiny_log(tmp_path / "tiny.jsonl")
+    out = tmp_path / "out"
+    assert run_tiny(log, out).returncode == 0
+    assert run_tiny(log, out).returncode == 0  # unchanged: a quiet no-op
+    before = dump(out / "centflow.duckdb")
+    with log.open("a") as grown:
+        grown.write(json.dumps({**EVENTS[0], "event_id": "evt-new"}) + "\n")
+    refused = run_tiny(log, out)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "--fresh" in refused.stderr, refused.stderr
+    assert dump(out / "centflow.duckdb") == before
+    assert run_tiny(log, out, "--fresh").returncode == 0
+    payments = dump(out / "centflow.duckdb")["payments"]
+    assert "evt-new" in {row[0] for row in payments}
+
+
 def test_no_command_prints_the_help_and_no_empty_error(tmp_path: Path) -> None:
     result = centflow(cwd=tmp_path)
     assert result.returncode == 2
