@@ -229,10 +229,24 @@ def _metadata(
                 ) from error
 
 
+def _with_settings_checked(make: Callable[[dict[str, Any]], Any], settings: dict[str, Any]) -> Any:
+    """A librdkafka client made from `settings`; a setting librdkafka refuses (an
+    unknown name, a bad value, often from ``-X``) is a one-line ConfigError."""
+    try:
+        return make(settings)
+    except KafkaException as error:
+        reason = error.args[0].str() if error.args and hasattr(error.args[0], "str") else error
+        raise ConfigError(f"Kafka client settings: {reason}") from None
+
+
+def _admin_client(settings: dict[str, Any]) -> AdminClient:
+    return _with_settings_checked(AdminClient, settings)
+
+
 def check_reachable(config: Mapping[str, Any], timeout_s: float = REACHABLE_TIMEOUT_S) -> None:
     """Return once the cluster answers a metadata request; TerminalError after `timeout_s`."""
     errors = _ErrorLog()
-    admin = AdminClient(quiet_client_config(config, errors))
+    admin = _admin_client(quiet_client_config(config, errors))
     metadata = _metadata(admin, errors, _bootstrap(config), timeout_s)
     invariant(metadata is not None, "metadata request returned nothing")
 
@@ -246,7 +260,7 @@ def topic_partition_count(
 ) -> int:
     """The number of partitions of `topic`; TerminalError if it does not exist."""
     errors = _ErrorLog()
-    admin = AdminClient(quiet_client_config(config, errors))
+    admin = _admin_client(quiet_client_config(config, errors))
     bootstrap = _bootstrap(config)
     metadata = _metadata(admin, errors, bootstrap, timeout_s)
     if topic not in metadata.topics:
@@ -304,7 +318,7 @@ def ensure_topics(
                 f"topic {name!r} with {partitions} partitions (give a name and 1-{PARTITIONS_MAX})"
             )
     errors = _ErrorLog()
-    admin = AdminClient(quiet_client_config(config, errors))
+    admin = _admin_client(quiet_client_config(config, errors))
     bootstrap = _bootstrap(config)
     deadline = time.monotonic() + timeout_s
     existing = _partition_counts(_metadata(admin, errors, bootstrap, timeout_s))
@@ -414,7 +428,7 @@ def _producer(config: Mapping[str, Any], deliveries: _Deliveries) -> Producer:
     settings.update(config)
     settings["on_delivery"] = deliveries.on_delivery
     settings["error_cb"] = deliveries.on_error
-    return Producer(quiet_client_config(settings))
+    return _with_settings_checked(Producer, quiet_client_config(settings))
 
 
 LogRecord = tuple[str, bytes, int, bytes | None]

@@ -271,6 +271,18 @@ CASES: dict[str, Case] = {
         lambda d: tiny_replay(d, "-X", "security.protocol=SSL"),
         ("--kafka-setting", "--kafka"),
     ),
+    "bad Kafka setting": (
+        lambda d: [
+            "run",
+            "--kafka",
+            f"127.0.0.1:{free_port()}",
+            "--out",
+            d / "out",
+            "-X",
+            "security.protocol=bogus",
+        ],
+        ("Kafka client settings", "security.protocol", "bogus"),
+    ),
     "unreachable broker": (
         lambda d: ["run", "--kafka", f"127.0.0.1:{free_port()}", "--out", d / "out"],
         ("127.0.0.1",),
@@ -337,6 +349,7 @@ def test_errors_before_start_leave_no_state(outcomes: Callable) -> None:
         "window 0",
         "follow a replay",
         "Kafka settings for a replay",
+        "bad Kafka setting",
         "unreachable broker",
     ):
         _, _, directory = outcomes(name)
