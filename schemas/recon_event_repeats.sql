@@ -9,6 +9,9 @@
 --   double payment for someone to look at.
 -- Empty result: every event id is in payments once (the normal case).
 CREATE OR REPLACE VIEW recon_event_repeats AS
+WITH repeated AS (  -- counted first: the aggregates below then run for these ids only
+    SELECT event_id FROM payments GROUP BY event_id HAVING count(*) > 1
+)
 SELECT
     event_id,
     count(*) AS copies,
@@ -17,6 +20,5 @@ SELECT
     max(ingested_at) AS last_ingested_at,
     string_agg(source, ',' ORDER BY ingested_at, source) AS sources,
     CASE WHEN count(DISTINCT payee_id) > 1 THEN 'other_payee' ELSE 'beyond_horizon' END AS reason
-FROM payments
-GROUP BY event_id
-HAVING count(*) > 1;
+FROM payments SEMI JOIN repeated USING (event_id)
+GROUP BY event_id;
