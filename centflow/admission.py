@@ -15,8 +15,9 @@ bytes kept) and has no other effect. (A message reusing an event_id for
 another payee is another identity, possibly in another shard: it settles
 too, and the ``recon_event_repeats`` view lists such ids.) Entries older than
 the horizon are forgotten once the frontier has passed them, and only then,
-so whether an event is a duplicate never depends on when state was evicted. **Beyond the horizon nothing is guaranteed**: a
-repeat arriving later than that is treated as a new event, and a refund whose
+so whether an event is a duplicate never depends on when state was evicted.
+**Beyond the horizon nothing is guaranteed**: a repeat arriving later than
+that is treated as a new event, and a refund whose
 payment is older than the horizon is dead-lettered as ``unknown_reference``.
 Which copy wins is the first to arrive, the same in every run when both copies
 are in one input partition (`centflow produce` keys by payer_id, so a

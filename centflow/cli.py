@@ -529,11 +529,11 @@ def main() -> None:
     """Entry point: run the app; a CentflowError becomes one line and exit status 2."""
     try:
         # Typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns the
-        # code of an Exit instead of raising it: pass it on as the exit status.
+        # code of an Exit instead of raising it: back to an interrupt, or the exit status.
         code = app(standalone_mode=False)
+        if code == 130:
+            raise KeyboardInterrupt
         if isinstance(code, int) and code:
-            if code == 130:
-                console.print("centflow: interrupted")
             sys.exit(code)
     except InvariantViolation:
         raise  # a bug: keep its traceback

@@ -381,7 +381,7 @@ def _batch_bounds(
     suspects = np.flatnonzero(largest > BATCH_MICROS_MAX // counts)
     if not len(suspects):
         return group_starts, np.zeros(len(group_starts), dtype=np.int64)
-    ends = np.append(group_starts[1:], events.num_rows)
+    ends = group_starts + counts
     starts: list[int] = []
     parts: list[int] = []
     suspect = set(suspects.tolist())

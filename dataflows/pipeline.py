@@ -6,13 +6,14 @@ build it with `build_flow`, handing in sources and sinks (tests pass
 ``TestingSink``).
 
 Items are blocks: a source item carries up to `SOURCE_BATCH_MESSAGES_MAX`
-messages (the replay and Kafka sources decode them as they read), events travel as Arrow
-record batches (`centflow.columns`), and each keyed step moves one `Envelope`
-of events per shard (see `centflow.progress`). Admission, decision and settlement are keyed by the same
-payee shard, so an event crosses between worker processes at most once (on its
-way to its shard); the decision step publishes its decisions and the
-settlement step writes its tables itself, each flushed at every snapshot, so
-the biggest outputs never cross a process either. Every stream ends in an
+messages (the replay and Kafka sources decode them as they read), events
+travel as Arrow record batches (`centflow.columns`), and each keyed step moves
+one `Envelope` of events per shard (see `centflow.progress`). Admission,
+decision and settlement are keyed by the same payee shard, so an event
+crosses between worker processes at most once (on its way to its shard); the
+decision step publishes its decisions and the settlement step writes its
+tables itself, each flushed at every snapshot, so the biggest outputs never
+cross a process either. Every stream ends in an
 output: dead letters in the ``dead_letters`` table (and ``payments.dlq``).
 """
 
