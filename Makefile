@@ -32,7 +32,7 @@ test: $(STAMP) ## the whole test suite (slow soak/bench runs excluded)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP) ## throughput, latency and memory on a generated 500k-event log -> BENCHMARKS.md
-	$(BIN)/python -m centflow.bench --events 500000 --write BENCHMARKS.md
+	$(BIN)/python -m centflow.ops.bench --events 500000 --write BENCHMARKS.md
 
 broker: $(STAMP) ## a local Kafka-compatible broker on 127.0.0.1:9092 (Ctrl-C stops it)
 	$(BIN)/centflow broker --port 9092

@@ -1,5 +1,5 @@
 """``python -m centflow`` is the ``centflow`` command."""
 
-from centflow.cli import main
+from centflow.ops.cli import main
 
 main()

@@ -26,8 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from centflow.columns import PAYMENT_SCHEMA
 from centflow.errors import invariant
+from centflow.ingest.columns import PAYMENT_SCHEMA
 from centflow.limits import SHARD_COUNT, WATERMARK_END_US
 
 #: Before an origin has said anything, it holds the frontier back.
@@ -98,7 +98,7 @@ def shard_name(shard: int) -> str:
 
 
 class Envelope:
-    """Events for one shard (a record batch of `centflow.columns.PAYMENT_SCHEMA`),
+    """Events for one shard (a record batch of `centflow.ingest.columns.PAYMENT_SCHEMA`),
     with the sender's watermark (µs of ingestion time)."""
 
     __slots__ = ("events", "origin", "shard", "watermark_us")
@@ -131,7 +131,7 @@ class Frontier:
     """The minimum watermark over a fixed set of origins.
 
     An origin's watermark is the last one it sent (it may move back only when
-    a stopped input is resumed, see `centflow.settlement`). `value` may be
+    a stopped input is resumed, see `centflow.money.settlement`). `value` may be
     `WATERMARK_END_US` once every origin has ended; `value_live` ignores
     ended origins' END, for work that must not treat an end of input as the
     end of time (de-duplication horizons).

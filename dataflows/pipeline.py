@@ -7,7 +7,7 @@ build it with `build_flow`, handing in sources and sinks (tests pass
 
 Items are blocks: a source item carries up to `SOURCE_BATCH_MESSAGES_MAX`
 messages (the replay and Kafka sources decode them as they read), events
-travel as Arrow record batches (`centflow.columns`), and each keyed step moves
+travel as Arrow record batches (`centflow.ingest.columns`), and each keyed step moves
 one `Envelope` of events per shard (see `centflow.progress`). Admission,
 decision and settlement are keyed by the same payee shard, so an event
 crosses between worker processes at most once (on its way to its shard); the
@@ -29,8 +29,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from centflow.cluster import wait_for_peers
 from centflow.config import CONFIG_ENV, PipelineConfig, from_environment
+from centflow.ops.cluster import wait_for_peers
 from dataflows import steps
 from dataflows.sources import KafkaBatchSource, ReplaySource
 from sinks.kafka import KafkaMessageSink

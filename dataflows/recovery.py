@@ -1,6 +1,6 @@
 """Bytewax recovery partitions: the one piece of Bytewax the command line needs.
 
-`centflow.runner` prepares an output directory before any worker starts, and
+`centflow.ops.runner` prepares an output directory before any worker starts, and
 keeps no Bytewax import of its own (``centflow/`` is engine-free), so it asks
 here for the recovery databases to be made.
 """

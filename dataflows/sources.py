@@ -9,7 +9,7 @@ Each partition also reports its watermark (largest ingestion time so far, or
 `centflow.progress`. Both sources resume exactly from their recovery state.
 
 - `ReplaySource`: partitions ``replay/<n>`` over a log file or directory; the
-  ingestion time of a line is the log clock (`centflow.replay`), and the
+  ingestion time of a line is the log clock (`centflow.ingest.replay`), and the
   source decodes as it reads (it emits `Decoded` blocks, not messages).
 - `KafkaBatchSource`: one partition per Kafka partition, ``<topic>/<n>``, each
   read by its own assigned consumer and decoded as it is read (it emits
@@ -41,18 +41,18 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from centflow.columns import Decoded, empty_batch, source_positions
-from centflow.decode import decode_columns
 from centflow.errors import TerminalError
+from centflow.ingest.columns import Decoded, empty_batch, source_positions
+from centflow.ingest.decode import decode_columns
+from centflow.ingest.replay import CLOCK_START_US, LineBatches, LogClock, decode_log_block
 from centflow.limits import (
     FUTURE_SKEW_S_DEFAULT,
     MICROS_PER_MILLISECOND,
     MICROS_PER_SECOND,
     WATERMARK_END_US,
 )
+from centflow.ops.status import StatusWriter
 from centflow.progress import WATERMARK_NONE_US
-from centflow.replay import CLOCK_START_US, LineBatches, LogClock, decode_log_block
-from centflow.status import StatusWriter
 
 REPLAY_PARTITION_PREFIX = "replay/"
 REPLAY_SCAN_FACTOR = 4  # lines scanned per batch, at most, per message emitted
@@ -84,7 +84,7 @@ class ReplayPosition(msgspec.Struct, array_like=True, frozen=True):
 class _ReplayPartition(StatefulSourcePartition[Decoded, ReplayPosition]):
     """One of `count` partitions of a log: every partition scans every line (the log
     clock needs them all) and emits the lines of its payers (`replay_partition`),
-    already decoded (`centflow.replay.decode_log_block`)."""
+    already decoded (`centflow.ingest.replay.decode_log_block`)."""
 
     def __init__(
         self,

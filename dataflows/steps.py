@@ -18,16 +18,16 @@ import msgspec
 import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
-from centflow.admission import AdmissionShard, AdmissionState
-from centflow.columns import Decoded
 from centflow.config import PipelineConfig
-from centflow.decision import decide, decision_messages
-from centflow.decode import decode_block
-from centflow.events import DeadLetter, SourceBatch
+from centflow.ingest.admission import AdmissionShard, AdmissionState
+from centflow.ingest.columns import Decoded
+from centflow.ingest.decode import decode_block
+from centflow.ingest.events import DeadLetter, SourceBatch
+from centflow.money.settlement import Settled, SettlementShard, SettlementState
+from centflow.ops.status import StatusWriter
 from centflow.progress import Envelope, Router, shard_key, shard_name
-from centflow.settlement import Settled, SettlementShard, SettlementState
-from centflow.status import StatusWriter
-from centflow.tables import dead_letter_row, payments_table
+from centflow.recon.tables import dead_letter_row, payments_table
+from centflow.risk.decision import decide, decision_messages
 from sinks.kafka import KafkaPublisher
 from sinks.parquet import ShardTableWriter, TableRows, WriterState, writer_key
 

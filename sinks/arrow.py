@@ -1,4 +1,4 @@
-"""Rows to Arrow: the logical column types of `centflow.tables` as Arrow types.
+"""Rows to Arrow: the logical column types of `centflow.recon.tables` as Arrow types.
 
 Money is written as decimal128(18, 6), built straight from ``int`` micro-units
 (the 128-bit two's complement of the int64, no Python ``Decimal`` per value),
@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from centflow.errors import invariant
 from centflow.limits import AMOUNT_MICROS_MAX
-from centflow.tables import TABLES
+from centflow.recon.tables import TABLES
 
 MONEY = pa.decimal128(18, 6)
 RATE = pa.decimal128(18, 9)
@@ -95,7 +95,7 @@ def to_analyst_table(table: str, columns: pa.Table) -> pa.Table:
 
 
 def rows_to_table(table: str, rows: Sequence[tuple]) -> pa.Table:
-    """An Arrow table from row tuples in the column order of `centflow.tables`."""
+    """An Arrow table from row tuples in the column order of `centflow.recon.tables`."""
     columns = TABLES[table]
     invariant(not rows or set(map(len, rows)) == {len(columns)}, f"{table} row of the wrong width")
     transposed = list(zip(*rows, strict=True)) if rows else [() for _ in columns]

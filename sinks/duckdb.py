@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from centflow.errors import ConfigError, InvariantViolation
-from centflow.tables import TABLES
+from centflow.recon.tables import TABLES
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 DATABASE_NAME = "centflow.duckdb"
@@ -54,7 +54,7 @@ def _load_table(connection: duckdb.DuckDBPyConnection, table: str, parquet_dir: 
     """
     files = [str(file) for file in sorted((parquet_dir / table).glob("*.parquet"))]
     columns = ", ".join(name for name, _ in TABLES[table])
-    for rows in ("", "DISTINCT "):  # table names come from centflow.tables only
+    for rows in ("", "DISTINCT "):  # table names come from centflow.recon.tables only
         connection.execute("BEGIN TRANSACTION")
         connection.execute(f"DROP TABLE IF EXISTS {table}")
         connection.execute(schema_sql("tables.sql"))  # creates what is missing: this table

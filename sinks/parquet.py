@@ -49,7 +49,7 @@ from bytewax.outputs import (
 
 from centflow.errors import invariant
 from centflow.limits import SINK_BUFFER_ROWS_MAX, WRITER_PARTITION_COUNT
-from centflow.tables import TABLES
+from centflow.recon.tables import TABLES
 from sinks.arrow import rows_to_table, to_analyst_table
 
 TableRows = tuple[str, list[tuple]]  # (table name, row tuples)

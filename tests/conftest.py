@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from centflow.broker import LocalBroker
-from centflow.kafka import client_config, ensure_topics
+from centflow.ops.broker import LocalBroker
+from centflow.ops.kafka import client_config, ensure_topics
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from centflow.columns import to_batch
-from centflow.events import Payment
+from centflow.ingest.columns import to_batch
+from centflow.ingest.events import Payment
 from centflow.progress import Envelope
 
 SECOND_US = 1_000_000

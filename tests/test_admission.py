@@ -7,8 +7,8 @@ import pickle
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from centflow.admission import AdmissionShard
-from centflow.columns import to_payments
+from centflow.ingest.admission import AdmissionShard
+from centflow.ingest.columns import to_payments
 from tests.factories import SECOND_US, envelope, payment
 
 HORIZON_US = 60 * SECOND_US

@@ -34,15 +34,15 @@ import duckdb
 import pytest
 
 from centflow.limits import SHARD_COUNT
-from centflow.money import minor_unit_exponent
-from centflow.runner import out_dir_lock
-from centflow.tables import TABLES
+from centflow.money.amounts import minor_unit_exponent
+from centflow.ops.runner import out_dir_lock
+from centflow.recon.tables import TABLES
 
 SCRIPT = Path(sys.executable).with_name("centflow")
 COMMAND = (
     [str(SCRIPT)]
     if SCRIPT.exists()
-    else [sys.executable, "-c", "from centflow.cli import main; main()"]
+    else [sys.executable, "-c", "from centflow.ops.cli import main; main()"]
 )
 TIMEOUT_S = 120
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from centflow.decision import DecisionMessage, _one_by_one, decision_messages
+from centflow.risk.decision import DecisionMessage, _one_by_one, decision_messages
 
 _ROW = st.tuples(
     st.text(min_size=1, max_size=20),  # event ids with quotes, backslashes, control characters

@@ -23,12 +23,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from centflow import decode
-from centflow.columns import PAYMENT_SCHEMA, to_batch, to_payments
-from centflow.decode import decode_block, decode_message
-from centflow.events import DeadLetter, Payment, RawMessage
+from centflow.ingest import decode
+from centflow.ingest.columns import PAYMENT_SCHEMA, to_batch, to_payments
+from centflow.ingest.decode import decode_block, decode_message
+from centflow.ingest.events import DeadLetter, Payment, RawMessage
+from centflow.ingest.replay import iter_log, log_files
 from centflow.limits import MESSAGE_BYTES_MAX, MICROS_PER_SECOND, RISK_SIGNALS_MAX, SPLITS_MAX
-from centflow.replay import iter_log, log_files
 from tests.test_schemas import (
     DELETE,
     EVENT,

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from centflow.config import PipelineConfig
-from centflow.events import RawMessage, SourceBatch
+from centflow.ingest.events import RawMessage, SourceBatch
 from centflow.limits import WATERMARK_END_US
 from dataflows.pipeline import build_flow
 from tests.factories import SECOND_US
@@ -34,7 +34,7 @@ def _event(
     kind: str = "payment",
     ref: str | None = None,
 ) -> bytes:
-    from centflow.timeparse import format_us
+    from centflow.ingest.timeparse import format_us
 
     body = {
         "event_id": event_id,

@@ -12,10 +12,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from centflow.decode import decode_message
 from centflow.errors import ConfigError
-from centflow.events import DeadLetter, Payment
-from centflow.generate import (
+from centflow.generate.logs import (
     FAULT_REASONS,
     PIPELINE_FAULTS,
     VALID_KINDS,
@@ -26,10 +24,12 @@ from centflow.generate import (
     main,
     write_log,
 )
+from centflow.ingest.decode import decode_message
+from centflow.ingest.events import DeadLetter, Payment
+from centflow.ingest.replay import LogClock, iter_lines
+from centflow.ingest.timeparse import parse_rfc3339_us
 from centflow.limits import MESSAGE_BYTES_MAX
-from centflow.money import minor_unit_exponent
-from centflow.replay import LogClock, iter_lines
-from centflow.timeparse import parse_rfc3339_us
+from centflow.money.amounts import minor_unit_exponent
 
 START_US = parse_rfc3339_us("2026-11-02T09:00:00Z")
 FAR_FUTURE_US = parse_rfc3339_us("2100-01-01T00:00:00Z")
@@ -325,7 +325,7 @@ def test_decoding_gives_payments_and_the_expected_dead_letters(
 def test_event_time_advances_with_faults_behind_the_log_clock(
     log: tuple[list[LogLine], GenerateStats],
 ) -> None:
-    """Measured as the pipeline will: against the log clock of `centflow.replay`."""
+    """Measured as the pipeline will: against the log clock of `centflow.ingest.replay`."""
     lines, stats = log
     clock = LogClock()
     behind_s = []
@@ -400,7 +400,7 @@ def test_command_line_writes_the_log(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_shipped_sample_is_what_the_documented_command_generates() -> None:
-    """replay_data/README.md: `python -m centflow.generate replay_data/sample.jsonl.gz --events 5000
+    """replay_data/README.md: `python -m centflow.generate.logs replay_data/sample.jsonl.gz --events 5000
     --seed 7 --start 2026-11-02T09:00:00Z --duration-s 7200 --window-hint-s 60`."""
     shipped = [raw for _, _, raw in iter_lines(SAMPLE)]
     assert shipped == list(generate_events(COUNT, **_kwargs()))

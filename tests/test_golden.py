@@ -16,8 +16,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from centflow.generate import generate_lines
-from centflow.timeparse import parse_rfc3339_us
+from centflow.generate.logs import generate_lines
+from centflow.ingest.timeparse import parse_rfc3339_us
 
 REPLAY_DATA = Path(__file__).resolve().parent.parent / "replay_data"
 SETTINGS = ["--window-s", "60", "--lateness-s", "30"]
@@ -146,7 +146,7 @@ def test_labelled_fraud_events_are_valid_payments_that_settle():
         "velocity-abuse",
         "refund-abuse",
     }
-    from centflow.generate import GenerateStats
+    from centflow.generate.logs import GenerateStats
 
     stats = GenerateStats()
     for _ in generate_lines(stats=stats, **LOGS["fraud.jsonl.gz"]):  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Integration tests of centflow.kafka and centflow.broker against a real local broker."""
+"""Integration tests of centflow.ops.kafka and centflow.ops.broker against a real local broker."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from centflow.broker import LocalBroker, free_loopback_port
 from centflow.errors import ConfigError, TerminalError
-from centflow.kafka import (
+from centflow.ingest.replay import iter_log
+from centflow.ops.broker import LocalBroker, free_loopback_port
+from centflow.ops.kafka import (
     HEADER_ORIGIN,
     LOCAL_FRAME_RECORDS,
     TIMESTAMP_MS_MIN,
@@ -29,7 +30,6 @@ from centflow.kafka import (
     quiet_client_config,
     topic_partition_count,
 )
-from centflow.replay import iter_log
 
 pytestmark = pytest.mark.kafka
 

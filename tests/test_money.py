@@ -1,4 +1,4 @@
-"""Property tests of `centflow.money`, the one money convention (int micro-units).
+"""Property tests of `centflow.money.amounts`, the one money convention (int micro-units).
 
 What these tests prove:
 
@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from centflow.errors import InvalidEvent, InvariantViolation
 from centflow.limits import AMOUNT_MICROS_MAX
-from centflow.money import (
+from centflow.money.amounts import (
     allocate_largest_remainder,
     currency_codes,
     micros_to_decimal,
@@ -38,7 +38,7 @@ from centflow.money import (
 )
 from sinks.arrow import MONEY, money_array
 
-# The rule of DESIGN.md's wire format, written independently of centflow.money.
+# The rule of DESIGN.md's wire format, written independently of centflow.money.amounts.
 # `fullmatch` (not `$`, which also matches before a trailing newline); `[0-9]`
 # is ASCII only, unlike `\d`.
 AMOUNT_RULE = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?")

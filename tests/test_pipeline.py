@@ -15,12 +15,12 @@ import duckdb
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from centflow.generate import write_log
-from centflow.kafka import client_config, produce_log
+from centflow.generate.logs import write_log
+from centflow.ingest.replay import iter_lines
+from centflow.ingest.timeparse import parse_rfc3339_us
 from centflow.limits import IDLE_S_DEFAULT
-from centflow.replay import iter_lines
-from centflow.status import read_status
-from centflow.timeparse import parse_rfc3339_us
+from centflow.ops.kafka import client_config, produce_log
+from centflow.ops.status import read_status
 
 SAMPLE = Path(__file__).resolve().parent.parent / "replay_data" / "sample.jsonl.gz"
 WINDOW = ["--window-s", "60", "--lateness-s", "30"]

@@ -27,8 +27,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from centflow.limits import AMOUNT_MICROS_MAX
-from centflow.recon import QUERIES_DIR, query, summarize
-from centflow.tables import TABLES
+from centflow.recon.report import QUERIES_DIR, query, summarize
+from centflow.recon.tables import TABLES
 from sinks.arrow import rows_to_table
 from sinks.duckdb import create_schema, recon_view_files
 
@@ -45,7 +45,7 @@ def dec(micros: int) -> Decimal:
 
 @dataclass
 class Tables:
-    """Rows in `centflow.tables` column order (money as int micro-units)."""
+    """Rows in `centflow.recon.tables` column order (money as int micro-units)."""
 
     payments: list[tuple] = field(default_factory=list)
     settlement_batches: list[tuple] = field(default_factory=list)
@@ -507,7 +507,7 @@ def test_pinned_statuses() -> None:
 
 
 def test_summarize_reads_the_same_checks(tmp_path: Path) -> None:
-    """`centflow.recon.summarize`, the report's reader, sees what the queries return."""
+    """`centflow.recon.report.summarize`, the report's reader, sees what the queries return."""
     tables = pinned()
     database = tmp_path / "centflow.duckdb"
     load(tables, str(database)).close()

@@ -10,10 +10,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from centflow.columns import to_payments
-from centflow.decode import decode_message
-from centflow.events import Payment
-from centflow.replay import LineColumns, LogClock, decode_log_block, replay_partition
+from centflow.ingest.columns import to_payments
+from centflow.ingest.decode import decode_message
+from centflow.ingest.events import Payment
+from centflow.ingest.replay import LineColumns, LogClock, decode_log_block, replay_partition
 from tests.test_schemas import timestamp_like, valid_events
 
 
@@ -143,7 +143,7 @@ def test_lines_in_blocks_and_batches_are_the_lines_one_by_one(
     import gzip
     from unittest import mock
 
-    from centflow import replay
+    from centflow.ingest import replay
 
     directory = tmp_path_factory.mktemp("log")
     files = []

@@ -10,10 +10,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from centflow.cluster import PEERS_ENV, wait_for_peers
 from centflow.config import PipelineConfig
 from centflow.errors import ConfigError
-from centflow.runner import STATE_FILE, prepare_state, worker_launches
+from centflow.ops.cluster import PEERS_ENV, wait_for_peers
+from centflow.ops.runner import STATE_FILE, prepare_state, worker_launches
 
 LINUX_SOCKETS = Path("/proc/net/tcp").exists()
 
@@ -61,7 +61,7 @@ def test_a_peer_that_never_listens_only_delays_the_start(monkeypatch):
 
 
 def test_a_failed_worker_is_reported_by_its_own_error_not_bytewaxs_wrapper(tmp_path):
-    from centflow.runner import _last_error_line
+    from centflow.ops.runner import _last_error_line
 
     log = tmp_path / "worker-0.log"
     log.write_text(

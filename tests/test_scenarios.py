@@ -15,11 +15,8 @@ import msgspec
 import pytest
 from jsonschema import Draft202012Validator
 
-from centflow.admission import AdmissionShard
-from centflow.decode import decode_message
 from centflow.errors import ConfigError
-from centflow.events import Payment
-from centflow.generate import (
+from centflow.generate.logs import (
     _CURRENCIES,
     SCENARIOS,
     GenerateStats,
@@ -32,8 +29,11 @@ from centflow.generate import (
     write_log,
     write_payee_directory,
 )
-from centflow.replay import iter_lines
-from centflow.timeparse import parse_rfc3339_us
+from centflow.ingest.admission import AdmissionShard
+from centflow.ingest.decode import decode_message
+from centflow.ingest.events import Payment
+from centflow.ingest.replay import iter_lines
+from centflow.ingest.timeparse import parse_rfc3339_us
 from tests.factories import envelope
 
 START_US = parse_rfc3339_us("2026-11-02T09:00:00Z")

@@ -1,4 +1,4 @@
-"""The JSON Schemas in ``schemas/`` and `centflow.decode.decode_message` agree.
+"""The JSON Schemas in ``schemas/`` and `centflow.ingest.decode.decode_message` agree.
 
 What these tests prove:
 
@@ -42,9 +42,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from centflow.decode import REQUIRED_FIELDS, decode_message
 from centflow.errors import InvalidEvent
-from centflow.events import EVENT_TYPES, RAILS, REVERSAL_TYPES, DeadLetter, Payment, Reason
+from centflow.ingest.decode import REQUIRED_FIELDS, decode_message
+from centflow.ingest.events import EVENT_TYPES, RAILS, REVERSAL_TYPES, DeadLetter, Payment, Reason
+from centflow.ingest.timeparse import YEAR_MIN, parse_rfc3339_us
 from centflow.limits import (
     AMOUNT_FRACTION_DIGITS_MAX,
     AMOUNT_INTEGER_DIGITS_MAX,
@@ -59,8 +60,7 @@ from centflow.limits import (
     RISK_SIGNALS_MAX,
     SPLITS_MAX,
 )
-from centflow.money import parse_amount_micros
-from centflow.timeparse import YEAR_MIN, parse_rfc3339_us
+from centflow.money.amounts import parse_amount_micros
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
 FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER

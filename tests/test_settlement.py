@@ -9,10 +9,10 @@ import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from centflow.columns import to_batch
-from centflow.events import Payment
+from centflow.ingest.columns import to_batch
+from centflow.ingest.events import Payment
 from centflow.limits import AMOUNT_MICROS_MAX, WATERMARK_END_US
-from centflow.settlement import (
+from centflow.money.settlement import (
     Settled,
     SettlementShard,
     assign_window,
@@ -266,7 +266,7 @@ def test_state_survives_a_snapshot_round_trip():
 def test_payouts_and_carries_never_lose_money_or_overflow(amounts, currency, carry_in):
     """Across a window's parts: payouts plus the final carry equal the events plus the carry in,
     every figure fits DECIMAL(18,6), and the ledger balances per batch."""
-    from centflow.money import minor_unit_exponent
+    from centflow.money.amounts import minor_unit_exponent
 
     carry_in = carry_in % 10 ** (6 - minor_unit_exponent(currency))  # below one minor unit
     events = [

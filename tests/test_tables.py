@@ -1,9 +1,9 @@
-"""The analyst tables: DDL, `centflow.tables`, Arrow and Parquet agree, and money stays exact.
+"""The analyst tables: DDL, `centflow.recon.tables`, Arrow and Parquet agree, and money stays exact.
 
 What these tests prove:
 
 * ``schemas/tables.sql`` (created in DuckDB by `create_schema`) and
-  `centflow.tables.TABLES` list the same tables and the same columns in the
+  `centflow.recon.tables.TABLES` list the same tables and the same columns in the
   same order, with the logical → DuckDB type mapping; each table's primary key
   is its `TABLE_KEYS` entry;
 * `sinks.arrow.table_schema` agrees too, and a Parquet file written with it is
@@ -33,8 +33,8 @@ from hypothesis import strategies as st
 
 from centflow.errors import InvariantViolation
 from centflow.limits import AMOUNT_MICROS_MAX
-from centflow.recon import QUERIES_DIR
-from centflow.tables import TABLE_KEYS, TABLES
+from centflow.recon.report import QUERIES_DIR
+from centflow.recon.tables import TABLE_KEYS, TABLES
 from sinks.arrow import rows_to_table, table_schema
 from sinks.duckdb import DATABASE_NAME, create_schema, materialize
 
@@ -89,7 +89,7 @@ def describe(db: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str, st
     ]
 
 
-# (a) DDL against centflow.tables --------------------------------------------
+# (a) DDL against centflow.recon.tables --------------------------------------------
 
 
 def test_money_name_detector() -> None:

@@ -16,7 +16,7 @@ Accounts (``kind:owner``), for the first ledger:
 
 A payment debits the rail and credits the payee; a refund or chargeback does
 the opposite. The payout is rounded to the currency's minor unit once per
-batch (`centflow.money.round_to_minor_unit`): the batch's payout debits the
+batch (`centflow.money.amounts.round_to_minor_unit`): the batch's payout debits the
 payee's payable and credits the payout account, and the remainder below one
 minor unit moves from the payable to the carry account (``carry_out``) and
 back into the next batch of the same payee and currency (``carry_in``), so no
@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 
 from centflow.errors import invariant
 
-#: A posting as a row of ``ledger_entries`` (see `centflow.tables`):
+#: A posting as a row of ``ledger_entries`` (see `centflow.recon.tables`):
 #: (entry_id, batch_id, event_id, kind, account, currency, amount_micros, posted_us).
 LedgerRow = tuple[str, str, str | None, str, str, str, int, int]
 
@@ -141,7 +141,7 @@ def post_batches(
     remainder from the carry account back to the payable; the payout empties
     the payable into the payout account; the carry out (if any) moves the new
     remainder below one minor unit to the carry account. With the events'
-    postings, the payable nets to zero (`centflow.settlement` checks
+    postings, the payable nets to zero (`centflow.money.settlement` checks
     ``payout + carry_out == net + carry_in`` for every batch).
     """
     count = len(batch_ids)

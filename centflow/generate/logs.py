@@ -85,9 +85,9 @@ least once in the first malformed lines when the log is long enough
 only the pipeline can reject them (`PIPELINE_FAULTS`): a refund of a payment
 never seen, a refund whose payee differs from its payment's, and a refund
 exceeding what is left of its payment. Lines of the other kinds are dead
-letters for `centflow.decode.decode_message`.
+letters for `centflow.ingest.decode.decode_message`.
 
-`python -m centflow.generate PATH --events N --seed S` writes a log and
+`python -m centflow.generate.logs PATH --events N --seed S` writes a log and
 prints its `GenerateStats` (``--scenario NAME`` repeatable, ``--diurnal``,
 ``--labels``, ``--fx-rates`` and ``--payee-directory PATH`` for the rest) (``replay_data/README.md`` has the commands of
 the shipped logs).
@@ -119,9 +119,9 @@ from typing import Any, NamedTuple
 import msgspec
 
 from centflow.errors import ConfigError, invariant
+from centflow.ingest.timeparse import parse_rfc3339_us
 from centflow.limits import BPS_WHOLE, MESSAGE_BYTES_MAX, MICROS_PER_SECOND
-from centflow.money import minor_unit_exponent
-from centflow.timeparse import parse_rfc3339_us
+from centflow.money.amounts import minor_unit_exponent
 
 #: Malformed-line kinds and the dead-letter reason each must get.
 FAULT_REASONS: dict[str, str] = {
@@ -1746,8 +1746,10 @@ def _format_units(units: int, digits: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m centflow.generate PATH --events N --seed S``: write a log, print its stats."""
-    parser = argparse.ArgumentParser(prog="python -m centflow.generate", description=main.__doc__)
+    """``python -m centflow.generate.logs PATH --events N --seed S``: write a log, print its stats."""
+    parser = argparse.ArgumentParser(
+        prog="python -m centflow.generate.logs", description=main.__doc__
+    )
     parser.add_argument("path", type=Path, help="output file (.jsonl, or .jsonl.gz to gzip)")
     parser.add_argument("--events", type=int, default=5000, help="lines to write (default 5000)")
     parser.add_argument("--seed", type=int, default=7)

@@ -3,11 +3,11 @@
 Everything here is a `msgspec.Struct`: fast to build, compact, and picklable
 (recovery snapshots and the exchange between worker processes pickle them).
 Times are ``int`` microseconds since the Unix epoch (UTC); amounts are ``int``
-micro-units (see `centflow.money`).
+micro-units (see `centflow.money.amounts`).
 
 Two clocks per event, and why: ``occurred_us`` is the event time the producer
 claims; ``ingest_us`` is when the event entered the log (the Kafka message
-timestamp, or for a replay file the log clock of `centflow.replay`). Ingestion
+timestamp, or for a replay file the log clock of `centflow.ingest.replay`). Ingestion
 time is monotonic per input partition, so comparing the two decides lateness
 from the event itself, whatever order the partitions are interleaved in.
 """

@@ -37,8 +37,6 @@ from pathlib import Path
 
 import msgspec
 
-from centflow.broker import free_loopback_port
-from centflow.cluster import PEERS_ENV
 from centflow.config import PipelineConfig, to_environment, validate
 from centflow.errors import ConfigError, TerminalError
 from centflow.limits import (
@@ -47,6 +45,8 @@ from centflow.limits import (
     WORKERS_MAX,
     WRITER_PARTITION_COUNT,
 )
+from centflow.ops.broker import free_loopback_port
+from centflow.ops.cluster import PEERS_ENV
 
 SNAPSHOT_S_DEFAULT = 10  # long epochs: each epoch change drains the pipeline once
 POLL_S = 0.1
@@ -189,7 +189,7 @@ class WorkerLaunch(msgspec.Struct, frozen=True):
 
 
 def worker_launches(recovery: Path, workers: int, snapshot_s: int) -> list[WorkerLaunch]:
-    """The command line and environment of each worker process (`centflow.cluster`
+    """The command line and environment of each worker process (`centflow.ops.cluster`
     says why a worker learns the addresses of the workers numbered below it)."""
     base = [
         sys.executable,

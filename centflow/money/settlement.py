@@ -2,7 +2,7 @@
 
 Which window an event joins, and whether it is late, is decided from the
 event alone: its event time against its ingestion time (see
-`centflow.events`). With window length ``L`` and allowed lateness ``A``,
+`centflow.ingest.events`). With window length ``L`` and allowed lateness ``A``,
 window ``k`` covers event times ``[kL, (k+1)L)`` and accepts events ingested
 before ``(k+1)L + A``. An event ingested later than that is **late**: it is
 never dropped, but joins the payee's next open batch, the window
@@ -28,7 +28,7 @@ event id) before anything is numbered. A window whose total would overflow
 DECIMAL(18,6) (with room for a carried remainder) is split into parts (rare:
 trillions in one window).
 
-Columnar. Events arrive as Arrow record batches (`centflow.columns`) and
+Columnar. Events arrive as Arrow record batches (`centflow.ingest.columns`) and
 wait in their window as such; windows are kept by index, not by payee, since
 every window of an index closes at the same frontier. Closing an index sorts
 its events once, finds each (payee, currency) group's rows, sums the groups
@@ -46,11 +46,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from centflow.columns import PAYMENT_SCHEMA
 from centflow.errors import invariant
-from centflow.ledger import LEDGER_SCHEMA, post_batches, post_events
+from centflow.ingest.columns import PAYMENT_SCHEMA
 from centflow.limits import AMOUNT_MICROS_MAX, BATCH_MICROS_MAX, WATERMARK_END_US
-from centflow.money import minor_unit_step, round_to_minor_unit
+from centflow.money.amounts import minor_unit_step, round_to_minor_unit
+from centflow.money.ledger import LEDGER_SCHEMA, post_batches, post_events
 from centflow.progress import Envelope, Frontier
 
 RATE_ONE_NANOS = 1_000_000_000  # no FX conversion yet: settlement currency = event currency
@@ -169,7 +169,7 @@ as int64."""
 class Settled:
     """What one settlement step emits: closed batches, every event that settled or
     will settle in no batch (`SETTLED_SCHEMA`, ``batch_id`` null for those), and
-    the ledger postings (`centflow.ledger.LEDGER_SCHEMA`)."""
+    the ledger postings (`centflow.money.ledger.LEDGER_SCHEMA`)."""
 
     __slots__ = ("batches", "entries", "events")
 
@@ -509,7 +509,7 @@ def _payouts(
     """(carry in, payout, carry out) of each batch, and `carry_micros` moved on.
 
     Payouts are rounded toward zero to the currency's minor unit
-    (`centflow.money.round_to_minor_unit`); what is left below it is the carry
+    (`centflow.money.amounts.round_to_minor_unit`); what is left below it is the carry
     out. A window split into parts (rare) chains the carry through its parts
     one at a time; otherwise each (payee, currency) has one batch per window
     and the whole window is done a column at a time.

@@ -12,8 +12,8 @@ from __future__ import annotations
 import msgspec
 import pyarrow as pa
 
-from centflow.columns import PAYMENT_SCHEMA
 from centflow.errors import invariant
+from centflow.ingest.columns import PAYMENT_SCHEMA
 
 DECISIONS = ("approve", "review", "decline")
 MODEL_VERSION_NONE = "none"

@@ -11,7 +11,7 @@ replay mode and Kafka mode see the same (event time, ingestion time) pairs and
 settle into the same batches.
 
 A replay decodes as it reads (`decode_log_block`): the clock needs every
-line's event time, and decoding a block of lines at once (`centflow.decode`)
+line's event time, and decoding a block of lines at once (`centflow.ingest.decode`)
 is cheaper than reading the event time of each line on its own. Only lines
 that do not decode are read again for their event time.
 """
@@ -31,12 +31,12 @@ import numpy as np
 import pyarrow as pa
 from isal import igzip, isal_zlib
 
-from centflow.columns import PAYMENT_SCHEMA, source_positions
-from centflow.decode import decode_columns, decode_columns_at, decode_message, parse_times
 from centflow.errors import ConfigError, InvalidEvent
-from centflow.events import DeadLetter
+from centflow.ingest.columns import PAYMENT_SCHEMA, source_positions
+from centflow.ingest.decode import decode_columns, decode_columns_at, decode_message, parse_times
+from centflow.ingest.events import DeadLetter
+from centflow.ingest.timeparse import parse_rfc3339_us
 from centflow.limits import MICROS_PER_MILLISECOND, WATERMARK_END_US
-from centflow.timeparse import parse_rfc3339_us
 
 _GZIP_MAGIC = b"\x1f\x8b"
 # What reading a broken log can raise: a truncated or corrupt gzip stream among them.

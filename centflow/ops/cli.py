@@ -26,8 +26,8 @@ from rich.progress import (
 from centflow import limits
 from centflow.config import PipelineConfig, Topics, validate
 from centflow.errors import CentflowError, ConfigError, InvariantViolation
-from centflow.status import read_status
-from centflow.timeparse import format_us
+from centflow.ingest.timeparse import format_us
+from centflow.ops.status import read_status
 
 app = typer.Typer(
     add_completion=False,
@@ -54,7 +54,7 @@ KafkaConfigFile = Annotated[
 
 
 def _client(bootstrap: str, config_file: Path | None, settings: list[str] | None) -> dict[str, str]:
-    from centflow.kafka import client_config, load_client_settings
+    from centflow.ops.kafka import client_config, load_client_settings
 
     return client_config(bootstrap, load_client_settings(config_file, settings or []))
 
@@ -62,7 +62,7 @@ def _client(bootstrap: str, config_file: Path | None, settings: list[str] | None
 def _count_lines(path: Path) -> int:
     """Lines of a log, for the progress bar; a log that cannot be read (corrupt,
     truncated) fails here, with a one-line message, before anything starts."""
-    from centflow.replay import iter_lines
+    from centflow.ingest.replay import iter_lines
 
     return sum(1 for _ in iter_lines(path))
 
@@ -86,7 +86,7 @@ def _run_with_progress(
     config: PipelineConfig, workers: int, snapshot_s: int, total: int | None
 ) -> float:
     """Run the workers under a live progress bar and summary line."""
-    from centflow.runner import check_run, run_workers
+    from centflow.ops.runner import check_run, run_workers
 
     check_run(config, workers, snapshot_s)  # bad settings fail before any progress is drawn
     out_dir = Path(config.out_dir)
@@ -121,7 +121,7 @@ def _run_with_progress(
 
 
 def _finish(out_dir: Path) -> None:
-    from centflow.recon import render, summarize
+    from centflow.recon.report import render, summarize
     from sinks.duckdb import materialize
 
     database = materialize(out_dir)
@@ -175,7 +175,7 @@ def run(
     ] = False,
 ) -> None:
     """Run the pipeline into OUT (resumes from OUT's recovery state after a crash)."""
-    from centflow.runner import clear_state, out_dir_lock
+    from centflow.ops.runner import clear_state, out_dir_lock
 
     if (replay is None) == (kafka is None):
         raise ConfigError("give exactly one input: --replay FILE or --kafka BOOTSTRAP")
@@ -197,7 +197,7 @@ def run(
     )
     total = None
     if replay is not None:
-        from centflow.replay import log_files
+        from centflow.ingest.replay import log_files
 
         log_files(replay)  # a missing log is a one-line error before anything starts
         partitions = tuple(f"replay/{index}" for index in range(max(workers, 1)))
@@ -209,7 +209,7 @@ def run(
         )
         total = _count_lines(replay)
     else:
-        from centflow.kafka import check_reachable, ensure_topics, topic_partition_count
+        from centflow.ops.kafka import check_reachable, ensure_topics, topic_partition_count
 
         client = _client(kafka, kafka_config, kafka_setting)  # type: ignore[arg-type]
         check_reachable(client)
@@ -263,7 +263,7 @@ def produce(
     """
     import tempfile
 
-    from centflow.replay import log_files
+    from centflow.ingest.replay import log_files
 
     if log == "-":
         with tempfile.TemporaryDirectory(prefix="centflow-produce-") as spool:
@@ -300,7 +300,12 @@ def _produce(
     kafka_config: Path | None,
     kafka_setting: list[str] | None,
 ) -> None:
-    from centflow.kafka import check_reachable, ensure_topics, produce_log, topic_partition_count
+    from centflow.ops.kafka import (
+        check_reachable,
+        ensure_topics,
+        produce_log,
+        topic_partition_count,
+    )
 
     client = _client(kafka, kafka_config, kafka_setting)
     check_reachable(client)
@@ -389,7 +394,7 @@ def generate(
     ] = None,
 ) -> None:
     """Write a seeded synthetic payment log (with fraud scenarios, faults, FX rates, payee directory)."""
-    from centflow.generate import (
+    from centflow.generate.logs import (
         SCENARIOS,
         GenerateStats,
         generate_lines,
@@ -397,7 +402,7 @@ def generate(
         write_log,
         write_payee_directory,
     )
-    from centflow.timeparse import parse_rfc3339_us
+    from centflow.ingest.timeparse import parse_rfc3339_us
 
     if not 1 <= events <= 100_000_000:
         raise ConfigError(f"--events {events} is out of range 1..100000000")
@@ -458,7 +463,7 @@ def broker(
     port: Annotated[int, typer.Option(help="Loopback port to listen on.")] = 9092,
 ) -> None:
     """Run a local Kafka-compatible broker (memory only) until Ctrl-C."""
-    from centflow.broker import LocalBroker
+    from centflow.ops.broker import LocalBroker
 
     with LocalBroker(port=port) as local:
         console.print(f"broker listening on {local.bootstrap} (memory only); Ctrl-C stops it")
@@ -483,10 +488,10 @@ def demo(
     lateness_s: Annotated[int, typer.Option(help="Allowed lateness, seconds.")] = 30,
 ) -> None:
     """The whole pipeline on a log through a local broker it starts and stops itself."""
-    from centflow.broker import LocalBroker
-    from centflow.kafka import client_config, ensure_topics, produce_log
-    from centflow.replay import log_files
-    from centflow.runner import clear_state, out_dir_lock
+    from centflow.ingest.replay import log_files
+    from centflow.ops.broker import LocalBroker
+    from centflow.ops.kafka import client_config, ensure_topics, produce_log
+    from centflow.ops.runner import clear_state, out_dir_lock
 
     log_files(log)
     with out_dir_lock(out):

@@ -34,9 +34,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from centflow.columns import PAYMENT_SCHEMA, SIGNALS_TYPE, SPLIT_TYPE, to_batch
 from centflow.errors import InvalidEvent, InvariantViolation, invariant
-from centflow.events import EVENT_TYPES, RAILS, DeadLetter, Payment, RawMessage, Split
+from centflow.ingest.columns import PAYMENT_SCHEMA, SIGNALS_TYPE, SPLIT_TYPE, to_batch
+from centflow.ingest.events import EVENT_TYPES, RAILS, DeadLetter, Payment, RawMessage, Split
+from centflow.ingest.timeparse import YEAR_MIN, parse_rfc3339_us
 from centflow.limits import (
     BPS_WHOLE,
     DEVICE_ID_CHARS_MAX,
@@ -48,8 +49,7 @@ from centflow.limits import (
     RISK_SIGNALS_MAX,
     SPLITS_MAX,
 )
-from centflow.money import currency_codes, parse_amount_micros
-from centflow.timeparse import YEAR_MIN, parse_rfc3339_us
+from centflow.money.amounts import currency_codes, parse_amount_micros
 
 REQUIRED_FIELDS = (
     "event_id",
@@ -386,7 +386,7 @@ def decode_block(
     """Decode a block: exactly `decode_message` of each message, in columns; never raises.
 
     Returns the payments in input order as one batch of `PAYMENT_SCHEMA`
-    (`centflow.columns.to_payments` of it equals the `Payment` records), and
+    (`centflow.ingest.columns.to_payments` of it equals the `Payment` records), and
     the dead letters in input order, each the one `decode_message` gives.
 
     >>> fields = dict(event_id="e1", type="payment", occurred_at="2026-03-01T12:00:00.5Z",
@@ -789,7 +789,7 @@ def _midnights_us(days: _Ints, wanted: _Bools) -> _Ints:
 
 
 def _midnight_us(key: int) -> int:
-    """`centflow.timeparse`'s day rule, for a date given as the number YYYYMMDD."""
+    """`centflow.ingest.timeparse`'s day rule, for a date given as the number YYYYMMDD."""
     try:
         day = date(key // 10_000, key // 100 % 100, key % 100)
     except ValueError:
@@ -799,14 +799,14 @@ def _midnight_us(key: int) -> int:
     return (day.toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
 
 
-_AMOUNT_REGEX = r"^[0-9]{1,12}(\.[0-9]{1,6})?$"  # `centflow.money`'s rule, for RE2
+_AMOUNT_REGEX = r"^[0-9]{1,12}(\.[0-9]{1,6})?$"  # `centflow.money.amounts`'s rule, for RE2
 _AMOUNT_TYPE = pa.decimal128(18, 6)
 
 
 def _parse_amounts(texts: list[str]) -> tuple[_Ints, _Bools]:
     """`parse_amount_micros` of each text, and which ones are valid; a column at a time.
 
-    A text must match `centflow.money`'s pattern (ASCII digits only; RE2's
+    A text must match `centflow.money.amounts`'s pattern (ASCII digits only; RE2's
     ``$`` is the end of the text); then Arrow's cast to decimal128(18, 6) is
     exact (at most 18 digits, at most 6 after the point), and the low 64 bits
     of each value are its micro-units. Zero is refused, as there.

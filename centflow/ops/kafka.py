@@ -3,7 +3,7 @@
 This module owns every Kafka client centflow creates outside the dataflows
 (admin clients and the replay producer). It never imports Bytewax. Every
 call is bounded in time and releases its client when it returns, and
-librdkafka's log lines go to the ``centflow.kafka.librdkafka`` logger (silent
+librdkafka's log lines go to the ``centflow.ops.kafka.librdkafka`` logger (silent
 unless the application configures logging) instead of being printed to
 stderr every few milliseconds while a broker is down.
 
@@ -38,13 +38,13 @@ from centflow.errors import (
     TransientError,
     invariant,
 )
-from centflow.limits import MICROS_PER_MILLISECOND, MICROS_PER_SECOND
-from centflow.replay import (
+from centflow.ingest.replay import (
     CLOCK_START_US,
     LineBatches,
     LogClock,
     log_files,
 )
+from centflow.limits import MICROS_PER_MILLISECOND, MICROS_PER_SECOND
 
 REACHABLE_TIMEOUT_S = 10.0
 TOPICS_TIMEOUT_S = 20.0
@@ -97,7 +97,7 @@ _AUTH_ERRORS = frozenset(
     }
 )
 
-LIBRDKAFKA_LOGGER = logging.getLogger("centflow.kafka.librdkafka")
+LIBRDKAFKA_LOGGER = logging.getLogger("centflow.ops.kafka.librdkafka")
 LIBRDKAFKA_LOGGER.addHandler(logging.NullHandler())
 
 
@@ -442,7 +442,7 @@ class _FrameParser:
     in another process, carries on with exactly the same records.
 
     One JSON decode per line gives both its log-clock ingestion time and its
-    key (`LogClock.advance_keyed`, the clock `centflow.replay.iter_log`
+    key (`LogClock.advance_keyed`, the clock `centflow.ingest.replay.iter_log`
     runs); columns of strings, bytes and ints are cheap to frame and leave the
     garbage collector nothing to track.
     """
@@ -542,7 +542,7 @@ class _LogReader:
         """`hand_over_after_lines`: parse at least these lines here, then wait for the
         child (tests use it to make the child's part certain)."""
         log_files(path)  # a missing log is a ConfigError here, not a child's traceback
-        package_root = str(Path(__file__).resolve().parent.parent)
+        package_root = str(Path(__file__).resolve().parents[2])
         environment = dict(os.environ)
         environment["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, environment.get("PYTHONPATH")) if p
@@ -550,7 +550,7 @@ class _LogReader:
         command = [
             sys.executable,
             "-c",
-            "import sys; from centflow.kafka import serve_log_records; "
+            "import sys; from centflow.ops.kafka import serve_log_records; "
             "serve_log_records(sys.argv[1])",
             str(path),
         ]
@@ -655,7 +655,7 @@ def produce_log(
 
     Each line becomes one message: value = the raw bytes, key = its
     ``payer_id`` (None if the line has none), timestamp = its log-clock
-    ingestion time in ms (`centflow.replay.iter_log`; 0 becomes
+    ingestion time in ms (`centflow.ingest.replay.iter_log`; 0 becomes
     `TIMESTAMP_MS_MIN`), header ``origin`` = its source position. The topic
     must exist (see `ensure_topics`). `rate_per_s` paces to a fixed rate,
     `speed` so the log clock runs `speed` times as fast as the wall clock;

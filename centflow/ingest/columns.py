@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from centflow.events import DeadLetter, Payment, Split
+from centflow.ingest.events import DeadLetter, Payment, Split
 
 SPLIT_TYPE = pa.list_(pa.struct([("party_id", pa.string()), ("bps", pa.int64())]))
 SIGNALS_TYPE = pa.map_(pa.string(), pa.float64())
@@ -60,7 +60,7 @@ COLUMNS = tuple(PAYMENT_SCHEMA.names)
 class Decoded:
     """A block of input after decoding: payments (a record batch), dead letters, and
     the input partition's watermark. Made by the decode step, or by a replay source
-    itself (which decodes as it reads, see `centflow.replay.decode_log_block`)."""
+    itself (which decodes as it reads, see `centflow.ingest.replay.decode_log_block`)."""
 
     __slots__ = ("dead", "partition", "payments", "watermark_us")
 

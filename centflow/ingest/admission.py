@@ -39,9 +39,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from centflow.columns import PAYMENT_SCHEMA, concat
 from centflow.errors import invariant
-from centflow.events import DeadLetter
+from centflow.ingest.columns import PAYMENT_SCHEMA, concat
+from centflow.ingest.events import DeadLetter
 from centflow.progress import Envelope, Frontier
 
 #: Ids to forget once the horizon has passed them, one entry per block admitted:

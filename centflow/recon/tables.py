@@ -4,7 +4,7 @@ This module and ``schemas/tables.sql`` describe the same tables; a test checks
 that they agree column for column. Rows are plain tuples in column order
 (cheap to build, and `sinks.parquet` turns lists of them into Arrow columns);
 the big tables, ``payments`` and ``ledger_entries``, are made a column at a
-time as Arrow tables (`payments_table`, `centflow.ledger`). In both forms,
+time as Arrow tables (`payments_table`, `centflow.money.ledger`). In both forms,
 money is ``int`` micro-units and time is ``int`` µs since the epoch; the sinks
 turn them into DECIMAL(18,6) and TIMESTAMPTZ.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from centflow.events import DeadLetter
+from centflow.ingest.events import DeadLetter
 
 # Logical column types: text, money (DECIMAL(18,6)), rate (DECIMAL(18,9)),
 # timestamp (µs, UTC), integer, boolean, double (never money), bytes.
@@ -96,7 +96,7 @@ _PAYMENT_COLUMNS = (
 
 
 def payments_table(events: pa.Table | pa.RecordBatch) -> pa.Table:
-    """``payments`` rows from settled events (`centflow.settlement.SETTLED_SCHEMA`),
+    """``payments`` rows from settled events (`centflow.money.settlement.SETTLED_SCHEMA`),
     a column at a time: the table's columns in order, money and time still int64."""
     return pa.table(
         [events[name] for name in _PAYMENT_COLUMNS],

@@ -1,7 +1,7 @@
 """The reconciliation report: what came in, what settled, and whether it all adds up.
 
 Reads the DuckDB database a run produced (see `sinks.duckdb`) with the queries
-in ``centflow/queries/``; renders with rich. `Summary` is plain data so tests
+in ``centflow/recon/queries/``; renders with rich. `Summary` is plain data so tests
 can check the figures without parsing the text.
 """
 
@@ -54,7 +54,7 @@ class Summary(msgspec.Struct, frozen=True):
 
 
 def query(name: str) -> str:
-    """The text of ``centflow/queries/<name>.sql``."""
+    """The text of ``centflow/recon/queries/<name>.sql``."""
     return (QUERIES_DIR / f"{name}.sql").read_text()
 
 

@@ -42,17 +42,17 @@ import duckdb
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from centflow.broker import LocalBroker
 from centflow.config import PipelineConfig
-from centflow.decode import decode_message
-from centflow.events import Payment
-from centflow.generate import write_log
-from centflow.kafka import client_config, ensure_topics, produce_log
-from centflow.replay import iter_lines
-from centflow.runner import RunStats, clear_state, run_workers
-from centflow.status import read_status
-from centflow.tables import TABLES
-from centflow.timeparse import parse_rfc3339_us
+from centflow.generate.logs import write_log
+from centflow.ingest.decode import decode_message
+from centflow.ingest.events import Payment
+from centflow.ingest.replay import iter_lines
+from centflow.ingest.timeparse import parse_rfc3339_us
+from centflow.ops.broker import LocalBroker
+from centflow.ops.kafka import client_config, ensure_topics, produce_log
+from centflow.ops.runner import RunStats, clear_state, run_workers
+from centflow.ops.status import read_status
+from centflow.recon.tables import TABLES
 from sinks.duckdb import DATABASE_NAME, materialize
 
 PARTITIONS = 4
@@ -380,7 +380,7 @@ Windows {WINDOW_S} s, lateness {LATENESS_S} s, topic of {PARTITIONS} partitions.
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m centflow.bench", description=__doc__.splitlines()[0]
+        prog="python -m centflow.ops.bench", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument(
@@ -396,7 +396,7 @@ def main() -> None:
     figures = run(args.events, args.work, args.repeat)
     text = _markdown(
         figures,
-        f"make bench (python -m centflow.bench --events {args.events} --repeat {args.repeat})",
+        f"make bench (python -m centflow.ops.bench --events {args.events} --repeat {args.repeat})",
     )
     print(text)
     if args.write is not None:

@@ -6,7 +6,7 @@ traffic leaves the machine; the child's environment is scrubbed of the
 variables that would point Tansu at a schema registry or a telemetry endpoint).
 It starts the process, waits (bounded) until the Kafka protocol answers a
 metadata request, and stops it (terminate, then kill). It never creates topics:
-that is `centflow.kafka.ensure_topics`.
+that is `centflow.ops.kafka.ensure_topics`.
 
 Tansu quirks every caller must know (DESIGN.md, STACK.md):
 
@@ -35,7 +35,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from centflow.errors import ConfigError, TerminalError, TransientError, invariant
-from centflow.kafka import quiet_client_config
+from centflow.ops.kafka import quiet_client_config
 
 LOOPBACK_HOST = "127.0.0.1"
 START_TIMEOUT_S = 20.0

@@ -1,0 +1,1 @@
+"""Synthetic logs: seeded payers, payees, faults and labelled fraud scenarios (`logs`)."""
