@@ -400,7 +400,7 @@ def main() -> None:
     )
     print(text)
     if args.write is not None:
-        header = "# Benchmarks\n\nFigures from `make bench`, newest first. See `centflow/bench.py` for what each one measures.\n\n"
+        header = "# Benchmarks\n\nFigures from `make bench`, newest first. See `centflow/ops/bench.py` for what each one measures.\n\n"
         old = args.write.read_text() if args.write.exists() else header
         body = old[len(header) :] if old.startswith(header) else old
         args.write.write_text(header + text + "\n" + body)
