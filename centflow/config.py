@@ -40,6 +40,53 @@ class Topics(msgspec.Struct, frozen=True):
     decisions: str = "payments.decisions"
 
 
+class Tier(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A payer verification tier's limits, in major units of the payment's currency.
+
+    ``payment_max_units`` and ``day_max_units`` hold for every currency that
+    ``per_currency`` does not name; ``per_currency`` maps a currency to its own
+    ``(payment_max_units, day_max_units)`` (1,000 dollars are not 1,000 yen).
+    """
+
+    name: str
+    payment_max_units: int
+    day_max_units: int
+    per_currency: dict[str, tuple[int, int]] = {}
+
+    def limits(self, currency: str) -> tuple[int, int]:
+        """(per payment, per day) in major units of `currency`."""
+        return self.per_currency.get(currency, (self.payment_max_units, self.day_max_units))
+
+
+def _tier(name: str, payment_max: int, day_max: int) -> Tier:
+    """A tier whose limits scale to the currencies far from the dollar's magnitude."""
+    scale = {"JPY": 150, "KRW": 1_400, "INR": 85, "BRL": 5, "MXN": 20, "ZAR": 18, "IDR": 16_000}
+    return Tier(
+        name,
+        payment_max,
+        day_max,
+        {code: (payment_max * factor, day_max * factor) for code, factor in scale.items()},
+    )
+
+
+class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Decision thresholds, label age, tiers (lowest first) and the payer directory."""
+
+    review_at: float = 0.5
+    decline_at: float = 0.9
+    label_age_s: int = 1800
+    tiers: tuple[Tier, ...] = (
+        _tier("basic", 1_000, 3_000),
+        _tier("verified", 10_000, 50_000),
+        _tier("business", 1_000_000, 10_000_000),
+    )
+    payer_directory: str | None = None
+
+    @property
+    def label_age_us(self) -> int:
+        return self.label_age_s * MICROS_PER_SECOND
+
+
 class PipelineConfig(msgspec.Struct, frozen=True):
     """Everything a worker needs to build the dataflow."""
 
@@ -55,6 +102,7 @@ class PipelineConfig(msgspec.Struct, frozen=True):
     dedupe_horizon_s: int = DEDUPE_HORIZON_S_DEFAULT
     future_skew_s: int = FUTURE_SKEW_S_DEFAULT
     batch_messages_max: int = SOURCE_BATCH_MESSAGES_MAX
+    risk: RiskConfig = RiskConfig()
 
     @property
     def window_us(self) -> int:
@@ -100,9 +148,65 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     _check_range("future skew", config.future_skew_s, 0, LATENESS_S_MAX, "--future-skew-s")
     _check_range("idle time", config.idle_s, 0.1, IDLE_S_MAX, "--idle-s")
     _check_range("batch size", config.batch_messages_max, 1, 100_000, "batch_messages_max")
+    _validate_risk(config.risk)
     if not config.partitions:
         raise ConfigError("the input has no partitions (is the topic empty of partitions?)")
     return config
+
+
+def _validate_risk(risk: RiskConfig) -> None:
+    if not 0.0 < risk.review_at <= risk.decline_at <= 1.0:
+        raise ConfigError(
+            f"risk thresholds review_at {risk.review_at} and decline_at {risk.decline_at} "
+            "must satisfy 0 < review_at <= decline_at <= 1"
+        )
+    _check_range("label age", risk.label_age_s, 1, LATENESS_S_MAX, "--label-age-s")
+    if not risk.tiers:
+        raise ConfigError("the risk configuration needs at least one tier")
+    names = [tier.name for tier in risk.tiers]
+    if len(set(names)) != len(names) or not all(names):
+        raise ConfigError(f"risk tiers need distinct, non-empty names (got {names})")
+    for tier in risk.tiers:
+        for currency, (payment_max, day_max) in {
+            "": (tier.payment_max_units, tier.day_max_units),
+            **tier.per_currency,
+        }.items():
+            if payment_max <= 0 or day_max < payment_max:
+                where = f" in {currency}" if currency else ""
+                raise ConfigError(
+                    f"tier {tier.name!r}{where}: limits must satisfy 0 < per payment <= per day"
+                )
+
+
+class FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a ``--config`` TOML file may set (sections grow with the pipeline)."""
+
+    risk: RiskConfig = RiskConfig()
+
+
+def load_file_config(path: Path) -> FileConfig:
+    """A ``--config`` TOML file; a wrong key, type or value is one ConfigError line.
+
+    Paths inside it (``risk.payer_directory``) are relative to the file itself.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read the configuration {path}: {error.strerror}") from None
+    try:
+        loaded = msgspec.toml.decode(data, type=FileConfig)
+    except msgspec.ValidationError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    except msgspec.DecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    directory = loaded.risk.payer_directory
+    if directory is not None and not Path(directory).is_absolute():
+        directory = str((path.parent / directory).resolve())
+        loaded = msgspec.structs.replace(
+            loaded, risk=msgspec.structs.replace(loaded.risk, payer_directory=directory)
+        )
+    _validate_risk(loaded.risk)
+    return loaded
 
 
 def to_environment(config: PipelineConfig) -> dict[str, str]:

@@ -99,21 +99,36 @@ def shard_name(shard: int) -> str:
 
 class Envelope:
     """Events for one shard (a record batch of `centflow.ingest.columns.PAYMENT_SCHEMA`),
-    with the sender's watermark (µs of ingestion time)."""
+    with the sender's watermark (µs of ingestion time), and optionally one row of
+    context features per event (float64, `centflow.risk.shard`)."""
 
-    __slots__ = ("events", "origin", "shard", "watermark_us")
+    __slots__ = ("context", "events", "origin", "shard", "watermark_us")
 
-    def __init__(self, origin: str, shard: int, watermark_us: int, events: pa.RecordBatch) -> None:
+    def __init__(
+        self,
+        origin: str,
+        shard: int,
+        watermark_us: int,
+        events: pa.RecordBatch,
+        context: np.ndarray | None = None,
+    ) -> None:
         self.origin = origin
         self.shard = shard
         self.watermark_us = watermark_us
         self.events = events
+        self.context = context
 
-    def __reduce__(self) -> tuple[object, tuple[str, int, int, bytes]]:
+    def __reduce__(self) -> tuple[object, tuple[str, int, int, bytes, np.ndarray | None]]:
         """Pickle the events as one Arrow IPC message (no per-event work)."""
         return (
             _envelope_from_ipc,
-            (self.origin, self.shard, self.watermark_us, self.events.serialize().to_pybytes()),
+            (
+                self.origin,
+                self.shard,
+                self.watermark_us,
+                self.events.serialize().to_pybytes(),
+                self.context,
+            ),
         )
 
     def __repr__(self) -> str:
@@ -123,8 +138,11 @@ class Envelope:
         )
 
 
-def _envelope_from_ipc(origin: str, shard: int, watermark_us: int, data: bytes) -> Envelope:
-    return Envelope(origin, shard, watermark_us, pa.ipc.read_record_batch(data, PAYMENT_SCHEMA))
+def _envelope_from_ipc(
+    origin: str, shard: int, watermark_us: int, data: bytes, context: np.ndarray | None = None
+) -> Envelope:
+    events = pa.ipc.read_record_batch(data, PAYMENT_SCHEMA)
+    return Envelope(origin, shard, watermark_us, events, context)
 
 
 class Frontier:
@@ -195,13 +213,18 @@ class Router:
         self._sent_us = dict(sent_us or {})
 
     def route(
-        self, events: pa.RecordBatch, watermark_us: int, key: str = "payee_id"
+        self,
+        events: pa.RecordBatch,
+        watermark_us: int,
+        key: str = "payee_id",
+        context: np.ndarray | None = None,
     ) -> list[tuple[str, Envelope]]:
-        """Envelopes ``(shard key, Envelope)`` for the events and watermark of one step;
-        each shard's events keep their order."""
+        """Envelopes ``(shard key, Envelope)`` for the events (and their context rows)
+        and watermark of one step; each shard's events keep their order."""
         shards = shards_of(events[key]) if events.num_rows else np.zeros(0, np.int64)
         order = np.argsort(shards, kind="stable")
         ordered = events.take(pa.array(order)) if events.num_rows else events
+        ordered_context = None if context is None else context[order]
         counts = np.bincount(shards, minlength=SHARD_COUNT).tolist()
         out = []
         start = 0
@@ -209,7 +232,13 @@ class Router:
             size = counts[shard]
             if size or self._sent_us.get(shard) != watermark_us:
                 self._sent_us[shard] = watermark_us
-                envelope = Envelope(self._origin, shard, watermark_us, ordered.slice(start, size))
+                envelope = Envelope(
+                    self._origin,
+                    shard,
+                    watermark_us,
+                    ordered.slice(start, size),
+                    None if ordered_context is None else ordered_context[start : start + size],
+                )
                 out.append((shard_key(shard), envelope))
             start += size
         return out

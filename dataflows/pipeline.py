@@ -1,4 +1,4 @@
-"""The centflow dataflow: read → decode → admit → decide → settle → sinks.
+"""The centflow dataflow: read → decode → admit → risk → settle → sinks.
 
 Run it as ``python -m bytewax.run dataflows.pipeline:flow`` with the
 configuration in the environment (``centflow run`` does that for you), or
@@ -8,12 +8,13 @@ build it with `build_flow`, handing in sources and sinks (tests pass
 Items are blocks: a source item carries up to `SOURCE_BATCH_MESSAGES_MAX`
 messages (the replay and Kafka sources decode them as they read), events
 travel as Arrow record batches (`centflow.ingest.columns`), and each keyed step moves
-one `Envelope` of events per shard (see `centflow.progress`). Admission,
-decision and settlement are keyed by the same payee shard, so an event
-crosses between worker processes at most once (on its way to its shard); the
-decision step publishes its decisions and the settlement step writes its
-tables itself, each flushed at every snapshot, so the biggest outputs never
-cross a process either. Every stream ends in an
+one `Envelope` of events per shard (see `centflow.progress`). Admission, the
+payee's risk context and settlement are keyed by the payee's shard; risk by
+the payer's, since payer features need the payer's whole history. So an event
+crosses between worker processes at most three times (to its payee shard, to
+its payer shard, back); the risk step publishes its decisions and the
+settlement step writes its tables itself, each flushed at every snapshot, so
+the biggest outputs never cross a process. Every stream ends in an
 output: dead letters in the ``dead_letters`` table (and ``payments.dlq``).
 """
 
@@ -58,13 +59,17 @@ def build_flow(
     # ("s07", Envelope(origin="payments/0", shard=7, watermark_us, events=<RecordBatch>))
     admission = op.stateful_batch("admit", to_shards, steps.admission_builder(config))
     # ("s07", ("route", ("s07", Envelope(...))) | ("dead", [DeadLetter(...)]))
-    to_settlement = op.flat_map("admitted", admission, steps.routed_envelopes)
+    admitted = op.flat_map("admitted", admission, steps.routed_envelopes)
     # ("s07", Envelope(origin="admit", shard=7, watermark_us, events=<RecordBatch>)): same key,
-    # so admission, decision and settlement of a shard run on one worker with no exchange
-    decided = op.stateful_batch(
-        "decide", to_settlement, steps.decision_builder(decisions_client, config.topics.decisions)
-    )
-    # ("s07", Envelope(events=<RecordBatch, decision columns filled>)); each decision published
+    # so admission and the payee's risk context of a shard run on one worker with no exchange
+    with_context = op.stateful_batch("payee_context", admitted, steps.payee_context_builder())
+    by_payer = op.map("route_by_payer", with_context, steps.rekeyed)
+    # ("s03", Envelope(origin="payee/7", shard=3, events, context=<payee features per event>)):
+    # routed by payer, since payer features need the payer's whole history
+    risk = op.stateful_batch("risk", by_payer, steps.risk_builder(config, decisions_client))
+    decided = op.map("route_back_by_payee", risk, steps.rekeyed)
+    # ("s07", Envelope(origin="risk/3", events=<RecordBatch, decision columns filled>)): back
+    # to the payee's shard for settlement; each decision published to payments.decisions
     settled = op.stateful_batch("settle", decided, steps.settlement_builder(config))
     # ("s07", 412): events settled; the step itself writes payments, settlement_batches and
     # ledger_entries (sinks.parquet.ShardTableWriter), so those rows never cross a process

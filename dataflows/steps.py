@@ -20,14 +20,18 @@ from bytewax.operators import StatefulBatchLogic
 
 from centflow.config import PipelineConfig
 from centflow.ingest.admission import AdmissionShard, AdmissionState
-from centflow.ingest.columns import Decoded
+from centflow.ingest.columns import Decoded, concat, empty_batch
 from centflow.ingest.decode import decode_block
 from centflow.ingest.events import DeadLetter, SourceBatch
+from centflow.limits import SHARD_COUNT
 from centflow.money.settlement import Settled, SettlementShard, SettlementState
 from centflow.ops.status import StatusWriter
 from centflow.progress import Envelope, Router, shard_key, shard_name
 from centflow.recon.tables import dead_letter_row, payments_table
-from centflow.risk.decision import decide, decision_messages
+from centflow.risk.decision import decision_messages
+from centflow.risk.scoring import RiskShard, with_decisions
+from centflow.risk.shard import PayeeContextShard, described_events
+from centflow.risk.tiers import TierLimits
 from sinks.kafka import KafkaPublisher
 from sinks.parquet import ShardTableWriter, TableRows, WriterState, writer_key
 
@@ -63,7 +67,7 @@ ADMISSION_ORIGIN = "admit"
 
 
 def admission_origins() -> list[str]:
-    """The origin a settlement shard hears from: the admission step of the same shard."""
+    """The origin a payee-context shard hears from: the admission step of the same shard."""
     return [ADMISSION_ORIGIN]
 
 
@@ -114,37 +118,111 @@ def admission_dead_letters(tagged: tuple[str, Tagged]) -> list[DeadLetter]:
     return payload if tag == "dead" else []
 
 
-class DecisionLogic(StatefulBatchLogic[Envelope, Envelope, None]):
-    """The decision seam for one settlement shard: decide every event, and publish each
-    decision to ``payments.decisions`` (at-least-once: flushed at every snapshot and at
-    the end). Keyed like settlement, so no event crosses a worker between the two."""
+PAYEE_CONTEXT_ORIGIN = "payee/"
+RISK_ORIGIN = "risk/"
 
-    def __init__(self, publisher: Callable[[], KafkaPublisher] | None) -> None:
+
+def payee_context_origins() -> list[str]:
+    """The origins a risk (payer) shard hears from: every payee shard's context step."""
+    return [f"{PAYEE_CONTEXT_ORIGIN}{shard}" for shard in range(SHARD_COUNT)]
+
+
+def risk_origins() -> list[str]:
+    """The origins a settlement shard hears from: every risk (payer) shard."""
+    return [f"{RISK_ORIGIN}{shard}" for shard in range(SHARD_COUNT)]
+
+
+def rekeyed(item: tuple[str, KeyedEnvelope]) -> KeyedEnvelope:
+    """An envelope a keyed step addressed to another shard, under that shard's key."""
+    return item[1]
+
+
+class PayeeContextLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
+    """One payee shard's risk context: attaches the payee features to its admitted
+    events (same key as admission: no exchange) and sends them on by payer."""
+
+    def __init__(self, resume: tuple[Any, ...] | None) -> None:
+        self._shard = PayeeContextShard(admission_origins(), resume and resume[1])
+        self._router: Router | None = None
+        self._index = resume[0] if resume else -1
+
+    def on_batch(self, values: list[Envelope]) -> tuple[list[KeyedEnvelope], bool]:
+        if self._router is None:
+            self._index = values[0].shard
+            self._router = Router(f"{PAYEE_CONTEXT_ORIGIN}{self._index}")
+        events, context = described_events(self._shard.push(values))
+        watermark_us = self._shard.frontier.value
+        return self._router.route(
+            events, watermark_us, "payer_id", context
+        ), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return self._index, self._shard.snapshot()
+
+
+class RiskLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
+    """One payer shard: score and decide its events (`centflow.risk.scoring`), publish
+    each decision to ``payments.decisions`` (at-least-once: flushed at every snapshot
+    and at the end), and send the events on to their payee's settlement shard."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        tiers: TierLimits,
+        publisher: Callable[[], KafkaPublisher] | None,
+        resume: tuple[Any, ...] | None,
+    ) -> None:
+        self._shard = RiskShard(
+            payee_context_origins(),
+            config.risk,
+            tiers,
+            resume and resume[1],
+            reference_keep_us=config.dedupe_horizon_us,
+        )
         self._publisher = publisher() if publisher is not None else None
+        self._router: Router | None = None
+        self._index = resume[0] if resume else -1
 
-    def on_batch(self, values: list[Envelope]) -> tuple[list[Envelope], bool]:
-        for envelope in values:
-            envelope.events = decide(envelope.events)
-            if self._publisher is not None and envelope.events.num_rows:
-                self._publisher.produce(decision_messages(envelope.events))
-        return values, StatefulBatchLogic.RETAIN
+    def on_batch(self, values: list[Envelope]) -> tuple[list[KeyedEnvelope], bool]:
+        if self._router is None:
+            self._index = values[0].shard
+            self._router = Router(f"{RISK_ORIGIN}{self._index}")
+        decided = [
+            with_decisions(group.events, group.payload) for group in self._shard.push(values)
+        ]
+        events = concat(decided) if decided else empty_batch()
+        if self._publisher is not None and events.num_rows:
+            self._publisher.produce(decision_messages(events))
+        watermark_us = self._shard.frontier.value
+        return self._router.route(events, watermark_us, "payee_id"), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[Envelope], bool]:
+    def on_eof(self) -> tuple[list[KeyedEnvelope], bool]:
         if self._publisher is not None:
             self._publisher.flush()
         return [], StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> None:
+    def snapshot(self) -> tuple[Any, ...]:
         if self._publisher is not None:
             self._publisher.flush()
+        return self._index, self._shard.snapshot()
 
 
-def decision_builder(client: dict[str, str] | None, topic: str) -> Callable[[None], DecisionLogic]:
-    """Builds the decision step; it publishes only when a Kafka client is given."""
+def payee_context_builder() -> Callable[[tuple[Any, ...] | None], PayeeContextLogic]:
+    """Builds (or resumes) the payee-context logic of one payee shard."""
+    return PayeeContextLogic
+
+
+def risk_builder(
+    config: PipelineConfig, client: dict[str, str] | None
+) -> Callable[[tuple[Any, ...] | None], RiskLogic]:
+    """Builds (or resumes) the risk logic of one payer shard; it publishes decisions
+    only when a Kafka client is given."""
+    topic = config.topics.decisions
     publisher = None if client is None else (lambda: KafkaPublisher.get(client, topic))
     if publisher is not None:
         publisher().warm_up()  # as the worker starts, not when its first payment arrives
-    return lambda _resume: DecisionLogic(publisher)
+    tiers = TierLimits.from_config(config.risk)  # read once per worker process
+    return lambda resume: RiskLogic(config, tiers, publisher, resume)
 
 
 SettlementResume = tuple[SettlementState, WriterState]
@@ -159,7 +237,7 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
 
     def __init__(self, config: PipelineConfig, resume: SettlementResume | None) -> None:
         self._shard = SettlementShard(
-            admission_origins(), config.window_us, config.lateness_us, resume and resume[0]
+            risk_origins(), config.window_us, config.lateness_us, resume and resume[0]
         )
         self._writer = ShardTableWriter(config.parquet_dir, resume and resume[1])
         self._out_dir = Path(config.out_dir)

@@ -61,7 +61,8 @@ def summary(database: Path) -> dict[str, object]:
     columns = ("batches", "events", "late", "gross", "refunds", "net", "payout")
     with duckdb.connect(str(database), read_only=True) as db:
         fates = db.execute(
-            "SELECT source, 'settled ' || coalesce(batch_id, '-') || CASE WHEN late THEN ' late' ELSE '' END "
+            "SELECT source, CASE WHEN batch_id IS NULL THEN decision || ' ' || coalesce(risk_reasons, '-') "
+            "ELSE 'settled ' || batch_id END || CASE WHEN late THEN ' late' ELSE '' END "
             "FROM payments UNION ALL SELECT source, 'dead letter: ' || reason FROM dead_letters"
         ).fetchall()
     result: dict[str, object] = {}
@@ -97,6 +98,9 @@ def replayed(
         "--out",
         str(out),
     ]
+    settings = REPLAY_DATA / f"{name.removesuffix('.gz').removesuffix('.jsonl')}.toml"
+    if settings.exists():
+        command += ["--config", str(settings)]
     result = subprocess.run(
         [*command, *SETTINGS], capture_output=True, text=True, timeout=300, check=False
     )

@@ -79,12 +79,21 @@ def test_replay_tables_reconcile_the_way_an_analyst_checks_them(replay_out, repl
         "SELECT count(*) FROM recon_batch_totals WHERE status <> 'ok'"
     ).fetchall() == [(0,)]
     assert db.execute("SELECT bool_and(balanced) FROM recon_ledger_balance").fetchall() == [(True,)]
-    # every approved payment is in exactly one batch, and the sums agree per currency
+    # every approved payment is in exactly one batch, no other payment is in any,
+    # and the sums agree per currency
     assert db.execute(
         "SELECT count(*) FROM payments WHERE decision = 'approve' AND batch_id IS NULL"
     ).fetchall() == [(0,)]
+    assert db.execute(
+        "SELECT count(*) FROM payments WHERE decision <> 'approve' AND batch_id IS NOT NULL"
+    ).fetchall() == [(0,)]
+    assert db.execute(
+        "SELECT count(DISTINCT decision) FROM payments WHERE type = 'payment'"
+    ).fetchall() == [(3,)]
     per_currency = db.execute(
-        """SELECT p.currency, sum(p.amount) FILTER (WHERE p.type = 'payment'), any_value(b.gross)
+        """SELECT p.currency,
+                  sum(p.amount) FILTER (WHERE p.type = 'payment' AND p.decision = 'approve'),
+                  any_value(b.gross)
            FROM payments p JOIN (SELECT currency, sum(gross) AS gross FROM settlement_batches GROUP BY 1) b USING (currency)
            GROUP BY p.currency"""
     ).fetchall()

@@ -4,9 +4,11 @@ Events are routed by **payee**, like settlement, so admission, the decision
 and settlement of a payee all run in one shard of one worker and an event
 crosses between worker processes at most once. Within a payee, a payment and
 every reversal of it meet: the shard checks that the reference exists for that
-payee, that the currency matches, and that reversals never exceed the payment.
-A reversal naming a payment of *another* payee finds nothing and is
-``unknown_reference``; one in another currency is ``reference_mismatch``.
+payee, that the currency and the payer match, and that reversals never exceed
+the payment. A reversal naming a payment of *another* payee finds nothing and is
+``unknown_reference``; one in another currency, or for another payer (money goes
+back to whoever paid it), is ``reference_mismatch``. So a reversal meets its
+payment's decision in the payer's risk shard (`centflow.risk.scoring`).
 
 De-duplication horizon. An event seen again, the same event_id for the same
 payee, within `dedupe_horizon_us` of ingestion time after its first sighting
@@ -48,9 +50,9 @@ from centflow.progress import Envelope, Frontier
 #: (newest ingestion µs in the block, identities, their ingestion µs).
 ExpiryBlock = tuple[int, list[str], list[int]]
 #: What a shard remembers of an id: (first ingestion µs, amount in micro-units,
-#: currency). Amount and currency are those of a payment (for checking its
-#: reversals); an id never seen as a payment has (…, 0, None).
-Seen = tuple[int, int, str | None]
+#: currency, payer). Amount, currency and payer are those of a payment (for
+#: checking its reversals); an id never seen as a payment has (…, 0, None, "").
+Seen = tuple[int, int, str | None, str]
 #: Ids per expiry block when a snapshot is restored (see `AdmissionShard.snapshot`).
 RESTORED_EXPIRY_BLOCK = 4096
 
@@ -92,6 +94,7 @@ class _Row(msgspec.Struct, gc=False):
     event_id: str
     type: str
     payee_id: str
+    payer_id: str
     currency: str
     amount_micros: int
     ingest_us: int
@@ -194,7 +197,13 @@ class AdmissionShard:
         self.seen.update(
             zip(
                 identities,
-                zip(ingest, column("amount_micros"), column("currency"), strict=True),
+                zip(
+                    ingest,
+                    column("amount_micros"),
+                    column("currency"),
+                    column("payer_id"),
+                    strict=True,
+                ),
                 strict=True,
             )
         )
@@ -221,17 +230,24 @@ class AdmissionShard:
             if letter is not None:
                 return letter
         elif event.type == "payment":
-            self.seen[identity] = (event.ingest_us, event.amount_micros, event.currency)
+            self.seen[identity] = (
+                event.ingest_us,
+                event.amount_micros,
+                event.currency,
+                event.payer_id,
+            )
             self.reversed_micros.pop(identity, None)  # a new event beyond the horizon
             return None
         # seen again beyond the horizon, now as a reversal: a payment's facts stay
-        self.seen[identity] = (event.ingest_us, *seen[1:]) if seen else (event.ingest_us, 0, None)
+        self.seen[identity] = (
+            (event.ingest_us, *seen[1:]) if seen else (event.ingest_us, 0, None, "")
+        )
         return None
 
     def _check_reference(self, event: _Row) -> DeadLetter | None:
         reference = event.ref_event_id
         key = f"{event.payee_id}\x1f{reference}"
-        seen_us, amount_micros, currency = self.seen.get(key) or (0, 0, None)
+        seen_us, amount_micros, currency, payer_id = self.seen.get(key) or (0, 0, None, "")
         if (
             currency is None  # unseen, or not a payment
             or event.ingest_us - seen_us > self.dedupe_horizon_us
@@ -247,6 +263,13 @@ class AdmissionShard:
                 "reference_mismatch",
                 f"{event.type} is for {event.payee_id}/{event.currency} but payment {reference!r} "
                 f"was for {event.payee_id}/{currency}",
+            )
+        if payer_id != event.payer_id:
+            return _letter(
+                event,
+                "reference_mismatch",
+                f"{event.type} is for payer {event.payer_id!r} but payment {reference!r} "
+                f"was paid by {payer_id!r}",
             )
         reversed_micros = self.reversed_micros.get(key, 0) + event.amount_micros
         if reversed_micros > amount_micros:
@@ -313,6 +336,7 @@ def _rows(events: pa.RecordBatch, rows: np.ndarray, identities: list[str]) -> li
             "event_id",
             "type",
             "payee_id",
+            "payer_id",
             "currency",
             "amount_micros",
             "ingest_us",

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import msgspec
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -24,7 +25,7 @@ from rich.progress import (
 )
 
 from centflow import limits
-from centflow.config import PipelineConfig, Topics, validate
+from centflow.config import PipelineConfig, RiskConfig, Topics, load_file_config, validate
 from centflow.errors import CentflowError, ConfigError, InvariantViolation
 from centflow.ingest.timeparse import format_us
 from centflow.ops.status import read_status
@@ -173,6 +174,14 @@ def run(
     fresh: Annotated[
         bool, typer.Option(help="Discard the state kept in --out and start over.")
     ] = False,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", help="A TOML file: risk thresholds, tiers, payer directory."),
+    ] = None,
+    payer_directory: Annotated[
+        Path | None,
+        typer.Option(help="JSON lines {payer_id, tier}: each payer's verification tier."),
+    ] = None,
 ) -> None:
     """Run the pipeline into OUT (resumes from OUT's recovery state after a crash)."""
     from centflow.ops.runner import clear_state, out_dir_lock
@@ -186,7 +195,13 @@ def run(
     if replay is not None and (kafka_config is not None or kafka_setting):
         raise ConfigError("--kafka-config and --kafka-setting (-X) need --kafka")
     topics = Topics(topic, dlq_topic, decisions_topic)
+    risk = load_file_config(config_file).risk if config_file is not None else RiskConfig()
+    if payer_directory is not None:
+        if not payer_directory.is_file():
+            raise ConfigError(f"--payer-directory {payer_directory}: no such file")
+        risk = msgspec.structs.replace(risk, payer_directory=str(payer_directory.resolve()))
     common = dict(
+        risk=risk,
         out_dir=str(out),
         topics=topics,
         window_length_s=window_s,
@@ -223,6 +238,9 @@ def run(
             **common,  # type: ignore[arg-type]
         )
     validate(config)
+    from centflow.risk.tiers import TierLimits
+
+    TierLimits.from_config(config.risk)  # a bad payer directory fails here, in one line
     with out_dir_lock(out):  # one run at a time per OUT, from --fresh to the report
         if fresh:
             clear_state(out)

@@ -1,10 +1,7 @@
-"""The decision seam: every event gets a decision before it can settle.
+"""What ``payments.decisions`` carries: one message per event, keyed by event_id.
 
-Until the risk models land, `decide` approves every valid event with no score
-and model version ``none``. The risk stage replaces this function's body (or
-the step that calls it): it must set ``decision`` to ``approve``, ``review``
-or ``decline``, ``risk_score`` in [0, 1], ``model_version`` and ``reasons``.
-Settlement only ever settles ``approve``.
+The decisions themselves are made in `centflow.risk.scoring`; settlement only
+ever settles ``approve``.
 """
 
 from __future__ import annotations
@@ -13,26 +10,9 @@ import msgspec
 import pyarrow as pa
 
 from centflow.errors import invariant
-from centflow.ingest.columns import PAYMENT_SCHEMA
 
 DECISIONS = ("approve", "review", "decline")
-MODEL_VERSION_NONE = "none"
-REASON_NO_MODEL = "no_risk_model"
 _DECISION_COLUMNS = ("decision", "risk_score", "model_version", "reasons")
-
-
-def decide(events: pa.RecordBatch) -> pa.RecordBatch:
-    """Fill the decision columns of a block (approve-all until risk scoring exists)."""
-    count = events.num_rows
-    values: dict[str, pa.Array] = {
-        "decision": pa.repeat(pa.scalar("approve"), count),
-        "risk_score": pa.nulls(count, pa.float64()),
-        "model_version": pa.repeat(pa.scalar(MODEL_VERSION_NONE), count),
-        "reasons": pa.repeat(pa.scalar(REASON_NO_MODEL), count),
-    }
-    for name in _DECISION_COLUMNS:
-        events = events.set_column(PAYMENT_SCHEMA.get_field_index(name), name, values[name])
-    return events
 
 
 class DecisionMessage(msgspec.Struct):
@@ -53,7 +33,7 @@ def decision_messages(events: pa.RecordBatch) -> list[tuple[bytes, bytes]]:
     """(key, value) Kafka messages of the decisions of a block.
 
     When every event of the block has the same decision, score, model and
-    reasons (as before the risk models, or a block they all approve alike),
+    reasons (a block of reversals, or one the models all approve alike),
     only the event id and ingestion time differ: each message is then a
     template around those two, byte for byte what encoding the whole
     `DecisionMessage` gives, at under half the cost.

@@ -1,0 +1,312 @@
+"""Risk features from bounded per-key state, as of a moment in ingestion time.
+
+Two books of state, each owned by the shard that owns its key:
+
+- `PayeeBook` (payee shards): how busy a payee is, how many payers are new to it,
+  and how many of its payments are tiny: the marks of card testing (bursts of
+  tiny payments from many fresh cards at one payee).
+- `PayerBook` (payer shards): a payer's velocity over several horizons, its
+  amount against its own history, the time since its previous payment,
+  distinct payees, and novelty (first time this device, ip, country, payee):
+  the marks of account takeover and velocity abuse.
+
+**As of.** An event ingested at ``t`` is described by what was ingested before
+``as_of_us(t)``, the start of its second (`AS_OF_STEP_US`). State only ever
+grows by whole seconds, in ingestion order (`commit`), and only once every input
+has moved past that second; so the features of an event are a function of the
+log alone, never of the order in which partitions or workers delivered it, and
+an event never waits for the slowest partition by more than the rest of its
+second. Events of the same second do not see each other. The sequencing lives in
+`centflow.risk.shard`; this module only keeps state and answers questions of it.
+
+Bounds: a payer keeps its last `PAYER_RECENT_MAX` payments within
+`PAYER_RECENT_S` (older ones fold into running moments, so velocity counts
+saturate there), and at most `PAYER_FIRSTS_MAX` first sightings; a payee keeps
+the seconds of its last `PAYEE_HORIZON_S` and `PAYEE_PAYERS_MAX` payers. A key
+idle for `KEY_IDLE_S` is forgotten (its next event finds it new); whether a key
+is idle is judged on ingestion times at commit, so forgetting changes no
+feature in a way that depends on timing.
+
+Amounts become floats here, and only here: model features are logarithms of the
+amount in its currency's major unit. No float ever goes back into money.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+
+import msgspec
+
+from centflow.limits import MICROS_PER_SECOND, MICROS_PER_UNIT
+
+AS_OF_STEP_US = MICROS_PER_SECOND
+PAYER_RECENT_S = 24 * 3600
+PAYER_RECENT_MAX = 256
+PAYER_FIRSTS_MAX = 64
+PAYEE_HORIZON_S = 600
+PAYEE_PAYERS_MAX = 50_000
+KEY_IDLE_S = 30 * 24 * 3600
+GAP_S_MAX = 30 * 24 * 3600
+#: A payment at most this many major units (of a currency with minor units) is
+#: tiny; for a currency without minor units (JPY, KRW...) `TINY_UNITS_NO_MINOR`.
+TINY_UNITS = 1
+TINY_UNITS_NO_MINOR = 150
+
+PAYEE_FEATURES = (
+    "payee_events_1m",
+    "payee_new_payers_1m",
+    "payee_new_payers_10m",
+    "payee_tiny_share_1m",
+)
+PAYER_FEATURES = (
+    "payer_payments_1m",
+    "payer_payments_10m",
+    "payer_payments_1h",
+    "payer_amount_1h",
+    "payer_history",
+    "payer_amount_z",
+    "payer_gap",
+    "payer_payees_10m",
+    "new_device",
+    "new_ip",
+    "new_country",
+    "new_payee",
+    "log_amount",
+    "tiny",
+)
+
+
+def as_of_us(ingest_us: int) -> int:
+    """The moment an event's features describe: the start of its second.
+
+    >>> as_of_us(5_250_000), as_of_us(5_000_000)
+    (5000000, 5000000)
+    """
+    return ingest_us - ingest_us % AS_OF_STEP_US
+
+
+def log_amount(amount_micros: int) -> float:
+    """log10 of an amount in major units (a model feature, never money).
+
+    >>> log_amount(1_000_000), log_amount(100_000_000)
+    (0.0, 2.0)
+    """
+    return math.log10(max(amount_micros, 1) / MICROS_PER_UNIT)
+
+
+def is_tiny(amount_micros: int, exponent: int) -> bool:
+    """Whether an amount is tiny for its currency (see `TINY_UNITS`).
+
+    >>> is_tiny(500_000, 2), is_tiny(5_000_000, 2), is_tiny(100 * 10**6, 0)
+    (True, False, True)
+    """
+    limit = TINY_UNITS if exponent else TINY_UNITS_NO_MINOR
+    return amount_micros <= limit * MICROS_PER_UNIT
+
+
+class _Payee(msgspec.Struct, array_like=True, gc=False):
+    """One payee: active seconds (ascending) with prefix sums of events, tiny events
+    and first-time payers; each payer's first sighting."""
+
+    seconds: list[int]
+    events: list[int]  # prefix sums, one per second
+    tiny: list[int]
+    new_payers: list[int]
+    payers: dict[str, int]  # payer -> first second seen
+    last_s: int
+
+
+class PayeeBook:
+    """Payee state for one payee shard (see the module docstring)."""
+
+    def __init__(self, payees: dict[str, _Payee] | None = None) -> None:
+        self.payees: dict[str, _Payee] = payees or {}
+
+    def commit(self, second: int, rows: list[tuple[str, str, bool]]) -> None:
+        """Add the events of one whole second: (payee, payer, tiny) each."""
+        for payee_id, payer_id, tiny in rows:
+            payee = self.payees.get(payee_id)
+            if payee is None or second - payee.last_s > KEY_IDLE_S:
+                payee = self.payees[payee_id] = _Payee([], [], [], [], {}, second)
+            new = payer_id not in payee.payers
+            if new:
+                if len(payee.payers) >= PAYEE_PAYERS_MAX:
+                    payee.payers.clear()  # bounded: the payee's payers are all new again
+                payee.payers[payer_id] = second
+            if not payee.seconds or payee.seconds[-1] != second:
+                _trim(payee, second - PAYEE_HORIZON_S)
+                base = len(payee.events) and payee.events[-1]
+                payee.seconds.append(second)
+                payee.events.append(base)
+                payee.tiny.append(payee.tiny[-1] if payee.tiny else 0)
+                payee.new_payers.append(payee.new_payers[-1] if payee.new_payers else 0)
+            payee.events[-1] += 1
+            payee.tiny[-1] += tiny
+            payee.new_payers[-1] += new
+            payee.last_s = second
+
+    def features(self, payee_id: str, as_of_s: int) -> tuple[float, float, float, float]:
+        """`PAYEE_FEATURES` of a payee as of a second (state holds only earlier seconds)."""
+        payee = self.payees.get(payee_id)
+        if payee is None or not payee.seconds or as_of_s - payee.last_s > KEY_IDLE_S:
+            return (0.0, 0.0, 0.0, 0.0)
+        minute = _since(payee, as_of_s - 60)
+        ten = _since(payee, as_of_s - 600)
+        events_1m = _window(payee.events, minute)
+        tiny_1m = _window(payee.tiny, minute)
+        return (
+            float(events_1m),
+            float(_window(payee.new_payers, minute)),
+            float(_window(payee.new_payers, ten)),
+            tiny_1m / events_1m if events_1m else 0.0,
+        )
+
+    def state(self) -> dict[str, _Payee]:
+        return self.payees
+
+
+def _since(payee: _Payee, first_s: int) -> int:
+    return bisect_left(payee.seconds, first_s)
+
+
+def _window(prefix: list[int], start: int) -> int:
+    """The sum from index `start` to the end, from prefix sums."""
+    if start >= len(prefix):
+        return 0
+    return prefix[-1] - (prefix[start - 1] if start else 0)
+
+
+def _trim(payee: _Payee, first_s: int) -> None:
+    """Drop seconds before `first_s` (the prefix sums keep their meaning: differences)."""
+    cut = bisect_left(payee.seconds, first_s)
+    if cut > len(payee.seconds) // 2 and cut > 16:
+        keep = slice(cut - 1, None)  # keep one before the horizon as the base
+        payee.seconds = payee.seconds[keep]
+        payee.events = payee.events[keep]
+        payee.tiny = payee.tiny[keep]
+        payee.new_payers = payee.new_payers[keep]
+        payee.seconds[0] = first_s - 1  # the base entry lies before every window
+
+
+class _Payer(msgspec.Struct, array_like=True, gc=False):
+    """One payer: recent payments (ascending ingestion), running moments of the
+    log-amounts of all its payments, and first sightings (device, ip, country, payee)."""
+
+    times_us: list[int]
+    amounts_micros: list[int]
+    spent_in: list[str]  # the currency a payment counts against limits in; '' if declined
+    payees: list[str]
+    count: int
+    total: float
+    total_squares: float
+    firsts: dict[str, int]
+    last_us: int
+
+
+class PayerBook:
+    """Payer state for one payer shard (see the module docstring)."""
+
+    def __init__(self, payers: dict[str, _Payer] | None = None) -> None:
+        self.payers: dict[str, _Payer] = payers or {}
+
+    def commit(
+        self,
+        payer_id: str,
+        ingest_us: int,
+        amount_micros: int,
+        currency: str,
+        payee_id: str,
+        device_id: str | None,
+        ip: str | None,
+        country: str,
+        declined: bool = False,
+    ) -> None:
+        """Add one payment (calls come in ingestion order, a whole second at a time);
+        a declined one moved no money, so it does not count against limits."""
+        payer = self.payers.get(payer_id)
+        if payer is None or ingest_us - payer.last_us > KEY_IDLE_S * MICROS_PER_SECOND:
+            payer = self.payers[payer_id] = _Payer([], [], [], [], 0, 0.0, 0.0, {}, ingest_us)
+        value = log_amount(amount_micros)
+        times = payer.times_us
+        horizon_us = ingest_us - PAYER_RECENT_S * MICROS_PER_SECOND
+        if times and (len(times) >= PAYER_RECENT_MAX or times[0] < horizon_us):
+            cut = max(bisect_left(times, horizon_us), len(times) - PAYER_RECENT_MAX + 1)
+            del times[:cut], payer.amounts_micros[:cut], payer.spent_in[:cut], payer.payees[:cut]
+        times.append(ingest_us)
+        payer.amounts_micros.append(amount_micros)
+        payer.spent_in.append("" if declined else currency)
+        payer.payees.append(payee_id)
+        payer.count += 1
+        payer.total += value
+        payer.total_squares += value * value
+        firsts = payer.firsts
+        for key in (f"p:{payee_id}", f"c:{country}", f"d:{device_id}", f"i:{ip}"):
+            if key not in firsts and len(firsts) < PAYER_FIRSTS_MAX:
+                firsts[key] = ingest_us
+        payer.last_us = ingest_us
+
+    def features(
+        self,
+        payer_id: str,
+        as_of: int,
+        amount_micros: int,
+        payee_id: str,
+        device_id: str | None,
+        ip: str | None,
+        country: str,
+        tiny: bool,
+    ) -> list[float]:
+        """`PAYER_FEATURES` of a payment as of `as_of` µs (state holds only earlier ones)."""
+        value = log_amount(amount_micros)
+        payer = self.payers.get(payer_id)
+        if payer is None or as_of - payer.last_us > KEY_IDLE_S * MICROS_PER_SECOND:
+            gap = math.log1p(GAP_S_MAX)
+            return [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, gap, 0.0, 1.0, 1.0, 1.0, 1.0, value, float(tiny)]
+        times = payer.times_us
+        minute = bisect_left(times, as_of - 60 * MICROS_PER_SECOND)
+        ten = bisect_left(times, as_of - 600 * MICROS_PER_SECOND)
+        hour = bisect_left(times, as_of - 3600 * MICROS_PER_SECOND)
+        size = len(times)
+        amount_1h = sum(payer.amounts_micros[hour:]) / MICROS_PER_UNIT  # a feature, not money
+        count = payer.count
+        mean = payer.total / count
+        variance = max(payer.total_squares / count - mean * mean, 0.0)
+        z = (value - mean) / math.sqrt(variance + 0.25) if count >= 3 else 0.0
+        gap_s = (as_of - payer.last_us) / MICROS_PER_SECOND
+        firsts = payer.firsts
+        full = len(firsts) >= PAYER_FIRSTS_MAX  # cannot tell new from forgotten: not new
+        return [
+            float(size - minute),
+            float(size - ten),
+            float(size - hour),
+            math.log1p(amount_1h),
+            math.log1p(count),
+            z,
+            math.log1p(min(max(gap_s, 0.0), GAP_S_MAX)),
+            float(len(set(payer.payees[ten:]))),
+            float(device_id is not None and f"d:{device_id}" not in firsts and not full),
+            float(ip is not None and f"i:{ip}" not in firsts and not full),
+            float(f"c:{country}" not in firsts and not full),
+            float(f"p:{payee_id}" not in firsts and not full),
+            value,
+            float(tiny),
+        ]
+
+    def spent_since(self, payer_id: str, currency: str, since_us: int) -> int:
+        """Micro-units the payer paid (or has in review) in `currency` since `since_us`
+        (exact; for tier limits). Counts the recent payments only (`PAYER_RECENT_MAX`)."""
+        payer = self.payers.get(payer_id)
+        if payer is None:
+            return 0
+        start = bisect_left(payer.times_us, since_us)
+        return sum(
+            amount
+            for amount, paid_in in zip(
+                payer.amounts_micros[start:], payer.spent_in[start:], strict=True
+            )
+            if paid_in == currency
+        )
+
+    def state(self) -> dict[str, _Payer]:
+        return self.payers

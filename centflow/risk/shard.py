@@ -1,0 +1,199 @@
+"""Scoring in ingestion time: the sequencing that makes risk deterministic.
+
+Events reach a shard in whatever order partitions and workers deliver them. A
+shard therefore never lets arrival order touch its state: it scores each event
+*as of* the start of its ingestion second (`centflow.risk.features.as_of_us`),
+and grows its state only by whole seconds, in ingestion order, once every input
+has moved past them. One call of `AsOfShard.push`:
+
+1. buffers the arriving events and moves the frontier (the minimum watermark of
+   every origin, `centflow.progress.Frontier`);
+2. takes the events whose second has started below the frontier (every event
+   ingested before their second has arrived), sorts them canonically (ingestion
+   time, payee, event id: never the source position, which differs between a
+   replay and Kafka) and groups them by second;
+3. for each group, oldest first: commits every earlier group to the state
+   (`_commit`), then describes the group against that state (`_describe`);
+4. commits every group whose second the frontier has passed.
+
+An event waits only while some input is still short of the event's own second.
+When every input has ended, everything is described and committed.
+
+`PayeeContextShard` (payee shards) attaches the payee features; `RiskShard`
+(payer shards, `centflow.risk.scoring`) adds the payer features, scores and
+decides. Both keep their whole state in `snapshot`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from centflow.errors import invariant
+from centflow.ingest.columns import concat, empty_batch
+from centflow.limits import WATERMARK_END_US
+from centflow.money.amounts import minor_unit_exponent
+from centflow.progress import Envelope, Frontier
+from centflow.risk.features import AS_OF_STEP_US, PAYEE_FEATURES, PayeeBook, is_tiny
+
+_CANONICAL = [("ingest_us", "ascending"), ("payee_id", "ascending"), ("event_id", "ascending"), ("type", "ascending")]  # fmt: skip
+
+
+class Group:
+    """The events of one ingestion second, canonically ordered, with what the shard
+    made of them (`context`: payee features from upstream; `payload`: the shard's own)."""
+
+    __slots__ = ("as_of_us", "context", "events", "payload")
+
+    def __init__(self, as_of_us: int, events: pa.RecordBatch, context: np.ndarray | None) -> None:
+        self.as_of_us = as_of_us
+        self.events = events
+        self.context = context
+        self.payload: Any = None
+
+
+class AsOfShard:
+    """The sequencing of the module docstring; subclasses keep state and describe."""
+
+    def __init__(self, origins: list[str]) -> None:
+        self.frontier = Frontier(origins)
+        self.pending: list[tuple[pa.RecordBatch, np.ndarray | None]] = []
+        self.uncommitted: deque[Group] = deque()
+
+    def push(self, envelopes: list[Envelope]) -> list[Group]:
+        """Described groups, oldest first (each event exactly once, over all calls)."""
+        for envelope in envelopes:
+            if envelope.events.num_rows:
+                self.pending.append((envelope.events, envelope.context))
+            self.frontier.update(envelope.origin, envelope.watermark_us)
+        frontier_us = self.frontier.value
+        ended = frontier_us >= WATERMARK_END_US
+        second_us = frontier_us - frontier_us % AS_OF_STEP_US
+        described = []
+        for group in self._ready(None if ended else second_us + AS_OF_STEP_US):
+            self._commit_before(group.as_of_us)
+            self._describe(group)
+            self.uncommitted.append(group)
+            described.append(group)
+        self._commit_before(WATERMARK_END_US if ended else second_us)
+        return described
+
+    def _ready(self, before_us: int | None) -> list[Group]:
+        """Take the pending events ingested before `before_us` (None: all), in groups."""
+        if not self.pending:
+            return []
+        events = concat([events for events, _ in self.pending])
+        context = _joined([context for _, context in self.pending])
+        ingest = events["ingest_us"].to_numpy()
+        ready = np.ones(len(ingest), np.bool_) if before_us is None else ingest < before_us
+        if not ready.any():
+            return []
+        waiting = np.flatnonzero(~ready)
+        self.pending = (
+            [(events.take(pa.array(waiting)), None if context is None else context[waiting])]
+            if len(waiting)
+            else []
+        )
+        rows = np.flatnonzero(ready)
+        picked = events.take(pa.array(rows))
+        order = pc.sort_indices(picked, sort_keys=_CANONICAL).to_numpy()
+        picked = picked.take(pa.array(order))
+        picked_context = None if context is None else context[rows][order]
+        seconds = picked["ingest_us"].to_numpy() // AS_OF_STEP_US
+        starts = np.flatnonzero(np.r_[True, seconds[1:] != seconds[:-1]])
+        ends = [*starts[1:].tolist(), len(seconds)]
+        groups = []
+        for start, end in zip(starts.tolist(), ends, strict=True):
+            groups.append(
+                Group(
+                    int(seconds[start]) * AS_OF_STEP_US,
+                    picked.slice(start, end - start),
+                    None if picked_context is None else picked_context[start:end],
+                )
+            )
+        return groups
+
+    def _commit_before(self, as_of_us: int) -> None:
+        while self.uncommitted and self.uncommitted[0].as_of_us < as_of_us:
+            self._commit(self.uncommitted.popleft())
+
+    def waiting_count(self) -> int:
+        """Events buffered and not yet described."""
+        return sum(events.num_rows for events, _ in self.pending)
+
+    def _describe(self, group: Group) -> None:
+        raise NotImplementedError
+
+    def _commit(self, group: Group) -> None:
+        raise NotImplementedError
+
+    def sequencer_state(self) -> tuple[Any, ...]:
+        return (self.frontier.state(), self.pending, list(self.uncommitted))
+
+    def restore_sequencer(self, state: tuple[Any, ...]) -> None:
+        frontier, self.pending, uncommitted = state
+        self.frontier = Frontier.restore(frontier)
+        self.uncommitted = deque(uncommitted)
+
+
+class PayeeContextShard(AsOfShard):
+    """Attaches `PAYEE_FEATURES` to the events of one payee shard."""
+
+    def __init__(self, origins: list[str], state: tuple[Any, ...] | None = None) -> None:
+        super().__init__(origins)
+        self.book = PayeeBook()
+        if state is not None:
+            self.restore_sequencer(state[0])
+            self.book = PayeeBook(state[1])
+
+    def _describe(self, group: Group) -> None:
+        as_of_s = group.as_of_us // AS_OF_STEP_US
+        features = self.book.features
+        cache: dict[str, tuple[float, ...]] = {}
+        rows = []
+        for payee_id in group.events["payee_id"].to_pylist():
+            row = cache.get(payee_id)
+            if row is None:
+                row = cache[payee_id] = features(payee_id, as_of_s)
+            rows.append(row)
+        group.context = np.array(rows, np.float64).reshape(len(rows), len(PAYEE_FEATURES))
+
+    def _commit(self, group: Group) -> None:
+        events = group.events
+        payments = pc.equal(events["type"], "payment")
+        if not pc.any(payments).as_py():
+            return
+        chosen = events.filter(payments)
+        currencies = chosen["currency"].to_pylist()
+        amounts = chosen["amount_micros"].to_pylist()
+        tiny = [
+            is_tiny(amount, minor_unit_exponent(currency))
+            for amount, currency in zip(amounts, currencies, strict=True)
+        ]
+        rows = list(
+            zip(chosen["payee_id"].to_pylist(), chosen["payer_id"].to_pylist(), tiny, strict=True)
+        )
+        self.book.commit(group.as_of_us // AS_OF_STEP_US, rows)
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return (self.sequencer_state(), self.book.state())
+
+
+def described_events(groups: list[Group]) -> tuple[pa.RecordBatch, np.ndarray | None]:
+    """The events of described groups as one block, with their context rows."""
+    if not groups:
+        return empty_batch(), None
+    return concat([group.events for group in groups]), _joined([g.context for g in groups])
+
+
+def _joined(contexts: list[np.ndarray | None]) -> np.ndarray | None:
+    """Context rows of several blocks in one (None: the blocks carry none)."""
+    present = [context for context in contexts if context is not None]
+    invariant(
+        len(present) in (0, len(contexts)), "a shard's inputs all carry context, or none does"
+    )
+    return np.concatenate(present) if present else None
