@@ -86,7 +86,7 @@ class AdmissionLogic(StatefulBatchLogic[Envelope, Tagged, tuple[int, AdmissionSt
         self._index = values[0].shard
         admitted, dead = self._shard.admit(values)
         out: list[Tagged] = []
-        watermark_us = self._shard.frontier.value
+        watermark_us = self._shard.watermark_us
         if admitted.num_rows or watermark_us != self._sent_us:
             self._sent_us = watermark_us
             envelope = Envelope(ADMISSION_ORIGIN, self._index, watermark_us, admitted)

@@ -15,7 +15,7 @@ HORIZON_US = 60 * SECOND_US
 
 
 def admit(shard: AdmissionShard, *events, watermark_us=None):
-    watermark = events[-1].ingest_us if watermark_us is None else watermark_us
+    watermark = events[-1].ingest_us + 1 if watermark_us is None else watermark_us
     admitted, dead = shard.admit([envelope("p0", watermark, list(events))])
     return to_payments(admitted), dead
 
@@ -214,3 +214,59 @@ def test_a_shard_restored_from_its_snapshot_gives_the_verdicts_of_one_never_stop
         return sorted(out)
 
     assert verdicts(restore=True) == verdicts(restore=False)
+
+
+def test_a_refund_read_before_its_payment_from_another_partition_waits_for_it():
+    """The refund sits in partition p1 and is read first; its payment (ingested
+    earlier) comes from p0 later. The refund is held, not dead-lettered, and the
+    watermark passed on stays at it until every partition has moved past."""
+    shard = AdmissionShard(["p0", "p1"], HORIZON_US)
+    original = payment("pay", occurred_us=SECOND_US, amount_micros=1_000)
+    refund = payment(
+        "ref", occurred_us=2 * SECOND_US, type="refund", ref_event_id="pay", amount_micros=400
+    )
+    admitted, dead = shard.admit([envelope("p1", refund.ingest_us + 1, [refund])])
+    assert admitted.num_rows == 0 and not dead
+    assert shard.watermark_us < refund.ingest_us  # p0 has said nothing yet
+    restored = AdmissionShard(
+        ["p0", "p1"], HORIZON_US, pickle.loads(pickle.dumps(shard.snapshot()))
+    )
+    for each in (shard, restored):
+        admitted, dead = each.admit([envelope("p0", original.ingest_us + 1, [original])])
+        assert to_payments(admitted)[0].event_id == "pay" and not dead
+        assert each.watermark_us == original.ingest_us + 1  # p0 is not past the refund yet
+        admitted, dead = each.admit([envelope("p0", refund.ingest_us + 1, [])])
+        assert [event.event_id for event in to_payments(admitted)] == ["ref"] and not dead
+        assert each.watermark_us == refund.ingest_us + 1
+
+
+def test_racing_refunds_in_two_partitions_are_judged_in_ingestion_order_not_read_order():
+    """Two refunds that together exceed the payment: the one ingested first fits,
+    the later one is refused, in whichever order the partitions are read."""
+    original = payment("pay", occurred_us=SECOND_US, amount_micros=1_000)
+    early = payment(
+        "r-early", occurred_us=2 * SECOND_US, type="refund", ref_event_id="pay", amount_micros=700
+    )
+    late = payment(
+        "r-late", occurred_us=3 * SECOND_US, type="refund", ref_event_id="pay", amount_micros=700
+    )
+    end_us = late.ingest_us + 1
+    for first, second in (("p0", "p1"), ("p1", "p0")):
+        shard = AdmissionShard(["p0", "p1"], HORIZON_US)
+        blocks = {"p0": [original, late], "p1": [early]}
+        out = []
+        for origin in (first, second):
+            admitted, dead = shard.admit([envelope(origin, end_us, blocks[origin])])
+            out += [event.event_id for event in to_payments(admitted)]
+            out += [(letter.reason, letter.source) for letter in dead]
+        assert out == ["pay", "r-early", ("refund_exceeds_payment", late.source)]
+
+
+def test_a_payment_ingested_after_its_refund_is_no_reference():
+    shard = AdmissionShard(["p0", "p1"], HORIZON_US)
+    refund = payment("ref", occurred_us=SECOND_US, type="refund", ref_event_id="pay")
+    later = payment("pay", occurred_us=2 * SECOND_US)
+    shard.admit([envelope("p1", later.ingest_us + 1, [refund])])
+    admitted, dead = shard.admit([envelope("p0", later.ingest_us + 1, [later])])
+    assert [event.event_id for event in to_payments(admitted)] == ["pay"]
+    assert [letter.reason for letter in dead] == ["unknown_reference"]

@@ -1,13 +1,12 @@
 """Admission: de-duplication and reference checks, one shard at a time.
 
-Events are routed by **payee**, like settlement, so admission, the decision
-and settlement of a payee all run in one shard of one worker and an event
-crosses between worker processes at most once. Within a payee, a payment and
-every reversal of it meet: the shard checks that the reference exists for that
-payee, that the currency and the payer match, and that reversals never exceed
-the payment. A reversal naming a payment of *another* payee finds nothing and is
-``unknown_reference``; one in another currency, or for another payer (money goes
-back to whoever paid it), is ``reference_mismatch``. So a reversal meets its
+Events are routed by **payee**, like settlement, so admission and settlement
+of a payee run in one shard. Within a payee, a payment and every reversal of
+it meet: the shard checks that the reference exists for that payee, that the
+currency and the payer match, and that reversals never exceed the payment. A
+reversal naming a payment of *another* payee finds nothing and is
+``unknown_reference``; one in another currency, or for another payer (money
+goes back to whoever paid it), is ``reference_mismatch``. So a reversal meets its
 payment's decision in the payer's risk shard (`centflow.risk.scoring`).
 
 De-duplication horizon. An event seen again, the same event_id for the same
@@ -19,17 +18,35 @@ too, and the ``recon_event_repeats`` view lists such ids.) Entries older than
 the horizon are forgotten once the frontier has passed them, and only then,
 so whether an event is a duplicate never depends on when state was evicted.
 **Beyond the horizon nothing is guaranteed**: a repeat arriving later than
-that is treated as a new event, and a refund whose
-payment is older than the horizon is dead-lettered as ``unknown_reference``.
-Which copy wins is the first to arrive, the same in every run when both copies
-are in one input partition (`centflow produce` keys by payer_id, so a
-producer's retries are).
+that is treated as a new event, and a refund whose payment is older than the
+horizon is dead-lettered as ``unknown_reference``.
+
+Reversals wait for every input. Producers key their messages as they like, or
+not at all, so a refund can sit in another partition than its payment, and
+two refunds of one payment in two partitions can be read in either order. A
+refund or chargeback is therefore never judged on arrival: it is held until
+the frontier (every input partition) has moved past its ingestion time. By
+then every payment ingested at or before it has been seen, whatever order the
+partitions were read in. Held reversals are then judged in a canonical order,
+(ingestion time, event_id, payee, bytes), never arrival order, so "which of
+two racing refunds fits under the payment" has one answer. A payment ingested
+*after* its reversal is no reference (``unknown_reference``), equal ingestion
+times count as before. While reversals are held, the watermark this stage
+passes on is the oldest held one's ingestion time, so nothing downstream
+moves past them. The price is latency for reversals only: a refund is judged
+once the slowest partition has moved past it (at the latest when the input
+ends); payments are admitted on arrival.
+
+Copies of one *payment* in two partitions are told apart by arrival: the first
+copy read is admitted, and if the copies carry different ingestion times
+which one that is can depend on read order (a producer's own retries stay in
+one partition, so this needs two copies sent on purpose to two partitions).
 
 Columnar where it can be. Most events in a block are new payments that no
 other event of the block touches; those are admitted with a few bulk
-dictionary updates. Only the rest (repeats, reversals, and the payments a
-reversal of the same block names) go one at a time, in arrival order; the two
-sets share no key, so the order between them changes nothing.
+dictionary updates. Repeated ids go one at a time, in arrival order, and
+reversals join the held ones; the sets share no key, so the order between
+them changes nothing.
 """
 
 from __future__ import annotations
@@ -53,10 +70,21 @@ ExpiryBlock = tuple[int, list[str], list[int]]
 #: currency, payer). Amount, currency and payer are those of a payment (for
 #: checking its reversals); an id never seen as a payment has (…, 0, None, "").
 Seen = tuple[int, int, str | None, str]
+#: A payment whose id was used again beyond the horizon, kept while a reversal
+#: ingested before the reuse may still arrive: [reused at µs, its `Seen`, the
+#: micro-units reversed so far].
+Superseded = list
 #: Ids per expiry block when a snapshot is restored (see `AdmissionShard.snapshot`).
 RESTORED_EXPIRY_BLOCK = 4096
 
 _RAW = PAYMENT_SCHEMA.get_field_index("raw")
+#: The order held reversals are judged in: nothing that depends on read order.
+_CANONICAL = [
+    ("ingest_us", "ascending"),
+    ("event_id", "ascending"),
+    ("payee_id", "ascending"),
+    ("raw", "ascending"),
+]
 
 
 class AdmissionState(msgspec.Struct, array_like=True):
@@ -73,6 +101,8 @@ class AdmissionState(msgspec.Struct, array_like=True):
     identities: list[str]
     seen: list[Seen]
     reversed_micros: dict[str, int]
+    held: bytes = b""  # reversals not judged yet, one Arrow IPC message (raw bytes kept)
+    superseded: dict[str, list[Superseded]] = msgspec.field(default_factory=dict)
 
     def __reduce__(self) -> tuple[object, tuple[bytes]]:
         """Snapshots pickle through msgpack (much cheaper for large state)."""
@@ -116,35 +146,91 @@ class AdmissionShard:
             self.seen: dict[str, Seen] = {}
             self.reversed_micros: dict[str, int] = {}  # only payments with reversals
             self.expiry_queue: deque[ExpiryBlock] = deque()
+            self.held: list[pa.RecordBatch] = []
+            self.superseded: dict[str, list[Superseded]] = {}
         else:
             self.frontier = Frontier.restore(state.frontier)
             self.seen = dict(zip(state.identities, state.seen, strict=True))
             self.reversed_micros = dict(state.reversed_micros)
             self.expiry_queue = _expiry_queue(state.identities, state.seen)
+            self.held = [pa.ipc.read_record_batch(state.held, PAYMENT_SCHEMA)] if state.held else []
+            self.superseded = {key: list(map(list, old)) for key, old in state.superseded.items()}
+        self._held_oldest_us = _oldest(self.held)
+
+    @property
+    def watermark_us(self) -> int:
+        """What this shard promises downstream: its frontier, held back by the
+        oldest reversal it still holds."""
+        value = self.frontier.value
+        return value if self._held_oldest_us is None else min(value, self._held_oldest_us)
 
     def admit(self, envelopes: list[Envelope]) -> tuple[pa.RecordBatch, list[DeadLetter]]:
         """Admitted events in arrival order (raw bytes dropped), and the dead letters of the rest."""
         admitted: list[pa.RecordBatch] = []
         dead: list[DeadLetter] = []
+        held_before = sum(batch.num_rows for batch in self.held)
         for envelope in envelopes:
             events = envelope.events
             if events.num_rows:
                 keep = self._admit_block(events, dead)
-                kept = events.set_column(_RAW, "raw", pa.nulls(events.num_rows, pa.binary()))
                 if keep is not None and not keep.all():
-                    kept = kept.filter(pa.array(keep))
-                admitted.append(kept)
+                    events = events.filter(pa.array(keep))
+                admitted.append(_without_raw(events))
             self.frontier.update(envelope.origin, envelope.watermark_us)
+        released = self._release_held(dead)
+        if released is not None:
+            admitted.append(released)
         self._forget_expired()
         invariant(
-            sum(batch.num_rows for batch in admitted) + len(dead)
-            == sum(envelope.events.num_rows for envelope in envelopes),
+            sum(batch.num_rows for batch in admitted)
+            + len(dead)
+            + sum(batch.num_rows for batch in self.held)
+            == sum(envelope.events.num_rows for envelope in envelopes) + held_before,
             "admission lost or invented an event",
         )
         return concat(admitted), dead
 
+    def _release_held(self, dead: list[DeadLetter]) -> pa.RecordBatch | None:
+        """Judge the held reversals the frontier has passed, in canonical order; return
+        the admitted ones (raw bytes dropped), None if none was due."""
+        frontier_us = self.frontier.value
+        if self._held_oldest_us is None or self._held_oldest_us >= frontier_us:
+            return None
+        held = concat(self.held)
+        due_mask = pc.less(held["ingest_us"], frontier_us)
+        due = held.filter(due_mask)
+        rest = held.filter(pc.invert(due_mask))
+        self.held = [rest] if rest.num_rows else []
+        self._held_oldest_us = _oldest(self.held)
+        due = due.take(pc.sort_indices(pa.Table.from_batches([due]), sort_keys=_CANONICAL))
+        identities = pc.binary_join_element_wise(
+            due["payee_id"], due["event_id"], "\x1f"
+        ).to_pylist()
+        keep = np.zeros(due.num_rows, bool)
+        admitted_ids: list[str] = []
+        admitted_ingest: list[int] = []
+        for row, event in enumerate(_rows(due, np.arange(due.num_rows), identities)):
+            letter = self._admit_one(event)
+            if letter is None:
+                keep[row] = True
+                admitted_ids.append(event.identity)
+                admitted_ingest.append(event.ingest_us)
+            else:
+                dead.append(letter)
+        self._expire_later(admitted_ids, admitted_ingest)
+        return _without_raw(due.filter(pa.array(keep)))
+
+    def _hold(self, events: pa.RecordBatch, rows: np.ndarray) -> None:
+        """Keep reversals (with their raw bytes) until the frontier has passed them."""
+        picked = events.take(pa.array(rows))
+        self.held.append(picked)
+        oldest = pc.min(picked["ingest_us"]).as_py()
+        if self._held_oldest_us is None or oldest < self._held_oldest_us:
+            self._held_oldest_us = oldest
+
     def _admit_block(self, events: pa.RecordBatch, dead: list[DeadLetter]) -> np.ndarray | None:
-        """Admit a block; return which rows were admitted (None: all of them)."""
+        """Admit a block's payments and hold its reversals; return which rows were
+        admitted now (None: all of them)."""
         count = events.num_rows
         keys = pc.binary_join_element_wise(events["payee_id"], events["event_id"], "\x1f")
         identities = keys.to_pylist()
@@ -158,17 +244,21 @@ class AdmissionShard:
             counts = pc.value_counts(keys)
             repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
             special |= set(repeated.to_pylist())
-        referenced = pc.binary_join_element_wise(events["payee_id"], references, "\x1f")
-        special |= set(referenced.drop_null().to_pylist())
-        involved = pc.or_(
-            pc.is_in(keys, value_set=pa.array(list(special), pa.string())), references.is_valid()
-        ).to_numpy(zero_copy_only=False)
-        quiet = np.flatnonzero(~involved)
+        reversal = references.is_valid().to_numpy(zero_copy_only=False)
+        involved = (
+            pc.is_in(keys, value_set=pa.array(list(special), pa.string())).to_numpy(
+                zero_copy_only=False
+            )
+            & ~reversal
+        )
+        quiet = np.flatnonzero(~involved & ~reversal)
         if len(quiet):
             self._admit_new_payments(
                 events, pa.array(quiet), [identities[row] for row in quiet.tolist()]
             )
-        keep = ~involved
+        if reversal.any():
+            self._hold(events, np.flatnonzero(reversal))
+        keep = ~involved & ~reversal
         rows = np.flatnonzero(involved)
         admitted_ids: list[str] = []
         admitted_ingest: list[int] = []
@@ -214,8 +304,8 @@ class AdmissionShard:
             self.expiry_queue.append((max(ingest), identities, ingest))
 
     def _admit_one(self, event: _Row) -> DeadLetter | None:
-        """Admit one event of a block's involved rows (repeats, reversals, payments a
-        reversal of the block names), in arrival order."""
+        """Admit one event: a payment whose id was seen before or repeats in its block
+        (in arrival order), or a held reversal (in canonical order)."""
         identity = event.identity
         seen = self.seen.get(identity)
         first_us = seen[0] if seen is not None else None
@@ -230,6 +320,10 @@ class AdmissionShard:
             if letter is not None:
                 return letter
         elif event.type == "payment":
+            if seen is not None and seen[2] is not None:  # a payment's id used again
+                self.superseded.setdefault(identity, []).append(
+                    [event.ingest_us, seen, self.reversed_micros.get(identity, 0)]
+                )
             self.seen[identity] = (
                 event.ingest_us,
                 event.amount_micros,
@@ -247,9 +341,19 @@ class AdmissionShard:
     def _check_reference(self, event: _Row) -> DeadLetter | None:
         reference = event.ref_event_id
         key = f"{event.payee_id}\x1f{reference}"
-        seen_us, amount_micros, currency, payer_id = self.seen.get(key) or (0, 0, None, "")
+        seen = self.seen.get(key) or (0, 0, None, "")
+        superseded = None
+        if seen[0] > event.ingest_us and key in self.superseded:  # used again since?
+            superseded = next(
+                (old for old in reversed(self.superseded[key]) if old[1][0] <= event.ingest_us),
+                None,
+            )
+            if superseded is not None:
+                seen = superseded[1]
+        seen_us, amount_micros, currency, payer_id = seen
         if (
             currency is None  # unseen, or not a payment
+            or seen_us > event.ingest_us  # ingested after the reversal
             or event.ingest_us - seen_us > self.dedupe_horizon_us
         ):  # beyond the horizon counts as forgotten, whether or not it was evicted yet
             return _letter(
@@ -271,7 +375,9 @@ class AdmissionShard:
                 f"{event.type} is for payer {event.payer_id!r} but payment {reference!r} "
                 f"was paid by {payer_id!r}",
             )
-        reversed_micros = self.reversed_micros.get(key, 0) + event.amount_micros
+        reversed_micros = (
+            superseded[2] if superseded is not None else self.reversed_micros.get(key, 0)
+        ) + event.amount_micros
         if reversed_micros > amount_micros:
             return _letter(
                 event,
@@ -279,7 +385,10 @@ class AdmissionShard:
                 f"reversals of {reference!r} would reach {reversed_micros} "
                 f"micro-units of {amount_micros}",
             )
-        self.reversed_micros[key] = reversed_micros
+        if superseded is not None:
+            superseded[2] = reversed_micros
+        else:
+            self.reversed_micros[key] = reversed_micros
         return None
 
     def _forget_expired(self) -> None:
@@ -288,7 +397,16 @@ class AdmissionShard:
         Blocks leave the queue in arrival order, and only once their newest id is
         past the horizon: an id is never forgotten early, and the checks compare
         ingestion times themselves, so when it is forgotten changes no verdict."""
-        cutoff_us = self.frontier.value_live - self.dedupe_horizon_us
+        live_us = self.frontier.value_live
+        if self._held_oldest_us is not None:  # a held reversal may still need its payment
+            live_us = min(live_us, self._held_oldest_us)
+        if self.superseded:  # no reversal still to come was ingested before the reuse
+            self.superseded = {
+                key: kept
+                for key, old in self.superseded.items()
+                if (kept := [entry for entry in old if entry[0] > live_us])
+            }
+        cutoff_us = live_us - self.dedupe_horizon_us
         queue = self.expiry_queue
         while queue and queue[0][0] < cutoff_us:
             _, identities, ingest = queue.popleft()
@@ -305,6 +423,8 @@ class AdmissionShard:
             list(self.seen),
             list(self.seen.values()),
             dict(self.reversed_micros),
+            concat(self.held).serialize().to_pybytes() if self.held else b"",
+            {key: [list(entry) for entry in old] for key, old in self.superseded.items()},
         )
 
 
@@ -323,6 +443,17 @@ def _expiry_queue(identities: list[str], seen: list[Seen]) -> deque[ExpiryBlock]
         ingest = first_us[rows].tolist()
         queue.append((ingest[-1], [identities[row] for row in rows.tolist()], ingest))
     return queue
+
+
+def _oldest(batches: list[pa.RecordBatch]) -> int | None:
+    """The smallest ingestion time in `batches` (None when they hold no row)."""
+    values = [pc.min(batch["ingest_us"]).as_py() for batch in batches if batch.num_rows]
+    return min(values) if values else None
+
+
+def _without_raw(events: pa.RecordBatch) -> pa.RecordBatch:
+    """`events` with the raw bytes dropped (only dead letters keep them)."""
+    return events.set_column(_RAW, "raw", pa.nulls(events.num_rows, pa.binary()))
 
 
 def _rows(events: pa.RecordBatch, rows: np.ndarray, identities: list[str]) -> list[_Row]:

@@ -80,7 +80,7 @@ class StateIdentity(msgspec.Struct, frozen=True):
 
 #: 2: admission snapshots as an id list and a list of facts (2026-12-05).
 #: 3: the risk stages (payee context, payer scoring) and settlement hearing from them.
-STATE_FORMAT = 3
+STATE_FORMAT = 4
 
 
 def state_identity(config: PipelineConfig) -> StateIdentity:
