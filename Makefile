@@ -10,11 +10,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= out
 PYTEST_ARGS ?=
+BENCH_RISK_ARGS ?=
 
-.PHONY: help setup run test bench broker lint clean
+.PHONY: help setup run test bench bench-risk broker lint clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "centflow needs Python 3.11 or 3.12 (Bytewax 0.21.1 ships no other wheels)"; exit 1; }
@@ -33,6 +34,9 @@ test: $(STAMP) ## the whole test suite (slow soak/bench runs excluded)
 
 bench: $(STAMP) ## throughput, latency and memory on a generated 500k-event log -> BENCHMARKS.md
 	$(BIN)/python -m centflow.ops.bench --events 500000 --write BENCHMARKS.md
+
+bench-risk: $(STAMP) ## risk quality (AUC, bursts stopped, false declines) on seeds never tuned on -> BENCHMARKS.md
+	$(BIN)/python -m centflow.ops.bench_risk --write BENCHMARKS.md $(BENCH_RISK_ARGS)
 
 broker: $(STAMP) ## a local Kafka-compatible broker on 127.0.0.1:9092 (Ctrl-C stops it)
 	$(BIN)/centflow broker --port 9092
