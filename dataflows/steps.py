@@ -20,7 +20,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from centflow.config import PipelineConfig
 from centflow.ingest.admission import AdmissionShard, AdmissionState
-from centflow.ingest.columns import Decoded, concat, empty_batch
+from centflow.ingest.columns import Decoded
 from centflow.ingest.decode import decode_block
 from centflow.ingest.events import DeadLetter, SourceBatch
 from centflow.limits import SHARD_COUNT
@@ -29,7 +29,7 @@ from centflow.ops.status import StatusWriter
 from centflow.progress import Envelope, Router, shard_key, shard_name
 from centflow.recon.tables import dead_letter_row, payments_table
 from centflow.risk.decision import decision_messages
-from centflow.risk.scoring import RiskShard, with_decisions
+from centflow.risk.scoring import RiskShard, decided_events
 from centflow.risk.shard import PayeeContextShard, described_events
 from centflow.risk.tiers import TierLimits
 from sinks.kafka import KafkaPublisher
@@ -187,10 +187,7 @@ class RiskLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
         if self._router is None:
             self._index = values[0].shard
             self._router = Router(f"{RISK_ORIGIN}{self._index}")
-        decided = [
-            with_decisions(group.events, group.payload) for group in self._shard.push(values)
-        ]
-        events = concat(decided) if decided else empty_batch()
+        events = decided_events(self._shard.push(values))
         if self._publisher is not None and events.num_rows:
             self._publisher.produce(decision_messages(events))
         watermark_us = self._shard.frontier.value

@@ -195,7 +195,6 @@ class _Payer(msgspec.Struct, array_like=True, gc=False):
 
     times_us: list[int]
     amounts_micros: list[int]
-    spent_in: list[str]  # the currency a payment counts against limits in; '' if declined
     payees: list[str]
     count: int
     total: float
@@ -215,27 +214,23 @@ class PayerBook:
         payer_id: str,
         ingest_us: int,
         amount_micros: int,
-        currency: str,
         payee_id: str,
         device_id: str | None,
         ip: str | None,
         country: str,
-        declined: bool = False,
     ) -> None:
-        """Add one payment (calls come in ingestion order, a whole second at a time);
-        a declined one moved no money, so it does not count against limits."""
+        """Add one payment (calls come in ingestion order, a whole second at a time)."""
         payer = self.payers.get(payer_id)
         if payer is None or ingest_us - payer.last_us > KEY_IDLE_S * MICROS_PER_SECOND:
-            payer = self.payers[payer_id] = _Payer([], [], [], [], 0, 0.0, 0.0, {}, ingest_us)
+            payer = self.payers[payer_id] = _Payer([], [], [], 0, 0.0, 0.0, {}, ingest_us)
         value = log_amount(amount_micros)
         times = payer.times_us
         horizon_us = ingest_us - PAYER_RECENT_S * MICROS_PER_SECOND
         if times and (len(times) >= PAYER_RECENT_MAX or times[0] < horizon_us):
             cut = max(bisect_left(times, horizon_us), len(times) - PAYER_RECENT_MAX + 1)
-            del times[:cut], payer.amounts_micros[:cut], payer.spent_in[:cut], payer.payees[:cut]
+            del times[:cut], payer.amounts_micros[:cut], payer.payees[:cut]
         times.append(ingest_us)
         payer.amounts_micros.append(amount_micros)
-        payer.spent_in.append("" if declined else currency)
         payer.payees.append(payee_id)
         payer.count += 1
         payer.total += value
@@ -292,21 +287,6 @@ class PayerBook:
             value,
             float(tiny),
         ]
-
-    def spent_since(self, payer_id: str, currency: str, since_us: int) -> int:
-        """Micro-units the payer paid (or has in review) in `currency` since `since_us`
-        (exact; for tier limits). Counts the recent payments only (`PAYER_RECENT_MAX`)."""
-        payer = self.payers.get(payer_id)
-        if payer is None:
-            return 0
-        start = bisect_left(payer.times_us, since_us)
-        return sum(
-            amount
-            for amount, paid_in in zip(
-                payer.amounts_micros[start:], payer.spent_in[start:], strict=True
-            )
-            if paid_in == currency
-        )
 
     def state(self) -> dict[str, _Payer]:
         return self.payers

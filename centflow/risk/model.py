@@ -37,7 +37,7 @@ from river import linear_model, optim, preprocessing
 from centflow.errors import invariant
 from centflow.risk.features import PAYEE_FEATURES, PAYER_FEATURES
 
-MODEL_VERSION = "risk-1"
+MODEL_VERSION = "risk-2"
 SIGNALS_TRACKED_MAX = 64
 ANOMALY_Z = 3.0
 Z_CLIP = 8.0
@@ -73,6 +73,53 @@ class FeatureLayout:
         return column
 
 
+class Frozen:
+    """The scoring parameters of a `RiskModel` at one moment, as NumPy arrays: the
+    scaler's means and scales, the regression's weights and intercept, and whether
+    each model has learned enough to speak (`WARM_*`)."""
+
+    __slots__ = ("anomaly_on", "intercept", "means", "scale", "supervised_on", "weights")
+
+    def __init__(self, model: RiskModel) -> None:
+        names = model.layout.names
+        self.means = np.array([model.scaler.means.get(name, 0.0) for name in names])
+        variances = np.array([model.scaler.vars.get(name, 0.0) for name in names])
+        self.scale = np.where(variances > 0, np.sqrt(np.maximum(variances, 0.0)), 1.0)
+        weights = model.regression.weights
+        self.weights = np.array([weights.get(name, 0.0) for name in names])
+        self.intercept = float(model.regression.intercept)
+        self.supervised_on = (
+            model.learned >= WARM_LABELS_MIN and model.positives >= WARM_POSITIVES_MIN
+        )
+        self.anomaly_on = model.normal_learned >= WARM_NORMAL_MIN
+
+    def score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(supervised probability, anomaly in [0, 1], per-feature contributions) for a
+        block of feature rows (columns as the layout's names; a column the parameters
+        do not know yet scores as unlearned: mean 0, scale 1, weight 0)."""
+        count, width = features.shape
+        means, scale, weights = self.means, self.scale, self.weights
+        if width != len(means):
+            extra = max(width - len(means), 0)
+            means = np.pad(means, (0, extra))[:width]
+            scale = np.pad(scale, (0, extra), constant_values=1.0)[:width]
+            weights = np.pad(weights, (0, extra))[:width]
+        scaled = np.clip((features - means) / scale, -Z_CLIP, Z_CLIP)
+        contributions = scaled * weights
+        if self.supervised_on:
+            logits = contributions.sum(axis=1) + self.intercept
+            supervised = 1.0 / (1.0 + np.exp(-logits))
+        else:
+            supervised = np.zeros(count)
+        excess = np.maximum(np.abs(scaled) - ANOMALY_Z, 0.0)
+        if self.anomaly_on:
+            anomaly = 1.0 - np.exp(-(excess * excess).sum(axis=1) / 8.0)
+        else:
+            anomaly = np.zeros(count)
+        invariant(supervised.shape == (count,), "one score per row")
+        return supervised, anomaly, np.maximum(contributions, excess)
+
+
 class RiskModel:
     """The unsupervised and supervised models of one shard (see the module docstring)."""
 
@@ -85,27 +132,12 @@ class RiskModel:
         self.normal_learned = 0
 
     def score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(supervised probability, anomaly in [0, 1], per-feature contributions) for a
-        block of feature rows (columns as `layout.names`; a row may be shorter)."""
-        count, width = features.shape
-        names = self.layout.names[:width]
-        means = np.array([self.scaler.means.get(name, 0.0) for name in names])
-        variances = np.array([self.scaler.vars.get(name, 0.0) for name in names])
-        scale = np.where(variances > 0, np.sqrt(variances), 1.0)
-        scaled = np.clip((features - means) / scale, -Z_CLIP, Z_CLIP)
-        weights_by_name = self.regression.weights
-        weights = np.array([weights_by_name.get(name, 0.0) for name in names])
-        contributions = scaled * weights
-        logits = contributions.sum(axis=1) + self.regression.intercept
-        supervised = 1.0 / (1.0 + np.exp(-logits))
-        if self.learned < WARM_LABELS_MIN or self.positives < WARM_POSITIVES_MIN:
-            supervised = np.zeros(count)
-        excess = np.maximum(np.abs(scaled) - ANOMALY_Z, 0.0)
-        anomaly = 1.0 - np.exp(-(excess * excess).sum(axis=1) / 8.0)
-        if self.normal_learned < WARM_NORMAL_MIN:
-            anomaly = np.zeros(count)
-        invariant(supervised.shape == (count,), "one score per row")
-        return supervised, anomaly, np.maximum(contributions, excess)
+        """`Frozen.score` with the parameters as they are now."""
+        return self.frozen().score(features)
+
+    def frozen(self) -> Frozen:
+        """The scoring parameters as they are now (see `Frozen`)."""
+        return Frozen(self)
 
     def learn(self, rows: list[list[float]], fraud: bool) -> None:
         """Learn feature rows (columns as `layout.names`, possibly fewer), all with one

@@ -45,11 +45,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from centflow.config import RiskConfig
 from centflow.errors import invariant
-from centflow.ingest.columns import PAYMENT_SCHEMA
+from centflow.ingest.columns import PAYMENT_SCHEMA, empty_batch
+from centflow.limits import MICROS_PER_SECOND
 from centflow.money.amounts import minor_unit_exponent
 from centflow.risk.features import (
     PAYEE_FEATURES,
@@ -58,8 +58,8 @@ from centflow.risk.features import (
     is_tiny,
 )
 from centflow.risk.model import MODEL_VERSION, RiskModel
-from centflow.risk.shard import AsOfShard, Group
-from centflow.risk.tiers import TierLimits
+from centflow.risk.shard import AsOfShard, Group, whole_block
+from centflow.risk.tiers import DAY_US, Spending, TierLimits
 
 LOG = logging.getLogger(__name__)
 HELD_MAX = 2_000_000  # payments whose features wait for their label, per shard
@@ -104,6 +104,13 @@ def rule_scores(features: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
 
 #: (ingestion µs, event id, feature row, approved)
 HeldEntry = tuple[int, str, list[float], bool]
+#: A learning example waiting for its epoch: (ingestion µs, event id, kind, feature row).
+Example = tuple[int, str, int, list[float]]
+NORMAL, LEGITIMATE, FRAUD = 0, 1, 2
+#: The models learn, and their parameters move, only at these steps of ingestion time.
+EPOCH_US = 60 * MICROS_PER_SECOND
+#: Spending of payers idle this long is forgotten, checked once an hour of ingestion time.
+SPENDING_SWEEP_EPOCHS = 60
 
 
 class _Held:
@@ -119,6 +126,21 @@ class _Held:
 
 class RiskShard(AsOfShard):
     """Scores and decides the events of one payer shard (see the module docstring)."""
+
+    COLUMNS = (
+        "type",
+        "event_id",
+        "payer_id",
+        "ingest_us",
+        "amount_micros",
+        "currency",
+        "payee_id",
+        "device_id",
+        "ip",
+        "country",
+        "ref_event_id",
+        "risk_signals",
+    )
 
     def __init__(
         self,
@@ -136,201 +158,268 @@ class RiskShard(AsOfShard):
         self.unapproved: dict[str, tuple[int, str]] = {}
         self.book = PayerBook()
         self.model = RiskModel()
+        self.spending = Spending()
         self.held = _Held()
         self.labelled: set[str] = set()
+        self.examples: list[Example] = []
+        self.epoch: int | None = None
         self.model_errors = 0
         if state is not None:
             self.restore_sequencer(state[0])
             self.book = PayerBook(state[1])
             self.model = state[2]
             for entry in state[3]:
-                self._hold(*entry)
+                self.held.queue.append(entry)
+                self.held.by_id[entry[1]] = entry
             for entry in state[6]:
                 self.held.late.append(entry)
                 self.held.by_id[entry[1]] = entry
             self.labelled = set(state[4])
             self.model_errors = state[5]
             self.unapproved = dict(state[7])
+            self.spending = Spending(state[8])
+            self.examples = list(state[9])
+            self.epoch = state[10]
+        # the parameters of the current epoch: the model learns only as an epoch starts
+        self.frozen = self.model.frozen()
 
-    # -- describing (scoring) a group
+    # -- describing (scoring and deciding) groups, an epoch at a time
 
-    def _describe(self, group: Group) -> None:
+    def _describe_groups(self, groups: list[Group]) -> None:
+        start = 0
+        while start < len(groups):
+            epoch = groups[start].as_of_us // EPOCH_US
+            end = start + 1
+            while end < len(groups) and groups[end].as_of_us // EPOCH_US == epoch:
+                end += 1
+            if epoch != self.epoch:
+                self._learn(epoch * EPOCH_US, sweep=epoch % SPENDING_SWEEP_EPOCHS == 0)
+                self.frozen = self.model.frozen()
+                self.epoch = epoch
+            self._decide_segment(groups[start:end])
+            start = end
+
+    def _decide_segment(self, groups: list[Group]) -> None:
+        """Features group by group (each against the state of the groups before it),
+        scores for all of them in one pass (one epoch: one set of parameters), then
+        the decisions group by group."""
+        payer_rows: list[list[float]] = []
+        failed: set[int] = set()
+        for group in groups:
+            self._commit_before(group.as_of_us)
+            self._payer_features(group, payer_rows, failed)
+            self.uncommitted.append(group)
+        count = len(payer_rows)
+        contexts = [group.context for group in groups if group.context is not None]
+        payee = (
+            np.concatenate(contexts)
+            if len(contexts) == len(groups)
+            else np.zeros((count, len(PAYEE_FEATURES)))
+        )
+        features = self._with_signals(
+            np.hstack(
+                [payee, np.array(payer_rows, np.float64).reshape(count, len(PAYER_FEATURES))]
+            ),
+            groups,
+        )
         try:
-            group.payload = self._score(group.events, group.context, group.as_of_us)
-        except Exception:  # a bug in one event's features must not stop or approve anything
-            LOG.exception("risk scoring failed for a block; scoring its events one by one")
-            group.payload = self._score_one_by_one(group)
+            scores, contributions, masks = self._scores(features)
+        except Exception:  # never approval: every payment of the segment goes to review
+            LOG.exception("risk scoring failed for %d events", count)
+            scores, contributions = np.ones(count), np.zeros(features.shape)
+            masks = [np.zeros(count, np.bool_) for _ in RULES]
+            failed = set(range(count))
+        row = 0
+        for group in groups:
+            size = len(group)
+            group.payload = self._decide(
+                group,
+                features[row : row + size],
+                scores[row : row + size],
+                contributions[row : row + size],
+                [mask[row : row + size] for mask in masks],
+                {index - row for index in failed if row <= index < row + size},
+            )
+            row += size
 
-    def _score_one_by_one(self, group: Group) -> tuple[Any, ...]:
-        parts = []
-        for row in range(group.events.num_rows):
-            events = group.events.slice(row, 1)
-            context = None if group.context is None else group.context[row : row + 1]
-            try:
-                parts.append(self._score(events, context, group.as_of_us))
-            except Exception:
-                LOG.exception("risk scoring failed for event %s", events["event_id"][0])
-                self.model_errors += 1
-                parts.append(_model_error(events))
-        features = [part[0] for part in parts]
-        width = max(len(f[0]) if len(f) else 0 for f in features) if features else 0
-        padded = [np.pad(f, ((0, 0), (0, width - f.shape[1]))) if f.size else np.zeros((len(f), width)) for f in features]  # fmt: skip
-        return (
-            np.concatenate(padded) if padded else np.zeros((0, width)),
-            [value for part in parts for value in part[1]],
-            np.concatenate([part[2] for part in parts]),
-            [value for part in parts for value in part[3]],
-        )
-
-    def _score(
-        self, events: pa.RecordBatch, context: np.ndarray | None, as_of_us: int
-    ) -> tuple[np.ndarray, list[str], np.ndarray, list[str | None]]:
-        """(feature rows, decisions, scores, reasons) of a group's events."""
-        count = events.num_rows
-        features = self._features(events, context, as_of_us)
-        supervised, anomaly, contributions = self.model.score(features)
-        rules, masks = rule_scores(features)
-        score = np.maximum(rules, 1.0 - (1.0 - supervised) * (1.0 - 0.5 * anomaly))
-        is_payment = pc.equal(events["type"], "payment").to_numpy(zero_copy_only=False)
-        score = np.where(is_payment, np.clip(score, 0.0, 1.0), 0.0)
-        decisions = np.where(
-            score >= self.risk.decline_at,
-            "decline",
-            np.where(score >= self.risk.review_at, "review", "approve"),
-        ).astype(object)
-        over = self._over_limits(events, as_of_us) & is_payment
-        decisions[over & (decisions == "approve")] = "review"
-        reasons = self._reasons(contributions, masks, over, is_payment, score)
-        if not is_payment.all():
-            self._follow_payments(events, is_payment, decisions, reasons)
-        invariant(len(decisions) == count and len(reasons) == count, "one decision per event")
-        return features, decisions.tolist(), score, reasons
-
-    def _features(
-        self, events: pa.RecordBatch, context: np.ndarray | None, as_of_us: int
-    ) -> np.ndarray:
-        count = events.num_rows
-        payee = context if context is not None else np.zeros((count, len(PAYEE_FEATURES)))
-        columns = [
-            events[name].to_pylist()
-            for name in ("payer_id", "amount_micros", "payee_id", "device_id", "ip", "country", "currency")
-        ]  # fmt: skip
+    def _payer_features(self, group: Group, out: list[list[float]], failed: set[int]) -> None:
+        rows = group.rows
         features = self.book.features
-        payer_rows = [
-            features(payer, as_of_us, amount, payee_id, device, ip, country, is_tiny(amount, minor_unit_exponent(currency)))
-            for payer, amount, payee_id, device, ip, country, currency in zip(*columns, strict=True)
-        ]  # fmt: skip
-        fixed = np.hstack(
-            [payee, np.array(payer_rows, np.float64).reshape(count, len(PAYER_FEATURES))]
-        )
-        signals = events["risk_signals"]
-        if signals.null_count == count:
+        as_of_us = group.as_of_us
+        blank = [0.0] * len(PAYER_FEATURES)
+        for kind, payer, amount, payee_id, device, ip, country, currency in zip(
+            rows["type"],
+            rows["payer_id"],
+            rows["amount_micros"],
+            rows["payee_id"],
+            rows["device_id"],
+            rows["ip"],
+            rows["country"],
+            rows["currency"],
+            strict=True,
+        ):
+            if kind != "payment":
+                out.append(blank)  # reversals follow their payment; they are not scored
+                continue
+            try:
+                tiny = is_tiny(amount, minor_unit_exponent(currency))
+                out.append(features(payer, as_of_us, amount, payee_id, device, ip, country, tiny))
+            except Exception:  # one event's features: that event goes to review
+                LOG.exception("risk features failed for a payment of payer %r", payer)
+                failed.add(len(out))
+                out.append(blank)
+
+    def _with_signals(self, fixed: np.ndarray, groups: list[Group]) -> np.ndarray:
+        """The fixed features, then the producer's ``risk_signals`` by name."""
+        signals = [pairs for group in groups for pairs in group.rows["risk_signals"]]
+        if not any(signals):
             return fixed
         layout = self.model.layout
         extra: list[tuple[int, int, float]] = []
-        for row, pairs in enumerate(signals.to_pylist()):
+        for row, pairs in enumerate(signals):
             for name, value in pairs or ():
                 column = layout.signal_column(name)
                 if column is not None:
                     extra.append((row, column, value))
-        full = np.zeros((count, len(layout.names)))
+        full = np.zeros((len(fixed), len(layout.names)))
         full[:, : fixed.shape[1]] = fixed
         for row, column, value in extra:
             full[row, column] = value
         return full
 
-    def _over_limits(self, events: pa.RecordBatch, as_of_us: int) -> np.ndarray:
-        columns = [events[name].to_pylist() for name in ("payer_id", "amount_micros", "currency")]
-        return np.array(
-            [
-                self.tiers.over(self.book, payer, amount, currency, as_of_us)
-                for payer, amount, currency in zip(*columns, strict=True)
-            ],
-            np.bool_,
-        ).reshape(events.num_rows)
+    def _scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """(score in [0, 1], per-feature contributions, rule masks) of feature rows."""
+        supervised, anomaly, contributions = self.frozen.score(features)
+        rules, masks = rule_scores(features)
+        score = np.maximum(rules, 1.0 - (1.0 - supervised) * (1.0 - 0.5 * anomaly))
+        return np.clip(score, 0.0, 1.0), contributions, masks
 
-    def _reasons(
+    def _decide(
         self,
+        group: Group,
+        features: np.ndarray,
+        scores: np.ndarray,
         contributions: np.ndarray,
         masks: list[np.ndarray],
-        over: np.ndarray,
-        is_payment: np.ndarray,
-        score: np.ndarray,
-    ) -> list[str | None]:
-        """Rules that fired, ``tier_limit``, and (when the score alone would not
-        approve) the features that pushed it most."""
+        failed: set[int],
+    ) -> tuple[list[str], np.ndarray, list[str | None]]:
+        """(decisions, scores, reasons) of one group: payments first, then reversals
+        (which follow a payment of the same group too)."""
+        rows = group.rows
+        as_of_us = group.as_of_us
+        count = len(group)
+        decisions: list[str] = ["approve"] * count
+        reasons: list[str | None] = [None] * count
+        scores = scores.copy()
+        review_at, decline_at = self.risk.review_at, self.risk.decline_at
         names = self.model.layout.names
-        top = np.argsort(-contributions, axis=1)[:, :REASONS_MAX] if contributions.size else None
-        out: list[str | None] = []
-        for row in range(len(score)):
-            if not is_payment[row]:
-                out.append("reversal")
+        kinds = rows["type"]
+        counted: list[tuple[str, int, str, int]] = []
+        for row in range(count):
+            if kinds[row] != "payment":
+                scores[row] = 0.0
                 continue
-            parts = [name for name, mask in zip(RULES, masks, strict=True) if mask[row]]
-            if over[row]:
-                parts.append("tier_limit")
-            if top is not None and score[row] >= self.risk.review_at:
-                parts.extend(names[col] for col in top[row] if contributions[row, col] > 0)
-            out.append(";".join(parts[: REASONS_MAX + 1]) or None)
-        return out
-
-    def _follow_payments(
-        self,
-        events: pa.RecordBatch,
-        is_payment: np.ndarray,
-        decisions: np.ndarray,
-        reasons: list[str | None],
-    ) -> None:
-        """Give each reversal its payment's fate (see the module docstring); a payment
-        of the same group counts too (the group is in canonical order)."""
-        ids = events["event_id"].to_pylist()
-        references = events["ref_event_id"].to_pylist()
-        fates = {
-            ids[row]: decisions[row]
-            for row in np.flatnonzero(is_payment & (decisions != "approve")).tolist()
-        }
-        for row in np.flatnonzero(~is_payment).tolist():
-            reference = references[row]
-            fate = fates.get(reference) or self.unapproved.get(reference, (0, None))[1]
+            event_id, payer = rows["event_id"][row], rows["payer_id"][row]
+            ingest_us, amount = rows["ingest_us"][row], rows["amount_micros"][row]
+            currency = rows["currency"][row]
+            reason: str | None
+            if row in failed:
+                self.model_errors += 1
+                decision, reason, score = "review", "model_error", 1.0
+            else:
+                score = float(scores[row])
+                decision = (
+                    "decline"
+                    if score >= decline_at
+                    else "review"
+                    if score >= review_at
+                    else "approve"
+                )
+                over = self.tiers.over(self.spending, payer, amount, currency, as_of_us)
+                if over and decision == "approve":
+                    decision = "review"
+                parts = [name for name, mask in zip(RULES, masks, strict=True) if mask[row]]
+                if over:
+                    parts.append("tier_limit")
+                if score >= review_at:
+                    pushed = contributions[row]
+                    parts.extend(
+                        names[column]
+                        for column in np.argsort(-pushed)[:REASONS_MAX].tolist()
+                        if pushed[column] > 0
+                    )
+                reason = ";".join(parts[: REASONS_MAX + 1]) or None
+            decisions[row], reasons[row], scores[row] = decision, reason, score
+            if decision != "approve":
+                self.unapproved[event_id] = (ingest_us, decision)
+            if decision != "decline":
+                counted.append((payer, ingest_us, currency, amount))
+            if row not in failed:
+                vector = features[row].tolist()
+                approved = decision == "approve"
+                if approved and zlib.crc32(event_id.encode()) % NORMAL_SAMPLE == 0:
+                    self.examples.append((ingest_us, event_id, NORMAL, vector))
+                self._hold(ingest_us, event_id, vector, approved)
+        for payer, ingest_us, currency, amount in counted:  # seen from the next second on
+            self.spending.add(payer, ingest_us, currency, amount)
+        for row in range(count):
+            kind = kinds[row]
+            if kind == "payment":
+                continue
+            reference = rows["ref_event_id"][row]
+            fate = self.unapproved.get(reference, (0, None))[1]
             if fate == "decline":
                 decisions[row], reasons[row] = "decline", "reference_declined"
             elif fate == "review":
                 decisions[row], reasons[row] = "review", "reference_in_review"
-
-    # -- committing a group: state and learning
-
-    def _commit(self, group: Group) -> None:
-        events = group.events
-        features, decisions, _scores, _reasons = group.payload
-        columns = [
-            events[name].to_pylist()
-            for name in ("type", "event_id", "payer_id", "ingest_us", "amount_micros", "currency", "payee_id", "device_id", "ip", "country", "ref_event_id")
-        ]  # fmt: skip
-        self._learn_matured(group.as_of_us)
-        self._forget_unapproved(group.as_of_us)
-        fraud_rows: list[list[float]] = []
-        commit = self.book.commit
-        normal_rows: list[list[float]] = []
-        for row, (kind, event_id, payer, ingest, amount, currency, payee, device, ip, country, reference) in enumerate(zip(*columns, strict=True)):  # fmt: skip
-            if kind == "payment":
-                declined = decisions[row] == "decline"
-                commit(payer, ingest, amount, currency, payee, device, ip, country, declined)
-                approved = decisions[row] == "approve"
-                if not approved:
-                    self.unapproved[event_id] = (ingest, decisions[row])
-                vector = features[row].tolist()
-                if approved and zlib.crc32(event_id.encode()) % NORMAL_SAMPLE == 0:
-                    normal_rows.append(vector)
-                self._hold(ingest, event_id, vector, approved)
-            elif kind == "chargeback" and reference is not None:
+            else:
+                reasons[row] = "reversal"
+            if kind == "chargeback" and reference is not None:
                 held = self.held.by_id.pop(reference, None)
                 if held is not None and reference not in self.labelled:  # at most once
                     self.labelled.add(reference)
-                    fraud_rows.append(held[2])
-        if normal_rows:
-            self.model.learn_normal(normal_rows)
-        if fraud_rows:
-            self.model.learn(fraud_rows, fraud=True)
+                    self.examples.append((rows["ingest_us"][row], reference, FRAUD, held[2]))
+        invariant(len(decisions) == count == len(reasons), "one decision per event")
+        return decisions, scores, reasons
+
+    # -- committing a group: the payer book
+
+    def _commit(self, group: Group) -> None:
+        rows = group.rows
+        commit = self.book.commit
+        for kind, payer, ingest, amount, payee, device, ip, country in zip(
+            rows["type"],
+            rows["payer_id"],
+            rows["ingest_us"],
+            rows["amount_micros"],
+            rows["payee_id"],
+            rows["device_id"],
+            rows["ip"],
+            rows["country"],
+            strict=True,
+        ):
+            if kind == "payment":
+                commit(payer, ingest, amount, payee, device, ip, country)
+
+    # -- learning, as an epoch starts
+
+    def _learn(self, epoch_us: int, sweep: bool) -> None:
+        """Learn every example of the epochs before `epoch_us`, in canonical order (so
+        how the input was cut into blocks changes nothing), after maturing the held
+        payments that reached the label age unlabelled."""
+        self._learn_matured(epoch_us)
+        self._forget_unapproved(epoch_us)
+        if sweep:
+            self.spending.forget_before(epoch_us - DAY_US)
+        if not self.examples:
+            return
+        examples = sorted(self.examples, key=lambda example: example[:3])
+        self.examples = []
+        for _, _, kind, vector in examples:
+            if kind == NORMAL:
+                self.model.learn_normal([vector])
+            else:
+                self.model.learn([vector], fraud=kind == FRAUD)
 
     def _forget_unapproved(self, as_of_us: int) -> None:
         unapproved = self.unapproved
@@ -354,26 +443,23 @@ class RiskShard(AsOfShard):
             del self.held.by_id[entry[1]]
 
     def _learn_matured(self, as_of_us: int) -> None:
-        """Learn as legitimate the held payments that reached the label age unlabelled;
+        """Queue as legitimate the held payments that reached the label age unlabelled;
         keep their features a while longer for a late chargeback (`LABEL_KEEP_FACTOR`)."""
         age_us = self.risk.label_age_us
         held = self.held
-        rows: list[list[float]] = []
         while held.queue and held.queue[0][0] + age_us < as_of_us:
             entry = held.queue.popleft()
-            _, event_id, vector, approved = entry
+            ingest_us, event_id, vector, approved = entry
             if held.by_id.get(event_id) is not entry:
                 continue  # labelled already (chargeback) or replaced
             if approved and zlib.crc32(event_id.encode()) % NEGATIVE_SAMPLE == 1:
-                rows.append(vector)
+                self.examples.append((ingest_us + age_us, event_id, LEGITIMATE, vector))
             held.late.append(entry)
         keep_us = age_us * LABEL_KEEP_FACTOR
         while held.late and held.late[0][0] + keep_us < as_of_us:
             entry = held.late.popleft()
             if held.by_id.get(entry[1]) is entry:
                 del held.by_id[entry[1]]
-        if rows:
-            self.model.learn(rows, fraud=False)
 
     def snapshot(self) -> tuple[Any, ...]:
         return (
@@ -385,24 +471,25 @@ class RiskShard(AsOfShard):
             self.model_errors,
             list(self.held.late),
             list(self.unapproved.items()),
+            self.spending.payers,
+            list(self.examples),
+            self.epoch,
         )
 
 
-def _model_error(
-    events: pa.RecordBatch,
-) -> tuple[np.ndarray, list[str], np.ndarray, list[str | None]]:
-    return np.zeros((events.num_rows, 0)), ["review"], np.array([1.0]), ["model_error"]
-
-
-def with_decisions(events: pa.RecordBatch, payload: tuple[Any, ...]) -> pa.RecordBatch:
-    """A group's events with the decision columns filled from its payload."""
-    _features, decisions, scores, reasons = payload
+def decided_events(groups: list[Group]) -> pa.RecordBatch:
+    """The events of described groups as one block, with the decision columns filled."""
+    if not groups:
+        return empty_batch()
+    events = whole_block(groups)
     count = events.num_rows
     values = {
-        "decision": pa.array(decisions, pa.string()),
-        "risk_score": pa.array(np.asarray(scores, np.float64)),
+        "decision": pa.array([d for group in groups for d in group.payload[0]], pa.string()),
+        "risk_score": pa.array(
+            np.concatenate([group.payload[1] for group in groups]), pa.float64()
+        ),
         "model_version": pa.repeat(pa.scalar(MODEL_VERSION), count),
-        "reasons": pa.array(reasons, pa.string()),
+        "reasons": pa.array([r for group in groups for r in group.payload[2]], pa.string()),
     }
     for name in _DECISION_COLUMNS:
         events = events.set_column(PAYMENT_SCHEMA.get_field_index(name), name, values[name])

@@ -16,6 +16,12 @@ has moved past them. One call of `AsOfShard.push`:
    (`_commit`), then describes the group against that state (`_describe`);
 4. commits every group whose second the frontier has passed.
 
+Per-group work is plain Python over lists: the columns a shard reads are taken
+out of Arrow once per ready block (`COLUMNS`), and each group holds slices of
+them (`Group.rows`). A group is often one or two events (a second of one
+shard's traffic), so an Arrow or NumPy call per group would cost more than the
+events themselves.
+
 An event waits only while some input is still short of the event's own second.
 When every input has ended, everything is described and committed.
 
@@ -45,19 +51,44 @@ _CANONICAL = [("ingest_us", "ascending"), ("payee_id", "ascending"), ("event_id"
 
 class Group:
     """The events of one ingestion second, canonically ordered, with what the shard
-    made of them (`context`: payee features from upstream; `payload`: the shard's own)."""
+    made of them (`context`: payee features from upstream; `payload`: the shard's own),
+    and the shard's `COLUMNS` of them as Python lists (`rows`)."""
 
-    __slots__ = ("as_of_us", "context", "events", "payload")
+    __slots__ = ("as_of_us", "block", "context", "events", "payload", "rows")
 
-    def __init__(self, as_of_us: int, events: pa.RecordBatch, context: np.ndarray | None) -> None:
+    def __init__(
+        self,
+        as_of_us: int,
+        events: pa.RecordBatch,
+        context: np.ndarray | None,
+        rows: dict[str, list[Any]],
+        block: pa.RecordBatch | None = None,
+    ) -> None:
         self.as_of_us = as_of_us
         self.events = events
         self.context = context
+        self.rows = rows
         self.payload: Any = None
+        #: the ready block this group is a slice of (with its sibling groups, in order)
+        self.block = block
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        """Pickled without `block` (its own slice is in `events`)."""
+        return (self.as_of_us, self.events, self.context, self.rows, self.payload)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.as_of_us, self.events, self.context, self.rows, self.payload = state
+        self.block = None
+
+    def __len__(self) -> int:
+        return self.events.num_rows
 
 
 class AsOfShard:
     """The sequencing of the module docstring; subclasses keep state and describe."""
+
+    #: The columns a shard's `_describe` and `_commit` read, as lists in `Group.rows`.
+    COLUMNS: tuple[str, ...] = ()
 
     def __init__(self, origins: list[str]) -> None:
         self.frontier = Frontier(origins)
@@ -73,14 +104,19 @@ class AsOfShard:
         frontier_us = self.frontier.value
         ended = frontier_us >= WATERMARK_END_US
         second_us = frontier_us - frontier_us % AS_OF_STEP_US
-        described = []
-        for group in self._ready(None if ended else second_us + AS_OF_STEP_US):
+        described = self._ready(None if ended else second_us + AS_OF_STEP_US)
+        if described:
+            self._describe_groups(described)
+        self._commit_before(WATERMARK_END_US if ended else second_us)
+        return described
+
+    def _describe_groups(self, groups: list[Group]) -> None:
+        """Steps 3 for the groups of one ready block (a subclass may take them together,
+        as long as each group sees the state of exactly the groups before it)."""
+        for group in groups:
             self._commit_before(group.as_of_us)
             self._describe(group)
             self.uncommitted.append(group)
-            described.append(group)
-        self._commit_before(WATERMARK_END_US if ended else second_us)
-        return described
 
     def _ready(self, before_us: int | None) -> list[Group]:
         """Take the pending events ingested before `before_us` (None: all), in groups."""
@@ -106,6 +142,7 @@ class AsOfShard:
         seconds = picked["ingest_us"].to_numpy() // AS_OF_STEP_US
         starts = np.flatnonzero(np.r_[True, seconds[1:] != seconds[:-1]])
         ends = [*starts[1:].tolist(), len(seconds)]
+        columns = {name: picked[name].to_pylist() for name in self.COLUMNS}
         groups = []
         for start, end in zip(starts.tolist(), ends, strict=True):
             groups.append(
@@ -113,6 +150,8 @@ class AsOfShard:
                     int(seconds[start]) * AS_OF_STEP_US,
                     picked.slice(start, end - start),
                     None if picked_context is None else picked_context[start:end],
+                    {name: values[start:end] for name, values in columns.items()},
+                    picked,
                 )
             )
         return groups
@@ -143,6 +182,8 @@ class AsOfShard:
 class PayeeContextShard(AsOfShard):
     """Attaches `PAYEE_FEATURES` to the events of one payee shard."""
 
+    COLUMNS = ("payee_id", "payer_id", "type", "currency", "amount_micros")
+
     def __init__(self, origins: list[str], state: tuple[Any, ...] | None = None) -> None:
         super().__init__(origins)
         self.book = PayeeBook()
@@ -150,34 +191,44 @@ class PayeeContextShard(AsOfShard):
             self.restore_sequencer(state[0])
             self.book = PayeeBook(state[1])
 
-    def _describe(self, group: Group) -> None:
-        as_of_s = group.as_of_us // AS_OF_STEP_US
+    def _describe_groups(self, groups: list[Group]) -> None:
+        """Every group's features in one list, then one array for the block."""
         features = self.book.features
-        cache: dict[str, tuple[float, ...]] = {}
-        rows = []
-        for payee_id in group.events["payee_id"].to_pylist():
-            row = cache.get(payee_id)
-            if row is None:
-                row = cache[payee_id] = features(payee_id, as_of_s)
-            rows.append(row)
-        group.context = np.array(rows, np.float64).reshape(len(rows), len(PAYEE_FEATURES))
+        rows: list[tuple[float, ...]] = []
+        for group in groups:
+            self._commit_before(group.as_of_us)
+            as_of_s = group.as_of_us // AS_OF_STEP_US
+            cache: dict[str, tuple[float, ...]] = {}
+            for payee_id in group.rows["payee_id"]:
+                row = cache.get(payee_id)
+                if row is None:
+                    row = cache[payee_id] = features(payee_id, as_of_s)
+                rows.append(row)
+            self.uncommitted.append(group)
+        block = np.array(rows, np.float64).reshape(len(rows), len(PAYEE_FEATURES))
+        start = 0
+        for group in groups:
+            group.context = block[start : start + len(group)]
+            start += len(group)
 
     def _commit(self, group: Group) -> None:
-        events = group.events
-        payments = pc.equal(events["type"], "payment")
-        if not pc.any(payments).as_py():
-            return
-        chosen = events.filter(payments)
-        currencies = chosen["currency"].to_pylist()
-        amounts = chosen["amount_micros"].to_pylist()
-        tiny = [
-            is_tiny(amount, minor_unit_exponent(currency))
-            for amount, currency in zip(amounts, currencies, strict=True)
-        ]
-        rows = list(
-            zip(chosen["payee_id"].to_pylist(), chosen["payer_id"].to_pylist(), tiny, strict=True)
+        rows = group.rows
+        second = group.as_of_us // AS_OF_STEP_US
+        self.book.commit(
+            second,
+            [
+                (payee_id, payer_id, is_tiny(amount, minor_unit_exponent(currency)))
+                for kind, payee_id, payer_id, amount, currency in zip(
+                    rows["type"],
+                    rows["payee_id"],
+                    rows["payer_id"],
+                    rows["amount_micros"],
+                    rows["currency"],
+                    strict=True,
+                )
+                if kind == "payment"
+            ],
         )
-        self.book.commit(group.as_of_us // AS_OF_STEP_US, rows)
 
     def snapshot(self) -> tuple[Any, ...]:
         return (self.sequencer_state(), self.book.state())
@@ -187,7 +238,20 @@ def described_events(groups: list[Group]) -> tuple[pa.RecordBatch, np.ndarray | 
     """The events of described groups as one block, with their context rows."""
     if not groups:
         return empty_batch(), None
-    return concat([group.events for group in groups]), _joined([g.context for g in groups])
+    return whole_block(groups), _joined([g.context for g in groups])
+
+
+def whole_block(groups: list[Group]) -> pa.RecordBatch:
+    """The events of the groups one push described, as one block: the ready block
+    they were cut from when they are all of it (no copy), else a concatenation."""
+    block = groups[0].block
+    if (
+        block is not None
+        and all(group.block is block for group in groups)
+        and sum(len(group) for group in groups) == block.num_rows
+    ):
+        return block
+    return concat([group.events for group in groups])
 
 
 def _joined(contexts: list[np.ndarray | None]) -> np.ndarray | None:

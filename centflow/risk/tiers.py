@@ -8,10 +8,17 @@ per payment, or that would take the payer's last 24 hours in that currency over
 the daily limit, goes at least to ``review`` with reason ``tier_limit``.
 Limits are in major units of the payment's currency (each tier may give a
 currency its own, `centflow.config.Tier`); sums are exact integers.
+
+What counts against the daily limit (`Spending`): the payer's payments of the
+last 24 hours that were not declined (a declined payment moved no money; one
+in review may still move it), as of the start of the payment's second, like
+every risk feature. At most `SPENT_KEPT_MAX` payments per payer are kept: a
+payer past that many in a day is over any sane limit already.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from pathlib import Path
 
 import msgspec
@@ -19,10 +26,46 @@ import msgspec
 from centflow.config import RiskConfig, Tier
 from centflow.errors import ConfigError
 from centflow.limits import MICROS_PER_SECOND, MICROS_PER_UNIT
-from centflow.risk.features import PayerBook
 
 DAY_US = 86_400 * MICROS_PER_SECOND
 DIRECTORY_ENTRIES_MAX = 50_000_000
+SPENT_KEPT_MAX = 4096
+
+
+class Spending:
+    """Each payer's payments that count against its daily limit: (ingestion µs,
+    currency, micro-units), in ingestion order, the last 24 hours."""
+
+    def __init__(self, payers: dict[str, list[tuple[int, str, int]]] | None = None) -> None:
+        self.payers: dict[str, list[tuple[int, str, int]]] = payers or {}
+
+    def add(self, payer_id: str, ingest_us: int, currency: str, amount_micros: int) -> None:
+        """Count a payment (calls come in ingestion order)."""
+        entries = self.payers.get(payer_id)
+        if entries is None:
+            entries = self.payers[payer_id] = []
+        entries.append((ingest_us, currency, amount_micros))
+        if entries[0][0] < ingest_us - DAY_US or len(entries) > SPENT_KEPT_MAX:
+            cut = bisect_left(entries, (ingest_us - DAY_US,))
+            del entries[: max(cut, len(entries) - SPENT_KEPT_MAX)]
+
+    def spent(self, payer_id: str, currency: str, since_us: int, before_us: int) -> int:
+        """Micro-units counted for the payer in `currency`, ingested in [since, before)."""
+        entries = self.payers.get(payer_id)
+        if not entries:
+            return 0
+        start = bisect_left(entries, (since_us,))
+        return sum(
+            amount
+            for ingest_us, paid_in, amount in entries[start:]
+            if paid_in == currency and ingest_us < before_us
+        )
+
+    def forget_before(self, cutoff_us: int) -> None:
+        """Drop payers with nothing counted since `cutoff_us` (bounded state)."""
+        stale = [payer for payer, entries in self.payers.items() if entries[-1][0] < cutoff_us]
+        for payer in stale:
+            del self.payers[payer]
 
 
 class _Entry(msgspec.Struct):
@@ -47,13 +90,18 @@ class TierLimits:
         return self.directory.get(payer_id, self.lowest)
 
     def over(
-        self, book: PayerBook, payer_id: str, amount_micros: int, currency: str, as_of_us: int
+        self,
+        spending: Spending,
+        payer_id: str,
+        amount_micros: int,
+        currency: str,
+        as_of_us: int,
     ) -> bool:
         """Whether a payment is over its payer's tier limits (see the module docstring)."""
         payment_max, day_max = self.tier_of(payer_id).limits(currency)
         if amount_micros > payment_max * MICROS_PER_UNIT:
             return True
-        spent = book.spent_since(payer_id, currency, as_of_us - DAY_US)
+        spent = spending.spent(payer_id, currency, as_of_us - DAY_US, as_of_us)
         return spent + amount_micros > day_max * MICROS_PER_UNIT
 
 
