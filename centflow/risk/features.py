@@ -74,6 +74,12 @@ PAYER_FEATURES = (
     "new_payee",
     "log_amount",
     "tiny",
+    "payer_age",
+    "payer_burst",
+    "payer_new_payees_10m",
+    "device_age",
+    "country_age",
+    "payer_amount_rise",
 )
 
 
@@ -201,6 +207,8 @@ class _Payer(msgspec.Struct, array_like=True, gc=False):
     total_squares: float
     firsts: dict[str, int]
     last_us: int
+    first_us: int = 0
+    new_payees_us: list[int] = msgspec.field(default_factory=list)  # first sightings, 1 h
 
 
 class PayerBook:
@@ -222,7 +230,9 @@ class PayerBook:
         """Add one payment (calls come in ingestion order, a whole second at a time)."""
         payer = self.payers.get(payer_id)
         if payer is None or ingest_us - payer.last_us > KEY_IDLE_S * MICROS_PER_SECOND:
-            payer = self.payers[payer_id] = _Payer([], [], [], 0, 0.0, 0.0, {}, ingest_us)
+            payer = self.payers[payer_id] = _Payer(
+                [], [], [], 0, 0.0, 0.0, {}, ingest_us, ingest_us
+            )
         value = log_amount(amount_micros)
         times = payer.times_us
         horizon_us = ingest_us - PAYER_RECENT_S * MICROS_PER_SECOND
@@ -239,6 +249,11 @@ class PayerBook:
         for key in (f"p:{payee_id}", f"c:{country}", f"d:{device_id}", f"i:{ip}"):
             if key not in firsts and len(firsts) < PAYER_FIRSTS_MAX:
                 firsts[key] = ingest_us
+                if key[0] == "p":
+                    fresh = payer.new_payees_us
+                    fresh.append(ingest_us)
+                    if fresh[0] < ingest_us - 3600 * MICROS_PER_SECOND:
+                        del fresh[: bisect_left(fresh, ingest_us - 3600 * MICROS_PER_SECOND)]
         payer.last_us = ingest_us
 
     def features(
@@ -257,7 +272,7 @@ class PayerBook:
         payer = self.payers.get(payer_id)
         if payer is None or as_of - payer.last_us > KEY_IDLE_S * MICROS_PER_SECOND:
             gap = math.log1p(GAP_S_MAX)
-            return [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, gap, 0.0, 1.0, 1.0, 1.0, 1.0, value, float(tiny)]
+            return [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, gap, 0.0, 1.0, 1.0, 1.0, 1.0, value, float(tiny), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # fmt: skip
         times = payer.times_us
         minute = bisect_left(times, as_of - 60 * MICROS_PER_SECOND)
         ten = bisect_left(times, as_of - 600 * MICROS_PER_SECOND)
@@ -271,6 +286,14 @@ class PayerBook:
         gap_s = (as_of - payer.last_us) / MICROS_PER_SECOND
         firsts = payer.firsts
         full = len(firsts) >= PAYER_FIRSTS_MAX  # cannot tell new from forgotten: not new
+        age_s = max(as_of - payer.first_us, 0) / MICROS_PER_SECOND
+        recent = size - ten  # payments in the last 10 minutes
+        before = count - recent  # every payment before them
+        span_s = max(age_s - 600, 600)  # the rate before the last 10 minutes
+        expected = before * 600 / span_s
+        device_us = firsts.get(f"d:{device_id}")
+        country_us = firsts.get(f"c:{country}")
+        unknown_age = math.log1p(age_s) if full else 0.0
         return [
             float(size - minute),
             float(size - ten),
@@ -286,7 +309,13 @@ class PayerBook:
             float(f"p:{payee_id}" not in firsts and not full),
             value,
             float(tiny),
-        ]
+            math.log1p(age_s),
+            math.log1p(recent) - math.log1p(expected),
+            float(len(payer.new_payees_us) - bisect_left(payer.new_payees_us, as_of - 600 * MICROS_PER_SECOND)),
+            math.log1p(max(as_of - device_us, 0) / MICROS_PER_SECOND) if device_us is not None else unknown_age,
+            math.log1p(max(as_of - country_us, 0) / MICROS_PER_SECOND) if country_us is not None else unknown_age,
+            value - mean,
+        ]  # fmt: skip
 
     def state(self) -> dict[str, _Payer]:
         return self.payers

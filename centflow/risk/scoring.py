@@ -10,8 +10,11 @@ order, the number of workers or a crash and resume. For each event it
 2. scores the block with both models at once (`centflow.risk.model.RiskModel`)
    and applies the rules that carry what models do poorly on packed bursts
    (`RULES`): ``card_testing``, ``velocity``, ``account_takeover``;
-3. combines them into one score in [0, 1]: the strongest rule, else the
-   supervised probability raised by the anomaly; the decision is ``decline`` at
+3. combines them into one score in [0, 1]: the strongest rule (a rule that
+   does not fire still ranks by how much of it holds, below every threshold),
+   or the supervised probability raised by the anomaly, held under
+   `MODEL_CEILING` so that the models alone can send to review but only a
+   named rule declines; the decision is ``decline`` at
    `RiskConfig.decline_at` and above, ``review`` at `review_at` and above;
 4. applies the payer's tier limits (`centflow.risk.tiers`): over a limit is at
    least ``review`` with reason ``tier_limit``, whatever the models say.
@@ -25,15 +28,21 @@ in this shard; payments not approved are remembered for the de-duplication
 horizon, beyond which admission refuses the reversal anyway. A chargeback
 labels the payment it references as fraud.
 
-**Failure is never approval.** If describing a block fails, each event is tried
-alone; an event that still fails goes to ``review`` with reason
-``model_error`` and is counted (`model_errors`).
+**Failure is never approval.** A payment whose features fail goes to
+``review`` with reason ``model_error`` and is counted (`model_errors`); if
+scoring a whole segment fails, every payment of it does.
 
-Learning happens as groups commit (in ingestion order, off the decision path):
-approved payments teach what normal looks like; a payment is learned as
-legitimate once `label_age_s` has passed without a chargeback (never if it was
-declined or is in review), and as fraud when its chargeback commits, as long
-as its features are held (`HELD_MAX`, and up to `LABEL_KEEP_FACTOR` label ages).
+**Epochs.** The models learn, and their parameters move, only where an epoch of
+ingestion time (`EPOCH_US`) starts: every example of the epochs before it is
+learned then, sorted canonically, and the parameters are frozen for the epoch
+(`centflow.risk.model.Frozen`). So a block of groups of one epoch is scored in
+one NumPy pass, learning is off the decision path, and how the input was cut
+into blocks changes nothing. Labels are late anyway; a minute more is nothing.
+Approved payments (a sample, `NORMAL_SAMPLE`) teach what normal looks like; a
+payment is learned as legitimate once `label_age_s` has passed without a
+chargeback (never if it was declined or is in review), and as fraud when its
+chargeback arrives, as long as its features are held (`HELD_MAX`, and up to
+`LABEL_KEEP_FACTOR` label ages).
 """
 
 from __future__ import annotations
@@ -72,33 +81,65 @@ _COLUMN = {name: index for index, name in enumerate(_FIXED)}
 _DECISION_COLUMNS = ("decision", "risk_score", "model_version", "reasons")
 
 RULES = ("card_testing", "velocity", "account_takeover")
-RULE_SCORE = {"card_testing": 0.96, "velocity": 0.93, "account_takeover": 0.94}
+RULE_SCORE = {"card_testing": 0.95, "velocity": 0.7, "account_takeover": 0.93}
+#: A rule that does not fire still ranks an event by how much of it holds: the share
+#: of its conditions met, times this (below every threshold: it orders, never decides).
+PARTIAL_WEIGHT = 0.45
+#: The models alone can send a payment to review, never decline it: a decline needs
+#: a rule (a named pattern an analyst can check), since labels are few and late.
+MODEL_CEILING = 0.85
 
 
 def rule_scores(features: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(strongest rule score per row, 0 where none; one boolean mask per rule)."""
+    """(strongest rule score per row, graded below the thresholds where none fires:
+    the share of the rule's conditions met, or for ``velocity`` how near both of
+    its measures are; one boolean mask per rule).
+
+    - ``card_testing``: a payer never seen before pays a tiny amount at a payee
+      that has had at least 6 new payers in the last minute, mostly tiny, and
+      that minute is a surge against the payee's last 10 minutes (at least 30 %
+      of them in it): many fresh cards tried at one place.
+    - ``velocity``: a payer pays 8 or more payees new to it within 10 minutes, at
+      4.5 times (e^1.5) its own earlier rate or more. Heavy payers that always
+      pay many payees are steady, not a burst. It only sends to review.
+    - ``account_takeover``: a payer with history pays from a country and a device
+      much younger than the account (at most 60 % of its age, on a log scale)
+      an amount ten times its usual (log10 of the amount against its mean).
+    """
 
     def column(name: str) -> np.ndarray:
         return features[:, _COLUMN[name]]
 
-    new_payer = column("payer_history") == 0
-    card_testing = (
-        (column("payee_new_payers_1m") >= 4)
-        & (column("payee_tiny_share_1m") >= 0.5)
-        & (column("tiny") > 0)
-        & new_payer
-    )
-    velocity = (column("payer_payments_1m") >= 8) | (column("payer_payments_10m") >= 30)
-    takeover = (
-        (column("payer_history") >= np.log1p(5))
-        & (column("new_device") > 0)
-        & (column("new_country") > 0)
-        & (column("payer_amount_z") >= 2.5)
-    )
-    masks = [card_testing, velocity, takeover]
+    age = column("payer_age")
+    card_testing_parts = [
+        column("payer_history") == 0,
+        column("tiny") > 0,
+        column("payee_new_payers_1m") >= 6,
+        column("payee_tiny_share_1m") >= 0.7,
+        column("payee_new_payers_1m") >= 0.3 * column("payee_new_payers_10m"),
+    ]
+    velocity_parts = [column("payer_new_payees_10m") >= 8, column("payer_burst") >= 1.5]
+    takeover_parts = [
+        column("payer_history") > 0,
+        age - column("country_age") >= 0.5,
+        age - column("device_age") >= 0.5,
+        column("payer_amount_rise") >= 1.0,
+    ]
     score = np.zeros(len(features))
-    for name, mask in zip(RULES, masks, strict=True):
-        score = np.where(mask, np.maximum(score, RULE_SCORE[name]), score)
+    masks = []
+    for name, parts in zip(
+        RULES, (card_testing_parts, velocity_parts, takeover_parts), strict=True
+    ):
+        held = np.sum(parts, axis=0)
+        fired = held == len(parts)
+        masks.append(fired)
+        closeness = held / len(parts)
+        if name == "velocity":  # how near each of its two measures is to its bound
+            closeness = np.clip(column("payer_new_payees_10m") / 8, 0.0, 1.0) * np.clip(
+                column("payer_burst") / 1.5, 0.0, 1.0
+            )
+        graded = np.where(fired, RULE_SCORE[name], PARTIAL_WEIGHT * closeness)
+        score = np.maximum(score, graded)
     return score, masks
 
 
@@ -291,7 +332,8 @@ class RiskShard(AsOfShard):
         """(score in [0, 1], per-feature contributions, rule masks) of feature rows."""
         supervised, anomaly, contributions = self.frozen.score(features)
         rules, masks = rule_scores(features)
-        score = np.maximum(rules, 1.0 - (1.0 - supervised) * (1.0 - 0.5 * anomaly))
+        models = 1.0 - (1.0 - supervised) * (1.0 - 0.5 * anomaly)
+        score = np.maximum(rules, MODEL_CEILING * models)
         return np.clip(score, 0.0, 1.0), contributions, masks
 
     def _decide(
