@@ -209,12 +209,15 @@ class RiskShard(AsOfShard):
             self.restore_sequencer(state[0])
             self.book = PayerBook(state[1])
             self.model = state[2]
+            live = set(state[11])  # labelled or replaced entries stay queued, not found
             for entry in state[3]:
                 self.held.queue.append(entry)
-                self.held.by_id[entry[1]] = entry
+                if entry[1] in live:
+                    self.held.by_id[entry[1]] = entry
             for entry in state[6]:
                 self.held.late.append(entry)
-                self.held.by_id[entry[1]] = entry
+                if entry[1] in live:
+                    self.held.by_id[entry[1]] = entry
             self.labelled = set(state[4])
             self.model_errors = state[5]
             self.unapproved = dict(state[7])
@@ -516,6 +519,12 @@ class RiskShard(AsOfShard):
             self.spending.payers,
             list(self.examples),
             self.epoch,
+            [
+                entry[1]
+                for entries in (self.held.queue, self.held.late)
+                for entry in entries
+                if self.held.by_id.get(entry[1]) is entry
+            ],
         )
 
 
