@@ -5,22 +5,30 @@ dated by their batch's ``settlement_batches.closed_at``) and the entries of the
 imported statements (``statement_entries``, see `centflow.recon.statements`),
 and writes, in one transaction:
 
-``recon_payouts``           the payout lines matched, one per (batch, party):
-                            batch_id, party_id, currency, amount, expected_at,
-                            line_key
-``recon_statement``         one row per item (below)
-``recon_statement_links``   one row per member of an item: item_id and either a
-                            payout line (batch_id, party_id) or an entry
-                            (statement_id, entry_id), with its amount
+``recon_statement``         one row per item (below): item_id, class, match_rule,
+                            batch_id, party_id, statement_id, entry_id, batches,
+                            lines, entries, currency, expected, actual, difference,
+                            expected_at, booked_at, value_date, age_days, age_bucket
+``recon_statement_members`` the batches and entries of the items that have
+                            several of either (an item of one batch and at most
+                            one entry names them in its own row)
 ``recon_statement_settings`` the one row of settings the items were made with
+``recon_payouts`` (view)    the payout lines, one per (batch, party), with their
+                            batch's close as expected_at and their line_key
 ``recon_breaks`` (view)     the items that are not matched
 ``recon_aging`` (view)      per class, age bucket and currency: items, net
-                            (sum of differences) and gross (sum of their
-                            absolute values: +1,000 and -1,000 net to 0 but
-                            gross 2,000)
+                            (sum of differences), gross (sum of their absolute
+                            values: +1,000 and -1,000 net to 0 but gross 2,000)
+                            and the oldest age; currencies are never added up
+``recon_item_batches``, ``recon_item_entries`` (views)  every (item, batch) and
+                            (item, entry) pair
 ``recon_payout_lineage`` (view)  from a payout to its batch, events (with their
                             risk decisions), ledger entries, statement entries
                             and reconciliation item, one row per node
+
+When several batches or entries share an item, ``batch_id``, ``statement_id`` and
+``entry_id`` of its row hold their sorted ids joined with ``+``; the views
+above list them one per row.
 
 Every payout line and every statement entry ends in exactly one item, and
 every item in exactly one class (checked with `invariant` after the tables are
@@ -473,22 +481,22 @@ UNION ALL
 SELECT item_id, statement_id, entry_id FROM recon_statement_members WHERE entry_id IS NOT NULL;
 
 -- recon_payout_lineage: everything behind a payout, one row per node, in one query:
---   SELECT * FROM recon_payout_lineage WHERE batch_id = ? ORDER BY step, at, node_id
+--   SELECT * FROM recon_payout_lineage WHERE batch_id = ? ORDER BY step, node_time, node_id
 -- Reads: recon_payouts, settlement_batches, payments, ledger_entries, recon_statement,
 --   recon_item_batches, recon_item_entries, statement_entries.
 -- Returns: batch_id, party_id, step (1 payout line, 2 batch, 3 event with its risk
 --   decision and score, 4 ledger entry, 5 statement entry, 6 reconciliation item),
---   node, node_id, at, currency, amount, decision, risk_score, detail.
+--   node, node_id, node_time, currency, amount, decision, risk_score, detail.
 -- Empty result for a batch id: no such batch.
 CREATE OR REPLACE VIEW recon_payout_lineage AS
-SELECT batch_id, party_id, 1 AS step, 'payout' AS node, line_key AS node_id, expected_at AS at,
+SELECT batch_id, party_id, 1 AS step, 'payout' AS node, line_key AS node_id, expected_at AS node_time,
        currency, amount, NULL::VARCHAR AS decision, NULL::DOUBLE AS risk_score,
        NULL::VARCHAR AS detail
 FROM recon_payouts
 UNION ALL
 SELECT batch_id, payee_id, 2, 'batch', batch_id, closed_at, settlement_currency, payout, NULL, NULL,
-       'window ' || strftime(window_start, '%Y-%m-%dT%H:%M:%SZ') || ' to '
-       || strftime(window_end, '%Y-%m-%dT%H:%M:%SZ') || ', ' || event_count || ' events, net '
+       'window ' || strftime(window_start AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') || ' to '
+       || strftime(window_end AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') || ', ' || event_count || ' events, net '
        || net || ' ' || currency
 FROM settlement_batches
 UNION ALL
