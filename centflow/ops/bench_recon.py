@@ -1,8 +1,8 @@
 """Benchmark of statement matching: N payouts against ~N statement entries.
 
 ``python -m centflow.ops.bench_recon --payouts 1000000`` builds a DuckDB file
-with N settlement batches (one payout line each, through the stand-in
-``settlement_payouts`` view) and a statement of about N entries, made in SQL
+with N settlement batches (one payout line each in ``settlement_payouts``, or
+through its stand-in view where the schema has no such table yet) and a statement of about N entries, made in SQL
 straight in DuckDB (no statement file: this measures matching, not import),
 with breaks of every kind spread through them:
 
@@ -95,6 +95,14 @@ def build(database: Path, payouts: int) -> int:
         create_schema(connection)
         ensure_statement_tables(connection)
         connection.execute(BATCHES_SQL, [payouts])
+        has_payouts = connection.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'settlement_payouts'"
+        ).fetchall()[0][0]
+        if has_payouts:  # the pipeline's table: one line per batch, for its payee
+            connection.execute(
+                "INSERT INTO settlement_payouts (batch_id, party_id, currency, amount) "
+                "SELECT batch_id, payee_id, settlement_currency, payout FROM settlement_batches"
+            )
         connection.execute(ENTRIES_SQL)
         return int(connection.execute("SELECT count(*) FROM statement_entries").fetchall()[0][0])
     finally:

@@ -225,6 +225,8 @@ def simulate_statement(
                 f"payout of batch {line.batch_id} to {line.party_id} is finer than the minor unit "
                 f"of {line.currency}: no rail can pay it"
             )
+    if not lines:
+        raise ConfigError(f"{db_path} holds no payout to simulate a statement of")
     if as_of is None:
         last_us = max((line.expected_us for line in lines), default=0)
         as_of = datetime.fromtimestamp(
