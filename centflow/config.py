@@ -28,6 +28,7 @@ from centflow.limits import (
     WINDOW_LENGTH_S_MAX,
     WINDOW_LENGTH_S_MIN,
 )
+from centflow.money.fees import DEFAULT_SCHEDULE, RailFee, schedule_terms
 
 CONFIG_ENV = "CENTFLOW_PIPELINE_CONFIG"
 
@@ -103,6 +104,7 @@ class PipelineConfig(msgspec.Struct, frozen=True):
     future_skew_s: int = FUTURE_SKEW_S_DEFAULT
     batch_messages_max: int = SOURCE_BATCH_MESSAGES_MAX
     risk: RiskConfig = RiskConfig()
+    fees: tuple[RailFee, ...] = DEFAULT_SCHEDULE
 
     @property
     def window_us(self) -> int:
@@ -149,6 +151,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     _check_range("idle time", config.idle_s, 0.1, IDLE_S_MAX, "--idle-s")
     _check_range("batch size", config.batch_messages_max, 1, 100_000, "batch_messages_max")
     _validate_risk(config.risk)
+    schedule_terms(config.fees)
     if not config.partitions:
         raise ConfigError("the input has no partitions (is the topic empty of partitions?)")
     return config
@@ -182,6 +185,8 @@ class FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What a ``--config`` TOML file may set (sections grow with the pipeline)."""
 
     risk: RiskConfig = RiskConfig()
+    #: the fee schedule (``[[fees]]`` entries); when given, it replaces the shipped one
+    fees: tuple[RailFee, ...] | None = None
 
 
 def load_file_config(path: Path) -> FileConfig:
@@ -206,6 +211,8 @@ def load_file_config(path: Path) -> FileConfig:
             loaded, risk=msgspec.structs.replace(loaded.risk, payer_directory=directory)
         )
     _validate_risk(loaded.risk)
+    if loaded.fees is not None:
+        schedule_terms(loaded.fees)
     return loaded
 
 

@@ -24,6 +24,7 @@ from centflow.ingest.columns import Decoded
 from centflow.ingest.decode import decode_block
 from centflow.ingest.events import DeadLetter, SourceBatch
 from centflow.limits import SHARD_COUNT
+from centflow.money.fees import schedule_terms
 from centflow.money.settlement import Settled, SettlementShard, SettlementState
 from centflow.ops.status import StatusWriter
 from centflow.progress import Envelope, Router, shard_key, shard_name
@@ -234,7 +235,11 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
 
     def __init__(self, config: PipelineConfig, resume: SettlementResume | None) -> None:
         self._shard = SettlementShard(
-            risk_origins(), config.window_us, config.lateness_us, resume and resume[0]
+            risk_origins(),
+            config.window_us,
+            config.lateness_us,
+            resume and resume[0],
+            schedule_terms(config.fees),
         )
         self._writer = ShardTableWriter(config.parquet_dir, resume and resume[1])
         self._out_dir = Path(config.out_dir)
@@ -288,6 +293,8 @@ def settled_tables(settled: Settled) -> list[tuple[str, pa.Table]]:
     out: list[tuple[str, pa.Table]] = []
     if settled.batches:
         out.append(("settlement_batches", settled.batch_table()))
+        out.append(("settlement_fees", settled.fee_table()))
+        out.append(("settlement_payouts", settled.payout_table()))
         out.append(("ledger_entries", settled.entry_table()))
     if settled.events:
         out.append(("payments", payments_table(settled.event_table())))

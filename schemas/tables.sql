@@ -53,6 +53,36 @@ CREATE TABLE IF NOT EXISTS settlement_batches (
     closed_at            TIMESTAMPTZ NOT NULL  -- window end + allowed lateness
 );
 
+-- settlement_fees: the fees of each batch, per rail (centflow/money/fees.py):
+-- charged once per batch and rail, never per event. fees_if_alone is what the
+-- same payments would have been charged had each settled on its own;
+-- unpayable_alone counts those whose own fee would exceed their amount.
+CREATE TABLE IF NOT EXISTS settlement_fees (
+    batch_id          VARCHAR NOT NULL,
+    rail              VARCHAR NOT NULL,
+    currency          VARCHAR NOT NULL,
+    payments          BIGINT NOT NULL,
+    gross             DECIMAL(18,6) NOT NULL,  -- the rail's payments in the batch
+    fee               DECIMAL(18,6) NOT NULL,  -- fixed + bps, min and cap applied
+    chargebacks       BIGINT NOT NULL,
+    chargeback_fees   DECIMAL(18,6) NOT NULL,
+    rail_cost         DECIMAL(18,6) NOT NULL,  -- what the rail charges the platform
+    margin            DECIMAL(18,6) NOT NULL,  -- fee + chargeback_fees - rail_cost
+    fees_if_alone     DECIMAL(18,6) NOT NULL,
+    unpayable_alone BIGINT NOT NULL,
+    PRIMARY KEY (batch_id, rail)
+);
+
+-- settlement_payouts: one line per party per batch that pays out; the lines of
+-- a batch sum to its payout (a batch that nets to nothing or less has none).
+CREATE TABLE IF NOT EXISTS settlement_payouts (
+    batch_id  VARCHAR NOT NULL,
+    party_id  VARCHAR NOT NULL,  -- the payee (revenue splits will add their parties)
+    currency  VARCHAR NOT NULL,  -- the settlement currency
+    amount    DECIMAL(18,6) NOT NULL,
+    PRIMARY KEY (batch_id, party_id)
+);
+
 CREATE TABLE IF NOT EXISTS ledger_entries (
     entry_id   VARCHAR PRIMARY KEY,
     batch_id   VARCHAR NOT NULL,

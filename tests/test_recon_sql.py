@@ -35,8 +35,21 @@ from sinks.duckdb import create_schema, recon_view_files
 BATCH_IDS = ("b-0", "b-1", "b-2", "b-3", "b-4")
 CURRENCIES = ("USD", "JPY", "BHD")
 MINUTE_US = 60_000_000
-TWINNED_VIEWS = {"recon_batch_totals", "recon_event_repeats", "recon_ledger_balance"}
-TWINNED_QUERIES = {"summary_checks", "summary_currencies", "summary_events", "summary_repeats"}
+TWINNED_VIEWS = {
+    "recon_batch_totals",
+    "recon_event_repeats",
+    "recon_ledger_balance",
+    "recon_payee_conservation",
+    "recon_unit_economics",
+}
+TWINNED_QUERIES = {
+    "summary_checks",
+    "summary_currencies",
+    "summary_events",
+    "summary_fees",
+    "summary_repeats",
+}
+RAILS = ("card", "sepa")
 
 
 def dec(micros: int) -> Decimal:
@@ -49,6 +62,8 @@ class Tables:
 
     payments: list[tuple] = field(default_factory=list)
     settlement_batches: list[tuple] = field(default_factory=list)
+    settlement_fees: list[tuple] = field(default_factory=list)
+    settlement_payouts: list[tuple] = field(default_factory=list)
     ledger_entries: list[tuple] = field(default_factory=list)
     dead_letters: list[tuple] = field(default_factory=list)
 
@@ -213,6 +228,25 @@ def scenarios(draw: st.DrawFn) -> Tables:
                 net,
             )
         )
+    # Fee rows: per (batch, rail), any figures (the views only add them up).
+    fee_specs = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(BATCH_IDS),
+                st.sampled_from(RAILS),
+                st.sampled_from(CURRENCIES),
+                st.integers(0, 5),
+                st.lists(st.integers(0, 10**9), min_size=6, max_size=6),
+                st.integers(0, 5),
+            ),
+            max_size=6,
+            unique_by=lambda spec: spec[:2],
+        )
+    )
+    tables.settlement_fees = [
+        (batch_id, rail, currency, count, gross, fee, 0, 0, cost, fee - cost, alone, min(exceeds, count))
+        for batch_id, rail, currency, count, (gross, fee, cost, alone, _, _), exceeds in fee_specs
+    ]  # fmt: skip
     # Balanced postings (a debit and its credit), then a few strays that may
     # unbalance a currency.
     pairs = draw(
@@ -301,8 +335,84 @@ def twin_ledger_balance(tables: Tables) -> dict[str, tuple]:
     return result
 
 
+def twin_payee_conservation(tables: Tables) -> dict[object, tuple]:
+    """recon_payee_conservation: (payee, currency) -> (accrued, fees, paid_out, carried,
+    balanced)."""
+    sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for row in tables.settlement_batches:
+        figures = sums[(row[1], row[2])]
+        figures[0] += row[8] - row[9]
+        figures[1] += row[10]
+        figures[2] += row[14]
+        figures[3] += row[16] - row[15]
+    return {
+        key: (*(dec(value) for value in figures), figures[0] == sum(figures[1:]))
+        for key, figures in sums.items()
+    }
+
+
+def _share(part: int, whole: int) -> Decimal | None:
+    """A ratio rounded to 4 places, as the SQL gives it (None for 0 / 0)."""
+    if not whole:
+        return None
+    return (Decimal(part) / Decimal(whole)).quantize(Decimal("0.0001"))
+
+
+def twin_unit_economics(tables: Tables) -> dict[object, tuple]:
+    """recon_unit_economics: (rail, currency) -> (payments, batches, gross, alone,
+    netted, saving, saving_share, rail_cost, margin, share_unpayable_alone)."""
+    groups: dict[tuple[str, str], list[tuple]] = defaultdict(list)
+    for row in tables.settlement_fees:
+        groups[(row[1], row[2])].append(row)
+    result = {}
+    for key, rows in groups.items():
+        payments = sum(row[3] for row in rows)
+        if not payments:
+            continue
+        alone, netted = sum(row[10] for row in rows), sum(row[5] for row in rows)
+        result[key] = (
+            payments,
+            sum(row[3] > 0 for row in rows),
+            dec(sum(row[4] for row in rows)),
+            dec(alone),
+            dec(netted),
+            dec(alone - netted),
+            _share(alone - netted, alone),
+            dec(sum(row[8] for row in rows)),
+            dec(sum(row[9] for row in rows)),
+            _share(sum(row[11] for row in rows), payments),
+        )
+    return result
+
+
+def twin_summary_fees(tables: Tables) -> list[tuple]:
+    by_currency: dict[str, list[tuple]] = defaultdict(list)
+    for (_, currency), row in twin_unit_economics(tables).items():
+        by_currency[currency].append(row)
+    result = []
+    for currency in sorted(by_currency):
+        rows = by_currency[currency]
+        payments = sum(row[0] for row in rows)
+        exceeding = sum((row[9] or 0) * row[0] for row in rows)
+        result.append(
+            (
+                currency,
+                payments,
+                sum((row[3] for row in rows), Decimal(0)),
+                sum((row[4] for row in rows), Decimal(0)),
+                sum((row[5] for row in rows), Decimal(0)),
+                sum((row[8] for row in rows), Decimal(0)),
+                (Decimal(exceeding) / payments).quantize(Decimal("0.0001")),
+            )
+        )
+    return result
+
+
 def twin_summary_checks(tables: Tables) -> dict[str, int]:
     return {
+        "accrued = paid out + fees + carried, per payee": sum(
+            not row[-1] for row in twin_payee_conservation(tables).values()
+        ),
         "batches equal their events": sum(
             row[-1] != "ok" for row in twin_batch_totals(tables).values()
         ),
@@ -425,12 +535,17 @@ def compare_everything(tables: Tables) -> None:
         assert sql_batch_totals(db) == twin_batch_totals(tables)
         assert sql_ledger_balance(db) == twin_ledger_balance(tables)
         checks = run_query(db, "summary_checks")
-        assert len(checks) == 2
+        assert len(checks) == 3
         assert dict(checks) == twin_summary_checks(tables)
         assert run_query(db, "summary_currencies") == twin_summary_currencies(tables)
         assert run_query(db, "summary_events") == twin_summary_events(tables)
         assert sql_event_repeats(db) == twin_event_repeats(tables)
         assert run_query(db, "summary_repeats") == [(len(twin_event_repeats(tables)),)]
+        conservation = db.execute("SELECT * FROM recon_payee_conservation").fetchall()
+        assert {(r[0], r[1]): r[2:] for r in conservation} == twin_payee_conservation(tables)
+        economics = db.execute("SELECT * FROM recon_unit_economics").fetchall()
+        assert {(r[0], r[1]): r[2:] for r in economics} == twin_unit_economics(tables)
+        assert run_query(db, "summary_fees") == twin_summary_fees(tables)
 
 
 @settings(max_examples=60, deadline=None)
@@ -496,6 +611,8 @@ def test_pinned_statuses() -> None:
         assert dict(run_query(db, "summary_checks")) == {
             "batches equal their events": 4,
             "ledger sums to zero per currency": 1,
+            # b-net nets 9 of its gross 10 with no fee: a micro-unit unaccounted for
+            "accrued = paid out + fees + carried, per payee": 1,
         }
         assert run_query(db, "summary_events") == [
             ("payment decline, unsettled", 1),
@@ -533,6 +650,7 @@ def test_empty_tables_pass_every_check() -> None:
         assert dict(run_query(db, "summary_checks")) == {
             "batches equal their events": 0,
             "ledger sums to zero per currency": 0,
+            "accrued = paid out + fees + carried, per payee": 0,
         }
         assert run_query(db, "summary_currencies") == []
         assert run_query(db, "summary_events") == []

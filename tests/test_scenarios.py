@@ -158,7 +158,7 @@ def test_scenario_lines_decode_and_pass_admission(log: Log) -> None:
     admitted: set[str] = set()
     for payee_id, payee_events in by_payee.items():
         shard = shards.setdefault(payee_id, AdmissionShard(["p0"], 2**62))
-        accepted, _ = shard.admit([envelope("p0", 0, payee_events)])
+        accepted, _ = shard.admit([envelope("p0", 2**62 + 1, payee_events)])
         admitted.update(accepted["event_id"].to_pylist())
     assert set(log.labelled) <= admitted
     fraud_chargebacks = {

@@ -59,7 +59,10 @@ ARROW_TYPES = {
     "bytes": pa.binary(),
 }
 #: Words that make a column name look like money (DESIGN.md's amounts).
-MONEY_WORDS = {"amount", "gross", "refunds", "fees", "net", "payout", "carry_in", "carry_out"}
+MONEY_WORDS = {
+    "amount", "gross", "refunds", "fees", "fee", "net", "payout", "carry_in", "carry_out",
+    "cost", "margin",
+}  # fmt: skip
 #: The same, for computed columns of views and queries (sums of money).
 AGGREGATE_MONEY_WORDS = MONEY_WORDS | {"debits", "credits", "balance"}
 #: The only floating columns allowed anywhere: model outputs, never money.
@@ -165,8 +168,9 @@ def test_money_columns_are_decimal_18_6(connection: duckdb.DuckDBPyConnection) -
                 checked += 1
                 assert ddl[name] == "DECIMAL(18,6)", f"{table}.{name} is {ddl[name]}"
                 assert arrow.field(name).type == pa.decimal128(18, 6), f"{table}.{name}"
-    # amount x2, gross, refunds, fees, net, payout, carry_in, carry_out
-    assert checked == 9
+    # amount x3 (payments, payouts, ledger); batches: gross, refunds, fees, net, payout,
+    # carry_in, carry_out; fees: gross, fee, chargeback_fees, rail_cost, margin, fees_if_alone
+    assert checked == 16
 
 
 def test_only_allow_listed_columns_are_floating(connection: duckdb.DuckDBPyConnection) -> None:

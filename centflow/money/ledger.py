@@ -12,6 +12,12 @@ Accounts (``kind:owner``), for the first ledger:
 ``payee_payable:<payee>``   what centflow owes a payee until it pays out (liability)
 ``payee_payout:<payee>``    the batch's payout instruction to the payee's bank
 ``payee_carry:<payee>``     sub-minor-unit remainders carried to the next batch
+``payee_receivable:<payee>`` what a payee owes after a batch that netted negative
+                            (fees or reversals beyond its payments), carried
+                            into its next batch: never a negative payout
+``fee_revenue:<rail>``      fees charged to payees (`centflow.money.fees`)
+``rail_cost:<rail>``        what the rail charges for moving the payments
+``platform_margin:<rail>``  fee revenue less rail cost, closed into it per batch
 ==========================  ==================================================
 
 A payment debits the rail and credits the payee; a refund or chargeback does
@@ -21,8 +27,9 @@ payee's payable and credits the payout account, and the remainder below one
 minor unit moves from the payable to the carry account (``carry_out``) and
 back into the next batch of the same payee and currency (``carry_in``), so no
 fraction of a cent is ever dropped and the payable nets to zero in every
-batch. Fees, revenue splits and FX conversion post their own entries in the
-same way (each its own `kind`), so they slot in without changing these.
+batch. Fees post their own entries (`post_fees`: kinds ``fee``,
+``rail_cost``, ``margin``) between a batch's events and its payout; revenue
+splits and FX conversion will do the same.
 
 The two postings of every event are made a column at a time (`post_events`)
 from the window's sorted events; the few postings of each batch (payout and
@@ -121,8 +128,8 @@ def post_events(
 
 
 _KINDS = pa.array(["carry_in", "payout", "carry_out"])
-_OWNER_ACCOUNTS = pa.array(["payee_carry:", "payee_payable:", "payee_payout:"])
-CARRY, PAYABLE, PAYOUT = 0, 1, 2
+_OWNER_ACCOUNTS = pa.array(["payee_carry:", "payee_payable:", "payee_payout:", "payee_receivable:"])
+CARRY, PAYABLE, PAYOUT, RECEIVABLE = 0, 1, 2, 3
 
 
 def post_batches(
@@ -152,18 +159,22 @@ def post_batches(
     every = np.arange(count)
     payout_sequence = first_sequence + 2 * (carry_in_micros != 0)
     # (rows, sequence, kind, account, amount) of each of the six kinds of posting
+    carry_in_account = np.where(carry_in_micros[ins] < 0, RECEIVABLE, CARRY)
+    carry_out_account = np.where(carry_out_micros[outs] < 0, RECEIVABLE, CARRY)
     postings = (
-        (ins, first_sequence[ins], 0, CARRY, carry_in_micros[ins]),
+        (ins, first_sequence[ins], 0, carry_in_account, carry_in_micros[ins]),
         (ins, first_sequence[ins] + 1, 0, PAYABLE, -carry_in_micros[ins]),
         (every, payout_sequence, 1, PAYABLE, payout_micros),
         (every, payout_sequence + 1, 1, PAYOUT, -payout_micros),
         (outs, payout_sequence[outs] + 2, 2, PAYABLE, carry_out_micros[outs]),
-        (outs, payout_sequence[outs] + 3, 2, CARRY, -carry_out_micros[outs]),
+        (outs, payout_sequence[outs] + 3, 2, carry_out_account, -carry_out_micros[outs]),
     )
     rows = pa.array(np.concatenate([posting[0] for posting in postings]))
     sequence = np.concatenate([posting[1] for posting in postings])
     kinds = np.concatenate([np.full(len(p[0]), p[2], dtype=np.int64) for p in postings])
-    owners = np.concatenate([np.full(len(p[0]), p[3], dtype=np.int64) for p in postings])
+    owners = np.concatenate(
+        [np.broadcast_to(np.asarray(p[3], np.int64), len(p[0])) for p in postings]
+    )
     ids = batch_ids.take(rows)
     suffixes = entry_suffixes(int(sequence.max()) + 1)
     return pa.table(
@@ -181,3 +192,87 @@ def post_batches(
         ],
         schema=LEDGER_SCHEMA,
     )
+
+
+def _whole(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array (a table's column comes in chunks)."""
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+#: The postings of one (batch, rail) group's fees, in entry order: (kind, account
+#: prefix, owner column, amount column, sign). Owners: 0 the payee, 1 the rail.
+#: Amounts: 0 what the payee is charged, 1 the rail's cost, 2 the margin.
+_FEE_POSTINGS = (
+    ("fee", "payee_payable:", 0, 0, 1),
+    ("fee", "fee_revenue:", 1, 0, -1),
+    ("rail_cost", "rail_cost:", 1, 1, 1),
+    ("rail_cost", "rail_clearing:", 1, 1, -1),
+    ("margin", "fee_revenue:", 1, 0, 1),
+    ("margin", "rail_cost:", 1, 1, -1),
+    ("margin", "platform_margin:", 1, 2, -1),
+)
+FEE_POSTINGS_PER_GROUP = len(_FEE_POSTINGS)
+
+
+def post_fees(
+    batch_ids: pa.Array,
+    payees: pa.Array,
+    rails: pa.Array,
+    currencies: pa.Array,
+    first_sequence: np.ndarray,
+    charged_micros: np.ndarray,
+    cost_micros: np.ndarray,
+    posted_us: int,
+) -> pa.Table:
+    """The fee postings of (batch, rail) groups (one row per group in every argument).
+
+    The payee's payable pays the fee into ``fee_revenue:<rail>``; the rail keeps
+    its cost out of what it collected (``rail_cost:<rail>`` against
+    ``rail_clearing:<rail>``); then revenue and cost close into
+    ``platform_margin:<rail>``, so fee revenue and rail cost net to zero in every
+    batch and the margin account holds what the platform earned. Group ``g``
+    numbers its postings from ``first_sequence[g]``, `FEE_POSTINGS_PER_GROUP`
+    of them, leaving out those of amount zero (ids stay the same either way).
+    """
+    count = len(batch_ids)
+    if not count:
+        return LEDGER_SCHEMA.empty_table()
+    amounts = (charged_micros, cost_micros, charged_micros - cost_micros)
+    owners = (_whole(payees), _whole(rails))
+    columns: dict[str, list] = {name: [] for name in ("rows", "sequence", "kind", "account", "amount")}  # fmt: skip
+    for slot, (kind, prefix, owner, amount, sign) in enumerate(_FEE_POSTINGS):
+        values = sign * amounts[amount]
+        rows = np.flatnonzero(values != 0)
+        if not len(rows):
+            continue
+        picked = pa.array(rows)
+        columns["rows"].append(rows)
+        columns["sequence"].append(first_sequence[rows] + slot)
+        columns["kind"].append(pa.repeat(pa.scalar(kind), len(rows)))
+        columns["account"].append(
+            pc.binary_join_element_wise(prefix, owners[owner].take(picked), "")
+        )
+        columns["amount"].append(values[rows])
+    if not columns["rows"]:
+        return LEDGER_SCHEMA.empty_table()
+    rows = pa.array(np.concatenate(columns["rows"]))
+    sequence = np.concatenate(columns["sequence"])
+    ids = batch_ids.take(rows)
+    suffixes = entry_suffixes(int(sequence.max()) + 1)
+    postings = pa.table(
+        [
+            pc.binary_join_element_wise(ids, suffixes.take(pa.array(sequence)), ""),
+            ids,
+            pa.nulls(len(rows), pa.string()),
+            pa.concat_arrays(columns["kind"]),
+            pa.concat_arrays(columns["account"]),
+            currencies.take(rows),
+            pa.array(np.concatenate(columns["amount"]), pa.int64()),
+            pa.array(np.full(len(rows), posted_us, dtype=np.int64)),
+        ],
+        schema=LEDGER_SCHEMA,
+    )
+    invariant(
+        int(pc.sum(postings["amount_micros"]).as_py() or 0) == 0, "fee postings do not balance"
+    )
+    return postings

@@ -50,7 +50,14 @@ from centflow.errors import invariant
 from centflow.ingest.columns import PAYMENT_SCHEMA
 from centflow.limits import AMOUNT_MICROS_MAX, BATCH_MICROS_MAX, WATERMARK_END_US
 from centflow.money.amounts import minor_unit_step, round_to_minor_unit
-from centflow.money.ledger import LEDGER_SCHEMA, post_batches, post_events
+from centflow.money.fees import FEES_SCHEMA, FeeTerms, batch_fees
+from centflow.money.ledger import (
+    FEE_POSTINGS_PER_GROUP,
+    LEDGER_SCHEMA,
+    post_batches,
+    post_events,
+    post_fees,
+)
 from centflow.progress import Envelope, Frontier
 
 RATE_ONE_NANOS = 1_000_000_000  # no FX conversion yet: settlement currency = event currency
@@ -62,6 +69,16 @@ WINDOW_SCHEMA = pa.schema(
 _WINDOW_COLUMNS = WINDOW_SCHEMA.names
 _LATE = WINDOW_SCHEMA.get_field_index("late")
 _ORDER = [("_group", "ascending"), ("occurred_us", "ascending"), ("event_id", "ascending"), ("type", "ascending")]  # fmt: skip
+
+#: ``settlement_payouts`` in flight: one line per party of a batch that pays out.
+PAYOUT_SCHEMA = pa.schema(
+    [
+        ("batch_id", pa.string()),
+        ("party_id", pa.string()),
+        ("currency", pa.string()),
+        ("amount_micros", pa.int64()),
+    ]
+)
 
 #: What settlement emits per event: the event's columns plus the batch it settled in.
 SETTLED_SCHEMA = WINDOW_SCHEMA.append(pa.field("batch_id", pa.string()))
@@ -171,12 +188,14 @@ class Settled:
     will settle in no batch (`SETTLED_SCHEMA`, ``batch_id`` null for those), and
     the ledger postings (`centflow.money.ledger.LEDGER_SCHEMA`)."""
 
-    __slots__ = ("batches", "entries", "events")
+    __slots__ = ("batches", "entries", "events", "fees", "payouts")
 
     def __init__(self) -> None:
         self.batches: list[pa.Table] = []
         self.events: list[pa.RecordBatch] = []
         self.entries: list[pa.Table] = []
+        self.fees: list[pa.Table] = []  # FEES_SCHEMA: per batch and rail
+        self.payouts: list[pa.Table] = []  # PAYOUT_SCHEMA: per batch and party
 
     @property
     def event_count(self) -> int:
@@ -203,6 +222,14 @@ class Settled:
     def entry_table(self) -> pa.Table:
         """Every posting as one table."""
         return pa.concat_tables([LEDGER_SCHEMA.empty_table(), *self.entries])
+
+    def fee_table(self) -> pa.Table:
+        """Every (batch, rail) fee row as one table (`FEES_SCHEMA`)."""
+        return pa.concat_tables([FEES_SCHEMA.empty_table(), *self.fees])
+
+    def payout_table(self) -> pa.Table:
+        """Every payout line as one table (`PAYOUT_SCHEMA`)."""
+        return pa.concat_tables([PAYOUT_SCHEMA.empty_table(), *self.payouts])
 
 
 class SettlementState(msgspec.Struct, array_like=True):
@@ -248,6 +275,7 @@ class SettlementShard:
         window_us: int,
         lateness_us: int,
         state: SettlementState | None = None,
+        fees: dict[tuple[str, str], FeeTerms] | None = None,
     ):
         invariant(
             window_us > 0 and lateness_us >= 0,
@@ -255,6 +283,7 @@ class SettlementShard:
         )
         self.window_us = window_us
         self.lateness_us = lateness_us
+        self.fees = fees or {}
         if state is None:
             self.frontier = Frontier(origins)
             self.open_windows: dict[int, list[pa.RecordBatch]] = {}
@@ -326,6 +355,7 @@ class SettlementShard:
                 self.lateness_us,
                 self.carry_micros,
                 out,
+                self.fees,
             )
         if frontier_us == WATERMARK_END_US:
             self.forced = True
@@ -405,8 +435,14 @@ def net_window(
     lateness_us: int,
     carry_micros: dict[tuple[str, str], int],
     out: Settled,
+    fee_terms: dict[tuple[str, str], FeeTerms] | None = None,
 ) -> None:
     """Net the closed window `index` of every payee into batches, with their postings.
+
+    Fees (`centflow.money.fees`, from `fee_terms`) are charged once per batch and
+    rail. A batch that nets negative (fees or reversals beyond its payments)
+    pays out nothing: what the payee owes is a receivable carried into its next
+    batch in that currency, like a sub-minor remainder.
 
     `carry_micros` holds each (payee, currency)'s sub-minor remainder from its
     previous batch; it is taken in and replaced by the remainder this window
@@ -445,11 +481,6 @@ def net_window(
     first_rows = pa.array(starts)
     payees = events["payee_id"].take(first_rows)
     currencies = events["currency"].take(first_rows)
-    fees = np.zeros(len(starts), dtype=np.int64)
-    net = gross - refunds - fees
-    carry_in, payout, carry_out = _payouts(
-        payees.to_pylist(), currencies.to_pylist(), parts, net, carry_micros
-    )
     window_start_us = index * window_us
     closed_us = close_time_us(index, window_us, lateness_us)
     batch_ids = pa.array(
@@ -462,6 +493,12 @@ def net_window(
         pa.string(),
     )
     size = len(starts)
+    batch_of = np.repeat(np.arange(size), counts)
+    fees = batch_fees(fee_terms or {}, events, batch_of, batch_ids, size)
+    net = gross - refunds - fees.per_batch
+    carry_in, payout, carry_out = _payouts(
+        payees.to_pylist(), currencies.to_pylist(), parts, net, carry_micros
+    )
     out.batches.append(
         pa.table(
             [
@@ -475,7 +512,7 @@ def net_window(
                 late_counts,
                 gross,
                 refunds,
-                fees,
+                fees.per_batch,
                 net,
                 currencies,
                 np.full(size, RATE_ONE_NANOS, dtype=np.int64),
@@ -487,13 +524,49 @@ def net_window(
             schema=BATCH_SCHEMA,
         )
     )
-    batch_of_row = pa.array(np.repeat(np.arange(size), counts))
+    batch_of_row = pa.array(batch_of)
     positions = np.arange(count) - np.repeat(starts, counts)
     event_batch_ids = batch_ids.take(batch_of_row)
     out.entries.append(post_events(events, event_batch_ids, positions, closed_us))
+    groups = pa.array(fees.batch_of_group)
+    group_rank = np.arange(len(fees.batch_of_group)) - np.repeat(
+        np.cumsum(fees.groups_per_batch) - fees.groups_per_batch, fees.groups_per_batch
+    )
+    out.entries.append(
+        post_fees(
+            batch_ids.take(groups),
+            payees.take(groups),
+            fees.rails,
+            currencies.take(groups),
+            2 * counts[fees.batch_of_group] + FEE_POSTINGS_PER_GROUP * group_rank,
+            fees.charged,
+            fees.rail_cost,
+            closed_us,
+        )
+    )
     out.entries.append(
         post_batches(
-            batch_ids, payees, currencies, 2 * counts, payout, carry_in, carry_out, closed_us
+            batch_ids,
+            payees,
+            currencies,
+            2 * counts + FEE_POSTINGS_PER_GROUP * fees.groups_per_batch,
+            payout,
+            carry_in,
+            carry_out,
+            closed_us,
+        )
+    )
+    out.fees.append(fees.rows)
+    paying = pa.array(np.flatnonzero(payout != 0))
+    out.payouts.append(
+        pa.table(
+            [
+                batch_ids.take(paying),
+                payees.take(paying),
+                currencies.take(paying),
+                pa.array(payout, pa.int64()).take(paying),
+            ],
+            schema=PAYOUT_SCHEMA,
         )
     )
     out.events.extend(events.append_column("batch_id", event_batch_ids).to_batches())
@@ -508,9 +581,10 @@ def _payouts(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(carry in, payout, carry out) of each batch, and `carry_micros` moved on.
 
-    Payouts are rounded toward zero to the currency's minor unit
-    (`centflow.money.amounts.round_to_minor_unit`); what is left below it is the carry
-    out. A window split into parts (rare) chains the carry through its parts
+    A positive total (net + carry in) is paid rounded down to the currency's
+    minor unit; what is left below it is the carry out. A total of zero or less
+    pays nothing and is carried whole: a receivable the payee's next batch in
+    that currency pays back first. A window split into parts (rare) chains the carry through its parts
     one at a time; otherwise each (payee, currency) has one batch per window
     and the whole window is done a column at a time.
     """
@@ -523,12 +597,12 @@ def _payouts(
     carry_in = np.where(no_room, 0, carry_in)
     total = net + carry_in
     steps = np.array([minor_unit_step(currency) for currency in currencies], dtype=np.int64)
-    payout = np.sign(total) * (np.abs(total) // steps * steps)
+    payout = np.where(total > 0, total // steps * steps, 0)  # owed: a receivable, not a payout
     carry_out = total - payout
     invariant(
         bool(np.all(payout + carry_out == net + carry_in))
-        and bool(np.all(np.abs(carry_out) < steps))
-        and bool(np.all(np.abs(payout) <= AMOUNT_MICROS_MAX)),
+        and bool(np.all((carry_out < steps) & ((carry_out >= 0) | (payout == 0))))
+        and bool(np.all((payout >= 0) & (payout <= AMOUNT_MICROS_MAX))),
         "a payout or carry loses money or overflows",
     )
     carry_next = carry_out + waiting
@@ -550,8 +624,9 @@ def _payouts_in_parts(
         waiting = 0
         if abs(batch_net + carry_in) > BATCH_MICROS_MAX:  # no room for the carry in this payout
             carry_in, waiting = 0, carry_in
-        payout, carry_out = round_to_minor_unit(batch_net + carry_in, key[1])
-        invariant(abs(payout) <= AMOUNT_MICROS_MAX, "a payout of %s overflows", key)
+        total = batch_net + carry_in
+        payout, carry_out = round_to_minor_unit(total, key[1]) if total > 0 else (0, total)
+        invariant(0 <= payout <= AMOUNT_MICROS_MAX, "a payout of %s overflows", key)
         if carry_out + waiting:
             carry_micros[key] = carry_out + waiting
         results.append((carry_in, payout, carry_out))

@@ -28,6 +28,7 @@ from centflow import limits
 from centflow.config import PipelineConfig, RiskConfig, Topics, load_file_config, validate
 from centflow.errors import CentflowError, ConfigError, InvariantViolation
 from centflow.ingest.timeparse import format_us
+from centflow.money.fees import DEFAULT_SCHEDULE
 from centflow.ops.status import read_status
 
 app = typer.Typer(
@@ -195,13 +196,16 @@ def run(
     if replay is not None and (kafka_config is not None or kafka_setting):
         raise ConfigError("--kafka-config and --kafka-setting (-X) need --kafka")
     topics = Topics(topic, dlq_topic, decisions_topic)
-    risk = load_file_config(config_file).risk if config_file is not None else RiskConfig()
+    file_config = load_file_config(config_file) if config_file is not None else None
+    risk = file_config.risk if file_config is not None else RiskConfig()
+    fees = DEFAULT_SCHEDULE if file_config is None or file_config.fees is None else file_config.fees
     if payer_directory is not None:
         if not payer_directory.is_file():
             raise ConfigError(f"--payer-directory {payer_directory}: no such file")
         risk = msgspec.structs.replace(risk, payer_directory=str(payer_directory.resolve()))
     common = dict(
         risk=risk,
+        fees=fees,
         out_dir=str(out),
         topics=topics,
         window_length_s=window_s,

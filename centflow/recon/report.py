@@ -34,11 +34,24 @@ class CurrencyTotals(msgspec.Struct, frozen=True):
     ledger_balance: Decimal
 
 
+class CurrencyFees(msgspec.Struct, frozen=True):
+    """Fees of one currency: alone, netted, the saving, margin (`recon_unit_economics`)."""
+
+    currency: str
+    payments: int
+    fees_if_alone: Decimal
+    fees_netted: Decimal
+    saving: Decimal
+    margin: Decimal
+    share_unpayable_alone: Decimal
+
+
 class Summary(msgspec.Struct, frozen=True):
     database: str
     outcomes: list[tuple[str, int]]
     currencies: list[CurrencyTotals]
     checks: list[tuple[str, int]]
+    fees: list[CurrencyFees] = []
     # Event ids in payments more than once (`recon_event_repeats`): not a fault of
     # the tables, but each copy settled, so someone should look.
     repeated_event_ids: int = 0
@@ -79,9 +92,10 @@ def summarize(database: Path) -> Summary:
             for name, failures in connection.execute(query("summary_checks")).fetchall()
         ]
         (repeated,) = connection.execute(query("summary_repeats")).fetchall()[0]
+        fees = [CurrencyFees(*row) for row in connection.execute(query("summary_fees")).fetchall()]
     finally:
         connection.close()
-    return Summary(str(database), outcomes, currencies, checks, int(repeated))
+    return Summary(str(database), outcomes, currencies, checks, fees, int(repeated))
 
 
 def render(summary: Summary, console: Console) -> None:
@@ -119,6 +133,8 @@ def render(summary: Summary, console: Console) -> None:
             "balanced" if row.ledger_balanced else f"[red]off by {row.ledger_balance}[/red]",
         )
     console.print(money)
+    if summary.fees:
+        console.print(_fee_table(summary.fees))
     for name, failures in summary.checks:
         mark = "[green]pass[/green]" if failures == 0 else f"[red]FAIL ({failures})[/red]"
         console.print(f"  {mark}  {name}")
@@ -128,3 +144,29 @@ def render(summary: Summary, console: Console) -> None:
             "than once: see the view recon_event_repeats"
         )
     console.print(f"DuckDB: {summary.database}")
+
+
+def _amount(value: Decimal) -> str:
+    return f"{value:,.6f}".rstrip("0").rstrip(".")
+
+
+def _fee_table(fees: list[CurrencyFees]) -> Table:
+    """Fees had every payment settled alone, against the batches' (unit economics)."""
+    table = Table(
+        title="Fees: every payment alone, against netted in batches (recon_unit_economics)",
+        title_justify="left",
+    )
+    for column in ("currency", "payments", "alone", "netted", "saved", "margin", "own fee > value"):
+        table.add_column(column, justify="left" if column == "currency" else "right")
+    for row in fees:
+        share = row.saving / row.fees_if_alone if row.fees_if_alone else Decimal(0)
+        table.add_row(
+            row.currency,
+            f"{row.payments:,}",
+            _amount(row.fees_if_alone),
+            _amount(row.fees_netted),
+            f"{_amount(row.saving)} ({share:.0%})",
+            _amount(row.margin),
+            f"{row.share_unpayable_alone:.0%}",
+        )
+    return table

@@ -60,6 +60,26 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("carry_out", "money"),
         ("closed_at", "timestamp"),
     ),
+    "settlement_fees": (
+        ("batch_id", "text"),
+        ("rail", "text"),
+        ("currency", "text"),
+        ("payments", "integer"),
+        ("gross", "money"),
+        ("fee", "money"),
+        ("chargebacks", "integer"),
+        ("chargeback_fees", "money"),
+        ("rail_cost", "money"),
+        ("margin", "money"),
+        ("fees_if_alone", "money"),
+        ("unpayable_alone", "integer"),
+    ),
+    "settlement_payouts": (
+        ("batch_id", "text"),
+        ("party_id", "text"),
+        ("currency", "text"),
+        ("amount", "money"),
+    ),
     "ledger_entries": (
         ("entry_id", "text"),
         ("batch_id", "text"),
@@ -83,6 +103,8 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "payments": ("event_id", "source"),  # an id repeats only as `recon_event_repeats` shows
     "settlement_batches": ("batch_id",),
+    "settlement_fees": ("batch_id", "rail"),
+    "settlement_payouts": ("batch_id", "party_id"),
     "ledger_entries": ("entry_id",),
     "dead_letters": ("source",),
 }
