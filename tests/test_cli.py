@@ -559,3 +559,42 @@ def test_generate_takes_a_duration_with_a_unit(tmp_path: Path) -> None:
     )
     assert shorter.returncode == 0, shorter.stderr
     assert (tmp_path / "short.jsonl").read_bytes() != (tmp_path / "unit.jsonl").read_bytes()
+
+
+def test_a_simulated_statement_imports_once_and_matching_finds_its_breaks(
+    tiny_run: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(tiny_run[1].parent / "out", out, ignore=shutil.ignore_patterns("*.lock"))
+    simulated = centflow(
+        "statement", "simulate", "--out", out, "--to", tmp_path / "st.csv", "--seed", "5",
+        "--break-share", "1", "--breaks", tmp_path / "breaks.json", cwd=tmp_path,
+    )  # fmt: skip
+    assert simulated.returncode == 0, simulated.stderr
+    document = json.loads((tmp_path / "breaks.json").read_text())
+    assert document["injected"]
+    first = centflow("recon", "import", tmp_path / "st.csv", "--out", out, cwd=tmp_path)
+    again = centflow("recon", "import", tmp_path / "st.csv", "--out", out, cwd=tmp_path)
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert "0 already loaded" in first.stdout and "0 entries added" in again.stdout
+    matched = centflow("recon", "match", "--out", out, "--as-of", document["as_of"], cwd=tmp_path)
+    assert matched.returncode == 0, matched.stderr
+    expected = Counter(
+        event["expected_class"] for event in document["injected"]
+        if event["expected_class"] != "matched"
+    )  # fmt: skip
+    with duckdb.connect(str(out / "centflow.duckdb"), read_only=True) as db:
+        found = Counter(
+            dict(db.execute("SELECT class, count(*) FROM recon_breaks GROUP BY ALL").fetchall())
+        )
+    assert found == expected
+    assert f"{sum(expected.values())} breaks" in matched.stdout or not expected
+    # the report still reloads from Parquet, and the statement stays loaded
+    report = centflow("recon", "--out", out, cwd=tmp_path)
+    assert report.returncode == 0 and "pass  ledger sums to zero" in report.stdout
+    with duckdb.connect(str(out / "centflow.duckdb"), read_only=True) as db:
+        assert db.execute("SELECT count(*) FROM statement_entries").fetchall()[0][0] > 0
+    refused = centflow("recon", "match", "--out", tmp_path / "none", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1

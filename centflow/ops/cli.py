@@ -29,6 +29,12 @@ from centflow.config import PipelineConfig, RiskConfig, Topics, load_file_config
 from centflow.errors import CentflowError, ConfigError, InvariantViolation
 from centflow.ingest.timeparse import format_us
 from centflow.money.fees import DEFAULT_SCHEDULE
+from centflow.ops.cli_recon import (
+    demo_reconciliation,
+    import_command,
+    match_command,
+    statement_app,
+)
 from centflow.ops.status import read_status
 
 app = typer.Typer(
@@ -470,11 +476,24 @@ def generate(
     )
 
 
-@app.command()
+recon_app = typer.Typer(
+    invoke_without_command=True,
+    help="The reconciliation report; `import` and `match` reconcile against statements.",
+)
+recon_app.command("import")(import_command)
+recon_app.command("match")(match_command)
+app.add_typer(recon_app, name="recon")
+app.add_typer(statement_app, name="statement")
+
+
+@recon_app.callback()
 def recon(
+    context: typer.Context,
     out: Annotated[Path, typer.Option(help="A run's output directory.")] = Path("out"),
 ) -> None:
     """Reload OUT's DuckDB tables from its Parquet dataset and print the reconciliation report."""
+    if context.invoked_subcommand is not None:
+        return
     if not (out / "parquet").is_dir():
         raise ConfigError(f"{out} holds no Parquet dataset: run `centflow run --out {out}` first")
     _finish(out)
@@ -506,10 +525,18 @@ def demo(
     ),
     partitions: Annotated[int, typer.Option(help="Partitions of the payments topic.")] = 4,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    window_s: Annotated[int, typer.Option(help="Settlement window length, seconds.")] = 60,
-    lateness_s: Annotated[int, typer.Option(help="Allowed lateness, seconds.")] = 30,
+    window_s: Annotated[
+        int, typer.Option(help="Settlement window length, seconds.")
+    ] = limits.WINDOW_LENGTH_S_DEFAULT,
+    lateness_s: Annotated[
+        int, typer.Option(help="Allowed lateness, seconds.")
+    ] = limits.LATENESS_S_DEFAULT,
+    statement_breaks: Annotated[
+        float, typer.Option(help="Share of payouts given a break in the simulated statement.")
+    ] = 0.05,
 ) -> None:
-    """The whole pipeline on a log through a local broker it starts and stops itself."""
+    """The whole pipeline on a log through a local broker it starts and stops itself,
+    then a reconciliation against a simulated rail statement of its payouts."""
     from centflow.ingest.replay import log_files
     from centflow.ops.broker import LocalBroker
     from centflow.ops.kafka import client_config, ensure_topics, produce_log
@@ -544,6 +571,7 @@ def demo(
             seconds = _run_with_progress(validate(config), workers, 2, stats.messages)
             console.print(f"pipeline finished in {seconds:.1f} s")
         _finish(out)
+        demo_reconciliation(out, statement_breaks)
 
 
 def _fail(message: str) -> None:
