@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -251,3 +252,36 @@ def test_a_batchs_fee_entries_do_not_depend_on_what_else_its_window_holds():
     assert any(entry["account"] == "fee_revenue:sepa" for entry in alone)
     assert entries_of_m1([("m2", "sepa")]) == alone
     assert entries_of_m1([("m0", "wallet"), ("m9", "sepa")]) == alone
+
+
+def test_terms_looked_up_per_distinct_rail_and_currency_match_a_lookup_per_row():
+    from centflow.money.fees import FeeTerms, _term_columns
+
+    generator = np.random.default_rng(3)
+    rails = generator.choice(["card", "sepa", "wallet", "swift"], 500).tolist()
+    currencies = generator.choice(["USD", "EUR", "JPY", "BHD", "XAU"], 500).tolist()
+    columns = _term_columns(
+        SCHEDULE, pa.chunked_array([rails[:200], rails[200:]]), pa.array(currencies)
+    )
+    none = FeeTerms(0, 0, 0, 0, 0, 0, 0)
+    for name in FeeTerms.__struct_fields__:
+        expected = [
+            getattr(SCHEDULE.get((rail, currency), none), name)
+            for rail, currency in zip(rails, currencies, strict=True)
+        ]
+        if name == "cap":  # no entry: no cap
+            expected = [value or columns["cap"].max() for value in expected]
+        assert columns[name].tolist() == expected, name
+
+
+def test_the_money_benchmark_settles_every_approved_event_with_and_without_fees():
+    from pathlib import Path
+
+    from centflow.ops.bench_money import approved_blocks, measure
+
+    log = Path(__file__).resolve().parent.parent / "replay_data" / "sample.jsonl.gz"
+    approved = sum(block.events.num_rows for block in approved_blocks(log))
+    figures = measure(log, 3_600, 120, repeat=1)
+    assert figures["money_events"] == figures["money_no_fees_events"] == approved > 4_000
+    assert figures["money_batches"] == figures["money_no_fees_batches"] > 0
+    assert figures["money_us_per_event"] > 0

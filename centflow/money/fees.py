@@ -218,6 +218,37 @@ def group_fees(
         name: np.array([getattr(entry, name) for entry in found], np.int64)
         for name in FeeTerms.__struct_fields__
     }
+    return _fees(column, gross, payments, chargebacks)
+
+
+def _term_columns(
+    table: dict[tuple[str, str], FeeTerms],
+    rails: pa.Array | pa.ChunkedArray,
+    currencies: pa.Array | pa.ChunkedArray,
+) -> dict[str, np.ndarray]:
+    """Each row's `FeeTerms` as int64 columns, looked up once per distinct (rail, currency)."""
+    rail_codes = pc.dictionary_encode(_whole(rails))
+    currency_codes = pc.dictionary_encode(_whole(currencies))
+    width = len(currency_codes.dictionary)
+    keys = rail_codes.indices.to_numpy(zero_copy_only=False).astype(np.int64) * width
+    keys += currency_codes.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    unique, row_of = np.unique(keys, return_inverse=True)
+    rail_names = rail_codes.dictionary.to_pylist()
+    currency_names = currency_codes.dictionary.to_pylist()
+    found = [table.get((rail_names[key // width], currency_names[key % width]), _NONE) for key in unique.tolist()]  # fmt: skip
+    return {
+        name: np.array([getattr(entry, name) for entry in found], np.int64)[row_of]
+        for name in FeeTerms.__struct_fields__
+    }
+
+
+def _whole(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _fees(
+    column: dict[str, np.ndarray], gross: np.ndarray, payments: np.ndarray, chargebacks: np.ndarray
+) -> GroupFees:
     paid = payments > 0
     fee = np.clip(column["fixed"] + _percent(gross, column["bps"]), column["min"], column["cap"])
     cost = column["cost_fixed"] + _percent(gross, column["cost_bps"])
@@ -312,10 +343,10 @@ def batch_fees(
     first_row = np.zeros(count, np.int64)
     first_row[group_of_row[::-1]] = np.arange(len(group_of_row))[::-1]
     currencies = events["currency"].take(pa.array(first_row))
-    rail_list, currency_list = rails.to_pylist(), currencies.to_pylist()
-    fees = group_fees(table, rail_list, currency_list, gross, payments, chargebacks)
-    row_rails, row_currencies = events["rail"].to_pylist(), events["currency"].to_pylist()
-    own = standalone_fees(table, row_rails, row_currencies, amounts)
+    fees = _fees(_term_columns(table, rails, currencies), gross, payments, chargebacks)
+    ones = np.ones(len(amounts), np.int64)
+    row_terms = _term_columns(table, events["rail"], events["currency"])
+    own = _fees(row_terms, amounts, ones, 0 * ones).fee  # each payment's fee, had it been alone
     own = np.where(is_payment, own, 0)
     exceeds = is_payment & (own > amounts)
     charged = fees.fee + fees.chargeback_fee

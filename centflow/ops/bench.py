@@ -48,6 +48,7 @@ from centflow.ingest.decode import decode_message
 from centflow.ingest.events import Payment
 from centflow.ingest.replay import iter_lines
 from centflow.ingest.timeparse import parse_rfc3339_us
+from centflow.ops.bench_money import measure as measure_money
 from centflow.ops.broker import LocalBroker
 from centflow.ops.kafka import client_config, ensure_topics, produce_log
 from centflow.ops.runner import RunStats, clear_state, run_workers
@@ -252,6 +253,7 @@ def run(events: int, work: Path, repeat: int = 3) -> dict[str, Any]:
         count, seconds = _file_baseline(log)
         rates.append(count / seconds)
     _median(figures, "raw_file_per_s", rates)
+    figures["money"] = measure_money(log, WINDOW_S, LATENESS_S, repeat)
     replay = PipelineConfig(
         out_dir=str(work / "replay"),
         replay_path=str(log),
@@ -368,6 +370,10 @@ Windows {WINDOW_S} s, lateness {LATENESS_S} s, topic of {PARTITIONS} partitions.
   and **{f["replay_2w_per_s"] / f["replay_1w_per_s"]:.2f}×** (replay; {f["replay_2w_busy_per_s"] / f["replay_1w_busy_per_s"]:.2f}×).
 - Decision latency at {LATENCY_RATE_PER_S:,} msg/s ({latency.get("messages", 0):,} payments, Kafka in → `payments.decisions` out):
   p50 {latency.get("p50_ms", float("nan")):.1f} ms, p99 {latency.get("p99_ms", float("nan")):.1f} ms, max {latency.get("max_ms", float("nan")):.1f} ms.
+- Money stage alone (`centflow.ops.bench_money`: settlement, fees, payouts, ledger, in one
+  process, CPU time, median of {f.get("repeat", 1)}): **{f["money"]["money_us_per_event"]:.2f} µs per event**
+  with the shipped fee schedule, {f["money"]["money_no_fees_us_per_event"]:.2f} µs with no fees
+  ({f["money"]["money_events"]:,} events in {f["money"]["money_batches"]:,} batches).
 - DuckDB load of the one-process replay's dataset ({f["duckdb"]["rows"]:,} rows in four tables):
   {f["duckdb"]["first_s"]:.1f} s, and {f["duckdb"]["again_s"]:.1f} s to load it again.
 - "events/s" is lines over the workers' wall time, start-up included (Kafka runs exclude
