@@ -61,12 +61,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import duckdb
 
 from centflow.errors import ConfigError, invariant
-from centflow.limits import MICROS_PER_SECOND
+from centflow.limits import AMOUNT_MICROS_MAX, MICROS_PER_SECOND
 from centflow.money.amounts import minor_unit_exponent, minor_unit_step
 from centflow.recon.matching import GRACE_DAYS_DEFAULT, MICROS_PER_DAY, ensure_payouts
 from centflow.recon.statements import (
@@ -177,7 +178,7 @@ def load_payout_lines(db_path: Path | str) -> list[PayoutLine]:
         rows = connection.execute(
             """
             SELECT p.batch_id, p.party_id, p.currency,
-                   CAST(CAST(p.amount AS DECIMAL(18,6)) * 1000000 AS BIGINT),
+                   CAST(CAST(p.amount AS DECIMAL(38,6)) * 1000000 AS BIGINT),
                    epoch_us(b.closed_at), count(*) OVER (PARTITION BY p.batch_id)
             FROM settlement_payouts AS p JOIN settlement_batches AS b USING (batch_id)
             ORDER BY b.closed_at, p.batch_id, p.party_id
@@ -369,13 +370,19 @@ class _Builder:
             ]
             self.add(_Event("split", "matched", [line], entries))
 
+    @staticmethod
+    def _fits(currency: str, total: int, line: PayoutLine) -> bool:
+        """`line` may join a combined entry of `total` in `currency`: one entry can hold it."""
+        return line.currency == currency and abs(total + line.amount_micros) <= AMOUNT_MICROS_MAX
+
     def _merged(self) -> None:
         first = self.take()
         if first is None:
             return
         group = [first]
         for _ in range(self.rng.randint(1, 2)):
-            other = self.take(lambda line: line.currency == first.currency)
+            total = sum(line.amount_micros for line in group)
+            other = self.take(partial(self._fits, first.currency, total))
             if other is not None:
                 group.append(other)
         if len(group) == 1:  # no partner in its currency: paid as usual
@@ -419,6 +426,7 @@ class _Builder:
             for indexes in days.values()
             if len(indexes) >= 2
             and all(self.lines[i].lines_in_batch == 1 and i not in self.taken for i in indexes)
+            and abs(sum(self.lines[i].amount_micros for i in indexes)) <= AMOUNT_MICROS_MAX
         ]
         if not choices:
             return
@@ -513,6 +521,11 @@ class _Builder:
                 self.rng.randint(0, OPENING_BALANCE_UNITS_MAX) * minor_unit_step(currency) * 100
             )
             closing = opening + sum(entry.amount_micros for entry in entries)
+            if abs(closing) > AMOUNT_MICROS_MAX:
+                raise ConfigError(
+                    f"the {currency} payouts sum beyond what one statement's balance can hold "
+                    f"(DECIMAL(18,6)): simulate a statement of a smaller run"
+                )
             first = min(entry.value_date for entry in entries)
             last = max(entry.value_date for entry in entries)
             balances.append(
