@@ -55,6 +55,9 @@ KafkaSetting = Annotated[
         help="librdkafka client setting KEY=VALUE (SASL/TLS ...); repeatable.",
     ),
 ]
+Workers = Annotated[int, typer.Option(help="Worker processes.")]
+WindowS = Annotated[int, typer.Option(help="Settlement window length, seconds.")]
+LatenessS = Annotated[int, typer.Option(help="Allowed lateness, seconds.")]
 KafkaConfigFile = Annotated[
     Path | None,
     typer.Option("--kafka-config", help="A .properties file of librdkafka client settings."),
@@ -156,13 +159,9 @@ def run(
             "unless told --until-idle; a replay always stops at its end).",
         ),
     ] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    window_s: Annotated[
-        int, typer.Option(help="Settlement window length, seconds.")
-    ] = limits.WINDOW_LENGTH_S_DEFAULT,
-    lateness_s: Annotated[
-        int, typer.Option(help="Allowed lateness, seconds.")
-    ] = limits.LATENESS_S_DEFAULT,
+    workers: Workers = 1,
+    window_s: WindowS = limits.WINDOW_LENGTH_S_DEFAULT,
+    lateness_s: LatenessS = limits.LATENESS_S_DEFAULT,
     dedupe_horizon_s: Annotated[
         int, typer.Option(help="De-duplication horizon, seconds.")
     ] = limits.DEDUPE_HORIZON_S_DEFAULT,
@@ -524,13 +523,9 @@ def demo(
         "replay_data/sample.jsonl.gz"
     ),
     partitions: Annotated[int, typer.Option(help="Partitions of the payments topic.")] = 4,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    window_s: Annotated[
-        int, typer.Option(help="Settlement window length, seconds.")
-    ] = limits.WINDOW_LENGTH_S_DEFAULT,
-    lateness_s: Annotated[
-        int, typer.Option(help="Allowed lateness, seconds.")
-    ] = limits.LATENESS_S_DEFAULT,
+    workers: Workers = 1,
+    window_s: WindowS = limits.WINDOW_LENGTH_S_DEFAULT,
+    lateness_s: LatenessS = limits.LATENESS_S_DEFAULT,
     statement_breaks: Annotated[
         float, typer.Option(help="Share of payouts given a break in the simulated statement.")
     ] = 0.05,
