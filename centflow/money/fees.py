@@ -213,12 +213,8 @@ def group_fees(
     chargebacks: np.ndarray,
 ) -> GroupFees:
     """The fees of (batch, rail) groups (see the module docstring)."""
-    found = [table.get((rail, currency), _NONE) for rail, currency in zip(rails, currencies, strict=True)]  # fmt: skip
-    column = {
-        name: np.array([getattr(entry, name) for entry in found], np.int64)
-        for name in FeeTerms.__struct_fields__
-    }
-    return _fees(column, gross, payments, chargebacks)
+    columns = _term_columns(table, pa.array(rails, pa.string()), pa.array(currencies, pa.string()))
+    return _fees(columns, gross, payments, chargebacks)
 
 
 def _term_columns(
