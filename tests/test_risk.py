@@ -166,23 +166,67 @@ def test_daily_spending_is_exact_and_as_of_the_start_of_the_second():
     assert spending.spent("p1", "USD", 10 * SECOND_US, DAY_US + 11 * SECOND_US) == 1
 
 
-def test_frozen_scores_are_rivers_own_probabilities():
-    """The block scoring reads River's parameters: its probability for a row is what
-    River's `predict_proba_one` gives for that row scaled the same way."""
+def _rivers_models(kinds: list[int], rows: list[list[float]], names: tuple[str, ...]):
+    """River's StandardScaler and LogisticRegression fed the examples one at a time,
+    each labelled one scaled by the scaler as it is then (what `RiskModel` computes)."""
+    scaler = preprocessing.StandardScaler()
+    regression = linear_model.LogisticRegression(
+        optimizer=optim.SGD(model_module.LEARNING_RATE), l2=model_module.L2
+    )
+    for kind, row in zip(kinds, rows, strict=True):
+        x = dict(zip(names, row, strict=False))
+        if kind == model_module.NORMAL:
+            scaler.learn_one(x)
+            continue
+        scaled = {}
+        for name, value in x.items():
+            variance = scaler.vars.get(name, 0.0)
+            z = (value - scaler.means.get(name, 0.0)) / (
+                math.sqrt(variance) if variance > 0 else 1.0
+            )
+            scaled[name] = min(max(z, -model_module.Z_CLIP), model_module.Z_CLIP)
+        fraud = kind == model_module.FRAUD
+        regression.learn_one(scaled, fraud, model_module.POSITIVE_WEIGHT if fraud else 1.0)
+    return scaler, regression
+
+
+def test_the_models_learn_and_score_as_rivers_own_one_example_at_a_time():
+    """Examples of every kind interleaved, learned in two batches, some rows shorter
+    than the layout (learned before a signal was added), a constant column: the
+    scaler's state, the regression's weights and the block scores are River's."""
     model = RiskModel()
     generator = random.Random(5)
     width = len(model.layout.names)
-    rows = [[generator.gauss(0, 1) for _ in range(width)] for _ in range(1300)]
-    model.learn_normal(rows[:600])
-    model.learn(rows[600:1250], fraud=False)
-    model.learn(rows[1250:], fraud=True)
-    supervised, _anomaly, _ = model.score(np.array(rows[:20]))
-    for row, probability in zip(rows[:20], supervised, strict=True):
-        x = model._scaled(dict(zip(model.layout.names, row, strict=True)))
-        assert probability == pytest.approx(model.regression.predict_proba_one(x)[True], abs=1e-9)
-    assert isinstance(model.regression, linear_model.LogisticRegression)
-    assert isinstance(model.scaler, preprocessing.StandardScaler)
-    assert optim is not None
+    kinds = [generator.choice([0, 0, 1, 1, 2]) for _ in range(1400)]
+    rows = [[generator.gauss(0, 1) for _ in range(width)] for _ in range(1400)]
+    for row in rows:
+        row[3] = 2.5  # constant: a variance of exactly 0, as River's
+    model.learn_examples(kinds[:700], rows[:700])
+    model.layout.signal_column("cvv_mismatch")
+    names = model.layout.names
+    for row in rows[900:]:
+        row.append(generator.gauss(1, 2))
+    model.learn_examples(kinds[700:], rows[700:])
+    scaler, regression = _rivers_models(kinds, rows, names)
+    assert model.means == pytest.approx([scaler.means.get(n, 0.0) for n in names], abs=1e-9)
+    assert model.variances == pytest.approx([scaler.vars.get(n, 0.0) for n in names], abs=1e-9)
+    assert model.variances[3] == scaler.vars[names[3]] == 0.0
+    assert model.weights == pytest.approx([regression.weights.get(n, 0.0) for n in names], abs=1e-9)
+    assert model.intercept == pytest.approx(regression.intercept, abs=1e-9)
+    assert model.learned == sum(kind != 0 for kind in kinds)
+    block = np.array(rows[-20:])
+    supervised, _anomaly, _ = model.score(block)
+    for row, probability in zip(block.tolist(), supervised, strict=True):
+        x = {}
+        for name, value in zip(names, row, strict=True):
+            variance = scaler.vars.get(name, 0.0)
+            z = (value - scaler.means.get(name, 0.0)) / (
+                math.sqrt(variance) if variance > 0 else 1.0
+            )
+            x[name] = min(max(z, -model_module.Z_CLIP), model_module.Z_CLIP)
+        assert probability == pytest.approx(regression.predict_proba_one(x)[True], abs=1e-9)
+    restored = pickle.loads(pickle.dumps(model))
+    assert np.array_equal(restored.frozen().score(block)[0], supervised)
 
 
 def _traffic(seed: int, count: int = 400) -> list:

@@ -1,29 +1,33 @@
-"""The risk models of one payer shard: River learns, NumPy scores a block at once.
+"""The risk models of one payer shard: they learn and score a block at a time, in NumPy.
 
 Two models share one feature layout (`FeatureLayout`: the payee and payer
 features of `centflow.risk.features`, then the producer's ``risk_signals`` by
 name, in the order first seen):
 
-- **Unsupervised**: a River ``StandardScaler`` learns what normal payments look
-  like (only payments that were approved: never "normal" from a payment it
-  declined or holds for review), and an event's anomaly is how far its scaled
-  features lie beyond `ANOMALY_Z` standard deviations. It catches what no label
-  has taught yet (a new device in a new country at ten times the usual amount).
-- **Supervised**: a River ``LogisticRegression`` on the scaled features learns
-  from labels: a chargeback labels the payment it references as fraud when it
+- **Unsupervised**: a standard scaler learns what normal payments look like
+  (only payments that were approved: never "normal" from a payment it declined
+  or holds for review), and an event's anomaly is how far its scaled features
+  lie beyond `ANOMALY_Z` standard deviations. It catches what no label has
+  taught yet (a new device in a new country at ten times the usual amount).
+- **Supervised**: a logistic regression on the scaled features learns from
+  labels: a chargeback labels the payment it references as fraud when it
   arrives; a payment that reaches the label age without one is learned as
   legitimate (unless it was declined or is in review).
 
-River learns one example at a time (`learn`, off the decision path), but River
-has no block form for scoring these models, and its per-event calls cost
-15–28 µs. Both models are linear in the scaled features, so `score` reads their
-parameters (the scaler's means and variances, the regression's weights) into
-NumPy once per block and scores every row in one pass: the same numbers
-River's ``predict_proba_one`` gives, at a fraction of the cost (a test checks
-the two agree).
+The arithmetic is River's, example for example: the scaler is River's
+``StandardScaler`` (a running mean and population variance per feature), the
+regression River's ``LogisticRegression`` with ``SGD(LEARNING_RATE)``, ``l2=L2``
+and its default intercept rate, one ``learn_one`` step per labelled example
+scaled as of that example. River's per-event calls cost 15–28 µs, and River has
+no block form that keeps these semantics (its ``learn_many`` takes one mean
+gradient step for a whole batch). So the parameters live here as NumPy arrays,
+`learn` takes a batch of examples in order (the scaler's states as of each
+example come from cumulative sums, the regression steps through its examples
+in a tight loop), and `Frozen.score` scores every row of a block in one pass.
+Tests check both against River itself.
 
-Deterministic: no randomness at all (River's linear models start from zero),
-and examples are learned in the order the shard commits them.
+Deterministic: no randomness at all (the regression starts from zero), and
+examples are learned in the order the shard gives them.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import math
 import pickle
 
 import numpy as np
-from river import linear_model, optim, preprocessing
 
 from centflow.errors import invariant
 from centflow.risk.features import PAYEE_FEATURES, PAYER_FEATURES
@@ -42,6 +45,7 @@ SIGNALS_TRACKED_MAX = 64
 ANOMALY_Z = 3.0
 Z_CLIP = 8.0
 LEARNING_RATE = 0.02
+INTERCEPT_LEARNING_RATE = 0.01  # River's LogisticRegression default
 L2 = 1e-4
 POSITIVE_WEIGHT = 4.0
 #: A model says nothing until it has learned this much: before, its output would
@@ -49,6 +53,9 @@ POSITIVE_WEIGHT = 4.0
 WARM_NORMAL_MIN = 500
 WARM_LABELS_MIN = 500
 WARM_POSITIVES_MIN = 10
+#: The kinds of a learning example: an approved payment (teaches the scaler what
+#: normal is), a payment labelled legitimate, one labelled fraud (the regression).
+NORMAL, LEGITIMATE, FRAUD = 0, 1, 2
 
 
 class FeatureLayout:
@@ -57,11 +64,8 @@ class FeatureLayout:
     def __init__(self, signals: list[str] | None = None) -> None:
         self.fixed = (*PAYEE_FEATURES, *PAYER_FEATURES)
         self.signals: list[str] = list(signals or [])
+        self.names: tuple[str, ...] = (*self.fixed, *(f"signal:{name}" for name in self.signals))
         self._index = {name: index for index, name in enumerate(self.names)}
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return (*self.fixed, *(f"signal:{name}" for name in self.signals))
 
     def signal_column(self, name: str) -> int | None:
         """The column of a signal, adding it while there is room (None: no room)."""
@@ -69,25 +73,23 @@ class FeatureLayout:
         column = self._index.get(key)
         if column is None and len(self.signals) < SIGNALS_TRACKED_MAX:
             self.signals.append(name)
+            self.names = (*self.names, key)
             column = self._index[key] = len(self.fixed) + len(self.signals) - 1
         return column
 
 
 class Frozen:
-    """The scoring parameters of a `RiskModel` at one moment, as NumPy arrays: the
-    scaler's means and scales, the regression's weights and intercept, and whether
-    each model has learned enough to speak (`WARM_*`)."""
+    """The scoring parameters of a `RiskModel` at one moment: the scaler's means and
+    scales, the regression's weights and intercept, and whether each model has learned
+    enough to speak (`WARM_*`)."""
 
     __slots__ = ("anomaly_on", "intercept", "means", "scale", "supervised_on", "weights")
 
     def __init__(self, model: RiskModel) -> None:
-        names = model.layout.names
-        self.means = np.array([model.scaler.means.get(name, 0.0) for name in names])
-        variances = np.array([model.scaler.vars.get(name, 0.0) for name in names])
-        self.scale = np.where(variances > 0, np.sqrt(np.maximum(variances, 0.0)), 1.0)
-        weights = model.regression.weights
-        self.weights = np.array([weights.get(name, 0.0) for name in names])
-        self.intercept = float(model.regression.intercept)
+        self.means = model.means.copy()
+        self.scale = _scales(model.variances)
+        self.weights = model.weights.copy()
+        self.intercept = model.intercept
         self.supervised_on = (
             model.learned >= WARM_LABELS_MIN and model.positives >= WARM_POSITIVES_MIN
         )
@@ -120,13 +122,27 @@ class Frozen:
         return supervised, anomaly, np.maximum(contributions, excess)
 
 
+def _scales(variances: np.ndarray) -> np.ndarray:
+    """A feature's standard deviation, or 1 where it has none (River's scaler)."""
+    return np.where(variances > 0, np.sqrt(np.maximum(variances, 0.0)), 1.0)
+
+
 class RiskModel:
-    """The unsupervised and supervised models of one shard (see the module docstring)."""
+    """The unsupervised and supervised models of one shard (see the module docstring).
+
+    Parameters, one entry per column of the layout (a column not learned yet: 0):
+    the scaler's `counts`, `means` and population `variances` over the normal
+    examples that had the column, the regression's `weights` and `intercept`.
+    """
 
     def __init__(self) -> None:
         self.layout = FeatureLayout()
-        self.scaler = preprocessing.StandardScaler()
-        self.regression = linear_model.LogisticRegression(optimizer=optim.SGD(LEARNING_RATE), l2=L2)
+        width = len(self.layout.names)
+        self.counts = np.zeros(width)
+        self.means = np.zeros(width)
+        self.variances = np.zeros(width)
+        self.weights = np.zeros(width)
+        self.intercept = 0.0
         self.learned = 0
         self.positives = 0
         self.normal_learned = 0
@@ -139,42 +155,105 @@ class RiskModel:
         """The scoring parameters as they are now (see `Frozen`)."""
         return Frozen(self)
 
-    def learn(self, rows: list[list[float]], fraud: bool) -> None:
-        """Learn feature rows (columns as `layout.names`, possibly fewer), all with one
-        label, in the supervised model."""
-        names = self.layout.names
-        label = fraud
-        for row in rows:
-            x = dict(zip(names, row, strict=False))
-            self.regression.learn_one(
-                self._scaled(x), bool(label), POSITIVE_WEIGHT if label else 1.0
+    def learn_examples(self, kinds: list[int], rows: list[list[float]]) -> None:
+        """Learn examples in the order given: `NORMAL` ones in the scaler, `LEGITIMATE`
+        and `FRAUD` ones in the regression, each scaled as of its place in the order
+        (after the normal examples before it), as River learning them one by one.
+        A row may be shorter than the layout (columns it had no value for)."""
+        invariant(len(kinds) == len(rows), "one kind per example")
+        if not rows:
+            return
+        width = len(self.layout.names)
+        self._widen(width)
+        values, present = _matrix(rows, width)
+        kind = np.asarray(kinds)
+        invariant(bool(np.isin(kind, (NORMAL, LEGITIMATE, FRAUD)).all()), "unknown example kind")
+        normal = kind == NORMAL
+        means, variances = self._scaler_states(values, present & normal[:, None])
+        labelled = ~normal
+        if labelled.any():
+            scaled = np.clip(
+                (values[labelled] - means[labelled]) / _scales(variances[labelled]),
+                -Z_CLIP,
+                Z_CLIP,
             )
-            self.learned += 1
-            self.positives += bool(label)
+            scaled[~present[labelled]] = 0.0  # a column the example has no value for
+            self._regression_steps(scaled, present[labelled], kind[labelled] == FRAUD)
+        self.normal_learned += int(normal.sum())
 
-    def learn_normal(self, rows: list[list[float]]) -> None:
-        """Learn what normal payments look like from approved ones."""
-        names = self.layout.names
-        for row in rows:
-            self.scaler.learn_one(dict(zip(names, row, strict=False)))
-        self.normal_learned += len(rows)
+    def _scaler_states(
+        self, values: np.ndarray, learned: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The scaler's means and variances as of each row (before it), from cumulative
+        sums of the rows' deviations from a shift (the mean so far, or where a column
+        has none yet its first value: a constant column stays exactly constant), and
+        the state after the last row kept. `learned` marks the values the scaler takes."""
+        count, width = values.shape
+        first = np.argmax(learned, axis=0)
+        shift = np.where(self.counts > 0, self.means, values[first, np.arange(width)])
+        shift = np.where(learned.any(axis=0) | (self.counts > 0), shift, 0.0)
+        deviations = np.where(learned, values - shift, 0.0)
+        zero = np.zeros((1, width))
+        counts = self.counts + np.vstack([zero, np.cumsum(learned, axis=0)])
+        sums = np.vstack([zero, np.cumsum(deviations, axis=0)])
+        squares = self.counts * (self.variances + (self.means - shift) ** 2) + np.vstack(
+            [zero, np.cumsum(deviations * deviations, axis=0)]
+        )
+        seen = counts > 0
+        safe = np.where(seen, counts, 1.0)
+        offset = np.where(seen, sums / safe, 0.0)
+        means = np.where(seen, shift + offset, 0.0)
+        variances = np.where(seen, np.maximum(squares / safe - offset * offset, 0.0), 0.0)
+        self.counts, self.means, self.variances = counts[-1], means[-1], variances[-1]
+        invariant(means.shape == (count + 1, width), "one scaler state per row and after")
+        return means[:-1], variances[:-1]
 
-    def _scaled(self, x: dict[str, float]) -> dict[str, float]:
-        out = {}
-        for name, value in x.items():
-            variance = self.scaler.vars.get(name, 0.0)
-            scale = math.sqrt(variance) if variance > 0 else 1.0
-            z = (value - self.scaler.means.get(name, 0.0)) / scale
-            out[name] = min(max(z, -Z_CLIP), Z_CLIP)
-        return out
+    def _regression_steps(self, scaled: np.ndarray, present: np.ndarray, fraud: np.ndarray) -> None:
+        """One SGD step of River's LogisticRegression (log loss, L2 on the weights of the
+        columns the example has) per row, in order."""
+        weights = self.weights
+        intercept = self.intercept
+        widths = present.sum(axis=1).tolist()
+        for row, fraudulent, width in zip(scaled, fraud.tolist(), widths, strict=True):
+            sign = 1.0 if fraudulent else -1.0
+            margin = (float(weights @ row) + intercept) * sign
+            if margin > 18.0:
+                gradient = math.exp(-margin) * -sign
+            elif margin < -18.0:
+                gradient = -sign
+            else:
+                gradient = -sign / (math.exp(margin) + 1.0)
+            if fraudulent:
+                gradient *= POSITIVE_WEIGHT
+            intercept -= INTERCEPT_LEARNING_RATE * gradient
+            if width == len(weights):
+                weights -= LEARNING_RATE * (gradient * row + L2 * weights)
+            else:  # an example from before the layout grew: only its own columns
+                weights[:width] -= LEARNING_RATE * (gradient * row[:width] + L2 * weights[:width])
+        self.intercept = intercept
+        self.learned += len(fraud)
+        self.positives += int(fraud.sum())
+
+    def _widen(self, width: int) -> None:
+        """Room for columns added to the layout since the last examples."""
+        extra = width - len(self.means)
+        invariant(extra >= 0, "the layout only grows")
+        if extra:
+            self.counts, self.means, self.variances, self.weights = (
+                np.pad(array, (0, extra))
+                for array in (self.counts, self.means, self.variances, self.weights)
+            )
 
     def __getstate__(self) -> dict[str, bytes]:
         return {
-            "blob": pickle.dumps(
+            "arrays": pickle.dumps(
                 (
                     self.layout.signals,
-                    self.scaler,
-                    self.regression,
+                    self.counts,
+                    self.means,
+                    self.variances,
+                    self.weights,
+                    self.intercept,
                     self.learned,
                     self.positives,
                     self.normal_learned,
@@ -185,10 +264,28 @@ class RiskModel:
     def __setstate__(self, state: dict[str, bytes]) -> None:
         (
             signals,
-            self.scaler,
-            self.regression,
+            self.counts,
+            self.means,
+            self.variances,
+            self.weights,
+            self.intercept,
             self.learned,
             self.positives,
             self.normal_learned,
-        ) = pickle.loads(state["blob"])
+        ) = pickle.loads(state["arrays"])
         self.layout = FeatureLayout(signals)
+
+
+def _matrix(rows: list[list[float]], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values, present) of rows of at most `width` values (a shorter row: the first
+    columns only)."""
+    lengths = [len(row) for row in rows]
+    invariant(max(lengths) <= width, "a row wider than the layout")
+    if min(lengths) == width:
+        return np.array(rows, np.float64), np.ones((len(rows), width), np.bool_)
+    values = np.zeros((len(rows), width))
+    present = np.zeros((len(rows), width), np.bool_)
+    for index, row in enumerate(rows):
+        values[index, : len(row)] = row
+        present[index, : len(row)] = True
+    return values, present

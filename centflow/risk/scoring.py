@@ -66,7 +66,7 @@ from centflow.risk.features import (
     PayerBook,
     is_tiny,
 )
-from centflow.risk.model import MODEL_VERSION, RiskModel
+from centflow.risk.model import FRAUD, LEGITIMATE, MODEL_VERSION, NORMAL, RiskModel
 from centflow.risk.shard import AsOfShard, Group, whole_block
 from centflow.risk.tiers import DAY_US, Spending, TierLimits
 
@@ -147,7 +147,6 @@ def rule_scores(features: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
 HeldEntry = tuple[int, str, list[float], bool]
 #: A learning example waiting for its epoch: (ingestion µs, event id, kind, feature row).
 Example = tuple[int, str, int, list[float]]
-NORMAL, LEGITIMATE, FRAUD = 0, 1, 2
 #: The models learn, and their parameters move, only at these steps of ingestion time.
 EPOCH_US = 60 * MICROS_PER_SECOND
 #: Spending of payers idle this long is forgotten, checked once an hour of ingestion time.
@@ -460,11 +459,9 @@ class RiskShard(AsOfShard):
             return
         examples = sorted(self.examples, key=lambda example: example[:3])
         self.examples = []
-        for _, _, kind, vector in examples:
-            if kind == NORMAL:
-                self.model.learn_normal([vector])
-            else:
-                self.model.learn([vector], fraud=kind == FRAUD)
+        self.model.learn_examples(
+            [example[2] for example in examples], [example[3] for example in examples]
+        )
 
     def _forget_unapproved(self, as_of_us: int) -> None:
         unapproved = self.unapproved
