@@ -34,6 +34,7 @@ from centflow.ops.cli_recon import (
     import_command,
     match_command,
     statement_app,
+    write_html_report,
 )
 from centflow.ops.status import read_status
 
@@ -131,13 +132,15 @@ def _run_with_progress(
     return stats.seconds
 
 
-def _finish(out_dir: Path) -> None:
+def _finish(out_dir: Path, html: Path | None = None) -> None:
     from centflow.recon.report import render, summarize
     from sinks.duckdb import materialize
 
     database = materialize(out_dir)
     summary = summarize(database)
     render(summary, report_console)
+    if html is not None:  # written even when a check fails: the page shows which
+        write_html_report(database, html)
     if not summary.ok:
         raise CentflowError("reconciliation checks failed (see the report above)")
 
@@ -489,13 +492,17 @@ app.add_typer(statement_app, name="statement")
 def recon(
     context: typer.Context,
     out: Annotated[Path, typer.Option(help="A run's output directory.")] = Path("out"),
+    html: Annotated[
+        Path | None,
+        typer.Option(help="Also write the report, with charts, as one self-contained HTML file."),
+    ] = None,
 ) -> None:
     """Reload OUT's DuckDB tables from its Parquet dataset and print the reconciliation report."""
     if context.invoked_subcommand is not None:
         return
     if not (out / "parquet").is_dir():
         raise ConfigError(f"{out} holds no Parquet dataset: run `centflow run --out {out}` first")
-    _finish(out)
+    _finish(out, html)
 
 
 @app.command()
@@ -567,6 +574,7 @@ def demo(
             console.print(f"pipeline finished in {seconds:.1f} s")
         _finish(out)
         demo_reconciliation(out, statement_breaks)
+        write_html_report(out / "centflow.duckdb", out / "report.html")
 
 
 def _fail(message: str) -> None:

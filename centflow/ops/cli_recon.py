@@ -211,6 +211,14 @@ def demo_reconciliation(out: Path, break_share: float, seed: int = 0) -> None:
     )
 
 
+def write_html_report(database: Path, path: Path) -> None:
+    """Write the HTML report of `database` to `path` (`centflow.recon.html`) and say where."""
+    from centflow.recon.html import write_report
+
+    write_report(database, path)
+    report_console.print(f"HTML report: {path}")
+
+
 def _breaks(database: Path) -> list[tuple[str, str | None, str | None, str | None]]:
     import duckdb
 
