@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -56,6 +57,8 @@ WARM_POSITIVES_MIN = 10
 #: The kinds of a learning example: an approved payment (teaches the scaler what
 #: normal is), a payment labelled legitimate, one labelled fraud (the regression).
 NORMAL, LEGITIMATE, FRAUD = 0, 1, 2
+#: A feature row: the layout's columns, or only its first ones.
+Row = list[float] | np.ndarray
 
 
 class FeatureLayout:
@@ -155,7 +158,7 @@ class RiskModel:
         """The scoring parameters as they are now (see `Frozen`)."""
         return Frozen(self)
 
-    def learn_examples(self, kinds: list[int], rows: list[list[float]]) -> None:
+    def learn_examples(self, kinds: Sequence[int], rows: Sequence[Row]) -> None:
         """Learn examples in the order given: `NORMAL` ones in the scaler, `LEGITIMATE`
         and `FRAUD` ones in the regression, each scaled as of its place in the order
         (after the normal examples before it), as River learning them one by one.
@@ -167,7 +170,7 @@ class RiskModel:
         self._widen(width)
         values, present = _matrix(rows, width)
         kind = np.asarray(kinds)
-        invariant(bool(np.isin(kind, (NORMAL, LEGITIMATE, FRAUD)).all()), "unknown example kind")
+        invariant(NORMAL <= kind.min() <= kind.max() <= FRAUD, "unknown example kind")
         normal = kind == NORMAL
         means, variances = self._scaler_states(values, present & normal[:, None])
         labelled = ~normal
@@ -276,13 +279,14 @@ class RiskModel:
         self.layout = FeatureLayout(signals)
 
 
-def _matrix(rows: list[list[float]], width: int) -> tuple[np.ndarray, np.ndarray]:
+def _matrix(rows: Sequence[Row], width: int) -> tuple[np.ndarray, np.ndarray]:
     """(values, present) of rows of at most `width` values (a shorter row: the first
     columns only)."""
     lengths = [len(row) for row in rows]
     invariant(max(lengths) <= width, "a row wider than the layout")
     if min(lengths) == width:
-        return np.array(rows, np.float64), np.ones((len(rows), width), np.bool_)
+        values = np.stack(rows) if isinstance(rows[0], np.ndarray) else np.array(rows, np.float64)
+        return values, np.ones((len(rows), width), np.bool_)
     values = np.zeros((len(rows), width))
     present = np.zeros((len(rows), width), np.bool_)
     for index, row in enumerate(rows):

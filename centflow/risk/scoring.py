@@ -79,6 +79,7 @@ REASONS_MAX = 3
 _FIXED = (*PAYEE_FEATURES, *PAYER_FEATURES)
 _COLUMN = {name: index for index, name in enumerate(_FIXED)}
 _DECISION_COLUMNS = ("decision", "risk_score", "model_version", "reasons")
+_DECISIONS = ("approve", "review", "decline")  # by how many thresholds a score reaches
 
 RULES = ("card_testing", "velocity", "account_takeover")
 RULE_SCORE = {"card_testing": 0.95, "velocity": 0.7, "account_takeover": 0.93}
@@ -144,9 +145,9 @@ def rule_scores(features: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
 
 
 #: (ingestion µs, event id, feature row, approved)
-HeldEntry = tuple[int, str, list[float], bool]
+HeldEntry = tuple[int, str, np.ndarray, bool]
 #: A learning example waiting for its epoch: (ingestion µs, event id, kind, feature row).
-Example = tuple[int, str, int, list[float]]
+Example = tuple[int, str, int, np.ndarray]
 #: The models learn, and their parameters move, only at these steps of ingestion time.
 EPOCH_US = 60 * MICROS_PER_SECOND
 #: Spending of payers idle this long is forgotten, checked once an hour of ingestion time.
@@ -272,18 +273,7 @@ class RiskShard(AsOfShard):
             scores, contributions = np.ones(count), np.zeros(features.shape)
             masks = [np.zeros(count, np.bool_) for _ in RULES]
             failed = set(range(count))
-        row = 0
-        for group in groups:
-            size = len(group)
-            group.payload = self._decide(
-                group,
-                features[row : row + size],
-                scores[row : row + size],
-                contributions[row : row + size],
-                [mask[row : row + size] for mask in masks],
-                {index - row for index in failed if row <= index < row + size},
-            )
-            row += size
+        self._decide(groups, features, scores, contributions, masks, failed)
 
     def _payer_features(self, group: Group, out: list[list[float]], failed: set[int]) -> None:
         rows = group.rows
@@ -340,91 +330,131 @@ class RiskShard(AsOfShard):
 
     def _decide(
         self,
-        group: Group,
+        groups: list[Group],
         features: np.ndarray,
         scores: np.ndarray,
         contributions: np.ndarray,
         masks: list[np.ndarray],
         failed: set[int],
-    ) -> tuple[list[str], np.ndarray, list[str | None]]:
-        """(decisions, scores, reasons) of one group: payments first, then reversals
-        (which follow a payment of the same group too)."""
-        rows = group.rows
-        as_of_us = group.as_of_us
-        count = len(group)
-        decisions: list[str] = ["approve"] * count
-        reasons: list[str | None] = [None] * count
-        scores = scores.copy()
+    ) -> None:
+        """Decisions, scores and reasons of a segment's groups (`Group.payload`), group
+        by group: each group's payments, then its reversals (which may follow a payment
+        of the same group); what a payment spends counts from the next group on. The
+        thresholds and the reason parts are taken for the whole segment at once."""
+        count = len(features)
         review_at, decline_at = self.risk.review_at, self.risk.decline_at
+        fired = np.any(masks, axis=0) if masks else np.zeros(count, np.bool_)
+        level = (scores >= review_at).astype(np.int8) + (scores >= decline_at)
+        flagged = (fired | (level > 0)).tolist()
+        levels = level.tolist()
+        score_list = scores.tolist()
         names = self.model.layout.names
-        kinds = rows["type"]
-        counted: list[tuple[str, int, str, int]] = []
-        for row in range(count):
-            if kinds[row] != "payment":
-                scores[row] = 0.0
-                continue
-            event_id, payer = rows["event_id"][row], rows["payer_id"][row]
-            ingest_us, amount = rows["ingest_us"][row], rows["amount_micros"][row]
-            currency = rows["currency"][row]
-            reason: str | None
-            if row in failed:
-                self.model_errors += 1
-                decision, reason, score = "review", "model_error", 1.0
-            else:
-                score = float(scores[row])
-                decision = (
-                    "decline"
-                    if score >= decline_at
-                    else "review"
-                    if score >= review_at
-                    else "approve"
+        over = self.tiers.over
+        spending = self.spending
+        unapproved = self.unapproved
+        examples = self.examples
+        hold = self._hold
+        row = 0
+        for group in groups:
+            rows = group.rows
+            size = len(group)
+            as_of_us = group.as_of_us
+            kinds = rows["type"]
+            decisions: list[str] = ["approve"] * size
+            reasons: list[str | None] = [None] * size
+            group_scores = [0.0] * size
+            counted: list[tuple[str, int, str, int]] = []
+            for index, (kind, event_id, payer, ingest_us, amount, currency) in enumerate(
+                zip(
+                    kinds,
+                    rows["event_id"],
+                    rows["payer_id"],
+                    rows["ingest_us"],
+                    rows["amount_micros"],
+                    rows["currency"],
+                    strict=True,
                 )
-                over = self.tiers.over(self.spending, payer, amount, currency, as_of_us)
-                if over and decision == "approve":
-                    decision = "review"
-                parts = [name for name, mask in zip(RULES, masks, strict=True) if mask[row]]
-                if over:
-                    parts.append("tier_limit")
-                if score >= review_at:
-                    pushed = contributions[row]
-                    parts.extend(
-                        names[column]
-                        for column in np.argsort(-pushed)[:REASONS_MAX].tolist()
-                        if pushed[column] > 0
-                    )
-                reason = ";".join(parts[: REASONS_MAX + 1]) or None
-            decisions[row], reasons[row], scores[row] = decision, reason, score
-            if decision != "approve":
-                self.unapproved[event_id] = (ingest_us, decision)
-            if decision != "decline":
-                counted.append((payer, ingest_us, currency, amount))
-            if row not in failed:
-                vector = features[row].tolist()
-                approved = decision == "approve"
-                if approved and zlib.crc32(event_id.encode()) % NORMAL_SAMPLE == 0:
-                    self.examples.append((ingest_us, event_id, NORMAL, vector))
-                self._hold(ingest_us, event_id, vector, approved)
-        for payer, ingest_us, currency, amount in counted:  # seen from the next second on
-            self.spending.add(payer, ingest_us, currency, amount)
-        for row in range(count):
-            kind = kinds[row]
+            ):
+                if kind != "payment":
+                    continue
+                at = row + index
+                reason: str | None = None
+                if at in failed:
+                    self.model_errors += 1
+                    decision, reason, score = "review", "model_error", 1.0
+                else:
+                    score = score_list[at]
+                    decision = _DECISIONS[levels[at]]
+                    limited = over(spending, payer, amount, currency, as_of_us)
+                    if limited and decision == "approve":
+                        decision = "review"
+                    if limited or flagged[at]:
+                        reason = self._reasons(at, masks, contributions, limited, score, names)
+                decisions[index], reasons[index], group_scores[index] = decision, reason, score
+                if decision != "approve":
+                    unapproved[event_id] = (ingest_us, decision)
+                if decision != "decline":
+                    counted.append((payer, ingest_us, currency, amount))
+                if at not in failed:
+                    vector = features[at]
+                    approved = decision == "approve"
+                    if approved and zlib.crc32(event_id.encode()) % NORMAL_SAMPLE == 0:
+                        examples.append((ingest_us, event_id, NORMAL, vector))
+                    hold(ingest_us, event_id, vector, approved)
+            for payer, ingest_us, currency, amount in counted:  # seen from the next second on
+                spending.add(payer, ingest_us, currency, amount)
+            if len(counted) < size:
+                self._follow(rows, decisions, reasons)
+            invariant(len(decisions) == size == len(reasons), "one decision per event")
+            group.payload = (decisions, np.array(group_scores), reasons)
+            row += size
+        while len(self.held.by_id) > HELD_MAX:
+            self._release_oldest()
+
+    def _reasons(
+        self,
+        at: int,
+        masks: list[np.ndarray],
+        contributions: np.ndarray,
+        limited: bool,
+        score: float,
+        names: tuple[str, ...],
+    ) -> str | None:
+        """The reasons of a flagged payment: the rules that fired, ``tier_limit``, and
+        when the score reaches review the features that pushed it most."""
+        parts = [name for name, mask in zip(RULES, masks, strict=True) if mask[at]]
+        if limited:
+            parts.append("tier_limit")
+        if score >= self.risk.review_at:
+            pushed = contributions[at]
+            parts.extend(
+                names[column]
+                for column in np.argsort(-pushed)[:REASONS_MAX].tolist()
+                if pushed[column] > 0
+            )
+        return ";".join(parts[: REASONS_MAX + 1]) or None
+
+    def _follow(
+        self, rows: dict[str, list[Any]], decisions: list[str], reasons: list[str | None]
+    ) -> None:
+        """Reversals follow their payment's decision; a chargeback labels its payment."""
+        for index, (kind, reference, ingest_us) in enumerate(
+            zip(rows["type"], rows["ref_event_id"], rows["ingest_us"], strict=True)
+        ):
             if kind == "payment":
                 continue
-            reference = rows["ref_event_id"][row]
             fate = self.unapproved.get(reference, (0, None))[1]
             if fate == "decline":
-                decisions[row], reasons[row] = "decline", "reference_declined"
+                decisions[index], reasons[index] = "decline", "reference_declined"
             elif fate == "review":
-                decisions[row], reasons[row] = "review", "reference_in_review"
+                decisions[index], reasons[index] = "review", "reference_in_review"
             else:
-                reasons[row] = "reversal"
+                reasons[index] = "reversal"
             if kind == "chargeback" and reference is not None:
                 held = self.held.by_id.pop(reference, None)
                 if held is not None and reference not in self.labelled:  # at most once
                     self.labelled.add(reference)
-                    self.examples.append((rows["ingest_us"][row], reference, FRAUD, held[2]))
-        invariant(len(decisions) == count == len(reasons), "one decision per event")
-        return decisions, scores, reasons
+                    self.examples.append((ingest_us, reference, FRAUD, held[2]))
 
     # -- committing a group: the payer book
 
@@ -472,12 +502,10 @@ class RiskShard(AsOfShard):
                 break
             del unapproved[oldest]
 
-    def _hold(self, ingest_us: int, event_id: str, vector: list[float], approved: bool) -> None:
+    def _hold(self, ingest_us: int, event_id: str, vector: np.ndarray, approved: bool) -> None:
         entry = (ingest_us, event_id, vector, approved)
         self.held.queue.append(entry)
         self.held.by_id[event_id] = entry
-        while len(self.held.by_id) > HELD_MAX:
-            self._release_oldest()
 
     def _release_oldest(self) -> None:
         entry = (self.held.late or self.held.queue).popleft()

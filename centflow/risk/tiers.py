@@ -12,8 +12,8 @@ currency its own, `centflow.config.Tier`); sums are exact integers.
 What counts against the daily limit (`Spending`): the payer's payments of the
 last 24 hours that were not declined (a declined payment moved no money; one
 in review may still move it), as of the start of the payment's second, like
-every risk feature. At most `SPENT_KEPT_MAX` payments per payer are kept: a
-payer past that many in a day is over any sane limit already.
+every risk feature. At most `SPENT_KEPT_MAX` payments per payer and currency
+are kept: a payer past that many in a day is over any sane limit already.
 """
 
 from __future__ import annotations
@@ -33,37 +33,51 @@ SPENT_KEPT_MAX = 4096
 
 
 class Spending:
-    """Each payer's payments that count against its daily limit: (ingestion µs,
-    currency, micro-units), in ingestion order, the last 24 hours."""
+    """Each payer's payments that count against its daily limit, per currency, the
+    last 24 hours: their ingestion µs (ascending) and the running sums of their
+    micro-units before each and after the last (one more sum than times, so a sum
+    over any span is one difference), at most `SPENT_KEPT_MAX` per payer and
+    currency."""
 
-    def __init__(self, payers: dict[str, list[tuple[int, str, int]]] | None = None) -> None:
-        self.payers: dict[str, list[tuple[int, str, int]]] = payers or {}
+    def __init__(
+        self, payers: dict[str, dict[str, tuple[list[int], list[int]]]] | None = None
+    ) -> None:
+        self.payers: dict[str, dict[str, tuple[list[int], list[int]]]] = payers or {}
 
     def add(self, payer_id: str, ingest_us: int, currency: str, amount_micros: int) -> None:
         """Count a payment (calls come in ingestion order)."""
-        entries = self.payers.get(payer_id)
+        currencies = self.payers.get(payer_id)
+        if currencies is None:
+            currencies = self.payers[payer_id] = {}
+        entries = currencies.get(currency)
         if entries is None:
-            entries = self.payers[payer_id] = []
-        entries.append((ingest_us, currency, amount_micros))
-        if entries[0][0] < ingest_us - DAY_US or len(entries) > SPENT_KEPT_MAX:
-            cut = bisect_left(entries, (ingest_us - DAY_US,))
-            del entries[: max(cut, len(entries) - SPENT_KEPT_MAX)]
+            currencies[currency] = ([ingest_us], [0, amount_micros])
+            return
+        times, sums = entries
+        times.append(ingest_us)
+        sums.append(sums[-1] + amount_micros)
+        if times[0] < ingest_us - DAY_US or len(times) > SPENT_KEPT_MAX:
+            cut = max(bisect_left(times, ingest_us - DAY_US), len(times) - SPENT_KEPT_MAX)
+            del times[:cut], sums[:cut]  # running sums keep their meaning: differences
 
     def spent(self, payer_id: str, currency: str, since_us: int, before_us: int) -> int:
         """Micro-units counted for the payer in `currency`, ingested in [since, before)."""
-        entries = self.payers.get(payer_id)
-        if not entries:
+        currencies = self.payers.get(payer_id)
+        entries = currencies.get(currency) if currencies else None
+        if entries is None:
             return 0
-        start = bisect_left(entries, (since_us,))
-        return sum(
-            amount
-            for ingest_us, paid_in, amount in entries[start:]
-            if paid_in == currency and ingest_us < before_us
-        )
+        times, sums = entries
+        start = bisect_left(times, since_us)
+        end = bisect_left(times, before_us, start)
+        return sums[end] - sums[start]
 
     def forget_before(self, cutoff_us: int) -> None:
         """Drop payers with nothing counted since `cutoff_us` (bounded state)."""
-        stale = [payer for payer, entries in self.payers.items() if entries[-1][0] < cutoff_us]
+        stale = [
+            payer
+            for payer, currencies in self.payers.items()
+            if all(times[-1] < cutoff_us for times, _ in currencies.values())
+        ]
         for payer in stale:
             del self.payers[payer]
 
@@ -79,6 +93,8 @@ class TierLimits:
     def __init__(self, tiers: tuple[Tier, ...], directory: dict[str, Tier] | None = None) -> None:
         self.lowest = tiers[0]
         self.directory = directory or {}
+        #: (tier name, currency) -> (per payment, per day) in micro-units
+        self._micros: dict[tuple[str, str], tuple[int, int]] = {}
 
     @classmethod
     def from_config(cls, risk: RiskConfig) -> TierLimits:
@@ -98,11 +114,18 @@ class TierLimits:
         as_of_us: int,
     ) -> bool:
         """Whether a payment is over its payer's tier limits (see the module docstring)."""
-        payment_max, day_max = self.tier_of(payer_id).limits(currency)
-        if amount_micros > payment_max * MICROS_PER_UNIT:
+        tier = self.directory.get(payer_id, self.lowest)
+        limits = self._micros.get((tier.name, currency))
+        if limits is None:
+            payment_max, day_max = tier.limits(currency)
+            limits = self._micros[tier.name, currency] = (
+                payment_max * MICROS_PER_UNIT,
+                day_max * MICROS_PER_UNIT,
+            )
+        if amount_micros > limits[0]:
             return True
         spent = spending.spent(payer_id, currency, as_of_us - DAY_US, as_of_us)
-        return spent + amount_micros > day_max * MICROS_PER_UNIT
+        return spent + amount_micros > limits[1]
 
 
 def read_payer_directory(path: Path, tiers: tuple[Tier, ...]) -> dict[str, Tier]:
