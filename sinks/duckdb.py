@@ -7,12 +7,33 @@ scale-out store, and `materialize` loads it into DuckDB in one process, after
 a run and whenever ``centflow recon`` asks. Each load replaces a table's rows
 in one transaction, keeping one row per key, so loading twice changes nothing.
 
+Readers while it loads. Analysts open the file read-only (``duckdb -readonly
+out/centflow.duckdb``, ``duckdb.connect(path, read_only=True)``) while the
+pipeline runs. DuckDB locks a file for one writer *or* any number of readers,
+so a load into the file itself would fail while anyone had it open (and a
+reader could not open it during the load). So `materialize` builds the new
+database in a file of its own beside it (``.centflow.duckdb.<pid>.loading``,
+a copy of the current file, so that imported statements and matched recon
+tables stay), closes and fsyncs it, and renames it over ``centflow.duckdb``
+(`os.replace`, atomic). A reader that opens the path gets the previous load or
+the new one, each whole, never a half-loaded table; a reader already open
+keeps reading the load it opened until it reconnects, and never blocks the
+next load. Copying takes a read-only lock on the current file, so it waits
+for no reader but refuses (one line) while another process writes it
+(``centflow recon import`` or ``match``).
+
+The load is of what the Parquet dataset holds when it starts; a run loads at
+its end, once every file is written, so every batch in the file has all its
+events, fee lines, payouts and ledger entries.
+
 The DDL is ``schemas/tables.sql``; the reconciliation views are
 ``schemas/recon_*.sql``, each with a header that says what it reads and returns.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -73,23 +94,80 @@ def _load_table(connection: duckdb.DuckDBPyConnection, table: str, parquet_dir: 
 
 
 def materialize(out_dir: Path) -> Path:
-    """Load ``out_dir/parquet`` into ``out_dir/centflow.duckdb``; return the database path."""
+    """Load ``out_dir/parquet`` into ``out_dir/centflow.duckdb``; return the database path.
+
+    Built beside the database and renamed over it (see the module docstring).
+    """
     parquet_dir = out_dir / "parquet"
     database = out_dir / DATABASE_NAME
+    building = out_dir / f".{DATABASE_NAME}.{os.getpid()}.loading"
+    _remove_stale_loads(out_dir)
     try:
-        connection = duckdb.connect(str(database))
+        _copy_current(database, building)
+        connection = duckdb.connect(str(building))
+        try:
+            connection.execute("SET enable_progress_bar = false")
+            # Rows of a table have no order (queries sort what they need): loading
+            # without keeping the files' order lets DuckDB insert in parallel.
+            connection.execute("SET preserve_insertion_order = false")
+            create_schema(connection)
+            for table in TABLES:
+                _load_table(connection, table, parquet_dir)
+        finally:
+            connection.close()
+        _fsync(building)
+        os.replace(building, database)
+        _fsync(out_dir)
+    finally:
+        for leftover in (building, _wal_of(building)):
+            leftover.unlink(missing_ok=True)
+    return database
+
+
+def _wal_of(database: Path) -> Path:
+    return database.with_name(database.name + ".wal")
+
+
+def _copy_current(database: Path, building: Path) -> None:
+    """Copy the current database (if any) to `building`, under a read-only lock."""
+    if not database.exists():
+        return
+    try:
+        if _wal_of(database).exists():  # changes an unclean end left in its log: fold them in
+            duckdb.connect(str(database)).close()
+        reader = duckdb.connect(str(database), read_only=True)
     except duckdb.IOException as error:
         raise ConfigError(
-            f"cannot open {database}: {str(error).splitlines()[0]} (is another process using it?)"
+            f"cannot open {database}: {str(error).splitlines()[0]} (is another process writing it?)"
         ) from None
     try:
-        connection.execute("SET enable_progress_bar = false")
-        # Rows of a table have no order (queries sort what they need): loading
-        # without keeping the files' order lets DuckDB insert in parallel.
-        connection.execute("SET preserve_insertion_order = false")
-        create_schema(connection)
-        for table in TABLES:
-            _load_table(connection, table, parquet_dir)
+        shutil.copyfile(database, building)
     finally:
-        connection.close()
-    return database
+        reader.close()
+
+
+def _remove_stale_loads(out_dir: Path) -> None:
+    """Delete the building files of loads whose process is gone (a crash mid-load)."""
+    for path in out_dir.glob(f".{DATABASE_NAME}.*.loading*"):
+        pid = path.name.removeprefix(f".{DATABASE_NAME}.").partition(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file, or a directory's entries, to disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -30,9 +30,11 @@ from centflow.errors import CentflowError, ConfigError, InvariantViolation
 from centflow.ingest.timeparse import format_us
 from centflow.money.fees import DEFAULT_SCHEDULE
 from centflow.ops.cli_recon import (
+    database_of,
     demo_reconciliation,
     import_command,
     match_command,
+    run_holding,
     statement_app,
     write_html_report,
 )
@@ -132,11 +134,11 @@ def _run_with_progress(
     return stats.seconds
 
 
-def _finish(out_dir: Path, html: Path | None = None) -> None:
+def _finish(out_dir: Path, html: Path | None = None, reload: bool = True) -> None:
     from centflow.recon.report import render, summarize
     from sinks.duckdb import materialize
 
-    database = materialize(out_dir)
+    database = materialize(out_dir) if reload else database_of(out_dir)
     summary = summarize(database)
     render(summary, report_console)
     if html is not None:  # written even when a check fails: the page shows which
@@ -502,7 +504,13 @@ def recon(
         return
     if not (out / "parquet").is_dir():
         raise ConfigError(f"{out} holds no Parquet dataset: run `centflow run --out {out}` first")
-    _finish(out, html)
+    holder = run_holding(out)
+    if holder is not None:
+        console.print(
+            f"a run is writing {out} ({holder}): the report is of its last load, "
+            "and the run loads the tables again when it ends"
+        )
+    _finish(out, html, reload=holder is None)
 
 
 @app.command()

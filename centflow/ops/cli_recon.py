@@ -211,6 +211,29 @@ def demo_reconciliation(out: Path, break_share: float, seed: int = 0) -> None:
     )
 
 
+def run_holding(out: Path) -> str | None:
+    """Who holds `out` for a run (`centflow.ops.runner.out_dir_lock`), or None if no run does.
+
+    While a run writes OUT, its Parquet dataset can hold a batch whose tables are
+    not all written yet, so it is not loaded then: the run loads it when it ends.
+    """
+    import fcntl
+
+    from centflow.ops.runner import LOCK_FILE
+
+    try:
+        handle = (out / LOCK_FILE).open("r")
+    except FileNotFoundError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 def write_html_report(database: Path, path: Path) -> None:
     """Write the HTML report of `database` to `path` (`centflow.recon.html`) and say where."""
     from centflow.recon.html import write_report
