@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from centflow.ingest.columns import to_batch
-from centflow.ingest.events import Payment
+from centflow.ingest.events import Payment, Split
 from centflow.progress import Envelope
 
 SECOND_US = 1_000_000
@@ -24,6 +24,7 @@ def payment(
     ref_event_id: str | None = None,
     rail: str = "card",
     decision: str | None = "approve",
+    splits: tuple[tuple[str, int], ...] | None = None,
 ) -> Payment:
     """A decided Payment with sensible defaults."""
     return Payment(
@@ -41,6 +42,7 @@ def payment(
         raw=msgspec.json.encode({"event_id": event_id}),
         ref_event_id=ref_event_id,
         decision=decision,
+        splits=None if splits is None else tuple(Split(party, bps) for party, bps in splits),
     )
 
 

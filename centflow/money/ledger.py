@@ -18,6 +18,9 @@ Accounts (``kind:owner``), for the first ledger:
 ``fee_revenue:<rail>``      fees charged to payees (`centflow.money.fees`)
 ``rail_cost:<rail>``        what the rail charges for moving the payments
 ``platform_margin:<rail>``  fee revenue less rail cost, closed into it per batch
+``party_payable:<party>``   a revenue-split party's share until it is paid out
+``party_payout:<party>``    the batch's payout instruction to a split party
+``party_carry:<party>``     a split party's own sub-minor-unit remainder
 ==========================  ==================================================
 
 A payment debits the rail and credits the payee; a refund or chargeback does
@@ -28,8 +31,11 @@ minor unit moves from the payable to the carry account (``carry_out``) and
 back into the next batch of the same payee and currency (``carry_in``), so no
 fraction of a cent is ever dropped and the payable nets to zero in every
 batch. Fees post their own entries (`post_fees`: kinds ``fee``,
-``rail_cost``, ``margin``) between a batch's events and its payout; revenue
-splits and FX conversion will do the same.
+``rail_cost``, ``margin``) between a batch's events and its payout. A revenue
+split (`centflow.money.payouts`) moves each other party's share from the
+payee's payable to the party's own (kind ``split``), and the party's carry,
+payout and remainder post like the payee's (`post_party_lines`), after the
+payee's own.
 
 The two postings of every event are made a column at a time (`post_events`)
 from the window's sorted events; the few postings of each batch (payout and
@@ -45,6 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from centflow.errors import invariant
+from centflow.money.payouts import PartyLines
 
 #: A posting as a row of ``ledger_entries`` (see `centflow.recon.tables`):
 #: (entry_id, batch_id, event_id, kind, account, currency, amount_micros, posted_us).
@@ -274,5 +281,81 @@ def post_fees(
     )
     invariant(
         int(pc.sum(postings["amount_micros"]).as_py() or 0) == 0, "fee postings do not balance"
+    )
+    return postings
+
+
+#: The postings of one split party's line, in entry order: (kind, debit account
+#: prefix, credit account prefix, amount attribute). The split's debit is the payee's.
+_PARTY_POSTINGS = (
+    ("split", "payee_payable:", "party_payable:", "share"),
+    ("carry_in", "party_carry:", "party_payable:", "carry_in"),
+    ("payout", "party_payable:", "party_payout:", "payout"),
+    ("carry_out", "party_payable:", "party_carry:", "carry_out"),
+)
+#: Entry numbers a party line reserves (two per posting, even when one is left out).
+PARTY_POSTINGS_PER_LINE = 2 * len(_PARTY_POSTINGS)
+
+
+def post_party_lines(
+    lines: PartyLines,
+    batch_ids: pa.Array,
+    payees: pa.Array,
+    currencies: pa.Array,
+    first_sequence: np.ndarray,
+    posted_us: int,
+) -> pa.Table:
+    """The postings of split parties' lines (`centflow.money.payouts.PartyLines`),
+    a column at a time.
+
+    Line ``r`` of a batch (its parties in party_id order) numbers its postings
+    from ``first_sequence[batch] + PARTY_POSTINGS_PER_LINE * r``; postings of
+    amount zero are left out (ids stay the same either way). Each line's
+    postings balance on their own, so the batch still sums to zero.
+    """
+    count = len(lines)
+    if not count:
+        return LEDGER_SCHEMA.empty_table()
+    batch = np.array(lines.batch, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], batch[1:] != batch[:-1])))
+    rank = np.arange(count) - np.repeat(starts, np.diff(np.append(starts, count)))
+    base = first_sequence[batch] + PARTY_POSTINGS_PER_LINE * rank
+    parties = pa.array(lines.party, pa.string())
+    owners = {"payee": _whole(payees).take(pa.array(batch)), "party": parties}
+    columns: dict[str, list] = {name: [] for name in ("rows", "sequence", "kind", "account", "amount")}  # fmt: skip
+    for slot, (kind, debit, credit, attribute) in enumerate(_PARTY_POSTINGS):
+        values = np.array(getattr(lines, attribute), dtype=np.int64)
+        rows = np.flatnonzero(values != 0)
+        if not len(rows):
+            continue
+        picked = pa.array(rows)
+        for side, (prefix, sign) in enumerate(((debit, 1), (credit, -1))):
+            owner = owners["payee" if prefix == "payee_payable:" else "party"]
+            columns["rows"].append(rows)
+            columns["sequence"].append(base[rows] + 2 * slot + side)
+            columns["kind"].append(pa.repeat(pa.scalar(kind), len(rows)))
+            columns["account"].append(pc.binary_join_element_wise(prefix, owner.take(picked), ""))
+            columns["amount"].append(sign * values[rows])
+    if not columns["rows"]:
+        return LEDGER_SCHEMA.empty_table()
+    rows = pa.array(batch[np.concatenate(columns["rows"])])
+    sequence = np.concatenate(columns["sequence"])
+    ids = batch_ids.take(rows)
+    suffixes = entry_suffixes(int(sequence.max()) + 1)
+    postings = pa.table(
+        [
+            pc.binary_join_element_wise(ids, suffixes.take(pa.array(sequence)), ""),
+            ids,
+            pa.nulls(len(rows), pa.string()),
+            pa.concat_arrays(columns["kind"]),
+            pa.concat_arrays(columns["account"]),
+            currencies.take(rows),
+            pa.array(np.concatenate(columns["amount"]), pa.int64()),
+            pa.array(np.full(len(rows), posted_us, dtype=np.int64)),
+        ],
+        schema=LEDGER_SCHEMA,
+    )
+    invariant(
+        int(pc.sum(postings["amount_micros"]).as_py() or 0) == 0, "split postings do not balance"
     )
     return postings

@@ -49,7 +49,6 @@ import pyarrow.compute as pc
 from centflow.errors import invariant
 from centflow.ingest.columns import PAYMENT_SCHEMA
 from centflow.limits import AMOUNT_MICROS_MAX, BATCH_MICROS_MAX, WATERMARK_END_US
-from centflow.money.amounts import minor_unit_step, round_to_minor_unit
 from centflow.money.fees import FEES_SCHEMA, FeeTerms, batch_fees
 from centflow.money.ledger import (
     FEE_POSTINGS_PER_GROUP,
@@ -57,7 +56,9 @@ from centflow.money.ledger import (
     post_batches,
     post_events,
     post_fees,
+    post_party_lines,
 )
+from centflow.money.payouts import BPS_WHOLE, CarryKey, Weights, settle_payouts
 from centflow.progress import Envelope, Frontier
 
 RATE_ONE_NANOS = 1_000_000_000  # no FX conversion yet: settlement currency = event currency
@@ -239,7 +240,7 @@ class SettlementState(msgspec.Struct, array_like=True):
     open_windows: list[tuple[int, bytes]]
     sealed_index: int
     forced: bool
-    carry_micros: list[tuple[tuple[str, str], int]]
+    carry_micros: list[tuple[tuple[str, ...], int]]
 
     def __reduce__(self) -> tuple[object, tuple[bytes]]:
         """Snapshots pickle through msgpack."""
@@ -289,13 +290,13 @@ class SettlementShard:
             self.open_windows: dict[int, list[pa.RecordBatch]] = {}
             self.sealed_index = -(2**62)
             self.forced = False
-            self.carry_micros: dict[tuple[str, str], int] = {}
+            self.carry_micros: dict[CarryKey, int] = {}
         else:
             self.frontier = Frontier.restore(state.frontier)
             self.open_windows = {index: _from_ipc(data) for index, data in state.open_windows}
             self.sealed_index = state.sealed_index
             self.forced = state.forced
-            self.carry_micros = {tuple(key): value for key, value in state.carry_micros}  # type: ignore[misc]
+            self.carry_micros = {tuple(key): value for key, value in state.carry_micros}
 
     def settle(self, envelopes: list[Envelope]) -> Settled:
         """Take in envelopes; return what closed because the frontier moved."""
@@ -428,12 +429,70 @@ def _batch_bounds(
     return np.array(starts, dtype=np.int64), np.array(parts, dtype=np.int64)
 
 
+#: Entry numbers a batch's own postings reserve (carry in, payout, carry out: two each).
+BATCH_POSTINGS = 6
+
+
+def _split_weights(
+    events: pa.Table, is_payment: np.ndarray, starts: np.ndarray, batch_of: np.ndarray
+) -> Weights:
+    """The party weights of every batch one of whose payments carries splits, a column
+    at a time (see `centflow.money.payouts`): per (batch, party), the sum of
+    ``amount × bps`` over the batch's payments, a payment without splits giving its
+    payee 10000 bps."""
+    has_splits = pc.is_valid(events["splits"]).to_numpy(zero_copy_only=False) & is_payment
+    if not has_splits.any():
+        return Weights(
+            np.zeros(0, dtype=np.int64), pa.array([], pa.string()), [], np.zeros(0, bool)
+        )
+    split_batch = np.add.reduceat(has_splits.astype(np.int64), starts) > 0
+    in_split = split_batch[batch_of] & is_payment
+    split_rows = np.flatnonzero(has_splits)
+    splits = events["splits"].take(pa.array(split_rows)).combine_chunks()
+    flat = pc.list_flatten(splits)
+    plain_rows = np.flatnonzero(in_split & ~has_splits)
+    rows = np.concatenate([split_rows[pc.list_parent_indices(splits).to_numpy()], plain_rows])
+    parties = pa.concat_arrays(
+        [flat.field("party_id"), _whole(events["payee_id"]).take(pa.array(plain_rows))]
+    )
+    bps = np.concatenate(
+        [flat.field("bps").to_numpy(), np.full(len(plain_rows), BPS_WHOLE, dtype=np.int64)]
+    )
+    amounts = events["amount_micros"].to_numpy()[rows]
+    encoded = pc.dictionary_encode(parties)
+    names = encoded.dictionary
+    by_name = pc.sort_indices(names).to_numpy()
+    rank_of_code = np.empty(len(names), dtype=np.int64)
+    rank_of_code[by_name] = np.arange(len(names))
+    key = batch_of[rows] * len(names) + rank_of_code[encoded.indices.to_numpy()]
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    firsts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    products = amounts * bps
+    if int(amounts.max()) >= 2**62 // (BPS_WHOLE * int(np.diff(np.append(firsts, len(key))).max())):
+        products = amounts.astype(object) * bps  # sums past int64: exact Python ints
+    weights = np.add.reduceat(products[order], firsts).tolist()
+    unique = key[firsts]
+    row_payees = _whole(events["payee_id"]).take(pa.array(rows))
+    is_payee = pc.equal(parties, row_payees).to_numpy(zero_copy_only=False)[order]
+    return Weights(
+        unique // len(names),
+        encoded.dictionary.take(pa.array(by_name[unique % len(names)])),
+        weights,
+        np.logical_or.reduceat(is_payee, firsts),
+    )
+
+
+def _whole(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
 def net_window(
     chunks: list[pa.RecordBatch],
     index: int,
     window_us: int,
     lateness_us: int,
-    carry_micros: dict[tuple[str, str], int],
+    carry_micros: dict[CarryKey, int],
     out: Settled,
     fee_terms: dict[tuple[str, str], FeeTerms] | None = None,
 ) -> None:
@@ -446,9 +505,8 @@ def net_window(
 
     `carry_micros` holds each (payee, currency)'s sub-minor remainder from its
     previous batch; it is taken in and replaced by the remainder this window
-    leaves. A batch whose payout has no room left under DECIMAL(18,6) for the
-    carry (amounts near a trillion) takes none: the carry waits in the carry
-    account for the next batch, and that batch's ``carry_in`` shows it.
+    leaves, and split parties' remainders under ``(payee, currency, party)``
+    (`centflow.money.payouts`, which also says how splits are paid).
     """
     events = pa.Table.from_batches(
         [chunk.select(_WINDOW_COLUMNS) for chunk in chunks], schema=WINDOW_SCHEMA
@@ -496,9 +554,16 @@ def net_window(
     batch_of = np.repeat(np.arange(size), counts)
     fees = batch_fees(fee_terms or {}, events, batch_of, batch_ids, size)
     net = gross - refunds - fees.per_batch
-    carry_in, payout, carry_out = _payouts(
-        payees.to_pylist(), currencies.to_pylist(), parts, net, carry_micros
+    payee_list, currency_list = payees.to_pylist(), currencies.to_pylist()
+    paid = settle_payouts(
+        payee_list,
+        currency_list,
+        parts,
+        net,
+        carry_micros,
+        _split_weights(events, is_payment, starts, np.repeat(np.arange(len(starts)), counts)),
     )
+    payout, carry_in, carry_out = paid.payout, paid.carry_in, paid.carry_out
     out.batches.append(
         pa.table(
             [
@@ -544,91 +609,57 @@ def net_window(
             closed_us,
         )
     )
+    first_batch_sequence = 2 * counts + FEE_POSTINGS_PER_GROUP * fees.groups_per_batch
     out.entries.append(
         post_batches(
             batch_ids,
             payees,
             currencies,
-            2 * counts + FEE_POSTINGS_PER_GROUP * fees.groups_per_batch,
-            payout,
-            carry_in,
-            carry_out,
+            first_batch_sequence,
+            paid.payee_payout,
+            paid.payee_carry_in,
+            paid.payee_carry_out,
             closed_us,
         )
     )
+    if len(paid.lines):
+        out.entries.append(
+            post_party_lines(
+                paid.lines,
+                batch_ids,
+                payees,
+                currencies,
+                first_batch_sequence + BATCH_POSTINGS,
+                closed_us,
+            )
+        )
     out.fees.append(fees.rows)
-    paying = pa.array(np.flatnonzero(payout != 0))
+    paying = pa.array(np.flatnonzero(paid.payee_payout != 0))
     out.payouts.append(
         pa.table(
             [
                 batch_ids.take(paying),
                 payees.take(paying),
                 currencies.take(paying),
-                pa.array(payout, pa.int64()).take(paying),
+                pa.array(paid.payee_payout, pa.int64()).take(paying),
             ],
             schema=PAYOUT_SCHEMA,
         )
     )
+    lines = paid.lines
+    if len(lines):
+        line_payout = np.array(lines.payout, dtype=np.int64)
+        paying_lines = np.flatnonzero(line_payout)
+        line_batch = pa.array(np.array(lines.batch, dtype=np.int64)[paying_lines])
+        out.payouts.append(
+            pa.table(
+                [
+                    batch_ids.take(line_batch),
+                    pa.array(lines.party, pa.string()).take(pa.array(paying_lines)),
+                    currencies.take(line_batch),
+                    pa.array(line_payout[paying_lines]),
+                ],
+                schema=PAYOUT_SCHEMA,
+            )
+        )
     out.events.extend(events.append_column("batch_id", event_batch_ids).to_batches())
-
-
-def _payouts(
-    payees: list[str],
-    currencies: list[str],
-    parts: np.ndarray,
-    net: np.ndarray,
-    carry_micros: dict[tuple[str, str], int],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(carry in, payout, carry out) of each batch, and `carry_micros` moved on.
-
-    A positive total (net + carry in) is paid rounded down to the currency's
-    minor unit; what is left below it is the carry out. A total of zero or less
-    pays nothing and is carried whole: a receivable the payee's next batch in
-    that currency pays back first. A window split into parts (rare) chains the carry through its parts
-    one at a time; otherwise each (payee, currency) has one batch per window
-    and the whole window is done a column at a time.
-    """
-    keys = list(zip(payees, currencies, strict=True))
-    if parts.any():
-        return _payouts_in_parts(keys, parts, net, carry_micros)
-    carry_in = np.array([carry_micros.pop(key, 0) for key in keys], dtype=np.int64)
-    no_room = np.abs(net + carry_in) > BATCH_MICROS_MAX  # no room for the carry in this payout
-    waiting = np.where(no_room, carry_in, 0)
-    carry_in = np.where(no_room, 0, carry_in)
-    total = net + carry_in
-    steps = np.array([minor_unit_step(currency) for currency in currencies], dtype=np.int64)
-    payout = np.where(total > 0, total // steps * steps, 0)  # owed: a receivable, not a payout
-    carry_out = total - payout
-    invariant(
-        bool(np.all(payout + carry_out == net + carry_in))
-        and bool(np.all((carry_out < steps) & ((carry_out >= 0) | (payout == 0))))
-        and bool(np.all((payout >= 0) & (payout <= AMOUNT_MICROS_MAX))),
-        "a payout or carry loses money or overflows",
-    )
-    carry_next = carry_out + waiting
-    for row in np.flatnonzero(carry_next).tolist():
-        carry_micros[keys[row]] = int(carry_next[row])
-    return carry_in, payout, carry_out
-
-
-def _payouts_in_parts(
-    keys: list[tuple[str, str]],
-    parts: np.ndarray,
-    net: np.ndarray,
-    carry_micros: dict[tuple[str, str], int],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`_payouts` one batch at a time, for a window with a payee's batch split in parts."""
-    results = []
-    for key, batch_net in zip(keys, net.tolist(), strict=True):
-        carry_in = carry_micros.pop(key, 0)
-        waiting = 0
-        if abs(batch_net + carry_in) > BATCH_MICROS_MAX:  # no room for the carry in this payout
-            carry_in, waiting = 0, carry_in
-        total = batch_net + carry_in
-        payout, carry_out = round_to_minor_unit(total, key[1]) if total > 0 else (0, total)
-        invariant(0 <= payout <= AMOUNT_MICROS_MAX, "a payout of %s overflows", key)
-        if carry_out + waiting:
-            carry_micros[key] = carry_out + waiting
-        results.append((carry_in, payout, carry_out))
-    columns = [np.array(column, dtype=np.int64) for column in zip(*results, strict=True)]
-    return columns[0], columns[1], columns[2]
