@@ -16,7 +16,9 @@ earlier. The steps:
    produced at a fixed rate; each decision's arrival on ``payments.decisions``
    minus its message's send time;
 6. peak resident memory of each worker process;
-7. the DuckDB load of the one-process replay's dataset, first and again.
+7. the DuckDB load of the one-process replay's dataset, first and again;
+8. statement matching (`centflow.ops.bench_recon`): 1,000,000 payouts against
+   about as many statement entries, goal 10 s.
 
 Each throughput is the median of ``--repeat`` runs (3 by default; their
 range is printed beside it), and the one- and two-process runs alternate, so
@@ -49,6 +51,7 @@ from centflow.ingest.events import Payment
 from centflow.ingest.replay import iter_lines
 from centflow.ingest.timeparse import parse_rfc3339_us
 from centflow.ops.bench_money import measure as measure_money
+from centflow.ops.bench_recon import measure as measure_recon
 from centflow.ops.broker import LocalBroker
 from centflow.ops.kafka import client_config, ensure_topics, produce_log
 from centflow.ops.runner import RunStats, clear_state, run_workers
@@ -254,6 +257,7 @@ def run(events: int, work: Path, repeat: int = 3) -> dict[str, Any]:
         rates.append(count / seconds)
     _median(figures, "raw_file_per_s", rates)
     figures["money"] = measure_money(log, WINDOW_S, LATENESS_S, repeat)
+    figures["recon"] = measure_recon(directory=work)
     replay = PipelineConfig(
         out_dir=str(work / "replay"),
         replay_path=str(log),
@@ -374,6 +378,10 @@ Windows {WINDOW_S} s, lateness {LATENESS_S} s, topic of {PARTITIONS} partitions.
   process, CPU time, median of {f.get("repeat", 1)}): **{f["money"]["money_us_per_event"]:.2f} µs per event**
   with the shipped fee schedule, {f["money"]["money_no_fees_us_per_event"]:.2f} µs with no fees
   ({f["money"]["money_events"]:,} events in {f["money"]["money_batches"]:,} batches).
+- Statement matching (`centflow.ops.bench_recon`, DuckDB SQL): **{f["recon"]["matched_s"]:.2f} s**
+  for {f["recon"]["payouts"]:,} payouts against {f["recon"]["entries"]:,} statement entries
+  (goal ≤ {f["recon"]["goal_s"]:g} s: {"met" if f["recon"]["matched_s"] <= f["recon"]["goal_s"] else "not met"}),
+  every break kind among them; {f["recon"]["built_s"]:.1f} s to build them.
 - DuckDB load of the one-process replay's dataset ({f["duckdb"]["rows"]:,} rows in four tables):
   {f["duckdb"]["first_s"]:.1f} s, and {f["duckdb"]["again_s"]:.1f} s to load it again.
 - "events/s" is lines over the workers' wall time, start-up included (Kafka runs exclude
