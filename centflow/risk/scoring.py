@@ -50,6 +50,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections import deque
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,15 @@ _FIXED = (*PAYEE_FEATURES, *PAYER_FEATURES)
 _COLUMN = {name: index for index, name in enumerate(_FIXED)}
 _DECISION_COLUMNS = ("decision", "risk_score", "model_version", "reasons")
 _DECISIONS = ("approve", "review", "decline")  # by how many thresholds a score reaches
+_DECIDE_COLUMNS = (
+    "type",
+    "event_id",
+    "payer_id",
+    "ingest_us",
+    "amount_micros",
+    "currency",
+    "ref_event_id",
+)
 
 RULES = ("card_testing", "velocity", "account_takeover")
 RULE_SCORE = {"card_testing": 0.95, "velocity": 0.7, "account_takeover": 0.93}
@@ -276,7 +286,19 @@ class RiskShard(AsOfShard):
         self._decide(groups, features, scores, contributions, masks, failed)
 
     def _payer_features(self, group: Group, out: list[list[float]], failed: set[int]) -> None:
-        rows = group.rows
+        rows = _slices(
+            group,
+            (
+                "type",
+                "payer_id",
+                "amount_micros",
+                "payee_id",
+                "device_id",
+                "ip",
+                "country",
+                "currency",
+            ),
+        )
         features = self.book.features
         as_of_us = group.as_of_us
         blank = [0.0] * len(PAYER_FEATURES)
@@ -304,7 +326,12 @@ class RiskShard(AsOfShard):
 
     def _with_signals(self, fixed: np.ndarray, groups: list[Group]) -> np.ndarray:
         """The fixed features, then the producer's ``risk_signals`` by name."""
-        signals = [pairs for group in groups for pairs in group.rows["risk_signals"]]
+        first, last = groups[0], groups[-1]
+        signals = (
+            first.columns["risk_signals"][first.start : last.stop]
+            if all(group.columns is first.columns for group in groups)
+            else [pairs for group in groups for pairs in group.rows["risk_signals"]]
+        )
         if not any(signals):
             return fixed
         layout = self.model.layout
@@ -356,7 +383,7 @@ class RiskShard(AsOfShard):
         hold = self._hold
         row = 0
         for group in groups:
-            rows = group.rows
+            rows = _slices(group, _DECIDE_COLUMNS)
             size = len(group)
             as_of_us = group.as_of_us
             kinds = rows["type"]
@@ -406,7 +433,7 @@ class RiskShard(AsOfShard):
             if len(counted) < size:
                 self._follow(rows, decisions, reasons)
             invariant(len(decisions) == size == len(reasons), "one decision per event")
-            group.payload = (decisions, np.array(group_scores), reasons)
+            group.payload = (decisions, group_scores, reasons)
             row += size
         while len(self.held.by_id) > HELD_MAX:
             self._release_oldest()
@@ -459,7 +486,19 @@ class RiskShard(AsOfShard):
     # -- committing a group: the payer book
 
     def _commit(self, group: Group) -> None:
-        rows = group.rows
+        rows = _slices(
+            group,
+            (
+                "type",
+                "payer_id",
+                "ingest_us",
+                "amount_micros",
+                "payee_id",
+                "device_id",
+                "ip",
+                "country",
+            ),
+        )
         commit = self.book.commit
         for kind, payer, ingest, amount, payee, device, ip, country in zip(
             rows["type"],
@@ -553,19 +592,27 @@ class RiskShard(AsOfShard):
         )
 
 
+def _slices(group: Group, names: tuple[str, ...]) -> dict[str, list[Any]]:
+    """The group's rows of the named columns."""
+    start, stop, columns = group.start, group.stop, group.columns
+    return {name: columns[name][start:stop] for name in names}
+
+
 def decided_events(groups: list[Group]) -> pa.RecordBatch:
     """The events of described groups as one block, with the decision columns filled."""
     if not groups:
         return empty_batch()
     events = whole_block(groups)
     count = events.num_rows
+
+    def joined(part: int) -> list[Any]:
+        return list(chain.from_iterable(group.payload[part] for group in groups))
+
     values = {
-        "decision": pa.array([d for group in groups for d in group.payload[0]], pa.string()),
-        "risk_score": pa.array(
-            np.concatenate([group.payload[1] for group in groups]), pa.float64()
-        ),
+        "decision": pa.array(joined(0), pa.string()),
+        "risk_score": pa.array(joined(1), pa.float64()),
         "model_version": pa.repeat(pa.scalar(MODEL_VERSION), count),
-        "reasons": pa.array([r for group in groups for r in group.payload[2]], pa.string()),
+        "reasons": pa.array(joined(2), pa.string()),
     }
     for name in _DECISION_COLUMNS:
         events = events.set_column(PAYMENT_SCHEMA.get_field_index(name), name, values[name])

@@ -51,37 +51,50 @@ _CANONICAL = [("ingest_us", "ascending"), ("payee_id", "ascending"), ("event_id"
 
 class Group:
     """The events of one ingestion second, canonically ordered, with what the shard
-    made of them (`context`: payee features from upstream; `payload`: the shard's own),
-    and the shard's `COLUMNS` of them as Python lists (`rows`)."""
+    made of them (`context`: payee features from upstream; `payload`: the shard's own).
 
-    __slots__ = ("as_of_us", "block", "context", "events", "payload", "rows")
+    A group is rows `start` to `stop` of a ready block (`block`), whose `COLUMNS` are
+    Python lists in `columns` (shared by its sibling groups: nothing is copied per
+    group, which is often one or two events); `events` and `rows` are its own slices.
+    """
+
+    __slots__ = ("as_of_us", "block", "columns", "context", "payload", "start", "stop")
 
     def __init__(
         self,
         as_of_us: int,
-        events: pa.RecordBatch,
+        block: pa.RecordBatch,
         context: np.ndarray | None,
-        rows: dict[str, list[Any]],
-        block: pa.RecordBatch | None = None,
+        columns: dict[str, list[Any]],
+        start: int = 0,
+        stop: int | None = None,
     ) -> None:
         self.as_of_us = as_of_us
-        self.events = events
-        self.context = context
-        self.rows = rows
-        self.payload: Any = None
-        #: the ready block this group is a slice of (with its sibling groups, in order)
         self.block = block
+        self.context = context
+        self.columns = columns
+        self.start = start
+        self.stop = block.num_rows if stop is None else stop
+        self.payload: Any = None
+
+    @property
+    def events(self) -> pa.RecordBatch:
+        return self.block.slice(self.start, self.stop - self.start)
+
+    @property
+    def rows(self) -> dict[str, list[Any]]:
+        return {name: values[self.start : self.stop] for name, values in self.columns.items()}
 
     def __getstate__(self) -> tuple[Any, ...]:
-        """Pickled without `block` (its own slice is in `events`)."""
+        """Pickled as its own slices, not its siblings'."""
         return (self.as_of_us, self.events, self.context, self.rows, self.payload)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.as_of_us, self.events, self.context, self.rows, self.payload = state
-        self.block = None
+        self.as_of_us, self.block, self.context, self.columns, self.payload = state
+        self.start, self.stop = 0, self.block.num_rows
 
     def __len__(self) -> int:
-        return self.events.num_rows
+        return self.stop - self.start
 
 
 class AsOfShard:
@@ -148,10 +161,11 @@ class AsOfShard:
             groups.append(
                 Group(
                     int(seconds[start]) * AS_OF_STEP_US,
-                    picked.slice(start, end - start),
-                    None if picked_context is None else picked_context[start:end],
-                    {name: values[start:end] for name, values in columns.items()},
                     picked,
+                    None if picked_context is None else picked_context[start:end],
+                    columns,
+                    start,
+                    end,
                 )
             )
         return groups
@@ -199,7 +213,7 @@ class PayeeContextShard(AsOfShard):
             self._commit_before(group.as_of_us)
             as_of_s = group.as_of_us // AS_OF_STEP_US
             cache: dict[str, tuple[float, ...]] = {}
-            for payee_id in group.rows["payee_id"]:
+            for payee_id in group.columns["payee_id"][group.start : group.stop]:
                 row = cache.get(payee_id)
                 if row is None:
                     row = cache[payee_id] = features(payee_id, as_of_s)
@@ -212,18 +226,19 @@ class PayeeContextShard(AsOfShard):
             start += len(group)
 
     def _commit(self, group: Group) -> None:
-        rows = group.rows
+        rows = group.columns
+        span = slice(group.start, group.stop)
         second = group.as_of_us // AS_OF_STEP_US
         self.book.commit(
             second,
             [
                 (payee_id, payer_id, is_tiny(amount, minor_unit_exponent(currency)))
                 for kind, payee_id, payer_id, amount, currency in zip(
-                    rows["type"],
-                    rows["payee_id"],
-                    rows["payer_id"],
-                    rows["amount_micros"],
-                    rows["currency"],
+                    rows["type"][span],
+                    rows["payee_id"][span],
+                    rows["payer_id"][span],
+                    rows["amount_micros"][span],
+                    rows["currency"][span],
                     strict=True,
                 )
                 if kind == "payment"
@@ -246,8 +261,7 @@ def whole_block(groups: list[Group]) -> pa.RecordBatch:
     they were cut from when they are all of it (no copy), else a concatenation."""
     block = groups[0].block
     if (
-        block is not None
-        and all(group.block is block for group in groups)
+        all(group.block is block for group in groups)
         and sum(len(group) for group in groups) == block.num_rows
     ):
         return block
