@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -36,6 +37,7 @@ BATCH_IDS = ("b-0", "b-1", "b-2", "b-3", "b-4")
 CURRENCIES = ("USD", "JPY", "BHD")
 MINUTE_US = 60_000_000
 TWINNED_VIEWS = {
+    "recon_account_balances",
     "recon_batch_totals",
     "recon_event_repeats",
     "recon_ledger_balance",
@@ -50,6 +52,9 @@ TWINNED_QUERIES = {
     "summary_repeats",
 }
 RAILS = ("card", "sepa")
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def dec(micros: int) -> Decimal:
@@ -145,7 +150,7 @@ def entry(index: int, batch_id: str, currency: str, amount: int) -> tuple:
         f"account-{index % 3}",
         currency,
         amount,
-        0,
+        (9 - sum(map(ord, batch_id)) % 7) // 2 * MINUTE_US,  # out of id order, ties too
     )
 
 
@@ -331,6 +336,27 @@ def twin_ledger_balance(tables: Tables) -> dict[str, tuple]:
             dec(sum(a for a in amounts if a < 0)),
             dec(balance),
             balance == 0,
+        )
+    return result
+
+
+def twin_account_balances(tables: Tables) -> dict[object, tuple]:
+    """recon_account_balances: (account, currency, batch) -> (posted_at, movement, balance)."""
+    moves: dict[tuple[str, str, str], list[int]] = {}
+    for row in tables.ledger_entries:
+        move = moves.setdefault((row[4], row[5], row[1]), [row[7], 0])
+        move[0] = min(move[0], row[7])
+        move[1] += row[6]
+    result = {}
+    balance: dict[tuple[str, str], int] = defaultdict(int)
+    for (account, currency, batch), (posted, movement) in sorted(
+        moves.items(), key=lambda item: (item[1][0], item[0][2])
+    ):
+        balance[(account, currency)] += movement
+        result[(account, currency, batch)] = (
+            EPOCH + timedelta(microseconds=posted),
+            dec(movement),
+            dec(balance[(account, currency)]),
         )
     return result
 
@@ -541,6 +567,8 @@ def compare_everything(tables: Tables) -> None:
         assert run_query(db, "summary_events") == twin_summary_events(tables)
         assert sql_event_repeats(db) == twin_event_repeats(tables)
         assert run_query(db, "summary_repeats") == [(len(twin_event_repeats(tables)),)]
+        balances = db.execute("SELECT * FROM recon_account_balances").fetchall()
+        assert {(r[0], r[1], r[2]): r[3:] for r in balances} == twin_account_balances(tables)
         conservation = db.execute("SELECT * FROM recon_payee_conservation").fetchall()
         assert {(r[0], r[1]): r[2:] for r in conservation} == twin_payee_conservation(tables)
         economics = db.execute("SELECT * FROM recon_unit_economics").fetchall()
