@@ -160,6 +160,9 @@ def _semantic_rules() -> str:
         "bps is written as a JSON integer (10000, not 10000.0 or 1e4) [invalid_splits]",
         "risk_signals values are finite IEEE 754 doubles (1e400 is valid JSON, but not "
         "finite) [invalid_risk_signals]",
+        "no id (event_id, payer_id, payee_id, ref_event_id, device_id, a split's party_id) "
+        "holds a card number: a run of 13 to 19 digits, at most one space or dash between "
+        "two, passing the Luhn check; checked before every other field rule [pan_in_id]",
     ]
     stateful = (
         "Rules of the pipeline, not of one message: a repeated event_id is a duplicate "

@@ -90,9 +90,11 @@ def assert_same_as_each(
     assert to_payments(batch) == payments
     assert batch.equals(to_batch(payments))  # column for column, map entries in order
     assert dead_letters == expected_dead_letters
-    assert [call.args[0] for call in asked.call_args_list] == [
-        letter.raw for letter in dead_letters
+    assert [call.args[1] for call in asked.call_args_list] == [
+        letter.source for letter in dead_letters
     ]  # the fast path took every valid message
+    for call, letter in zip(asked.call_args_list, dead_letters, strict=True):
+        assert letter.raw == call.args[0] or letter.reason == "pan_in_id"  # masked there
     return payments, dead_letters
 
 

@@ -45,6 +45,7 @@ from jsonschema import Draft202012Validator
 from centflow.errors import InvalidEvent
 from centflow.ingest.decode import REQUIRED_FIELDS, decode_message
 from centflow.ingest.events import EVENT_TYPES, RAILS, REVERSAL_TYPES, DeadLetter, Payment, Reason
+from centflow.ingest.pan import contains_pan
 from centflow.ingest.timeparse import YEAR_MIN, parse_rfc3339_us
 from centflow.limits import (
     AMOUNT_FRACTION_DIGITS_MAX,
@@ -524,8 +525,9 @@ def bad_lengths(size_max: int) -> st.SearchStrategy[str]:
     return st.just("") | texts(size_max + 1, size_max + 8)
 
 
-ids = texts(1, EVENT_ID_CHARS_MAX)
-party_ids = texts(1, PARTY_ID_CHARS_MAX)
+# Valid ids are opaque: never a card number (the decoder's pan_in_id, beyond the schema).
+ids = texts(1, EVENT_ID_CHARS_MAX).filter(lambda value: not contains_pan(value))
+party_ids = texts(1, PARTY_ID_CHARS_MAX).filter(lambda value: not contains_pan(value))
 
 
 @st.composite
@@ -642,7 +644,7 @@ def valid_events(draw: st.DrawFn) -> dict[str, Any]:
         document["ref_event_id"] = draw(st.none() | ids)
     optional = {
         "splits": valid_splits(),
-        "device_id": texts(1, DEVICE_ID_CHARS_MAX),
+        "device_id": texts(1, DEVICE_ID_CHARS_MAX).filter(lambda value: not contains_pan(value)),
         "ip": texts(1, IP_CHARS_MAX),
         "risk_signals": valid_signals,
     }

@@ -9,7 +9,16 @@ always gets the same reason.
 
 Rules beyond what the JSON Schema in ``schemas/`` can say: calendar validity
 of dates, the leap-second rule, years before 1970, splits summing to 10000 bps,
-finite risk signals, and timestamps too far ahead of their ingestion time.
+finite risk signals, timestamps too far ahead of their ingestion time, and no
+card number in an id (`centflow.ingest.pan`: an id that looks like one is
+``pan_in_id``, checked as soon as the message is a JSON object, before every
+other field rule, so a card number in an id wins over any other fault).
+
+A ``pan_in_id`` dead letter keeps no card number either: its raw bytes and its
+detail are masked (`centflow.ingest.pan.mask_pans`: every digit of a card-like
+run but the last four becomes ``*``; a message that spells digits with
+``\\u`` escapes is stored re-encoded, masked). Other dead letters keep their
+raw bytes exactly as received.
 
 `decode_block` gives what `decode_message` gives for each message of a block,
 as one Arrow record batch of payments plus the dead letters, and faster:
@@ -37,6 +46,13 @@ import pyarrow.compute as pc
 from centflow.errors import InvalidEvent, InvariantViolation, invariant
 from centflow.ingest.columns import PAYMENT_SCHEMA, SIGNALS_TYPE, SPLIT_TYPE, to_batch
 from centflow.ingest.events import EVENT_TYPES, RAILS, DeadLetter, Payment, RawMessage, Split
+from centflow.ingest.pan import (
+    columns_may_hold_pan,
+    first_pan_field,
+    mask_pans,
+    mask_pans_text,
+    pan_rows,
+)
 from centflow.ingest.timeparse import YEAR_MIN, parse_rfc3339_us
 from centflow.limits import (
     BPS_WHOLE,
@@ -102,11 +118,78 @@ def decode_message(
     try:
         return _decode(raw, source, ingest_us, future_skew_us)
     except InvalidEvent as error:
-        return DeadLetter(source, error.reason, error.detail, bytes(raw), ingest_us)
+        return _dead_letter(source, error.reason, error.detail, raw, ingest_us)
     except Exception as error:
-        return DeadLetter(
-            source, "invalid_field", f"unexpected: {error!r}"[:500], bytes(raw), ingest_us
-        )
+        return _dead_letter(source, "invalid_field", f"unexpected: {error!r}"[:500], raw, ingest_us)
+
+
+def _dead_letter(source: str, reason: str, detail: str, raw: bytes, ingest_us: int) -> DeadLetter:
+    """A dead letter; a ``pan_in_id`` one with its card numbers masked."""
+    if reason != "pan_in_id":
+        return DeadLetter(source, reason, detail, bytes(raw), ingest_us)
+    masked = mask_pans(bytes(raw))
+    if b"\\u" in masked:
+        masked = _masked_document(masked)  # escapes may spell digits the byte scan missed
+    return DeadLetter(source, reason, mask_pans_text(detail), masked, ingest_us)
+
+
+def _masked_document(raw: bytes) -> bytes:
+    """The JSON document of `raw` encoded again with every string masked: a card
+    number written with ``\\u`` escapes is masked too. `raw` decoded as a payment."""
+    try:
+        document = _untyped_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return raw  # cannot be: only a message that decoded is a pan_in_id
+    masked = mask_pans(msgspec.json.encode(_mask_strings(document)))
+    invariant(b"\\u" not in masked or not _has_pan_in_ids(masked), "a card number left unmasked")
+    return masked
+
+
+def _has_pan_in_ids(raw: bytes) -> bool:
+    try:
+        document = _untyped_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return isinstance(document, dict) and _document_pan_field(document) is not None
+
+
+def _document_pan_field(document: dict[str, object]) -> str | None:
+    """`_id_fields`'s rule on a parsed JSON object (ids that are strings)."""
+    fields = [(name, document.get(name)) for name in _ID_NAMES]
+    splits = document.get("splits")
+    if isinstance(splits, list):
+        fields += [
+            ("splits.party_id", split.get("party_id"))
+            for split in splits
+            if isinstance(split, dict)
+        ]
+    return first_pan_field((name, value) for name, value in fields if isinstance(value, str))
+
+
+def _mask_strings(value: object) -> object:
+    if isinstance(value, str):
+        return mask_pans_text(value)
+    if isinstance(value, dict):
+        return {_mask_strings(key): _mask_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mask_strings(item) for item in value]
+    return value
+
+
+_ID_NAMES = ("event_id", "payer_id", "payee_id", "ref_event_id", "device_id")
+
+
+def _id_fields(wire: _WirePayment) -> list[tuple[str, str | None]]:
+    """The opaque ids of an event, by name: the fields that must never hold a card number."""
+    fields = [
+        ("event_id", wire.event_id),
+        ("payer_id", wire.payer_id),
+        ("payee_id", wire.payee_id),
+        ("ref_event_id", wire.ref_event_id),
+        ("device_id", wire.device_id),
+    ]
+    fields += [("splits.party_id", split.party_id) for split in wire.splits or ()]
+    return fields
 
 
 def _decode(raw: bytes, source: str, ingest_us: int, future_skew_us: int) -> Payment:
@@ -169,6 +252,9 @@ def _explain_document(document: object, message: str) -> InvalidEvent:
         return InvalidEvent(
             "invalid_json", f"expected a JSON object, got {type(document).__name__}"
         )
+    pan_field = _document_pan_field(document)
+    if pan_field is not None:
+        return _pan_in_id(pan_field)
     for name in REQUIRED_FIELDS:
         if document.get(name) is None:
             return InvalidEvent("missing_field", f"{name} is required")
@@ -204,6 +290,9 @@ def _validate(
     wire: _WirePayment, raw: bytes, source: str, ingest_us: int, future_skew_us: int
 ) -> Payment:
     """Each field's rule, in a fixed order (the order decides the reason code)."""
+    pan_field = first_pan_field(_id_fields(wire))
+    if pan_field is not None:
+        raise _pan_in_id(pan_field)
     if not 0 < len(wire.event_id) <= EVENT_ID_CHARS_MAX:
         _bad_length("event_id", wire.event_id, EVENT_ID_CHARS_MAX)
     event_type = wire.type
@@ -261,6 +350,14 @@ def _validate(
         wire.device_id,
         wire.ip,
         wire.risk_signals,
+    )
+
+
+def _pan_in_id(field: str) -> InvalidEvent:
+    return InvalidEvent(
+        "pan_in_id",
+        f"{field} looks like a card number (13-19 digits passing the Luhn check); "
+        "ids are opaque and never card numbers",
     )
 
 
@@ -547,6 +644,10 @@ def _fast_batch(
     """The decoded rows that keep every remaining rule, as a batch, and the indices of the rest."""
     types = pa.array([row.type for row in rows], pa.string())
     references = pa.array([row.ref_event_id for row in rows], pa.string())
+    event_ids = pa.array([row.event_id for row in rows], pa.string())
+    payer_ids = pa.array([row.payer_id for row in rows], pa.string())
+    payee_ids = pa.array([row.payee_id for row in rows], pa.string())
+    device_ids = pa.array([row.device_id for row in rows], pa.string())
     raw = pa.array(picked.values, pa.binary())
     sources = picked.sources
     occurred_us, keep = parse_times([row.occurred_at for row in rows])
@@ -558,6 +659,7 @@ def _fast_batch(
     keep &= _utf8_rows(raw)
     has_reference = references.is_valid().to_numpy(zero_copy_only=False)
     keep &= is_payment | has_reference  # a refund or a chargeback names what it reverses
+    keep &= ~_pan_rows((event_ids, payer_ids, payee_ids, references, device_ids), splits)
     if not keep.all():
         kept, mask, keep_list = np.flatnonzero(keep), pa.array(keep), keep.tolist()
         rows = list(compress(rows, keep_list))
@@ -569,14 +671,17 @@ def _fast_batch(
             ingest_us[kept],
         )
         is_payment = is_payment[kept]
-        types, references, raw = (array.filter(mask) for array in (types, references, raw))
+        types, references, raw, event_ids, payer_ids, payee_ids, device_ids = (
+            array.filter(mask)
+            for array in (types, references, raw, event_ids, payer_ids, payee_ids, device_ids)
+        )
     columns = {
-        "event_id": pa.array([row.event_id for row in rows], pa.string()),
+        "event_id": event_ids,
         "type": types,
         "occurred_us": pa.array(occurred_us),
         "ingest_us": pa.array(ingest_us),
-        "payer_id": pa.array([row.payer_id for row in rows], pa.string()),
-        "payee_id": pa.array([row.payee_id for row in rows], pa.string()),
+        "payer_id": payer_ids,
+        "payee_id": payee_ids,
         "amount_micros": pa.array(amount_micros),
         "currency": pa.array([row.currency for row in rows], pa.string()),
         "rail": pa.array([row.rail for row in rows], pa.string()),
@@ -585,7 +690,7 @@ def _fast_batch(
         "raw": raw,
         "ref_event_id": pc.if_else(is_payment, None, references),  # as in `_validate`
         "splits": pa.array(splits, SPLIT_TYPE),
-        "device_id": pa.array([row.device_id for row in rows], pa.string()),
+        "device_id": device_ids,
         "ip": pa.array([row.ip for row in rows], pa.string()),
         "risk_signals": pa.array([row.risk_signals for row in rows], SIGNALS_TYPE),
         "late": pa.array(np.zeros(len(rows), dtype=np.bool_)),
@@ -603,6 +708,26 @@ def _fast_batch(
     )
     invariant(len(raw) == len(rows), "%s raw messages for %s rows", len(raw), len(rows))
     return batch, np.flatnonzero(~keep)
+
+
+def _pan_rows(
+    ids: tuple[pa.StringArray, ...], splits: list[list[tuple[str, int]] | None]
+) -> _Bools:
+    """Which rows have an id that looks like a card number (`_validate`'s first rule):
+    a digit count per id column first, so the regular expression sees almost nothing."""
+    found = np.zeros(len(ids[0]), dtype=np.bool_)
+    parties = [party for shares in splits if shares for party, _ in shares]
+    if not columns_may_hold_pan(ids, parties):
+        return found
+    for column in ids:
+        found |= pan_rows(column)
+    rows_of_parties = [
+        index for index in compress(range(len(splits)), splits) for _ in splits[index] or ()
+    ]
+    if rows_of_parties:  # split parties: every row's, in one column
+        party_rows = np.array(rows_of_parties, dtype=np.int64)
+        found[party_rows[pan_rows(pa.array(parties, pa.string()))]] = True
+    return found
 
 
 def _utf8_rows(raw: pa.BinaryArray) -> _Bools:

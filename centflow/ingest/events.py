@@ -36,6 +36,7 @@ class Reason(StrEnum):
     INVALID_COUNTRY = "invalid_country"
     INVALID_SPLITS = "invalid_splits"
     INVALID_RISK_SIGNALS = "invalid_risk_signals"
+    PAN_IN_ID = "pan_in_id"
     DUPLICATE = "duplicate"
     UNKNOWN_REFERENCE = "unknown_reference"
     REFERENCE_MISMATCH = "reference_mismatch"
