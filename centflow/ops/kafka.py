@@ -10,6 +10,15 @@ stderr every few milliseconds while a broker is down.
 Topics are always looked up in the full metadata listing: some brokers (Tansu,
 the local development broker) create a topic when a metadata request merely
 names it.
+
+Secrets. Client settings are passed to librdkafka untouched, but no message
+centflow prints or logs carries a secret value: `redacted_settings` is the
+form to show settings in (every key `is_secret_setting` names, such as
+``sasl.password``, ``ssl.key.password``, ``ssl.key.pem`` or
+``sasl.oauthbearer.client.secret``, has its value replaced by `REDACTED`), a
+malformed setting is reported by its place (file and line, or the number of
+the ``-X``) and its key, never its text, and a message from librdkafka about
+the settings has every secret value cut out (`redact_text`).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import select
 import subprocess
 import sys
@@ -97,6 +107,13 @@ _AUTH_ERRORS = frozenset(
     }
 )
 
+REDACTED = "[redacted]"
+# Keys whose values are secrets, whatever the client: passwords, private keys, tokens.
+_SECRET_KEY = re.compile(
+    r"password|secret|jaas|token|credential|private|\.key\.pem$|oauthbearer\.config|\bapi\.key",
+    re.IGNORECASE,
+)
+
 LIBRDKAFKA_LOGGER = logging.getLogger("centflow.ops.kafka.librdkafka")
 LIBRDKAFKA_LOGGER.addHandler(logging.NullHandler())
 
@@ -115,13 +132,48 @@ def client_config(bootstrap: str, settings: Mapping[str, str] | None = None) -> 
     return config
 
 
+def is_secret_setting(key: str) -> bool:
+    """Whether a client setting's value is a secret, never to be shown.
+
+    >>> [is_secret_setting(k) for k in ("sasl.password", "ssl.key.pem", "sasl.username")]
+    [True, True, False]
+    """
+    return _SECRET_KEY.search(key) is not None
+
+
+def redacted_settings(settings: Mapping[str, Any]) -> dict[str, str]:
+    """`settings` as they may be shown or logged: every secret value replaced.
+
+    >>> redacted_settings({"sasl.username": "svc", "sasl.password": "hunter2"})
+    {'sasl.username': 'svc', 'sasl.password': '[redacted]'}
+    """
+    return {
+        str(key): REDACTED if is_secret_setting(str(key)) else str(value)
+        for key, value in settings.items()
+    }
+
+
+def redact_text(text: str, settings: Mapping[str, Any]) -> str:
+    """`text` with the value of every secret setting of `settings` cut out.
+
+    >>> redact_text('bad value "hunter2"', {"sasl.password": "hunter2"})
+    'bad value "[redacted]"'
+    """
+    for key, value in settings.items():
+        if is_secret_setting(str(key)) and str(value):
+            text = text.replace(str(value), REDACTED)
+    return text
+
+
 def _parse_setting(text: str, where: str) -> tuple[str, str]:
-    """One ``key=value`` (or ``key: value``) setting; a ConfigError names `where`."""
+    """One ``key=value`` (or ``key: value``) setting; a ConfigError names `where`
+    (the text itself is never shown: it may hold a secret)."""
     separators = [index for index in (text.find("="), text.find(":")) if index >= 0]
     key = text[: min(separators)].strip() if separators else ""
     if not key:
         raise ConfigError(
-            f"{where}: expected key=value, got {text!r} (e.g. security.protocol=SASL_SSL)"
+            f"{where}: expected key=value (e.g. security.protocol=SASL_SSL); "
+            "the text is not shown, it may hold a secret"
         )
     return key, text[min(separators) + 1 :].strip()
 
@@ -156,12 +208,13 @@ def _read_properties(path: Path) -> dict[str, str]:
 def load_client_settings(path: Path | None, pairs: list[str]) -> dict[str, str]:
     """Client settings from a .properties file, then ``KEY=VALUE`` pairs (pairs win)."""
     settings = _read_properties(path) if path is not None else {}
-    for pair in pairs:
+    for number, pair in enumerate(pairs, start=1):
         if "=" not in pair:
             raise ConfigError(
-                f"client setting {pair!r} is not KEY=VALUE (e.g. sasl.mechanism=PLAIN)"
+                f"client setting {number} (-X) is not KEY=VALUE (e.g. sasl.mechanism=PLAIN); "
+                "the text is not shown, it may hold a secret"
             )
-        key, value = _parse_setting(pair, "client setting")
+        key, value = _parse_setting(pair, f"client setting {number} (-X)")
         settings[key] = value
     invariant(all(key for key in settings), "an empty client setting key was accepted")
     return settings
@@ -236,7 +289,7 @@ def _with_settings_checked(make: Callable[[dict[str, Any]], Any], settings: dict
         return make(settings)
     except KafkaException as error:
         reason = error.args[0].str() if error.args and hasattr(error.args[0], "str") else error
-        raise ConfigError(f"Kafka client settings: {reason}") from None
+        raise ConfigError(f"Kafka client settings: {redact_text(str(reason), settings)}") from None
 
 
 def _admin_client(settings: dict[str, Any]) -> AdminClient:
