@@ -32,6 +32,7 @@ from bytewax.outputs import Sink
 
 from centflow.config import CONFIG_ENV, PipelineConfig, from_environment
 from centflow.ops.cluster import wait_for_peers
+from centflow.ops.lifecycle import install_stop_handlers
 from dataflows import steps
 from dataflows.sources import KafkaBatchSource, ReplaySource
 from sinks.kafka import KafkaMessageSink
@@ -128,6 +129,7 @@ def _flow_from_environment() -> Dataflow | None:
     """The flow of a worker process started by ``centflow run`` (None when imported otherwise)."""
     if not os.environ.get(CONFIG_ENV):
         return None
+    install_stop_handlers()  # SIGINT/SIGTERM: end at an epoch, snapshot, exit 0
     tune_garbage_collector()
     use_jemalloc()
     flow = flow_for(from_environment())

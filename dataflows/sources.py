@@ -20,6 +20,10 @@ Each partition also reports its watermark (largest ingestion time so far, or
   message (at least `FIRST_MESSAGE_GRACE_S` before its first one). The local
   broker's reported high watermark can trail the true end, so "idle" is
   judged by silence, not by offsets.
+
+Both end early, without the end-of-input watermark, when the run is asked to
+stop (`centflow.ops.lifecycle`): the dataflow ends and snapshots, nothing
+closes, and the next run reads on from the snapshot.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from centflow.limits import (
     MICROS_PER_SECOND,
     WATERMARK_END_US,
 )
+from centflow.ops.lifecycle import StopWatch
 from centflow.ops.status import StatusWriter
 from centflow.progress import WATERMARK_NONE_US
 
@@ -95,6 +100,7 @@ class _ReplayPartition(StatefulSourcePartition[Decoded, ReplayPosition]):
         future_skew_us: int,
         position: ReplayPosition | None,
         status: StatusWriter,
+        stop: StopWatch | None = None,
     ) -> None:
         position = position or ReplayPosition(0, CLOCK_START_US, 0, False)
         self._name = name
@@ -108,10 +114,11 @@ class _ReplayPartition(StatefulSourcePartition[Decoded, ReplayPosition]):
         self._scan_lines = batch_messages_max * min(count, REPLAY_SCAN_FACTOR)
         self._future_skew_us = future_skew_us
         self._lines = LineBatches(path, start_line=position.line)
+        self._stop = stop or StopWatch(None)
 
     def next_batch(self) -> list[Decoded]:
-        if self._ended:
-            raise StopIteration
+        if self._ended or self._stop.requested():
+            raise StopIteration  # a stop: ended here for the dataflow, not in its snapshot
         lines = self._lines.take_columns(self._scan_lines)
         if not lines:
             self._ended = True
@@ -161,6 +168,7 @@ class ReplaySource(FixedPartitionedSource[Decoded, ReplayPosition]):
             self._future_skew_us,
             resume_state,
             status,
+            StopWatch(self._status_dir),
         )
 
 
@@ -181,6 +189,7 @@ class _KafkaPartition(StatefulSourcePartition[Decoded, KafkaPosition]):
         position: KafkaPosition | None,
         status: StatusWriter,
         future_skew_us: int,
+        stop: StopWatch | None = None,
     ) -> None:
         self._status = status
         self._future_skew_us = future_skew_us
@@ -208,6 +217,7 @@ class _KafkaPartition(StatefulSourcePartition[Decoded, KafkaPosition]):
         )
         self._learn_leader(topic)
         self._consumer.assign([TopicPartition(topic, int(number), self._offset)])
+        self._stop = stop or StopWatch(None)
 
     def _learn_leader(self, topic: str) -> None:
         """Ask for the topic's metadata before assigning: librdkafka assigned a partition
@@ -220,8 +230,8 @@ class _KafkaPartition(StatefulSourcePartition[Decoded, KafkaPosition]):
             pass
 
     def next_batch(self) -> list[Decoded]:
-        if self._ended:
-            raise StopIteration
+        if self._ended or self._stop.requested():
+            raise StopIteration  # a stop: the snapshot keeps the offset to read on from
         records = self._consumer.consume(self._batch_messages_max, 0.0)
         if any(record.error() is not None for record in records):
             records = self._without_errors(records)
@@ -315,4 +325,5 @@ class KafkaBatchSource(FixedPartitionedSource[Decoded, KafkaPosition]):
             resume_state,
             status,
             self._future_skew_us,
+            StopWatch(self._status_dir),
         )

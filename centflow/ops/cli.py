@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 import typer
@@ -39,6 +39,9 @@ from centflow.ops.cli_recon import (
     write_html_report,
 )
 from centflow.ops.status import read_status
+
+if TYPE_CHECKING:
+    from centflow.ops.runner import RunStats
 
 app = typer.Typer(
     add_completion=False,
@@ -98,7 +101,7 @@ def _refuse_a_grown_replay(log: Path, out: Path, lines: int) -> None:
 
 def _run_with_progress(
     config: PipelineConfig, workers: int, snapshot_s: int, total: int | None
-) -> float:
+) -> RunStats:
     """Run the workers under a live progress bar and summary line."""
     from centflow.ops.runner import check_run, run_workers
 
@@ -131,7 +134,7 @@ def _run_with_progress(
 
         stats = run_workers(config, workers, snapshot_s, on_tick=tick)
         tick()
-    return stats.seconds
+    return stats
 
 
 def _finish(out_dir: Path, html: Path | None = None, reload: bool = True) -> None:
@@ -193,8 +196,21 @@ def run(
         Path | None,
         typer.Option(help="JSON lines {payer_id, tier}: each payer's verification tier."),
     ] = None,
+    umask: Annotated[
+        str,
+        typer.Option(help="Octal umask for everything written under OUT (077: owner only)."),
+    ] = "077",
 ) -> None:
-    """Run the pipeline into OUT (resumes from OUT's recovery state after a crash)."""
+    """Run the pipeline into OUT (resumes from OUT's recovery state after a crash).
+
+    SIGTERM or Ctrl-C stops it cleanly: the current epoch is finished and
+    snapshotted, the sinks are flushed, and the same command resumes. Exit
+    status: 0 done (or stopped cleanly); 1 a bug (with its traceback); 2 a
+    one-line error (usage, configuration, broker, a failed worker or check);
+    130 / 143 a second Ctrl-C / SIGTERM killed the workers before their last
+    snapshot (the same command still resumes, from the snapshot before).
+    """
+    from centflow.ops.lifecycle import RunInterrupted
     from centflow.ops.runner import clear_state, out_dir_lock
 
     if (replay is None) == (kafka is None):
@@ -255,21 +271,31 @@ def run(
     from centflow.risk.tiers import TierLimits
 
     TierLimits.from_config(config.risk)  # a bad payer directory fails here, in one line
-    with out_dir_lock(out):  # one run at a time per OUT, from --fresh to the report
+    with out_dir_lock(out, _parse_umask(umask)):  # one run at a time per OUT, to the report
         if fresh:
             clear_state(out)
         elif replay is not None and total is not None:
             _refuse_a_grown_replay(replay, out, total)
         try:
-            seconds = _run_with_progress(config, workers, snapshot_s, total)
-        except KeyboardInterrupt:  # the way to stop --follow: report what has been written
+            stats = _run_with_progress(config, workers, snapshot_s, total)
+        except RunInterrupted as interrupted:
+            console.print(f"centflow: stopped: {interrupted}")
+            raise typer.Exit(interrupted.exit_code) from None
+        if stats.stopped_by is not None:  # the way to stop --follow: a clean stop
             console.print(
-                f"stopped; the state is kept in {out}: run the same command again to resume"
+                f"stopped on {stats.stopped_by} at the end of an epoch, after a snapshot; "
+                f"the state is kept in {out}: run the same command again to resume"
             )
-            _finish(out)
-            raise
-        console.print(f"pipeline finished in {seconds:.1f} s")
+        else:
+            console.print(f"pipeline finished in {stats.seconds:.1f} s")
         _finish(out)
+
+
+def _parse_umask(text: str) -> int:
+    """``--umask`` as a number: three octal digits at most, like 077 or 027."""
+    if not text.isascii() or not 1 <= len(text) <= 4 or any(c not in "01234567" for c in text):
+        raise ConfigError(f"--umask {text!r} is not an octal file-mode mask like 077 or 027")
+    return int(text, 8) & 0o777
 
 
 @app.command()
@@ -578,7 +604,7 @@ def demo(
                 lateness_s=lateness_s,
                 idle_s=2.0,
             )
-            seconds = _run_with_progress(validate(config), workers, 2, stats.messages)
+            seconds = _run_with_progress(validate(config), workers, 2, stats.messages).seconds
             console.print(f"pipeline finished in {seconds:.1f} s")
         _finish(out)
         demo_reconciliation(out, statement_breaks)

@@ -13,6 +13,20 @@ directory::
     DIR/logs/            each worker's output
     DIR/state.json       what this state belongs to (input, windows, shards)
     DIR/.centflow.lock   held by the run using DIR (`out_dir_lock`): one run at a time
+    DIR/stop.request     written on SIGTERM/SIGINT: the workers stop at an epoch's end
+
+Owner only. Everything a run writes under DIR is created with the umask
+`OUTPUT_UMASK_DEFAULT` (077: directories 0700, files 0600; ``--umask 027``
+lets a group read), set while `out_dir_lock` is held and inherited by the
+worker processes, and DIR itself is made 0700 (less the umask's bits), so even
+a file made earlier with looser bits cannot be reached through it by others.
+
+Stopping. SIGTERM or SIGINT (Ctrl-C) to ``centflow run`` stops the workers at
+the end of an epoch, after a last snapshot and with the sinks flushed
+(`centflow.ops.lifecycle` says how); `run_workers` then returns normally,
+with `RunStats.stopped_by` naming the signal. A second signal, or a stop that
+outlasts `centflow.ops.lifecycle.STOP_GRACE_S`, kills the workers and raises
+`RunInterrupted`.
 
 Rerunning the same command after a crash or a kill resumes from the last
 snapshot: the sources seek back, state is restored, and the output produced
@@ -30,6 +44,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,11 +62,21 @@ from centflow.limits import (
 )
 from centflow.ops.broker import free_loopback_port
 from centflow.ops.cluster import PEERS_ENV
+from centflow.ops.lifecycle import (
+    EXIT_CODE_BY_SIGNAL,
+    STOP_GRACE_S,
+    STOP_SIGNALS,
+    RunInterrupted,
+    clear_stop,
+    ignore_stop_signals,
+    request_stop,
+)
 
 SNAPSHOT_S_DEFAULT = 10  # long epochs: each epoch change drains the pipeline once
 POLL_S = 0.1
 STOP_TIMEOUT_S = 10.0
 STATE_FILE = "state.json"
+OUTPUT_UMASK_DEFAULT = 0o077  # owner only: directories 0700, files 0600
 KEPT_NAMES = (
     "recovery",
     "parquet",
@@ -107,9 +132,14 @@ LOCK_FILE = ".centflow.lock"
 
 
 @contextmanager
-def out_dir_lock(out_dir: Path) -> Iterator[None]:
+def out_dir_lock(out_dir: Path, umask: int = OUTPUT_UMASK_DEFAULT) -> Iterator[None]:
     """Hold `out_dir` for one run: a second run into the same directory is refused
     in one line instead of mixing its state, files and counts with the first's.
+
+    While it is held, this process's umask is `umask` (the workers inherit it)
+    and `out_dir`, if centflow made it, is chmod-ed to 0777 less the umask:
+    outputs are owner-only unless the umask says otherwise. The previous umask
+    is restored on exit.
 
     An advisory lock (``flock``) on ``DIR/.centflow.lock``, held from before
     ``--fresh`` clears anything to after the report: the kernel drops it when the
@@ -119,8 +149,23 @@ def out_dir_lock(out_dir: Path) -> Iterator[None]:
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file, not a directory")
+    if not 0 <= umask <= 0o777:
+        raise ConfigError(f"--umask {umask:o} is not an octal file-mode mask like 077")
+    previous_umask = os.umask(umask)
     try:
+        with _locked(out_dir, umask):
+            yield
+    finally:
+        os.umask(previous_umask)
+
+
+@contextmanager
+def _locked(out_dir: Path, umask: int) -> Iterator[None]:
+    try:
+        ours = not out_dir.exists() or (out_dir / LOCK_FILE).exists()
         out_dir.mkdir(parents=True, exist_ok=True)
+        if ours:  # a directory centflow made; another (``--out .``) keeps its mode
+            out_dir.chmod(0o777 & ~umask)
         handle = (out_dir / LOCK_FILE).open("a+")
     except OSError as error:
         raise ConfigError(f"cannot use {out_dir} as --out: {error.strerror or error}") from None
@@ -231,10 +276,12 @@ def _last_error_line(log: Path) -> str:
 
 
 class RunStats(msgspec.Struct):
-    """What a run of the workers measured."""
+    """What a run of the workers measured; `stopped_by` names the signal that
+    stopped it cleanly (None: the input ended, or the stream went idle)."""
 
     seconds: float = 0.0
     peak_rss_bytes: list[int] = msgspec.field(default_factory=list)
+    stopped_by: str | None = None
 
 
 def _peak_rss_bytes(pid: int) -> int:
@@ -266,14 +313,21 @@ def run_workers(
 ) -> RunStats:
     """Run the dataflow to its end in `workers` processes; return what was measured."""
     recovery = check_run(config, workers, snapshot_s)
-    logs = Path(config.out_dir) / "logs"
+    out_dir = Path(config.out_dir)
+    logs = out_dir / "logs"
     logs.mkdir(exist_ok=True)
+    clear_stop(out_dir)
     environment = {**os.environ, **to_environment(config), "PYTHONHASHSEED": "0"}
     started_s = time.monotonic()
     processes: list[tuple[subprocess.Popen[bytes], Path]] = []
     stats = RunStats(peak_rss_bytes=[0] * workers)
 
+    stop = _StopRequests(out_dir)
+
     def tick() -> None:
+        stop.check(processes)
+        if stop.signal is not None:
+            stats.stopped_by = stop.signal.name
         for index, (process, _) in enumerate(processes):
             stats.peak_rss_bytes[index] = max(
                 stats.peak_rss_bytes[index], _peak_rss_bytes(process.pid)
@@ -281,26 +335,83 @@ def run_workers(
         if on_tick is not None:
             on_tick()
 
-    try:
-        for index, launch in enumerate(worker_launches(recovery, workers, snapshot_s)):
-            log = logs / f"worker-{index}.log"
-            with log.open("wb") as stream:
-                processes.append(
-                    (
-                        subprocess.Popen(
-                            launch.command,
-                            stdout=stream,
-                            stderr=subprocess.STDOUT,
-                            env={**environment, **launch.environment},
-                        ),
-                        log,
+    with stop.handling():  # from before the first worker starts to after the last ends
+        try:
+            for index, launch in enumerate(worker_launches(recovery, workers, snapshot_s)):
+                log = logs / f"worker-{index}.log"
+                with log.open("wb") as stream:
+                    processes.append(
+                        (
+                            subprocess.Popen(
+                                launch.command,
+                                stdout=stream,
+                                stderr=subprocess.STDOUT,
+                                env={**environment, **launch.environment},
+                                preexec_fn=ignore_stop_signals,  # until the worker handles them
+                            ),
+                            log,
+                        )
                     )
-                )
-        _wait(processes, tick)
-    finally:
-        _stop(processes)
+            _wait(processes, tick)
+            tick()
+        finally:
+            _stop(processes)
     stats.seconds = time.monotonic() - started_s
     return stats
+
+
+class _StopRequests:
+    """The runner's side of a clean stop: SIGINT and SIGTERM while the workers run.
+
+    The first signal asks the workers to stop (`request_stop`); a second one, or
+    a stop still unfinished after `STOP_GRACE_S`, kills them and raises
+    `RunInterrupted`. Signal handlers belong to the main thread: elsewhere (a
+    benchmark runs the workers from a thread) signals keep their usual effect.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self._out_dir = out_dir
+        self.signal: signal.Signals | None = None
+        self._signals_seen = 0
+        self._deadline_s = 0.0
+
+    def _on_signal(self, number: int, _frame: object) -> None:
+        self._signals_seen += 1
+        if self.signal is None:
+            self.signal = signal.Signals(number)
+            self._deadline_s = time.monotonic() + STOP_GRACE_S
+            request_stop(self._out_dir)
+
+    @contextmanager
+    def handling(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {number: signal.signal(number, self._on_signal) for number in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def check(self, processes: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
+        """Kill the workers and raise `RunInterrupted` if the stop may wait no longer."""
+        if self.signal is None:
+            return
+        again = self._signals_seen > 1
+        if not again and time.monotonic() < self._deadline_s:
+            return
+        for process, _ in processes:
+            if process.poll() is None:
+                process.kill()
+        for process, _ in processes:
+            process.wait()
+        why = "a second signal" if again else f"the stop took over {STOP_GRACE_S:g} s"
+        raise RunInterrupted(
+            f"workers killed before their last snapshot ({why}); the state is kept in "
+            f"{self._out_dir}: run the same command again to resume from the last snapshot",
+            EXIT_CODE_BY_SIGNAL[self.signal],
+        )
 
 
 def _wait(
