@@ -88,6 +88,17 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return self.label_age_s * MICROS_PER_SECOND
 
 
+class FxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """FX (`centflow.money.fx`): the rates file, the payee directory, the spread.
+
+    Without a payee directory every payee settles in its events' currency and no
+    rate is needed."""
+
+    rates: str | None = None
+    payee_directory: str | None = None
+    spread_bps: int = 20
+
+
 class PipelineConfig(msgspec.Struct, frozen=True):
     """Everything a worker needs to build the dataflow."""
 
@@ -105,6 +116,7 @@ class PipelineConfig(msgspec.Struct, frozen=True):
     batch_messages_max: int = SOURCE_BATCH_MESSAGES_MAX
     risk: RiskConfig = RiskConfig()
     fees: tuple[RailFee, ...] = DEFAULT_SCHEDULE
+    fx: FxConfig = FxConfig()
 
     @property
     def window_us(self) -> int:
@@ -152,9 +164,22 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     _check_range("batch size", config.batch_messages_max, 1, 100_000, "batch_messages_max")
     _validate_risk(config.risk)
     schedule_terms(config.fees)
+    _validate_fx(config.fx)
     if not config.partitions:
         raise ConfigError("the input has no partitions (is the topic empty of partitions?)")
     return config
+
+
+def _validate_fx(fx: FxConfig) -> None:
+    _check_range("FX spread", fx.spread_bps, 0, 9_999, "[fx] spread_bps")
+    if fx.payee_directory is not None and fx.rates is None:
+        raise ConfigError(
+            "a payee directory needs FX rates to convert with: give --fx-rates FILE "
+            "(or [fx] rates) beside --payee-directory"
+        )
+    for name, path in (("--fx-rates", fx.rates), ("--payee-directory", fx.payee_directory)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{name} {path}: no such file")
 
 
 def _validate_risk(risk: RiskConfig) -> None:
@@ -187,12 +212,14 @@ class FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     risk: RiskConfig = RiskConfig()
     #: the fee schedule (``[[fees]]`` entries); when given, it replaces the shipped one
     fees: tuple[RailFee, ...] | None = None
+    fx: FxConfig = FxConfig()
 
 
 def load_file_config(path: Path) -> FileConfig:
     """A ``--config`` TOML file; a wrong key, type or value is one ConfigError line.
 
-    Paths inside it (``risk.payer_directory``) are relative to the file itself.
+    Paths inside it (``risk.payer_directory``, ``fx.rates``, ``fx.payee_directory``)
+    are relative to the file itself.
     """
     try:
         data = path.read_bytes()
@@ -210,9 +237,17 @@ def load_file_config(path: Path) -> FileConfig:
         loaded = msgspec.structs.replace(
             loaded, risk=msgspec.structs.replace(loaded.risk, payer_directory=directory)
         )
+    fx_paths = {}
+    for name in ("rates", "payee_directory"):
+        value = getattr(loaded.fx, name)
+        if value is not None and not Path(value).is_absolute():
+            fx_paths[name] = str((path.parent / value).resolve())
+    if fx_paths:
+        loaded = msgspec.structs.replace(loaded, fx=msgspec.structs.replace(loaded.fx, **fx_paths))
     _validate_risk(loaded.risk)
     if loaded.fees is not None:
         schedule_terms(loaded.fees)
+    _validate_fx(loaded.fx)
     return loaded
 
 

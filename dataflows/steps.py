@@ -25,6 +25,7 @@ from centflow.ingest.decode import decode_block
 from centflow.ingest.events import DeadLetter, SourceBatch
 from centflow.limits import SHARD_COUNT
 from centflow.money.fees import schedule_terms
+from centflow.money.fx import fx_book
 from centflow.money.settlement import Settled, SettlementShard, SettlementState
 from centflow.ops.status import StatusWriter
 from centflow.progress import Envelope, Router, shard_key, shard_name
@@ -240,6 +241,7 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
             config.lateness_us,
             resume and resume[0],
             schedule_terms(config.fees),
+            fx_book(config.fx),
         )
         self._writer = ShardTableWriter(config.parquet_dir, resume and resume[1])
         self._out_dir = Path(config.out_dir)
@@ -295,6 +297,7 @@ def settled_tables(settled: Settled) -> list[tuple[str, pa.Table]]:
         out.append(("settlement_batches", settled.batch_table()))
         out.append(("settlement_fees", settled.fee_table()))
         out.append(("settlement_payouts", settled.payout_table()))
+        out.append(("settlement_fx", settled.fx_table()))
         out.append(("ledger_entries", settled.entry_table()))
     if settled.events:
         out.append(("payments", payments_table(settled.event_table())))

@@ -45,12 +45,29 @@ CREATE TABLE IF NOT EXISTS settlement_batches (
     refunds              DECIMAL(18,6) NOT NULL,
     fees                 DECIMAL(18,6) NOT NULL,
     net                  DECIMAL(18,6) NOT NULL,
-    settlement_currency  VARCHAR NOT NULL,
-    fx_rate              DECIMAL(18,9) NOT NULL,
-    payout               DECIMAL(18,6) NOT NULL,
+    settlement_currency  VARCHAR NOT NULL,  -- the payee directory's, else currency
+    fx_rate              DECIMAL(18,12),    -- the latest event's rate (1 when not converted); null while awaiting_rate
+    payout               DECIMAL(18,6) NOT NULL,  -- in settlement_currency, like the carries
     carry_in             DECIMAL(18,6) NOT NULL,
     carry_out            DECIMAL(18,6) NOT NULL,
-    closed_at            TIMESTAMPTZ NOT NULL  -- window end + allowed lateness
+    closed_at            TIMESTAMPTZ NOT NULL,  -- window end + allowed lateness
+    status               VARCHAR NOT NULL DEFAULT 'settled',  -- settled | awaiting_rate | fx_overflow (centflow/money/fx.py)
+    fx_converted         DECIMAL(18,6),     -- net converted into settlement_currency (null: no FX)
+    fx_spread            DECIMAL(18,6)      -- of it, kept as FX spread revenue (null: no FX)
+);
+
+-- settlement_fx: per converted batch and rate used, the events' signed amount
+-- at that rate (centflow/money/fx.py): trunc(sum(amount * rate) - fees *
+-- fx_rate) over a batch's rows recomputes its fx_converted exactly.
+CREATE TABLE IF NOT EXISTS settlement_fx (
+    batch_id  VARCHAR NOT NULL,
+    base      VARCHAR NOT NULL,         -- the events' currency
+    quote     VARCHAR NOT NULL,         -- the settlement currency
+    rate      DECIMAL(18,12) NOT NULL,  -- quote per base, as given or derived
+    as_of     TIMESTAMPTZ NOT NULL,     -- when the rate came into force
+    events    BIGINT NOT NULL,
+    amount    DECIMAL(18,6) NOT NULL,   -- signed: payments less reversals, in base
+    PRIMARY KEY (batch_id, as_of)
 );
 
 -- settlement_fees: the fees of each batch, per rail (centflow/money/fees.py):
@@ -77,7 +94,7 @@ CREATE TABLE IF NOT EXISTS settlement_fees (
 -- a batch sum to its payout (a batch that nets to nothing or less has none).
 CREATE TABLE IF NOT EXISTS settlement_payouts (
     batch_id  VARCHAR NOT NULL,
-    party_id  VARCHAR NOT NULL,  -- the payee (revenue splits will add their parties)
+    party_id  VARCHAR NOT NULL,  -- the payee, or a revenue-split party
     currency  VARCHAR NOT NULL,  -- the settlement currency
     amount    DECIMAL(18,6) NOT NULL,
     PRIMARY KEY (batch_id, party_id)
@@ -87,7 +104,7 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
     entry_id   VARCHAR PRIMARY KEY,
     batch_id   VARCHAR NOT NULL,
     event_id   VARCHAR,                  -- null for batch-level postings (payout, carries)
-    kind       VARCHAR NOT NULL,         -- payment | refund | chargeback | payout | carry_in | carry_out
+    kind       VARCHAR NOT NULL,         -- payment | refund | chargeback | fee | rail_cost | margin | fx | fx_spread | split | payout | carry_in | carry_out
     account    VARCHAR NOT NULL,
     currency   VARCHAR NOT NULL,
     amount     DECIMAL(18,6) NOT NULL,   -- signed: debit > 0, credit < 0

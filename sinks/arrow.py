@@ -12,13 +12,14 @@ from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from centflow.errors import invariant
 from centflow.limits import AMOUNT_MICROS_MAX
 from centflow.recon.tables import TABLES
 
 MONEY = pa.decimal128(18, 6)
-RATE = pa.decimal128(18, 9)
+RATE = pa.decimal128(18, 12)
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 ARROW_TYPES = {
@@ -54,7 +55,10 @@ def money_array(
         if isinstance(micros, pa.Array)
         else pa.array(micros, type=pa.int64())  # C conversion, far cheaper than np.fromiter
     )
-    invariant(integers.null_count == 0, "a money column holds a null")
+    validity = None
+    if integers.null_count:  # a nullable column (fx_converted): the nulls stay nulls
+        validity = pc.is_valid(integers).buffers()[1]
+        integers = pc.fill_null(integers, 0)
     low = np.frombuffer(
         integers.buffers()[1], dtype=np.int64, count=len(integers), offset=integers.offset * 8
     )
@@ -65,7 +69,9 @@ def money_array(
     words = np.empty(2 * len(low), dtype=np.int64)
     words[0::2] = low
     words[1::2] = low >> 63  # sign extension into the high 64 bits
-    array = pa.Array.from_buffers(decimal_type, len(low), [None, pa.py_buffer(words.tobytes())])
+    array = pa.Array.from_buffers(
+        decimal_type, len(low), [validity, pa.py_buffer(words.tobytes())]
+    )
     invariant(len(array) == len(micros), "money column lost values")
     return array
 
@@ -74,7 +80,10 @@ def _column(kind: str, values: Sequence[object]) -> pa.Array:
     if kind == "money":
         return money_array(values)
     if kind == "rate":
-        return pa.array([Decimal(value) for value in values], type=RATE)  # type: ignore[arg-type]
+        return pa.array(
+            [None if value is None else Decimal(value) for value in values],  # type: ignore[arg-type]
+            type=RATE,
+        )
     return pa.array(values, type=ARROW_TYPES[kind])
 
 
@@ -87,7 +96,7 @@ def to_analyst_table(table: str, columns: pa.Table) -> pa.Table:
     for (_, kind), column in zip(spec, columns.columns, strict=True):
         if kind == "money":
             arrays.append(money_array(column))
-        elif kind == "rate":  # int64 units of 10⁻⁹
+        elif kind == "rate":  # int64 units of 10⁻¹²
             arrays.append(money_array(column, RATE))
         else:
             arrays.append(column.cast(ARROW_TYPES[kind]))

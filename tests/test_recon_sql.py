@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import duckdb
@@ -69,6 +69,7 @@ class Tables:
     settlement_batches: list[tuple] = field(default_factory=list)
     settlement_fees: list[tuple] = field(default_factory=list)
     settlement_payouts: list[tuple] = field(default_factory=list)
+    settlement_fx: list[tuple] = field(default_factory=list)
     ledger_entries: list[tuple] = field(default_factory=list)
     dead_letters: list[tuple] = field(default_factory=list)
 
@@ -117,8 +118,12 @@ def batch(
     refunds: int,
     fees: int,
     net: int,
+    fx: tuple[str, str, int, int] | None = None,
 ) -> tuple:
-    payout = net - net % 10_000
+    """A batch row; `fx` = (settlement currency, status, converted, spread)."""
+    target, status, converted, spread = fx or (currency, "settled", None, None)
+    credited = net if converted is None else converted - spread
+    payout = 0 if status != "settled" else credited - credited % 10_000
     return (
         batch_id,
         "payee-1",
@@ -132,12 +137,15 @@ def batch(
         refunds,
         fees,
         net,
-        currency,
-        Decimal(1),
+        target,
+        None if status != "settled" else Decimal(1),
         payout,
         0,
-        net - payout,
+        0 if status != "settled" else credited - payout,
         (window + 1) * MINUTE_US,
+        status,
+        None if status != "settled" else converted,
+        None if status != "settled" else spread,
     )
 
 
@@ -220,10 +228,20 @@ def scenarios(draw: st.DrawFn) -> Tables:
         gross += delta * (perturbation == "gross")
         refunds += delta * (perturbation == "refunds")
         net += delta * (perturbation == "net")
+        currency = draw(st.sampled_from(CURRENCIES))
+        # JPY batches settle in USD (one settlement currency per payee and currency)
+        fx = None
+        if currency == "JPY":
+            fx = (
+                "USD",
+                draw(st.sampled_from(["settled", "settled", "awaiting_rate"])),
+                draw(st.integers(-(10**9), 10**9)),
+                draw(st.integers(0, 10**4)),
+            )
         tables.settlement_batches.append(
             batch(
                 batch_id,
-                draw(st.sampled_from(CURRENCIES)),
+                currency,
                 draw(st.integers(0, 3)),
                 count,
                 draw(st.integers(0, 3)),
@@ -231,6 +249,7 @@ def scenarios(draw: st.DrawFn) -> Tables:
                 refunds,
                 fees,
                 net,
+                fx,
             )
         )
     # Fee rows: per (batch, rail), any figures (the views only add them up).
@@ -363,18 +382,30 @@ def twin_account_balances(tables: Tables) -> dict[object, tuple]:
 
 def twin_payee_conservation(tables: Tables) -> dict[object, tuple]:
     """recon_payee_conservation: (payee, currency) -> (accrued, fees, paid_out, carried,
-    balanced)."""
-    sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    balanced, settlement_currency, awaiting, converted)."""
+    sums: dict[tuple[str, str], list] = {}
     for row in tables.settlement_batches:
-        figures = sums[(row[1], row[2])]
+        figures = sums.setdefault((row[1], row[2]), [0, 0, 0, 0, row[12], 0, 0, 0])
         figures[0] += row[8] - row[9]
         figures[1] += row[10]
         figures[2] += row[14]
         figures[3] += row[16] - row[15]
-    return {
-        key: (*(dec(value) for value in figures), figures[0] == sum(figures[1:]))
-        for key, figures in sums.items()
-    }
+        if row[18] != "settled":
+            figures[5] += row[11]  # awaiting, in the batch's currency
+        if row[19] is not None:
+            figures[6] += row[11]  # converted away
+            figures[7] += row[19] - row[20]  # credited in the settlement currency
+    result = {}
+    for key, (accrued, fees, paid, carried, target, awaiting, away, converted) in sums.items():
+        balanced = accrued - fees - awaiting - away == paid + carried - converted
+        result[key] = (
+            *(dec(value) for value in (accrued, fees, paid, carried)),
+            balanced,
+            target,
+            dec(awaiting),
+            dec(converted),
+        )
+    return result
 
 
 def _share(part: int, whole: int) -> Decimal | None:
@@ -428,7 +459,7 @@ def twin_summary_fees(tables: Tables) -> list[tuple]:
                 sum((row[4] for row in rows), Decimal(0)),
                 sum((row[5] for row in rows), Decimal(0)),
                 sum((row[8] for row in rows), Decimal(0)),
-                (Decimal(exceeding) / payments).quantize(Decimal("0.0001")),
+                (Decimal(exceeding) / payments).quantize(Decimal("0.0001"), ROUND_HALF_UP),
             )
         )
     return result
@@ -437,7 +468,7 @@ def twin_summary_fees(tables: Tables) -> list[tuple]:
 def twin_summary_checks(tables: Tables) -> dict[str, int]:
     return {
         "accrued = paid out + fees + carried, per payee": sum(
-            not row[-1] for row in twin_payee_conservation(tables).values()
+            not row[4] for row in twin_payee_conservation(tables).values()
         ),
         "batches equal their events": sum(
             row[-1] != "ok" for row in twin_batch_totals(tables).values()

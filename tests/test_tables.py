@@ -41,7 +41,7 @@ from sinks.duckdb import DATABASE_NAME, create_schema, materialize
 DUCKDB_TYPES = {
     "text": "VARCHAR",
     "money": "DECIMAL(18,6)",
-    "rate": "DECIMAL(18,9)",
+    "rate": "DECIMAL(18,12)",
     "timestamp": "TIMESTAMP WITH TIME ZONE",
     "integer": "BIGINT",
     "boolean": "BOOLEAN",
@@ -51,7 +51,7 @@ DUCKDB_TYPES = {
 ARROW_TYPES = {
     "text": pa.string(),
     "money": pa.decimal128(18, 6),
-    "rate": pa.decimal128(18, 9),
+    "rate": pa.decimal128(18, 12),
     "timestamp": pa.timestamp("us", tz="UTC"),
     "integer": pa.int64(),
     "boolean": pa.bool_(),
@@ -61,7 +61,7 @@ ARROW_TYPES = {
 #: Words that make a column name look like money (DESIGN.md's amounts).
 MONEY_WORDS = {
     "amount", "gross", "refunds", "fees", "fee", "net", "payout", "carry_in", "carry_out",
-    "cost", "margin",
+    "cost", "margin", "converted", "spread",
 }  # fmt: skip
 #: The same, for computed columns of views and queries (sums of money).
 AGGREGATE_MONEY_WORDS = MONEY_WORDS | {"debits", "credits", "balance"}
@@ -168,9 +168,10 @@ def test_money_columns_are_decimal_18_6(connection: duckdb.DuckDBPyConnection) -
                 checked += 1
                 assert ddl[name] == "DECIMAL(18,6)", f"{table}.{name} is {ddl[name]}"
                 assert arrow.field(name).type == pa.decimal128(18, 6), f"{table}.{name}"
-    # amount x3 (payments, payouts, ledger); batches: gross, refunds, fees, net, payout,
-    # carry_in, carry_out; fees: gross, fee, chargeback_fees, rail_cost, margin, fees_if_alone
-    assert checked == 16
+    # amount x4 (payments, payouts, ledger, fx); batches: gross, refunds, fees, net, payout,
+    # carry_in, carry_out, fx_converted, fx_spread; fees: gross, fee, chargeback_fees,
+    # rail_cost, margin, fees_if_alone
+    assert checked == 19
 
 
 def test_only_allow_listed_columns_are_floating(connection: duckdb.DuckDBPyConnection) -> None:
@@ -241,7 +242,7 @@ timestamps_us = st.integers(
 )
 texts = st.text(max_size=12)
 bigints = st.integers(-(2**63), 2**63 - 1)
-rates = st.decimals(min_value=0, max_value=Decimal("999999999.999999999"), places=9)
+rates = st.decimals(min_value=0, max_value=Decimal("999999.999999999999"), places=12)
 
 ledger_rows = st.lists(
     st.tuples(texts, texts, st.none() | texts, texts, texts, texts, money, timestamps_us),
@@ -267,6 +268,9 @@ batch_rows = st.lists(
         money,
         money,
         timestamps_us,
+        texts,
+        st.none() | money,
+        st.none() | money,
     ),
     max_size=6,
 )
@@ -291,17 +295,22 @@ BATCH_EXTREMES = [
         0,
         AMOUNT_MICROS_MAX - 1,
         "BHD",
-        Decimal("999999999.999999999"),
+        Decimal("999999.999999999999"),
         -AMOUNT_MICROS_MAX,
         -1,
         1,
         -86_400_000_000,
+        "awaiting_rate",
+        AMOUNT_MICROS_MAX,
+        -AMOUNT_MICROS_MAX,
     )
 ]
 counter = itertools.count()
 
 
 def expected_value(kind: str, value: object) -> object:
+    if value is None:
+        return None
     if kind == "money":
         return Decimal(value).scaleb(-6)  # type: ignore[arg-type]
     if kind == "rate":
@@ -329,7 +338,7 @@ def check_round_trip(table: str, rows: list[tuple], directory: Path) -> None:
             expected_value(kind, value) for kind, value in zip(kinds, row, strict=True)
         )
         for kind, value, read in zip(kinds, row, back, strict=True):
-            if kind == "money":  # exact to the micro-unit, not merely equal as numbers
+            if kind == "money" and value is not None:  # exact to the micro-unit
                 assert isinstance(read, Decimal) and int(read.scaleb(6)) == value
                 assert read.as_tuple().exponent == -6
 
@@ -436,6 +445,9 @@ BATCH = (
     0,
     9_999,
     60_000_000,
+    "settled",
+    None,
+    None,
 )
 ENTRIES = [
     ("b-1:000000", "b-1", "evt-1", "payment", "rail_clearing:card", "USD", 100_000, 60_000_000),
@@ -480,7 +492,7 @@ def test_materialize_keeps_one_row_per_key_and_is_idempotent(tmp_path: Path) -> 
         assert amounts == [("evt-1", Decimal("0.100000")), ("evt-2", Decimal("0.000001"))]
         assert db.execute("SELECT raw FROM dead_letters").fetchall() == [(b"\x00\xff{",)]
         assert db.execute("SELECT fx_rate, carry_out FROM settlement_batches").fetchall() == [
-            (Decimal("1.000000000"), Decimal("0.009999"))
+            (Decimal("1.000000000000"), Decimal("0.009999"))
         ]
     assert materialize(tmp_path) == database
     assert dump(database) == first

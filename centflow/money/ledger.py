@@ -359,3 +359,54 @@ def post_party_lines(
         int(pc.sum(postings["amount_micros"]).as_py() or 0) == 0, "split postings do not balance"
     )
     return postings
+
+
+#: Entry numbers a converted batch's FX postings reserve (before its payout's).
+FX_POSTINGS = 6
+
+
+def post_fx(
+    batch_ids: pa.Array,
+    payees: list[str],
+    currencies: list[str],
+    settlement_currencies: list[str],
+    first_sequence: np.ndarray,
+    net_micros: np.ndarray,
+    converted_micros: np.ndarray,
+    spread_micros: np.ndarray,
+    posted_us: int,
+) -> pa.Table:
+    """The FX postings of converted batches (one row per batch in every argument).
+
+    In the batch's currency, its net leaves the payee's payable for
+    ``fx_clearing:<currency>``; in the settlement currency,
+    ``fx_clearing:<settlement currency>`` pays in what it converted to, the payee's
+    payable is credited that less the spread, and the spread goes to
+    ``fx_spread_revenue:<settlement currency>``. So each currency balances on its
+    own, and the clearing accounts hold the platform's position per currency.
+    """
+    rows: list[LedgerRow] = []
+    ids = batch_ids.to_pylist()
+    for batch, (batch_id, payee, currency, target) in enumerate(
+        zip(ids, payees, currencies, settlement_currencies, strict=True)
+    ):
+        net, converted, spread = (int(net_micros[batch]), int(converted_micros[batch]), int(spread_micros[batch]))  # fmt: skip
+        postings = (
+            ("fx", f"payee_payable:{payee}", currency, net),
+            ("fx", f"fx_clearing:{currency}", currency, -net),
+            ("fx", f"fx_clearing:{target}", target, converted),
+            ("fx", f"payee_payable:{payee}", target, -(converted - spread)),
+            ("fx_spread", f"fx_spread_revenue:{target}", target, -spread),
+        )
+        base = int(first_sequence[batch])
+        for slot, (kind, account, posting_currency, amount) in enumerate(postings):
+            if amount:
+                rows.append((f"{batch_id}:{base + slot:06d}", batch_id, None, kind, account,
+                             posting_currency, amount, posted_us))  # fmt: skip
+    if not rows:
+        return LEDGER_SCHEMA.empty_table()
+    for currency in {row[5] for row in rows}:
+        invariant(sum(row[6] for row in rows if row[5] == currency) == 0, "FX postings do not balance in %s", currency)  # fmt: skip
+    return pa.Table.from_pylist(
+        [dict(zip(LEDGER_SCHEMA.names, row, strict=True)) for row in rows], schema=LEDGER_SCHEMA
+    )

@@ -44,7 +44,6 @@ from centflow.limits import AMOUNT_MICROS_MAX, BATCH_MICROS_MAX
 from centflow.money.amounts import (
     allocate_largest_remainder,
     minor_unit_step,
-    round_to_minor_unit,
 )
 
 #: Basis points of a whole.
@@ -173,25 +172,34 @@ def settle_payouts(
     net: np.ndarray,
     carry_micros: dict[CarryKey, int],
     weights: Weights,
+    settlement_currencies: list[str] | None = None,
+    held: np.ndarray | None = None,
 ) -> Payouts:
     """The payouts of a window's batches (one row per batch in every argument), and
     `carry_micros` moved on. `weights` holds the party weights of the batches with
-    splits."""
+    splits. `net` is in each batch's settlement currency (`settlement_currencies`,
+    by default its own), whose minor unit the payouts round to; carries stay keyed
+    by the batch's own currency. A `held` batch (awaiting a rate) pays nothing and
+    touches no carry."""
     size = len(payees)
-    split = np.unique(weights.batch)
+    steps = _steps(settlement_currencies or currencies)
+    held_rows = set(np.flatnonzero(held).tolist()) if held is not None else set()
+    split = np.array([b for b in np.unique(weights.batch).tolist() if b not in held_rows], np.int64)
     if parts.any():
         result = Payouts(size)
         split_set = set(split.tolist())
         for index in range(size):
+            if index in held_rows:
+                continue
             _one_batch(
-                index, payees[index], currencies[index], int(net[index]),
+                index, payees[index], currencies[index], int(steps[index]), int(net[index]),
                 weights.of(index) if index in split_set else None, carry_micros, result,
             )  # fmt: skip
         return result
-    result = _unsplit(payees, currencies, net, carry_micros, split.tolist())
+    result = _unsplit(payees, currencies, steps, net, carry_micros, [*split.tolist(), *held_rows])
     if not len(split):
         return result
-    _split_columns(split, payees, currencies, net, carry_micros, weights, result)
+    _split_columns(split, payees, currencies, steps, net, carry_micros, weights, result)
     return result
 
 
@@ -199,6 +207,7 @@ def _split_columns(
     split: np.ndarray,
     payees: list[str],
     currencies: list[str],
+    all_steps: np.ndarray,
     net: np.ndarray,
     carry_micros: dict[CarryKey, int],
     weights: Weights,
@@ -219,7 +228,7 @@ def _split_columns(
     receivable = np.minimum(held, 0)
     total = net[split] + receivable
     paying = total > 0
-    steps = _steps(currencies)[split]
+    steps = all_steps[split]
     # batches that pay nothing: the payee's carry, whatever its sign, joins the total
     whole = net[split] + held
     result.payee_carry_in[split] = result.carry_in[split] = held
@@ -307,6 +316,7 @@ def _split_columns(
 def _unsplit(
     payees: list[str],
     currencies: list[str],
+    steps: np.ndarray,
     net: np.ndarray,
     carry_micros: dict[CarryKey, int],
     skip: list[int],
@@ -330,7 +340,6 @@ def _unsplit(
     waiting = np.where(no_room, carry_in, 0)
     carry_in = np.where(no_room, 0, carry_in)
     total = net + carry_in
-    steps = _steps(currencies)
     payout = np.where(total > 0, total // steps * steps, 0)
     carry_out = total - payout
     kept = np.ones(len(keys), dtype=bool)
@@ -358,6 +367,7 @@ def _one_batch(
     index: int,
     payee: str,
     currency: str,
+    step: int,
     net: int,
     weights: dict[str, int] | None,
     carry_micros: dict[CarryKey, int],
@@ -375,7 +385,7 @@ def _one_batch(
     if total <= 0 or weights is None:
         # no split to make: the payee's carry, whatever its sign, joins the total
         total = net + held
-        payout, carry_out = round_to_minor_unit(total, currency) if total > 0 else (0, total)
+        payout, carry_out = _round(total, step) if total > 0 else (0, total)
         invariant(0 <= payout <= AMOUNT_MICROS_MAX, "a payout of %s overflows", key)
         if carry_out + waiting:
             carry_micros[key] = carry_out + waiting
@@ -390,7 +400,7 @@ def _one_batch(
     for party, share in zip(parties, shares, strict=True):
         if party == payee:
             carried = max(held, 0)
-            payout, carry_out = round_to_minor_unit(share + carried, currency)
+            payout, carry_out = _round(share + carried, step)
             payee_line = (held, payout, carry_out)
             carry_next = carry_out + waiting
             if carry_next:
@@ -400,7 +410,7 @@ def _one_batch(
         else:
             party_key = (payee, currency, party)
             carried = carry_micros.pop(party_key, 0)
-            payout, carry_out = round_to_minor_unit(share + carried, currency)
+            payout, carry_out = _round(share + carried, step)
             if carry_out:
                 carry_micros[party_key] = carry_out
             result.lines.add(index, party, share, carried, payout, carry_out)
@@ -422,6 +432,12 @@ def _one_batch(
     )
     _put(result.payee_carry_in, result.payee_payout, result.payee_carry_out, index, *payee_line)
     _put(result.carry_in, result.payout, result.carry_out, index, batch_in, batch_payout, batch_out)
+
+
+def _round(micros: int, step: int) -> tuple[int, int]:
+    """(paid, remainder) of a non-negative amount rounded down to `step`."""
+    paid = micros // step * step
+    return paid, micros - paid
 
 
 def _steps(currencies: list[str]) -> np.ndarray:

@@ -50,18 +50,20 @@ from centflow.errors import invariant
 from centflow.ingest.columns import PAYMENT_SCHEMA
 from centflow.limits import AMOUNT_MICROS_MAX, BATCH_MICROS_MAX, WATERMARK_END_US
 from centflow.money.fees import FEES_SCHEMA, FeeTerms, batch_fees
+from centflow.money.fx import FX_SCHEMA, RATE_SCALE, FxBook, convert
 from centflow.money.ledger import (
     FEE_POSTINGS_PER_GROUP,
+    FX_POSTINGS,
     LEDGER_SCHEMA,
     post_batches,
     post_events,
     post_fees,
+    post_fx,
     post_party_lines,
 )
 from centflow.money.payouts import BPS_WHOLE, CarryKey, Weights, settle_payouts
 from centflow.progress import Envelope, Frontier
 
-RATE_ONE_NANOS = 1_000_000_000  # no FX conversion yet: settlement currency = event currency
 #: The columns a window keeps: the raw bytes are gone after admission, and the
 #: producer's risk signals after the decision.
 WINDOW_SCHEMA = pa.schema(
@@ -151,11 +153,14 @@ class Batch(msgspec.Struct, array_like=True, gc=False, frozen=True):
     fees_micros: int
     net_micros: int
     settlement_currency: str
-    fx_rate: Decimal
+    fx_rate: Decimal | None
     payout_micros: int
     carry_in_micros: int
     carry_out_micros: int
     closed_us: int
+    status: str = "settled"
+    fx_converted_micros: int | None = None
+    fx_spread_micros: int | None = None
 
 
 BATCH_SCHEMA = pa.schema(
@@ -173,14 +178,17 @@ BATCH_SCHEMA = pa.schema(
         ("fees_micros", pa.int64()),
         ("net_micros", pa.int64()),
         ("settlement_currency", pa.string()),
-        ("fx_rate_nanos", pa.int64()),
+        ("fx_rate_e12", pa.int64()),
         ("payout_micros", pa.int64()),
         ("carry_in_micros", pa.int64()),
         ("carry_out_micros", pa.int64()),
         ("closed_us", pa.int64()),
+        ("status", pa.string()),
+        ("fx_converted_micros", pa.int64()),
+        ("fx_spread_micros", pa.int64()),
     ]
 )
-"""Batches in flight: the columns of ``settlement_batches``, money, rates (10⁻⁹) and time
+"""Batches in flight: the columns of ``settlement_batches``, money, rates (10⁻¹²) and time
 as int64."""
 
 
@@ -189,7 +197,7 @@ class Settled:
     will settle in no batch (`SETTLED_SCHEMA`, ``batch_id`` null for those), and
     the ledger postings (`centflow.money.ledger.LEDGER_SCHEMA`)."""
 
-    __slots__ = ("batches", "entries", "events", "fees", "payouts")
+    __slots__ = ("batches", "entries", "events", "fees", "fx", "payouts")
 
     def __init__(self) -> None:
         self.batches: list[pa.Table] = []
@@ -197,6 +205,7 @@ class Settled:
         self.entries: list[pa.Table] = []
         self.fees: list[pa.Table] = []  # FEES_SCHEMA: per batch and rail
         self.payouts: list[pa.Table] = []  # PAYOUT_SCHEMA: per batch and party
+        self.fx: list[pa.Table] = []  # FX_SCHEMA: per converted batch and rate used
 
     @property
     def event_count(self) -> int:
@@ -214,7 +223,14 @@ class Settled:
     def batch_records(self) -> list[Batch]:
         """The closed batches as records."""
         return [
-            Batch(**{**row, "fx_rate": Decimal(row["fx_rate"]) / RATE_ONE_NANOS})
+            Batch(
+                **{
+                    **row,
+                    "fx_rate": None
+                    if row["fx_rate"] is None
+                    else Decimal(row["fx_rate"]) / RATE_SCALE,
+                }
+            )
             for row in self.batch_table()
             .rename_columns([*BATCH_SCHEMA.names[:13], "fx_rate", *BATCH_SCHEMA.names[14:]])
             .to_pylist()
@@ -227,6 +243,10 @@ class Settled:
     def fee_table(self) -> pa.Table:
         """Every (batch, rail) fee row as one table (`FEES_SCHEMA`)."""
         return pa.concat_tables([FEES_SCHEMA.empty_table(), *self.fees])
+
+    def fx_table(self) -> pa.Table:
+        """Every (batch, rate) FX row as one table (`centflow.money.fx.FX_SCHEMA`)."""
+        return pa.concat_tables([FX_SCHEMA.empty_table(), *self.fx])
 
     def payout_table(self) -> pa.Table:
         """Every payout line as one table (`PAYOUT_SCHEMA`)."""
@@ -277,6 +297,7 @@ class SettlementShard:
         lateness_us: int,
         state: SettlementState | None = None,
         fees: dict[tuple[str, str], FeeTerms] | None = None,
+        fx: FxBook | None = None,
     ):
         invariant(
             window_us > 0 and lateness_us >= 0,
@@ -285,6 +306,7 @@ class SettlementShard:
         self.window_us = window_us
         self.lateness_us = lateness_us
         self.fees = fees or {}
+        self.fx = fx
         if state is None:
             self.frontier = Frontier(origins)
             self.open_windows: dict[int, list[pa.RecordBatch]] = {}
@@ -357,6 +379,7 @@ class SettlementShard:
                 self.carry_micros,
                 out,
                 self.fees,
+                self.fx,
             )
         if frontier_us == WATERMARK_END_US:
             self.forced = True
@@ -495,6 +518,7 @@ def net_window(
     carry_micros: dict[CarryKey, int],
     out: Settled,
     fee_terms: dict[tuple[str, str], FeeTerms] | None = None,
+    fx_book: FxBook | None = None,
 ) -> None:
     """Net the closed window `index` of every payee into batches, with their postings.
 
@@ -555,13 +579,18 @@ def net_window(
     fees = batch_fees(fee_terms or {}, events, batch_of, batch_ids, size)
     net = gross - refunds - fees.per_batch
     payee_list, currency_list = payees.to_pylist(), currencies.to_pylist()
+    fx = convert(fx_book, events, starts, counts, is_payment, batch_ids, payee_list, currency_list, fees.per_batch, net)  # fmt: skip
+    held, converted = fx.held, fx.fx
+    targets = pa.array(fx.settlement_currency, pa.string())
     paid = settle_payouts(
         payee_list,
         currency_list,
         parts,
-        net,
+        fx.credited,
         carry_micros,
         _split_weights(events, is_payment, starts, np.repeat(np.arange(len(starts)), counts)),
+        fx.settlement_currency,
+        held,
     )
     payout, carry_in, carry_out = paid.payout, paid.carry_in, paid.carry_out
     out.batches.append(
@@ -579,12 +608,15 @@ def net_window(
                 refunds,
                 fees.per_batch,
                 net,
-                currencies,
-                np.full(size, RATE_ONE_NANOS, dtype=np.int64),
+                targets,
+                pa.array(fx.rate, mask=held),
                 payout,
                 carry_in,
                 carry_out,
                 np.full(size, closed_us, dtype=np.int64),
+                pa.array(fx.status, pa.string()),
+                pa.array(fx.converted, mask=~converted),
+                pa.array(fx.spread, mask=~converted),
             ],
             schema=BATCH_SCHEMA,
         )
@@ -610,15 +642,32 @@ def net_window(
         )
     )
     first_batch_sequence = 2 * counts + FEE_POSTINGS_PER_GROUP * fees.groups_per_batch
+    if converted.any():
+        rows = np.flatnonzero(converted)
+        out.entries.append(
+            post_fx(
+                batch_ids.take(pa.array(rows)),
+                [payee_list[row] for row in rows.tolist()],
+                [currency_list[row] for row in rows.tolist()],
+                [fx.settlement_currency[row] for row in rows.tolist()],
+                first_batch_sequence[rows],
+                net[rows],
+                fx.converted[rows],
+                fx.spread[rows],
+                closed_us,
+            )
+        )
+        first_batch_sequence = first_batch_sequence + FX_POSTINGS * converted
+    paying_batches = pa.array(np.flatnonzero(~held))  # a batch awaiting its rate posts no payout
     out.entries.append(
         post_batches(
-            batch_ids,
-            payees,
-            currencies,
-            first_batch_sequence,
-            paid.payee_payout,
-            paid.payee_carry_in,
-            paid.payee_carry_out,
+            batch_ids.take(paying_batches),
+            payees.take(paying_batches),
+            targets.take(paying_batches),
+            first_batch_sequence[~held],
+            paid.payee_payout[~held],
+            paid.payee_carry_in[~held],
+            paid.payee_carry_out[~held],
             closed_us,
         )
     )
@@ -628,11 +677,12 @@ def net_window(
                 paid.lines,
                 batch_ids,
                 payees,
-                currencies,
+                targets,
                 first_batch_sequence + BATCH_POSTINGS,
                 closed_us,
             )
         )
+    out.fx.append(fx.rows)
     out.fees.append(fees.rows)
     paying = pa.array(np.flatnonzero(paid.payee_payout != 0))
     out.payouts.append(
@@ -640,7 +690,7 @@ def net_window(
             [
                 batch_ids.take(paying),
                 payees.take(paying),
-                currencies.take(paying),
+                targets.take(paying),
                 pa.array(paid.payee_payout, pa.int64()).take(paying),
             ],
             schema=PAYOUT_SCHEMA,
@@ -656,7 +706,7 @@ def net_window(
                 [
                     batch_ids.take(line_batch),
                     pa.array(lines.party, pa.string()).take(pa.array(paying_lines)),
-                    currencies.take(line_batch),
+                    targets.take(line_batch),
                     pa.array(line_payout[paying_lines]),
                 ],
                 schema=PAYOUT_SCHEMA,

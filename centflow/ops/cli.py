@@ -25,7 +25,14 @@ from rich.progress import (
 )
 
 from centflow import limits
-from centflow.config import PipelineConfig, RiskConfig, Topics, load_file_config, validate
+from centflow.config import (
+    FxConfig,
+    PipelineConfig,
+    RiskConfig,
+    Topics,
+    load_file_config,
+    validate,
+)
 from centflow.errors import CentflowError, ConfigError, InvariantViolation
 from centflow.ingest.timeparse import format_us
 from centflow.money.fees import DEFAULT_SCHEDULE
@@ -200,6 +207,17 @@ def run(
         str,
         typer.Option(help="Octal umask for everything written under OUT (077: owner only)."),
     ] = "077",
+    fx_rates: Annotated[
+        Path | None,
+        typer.Option(help="JSON lines {base, quote, rate, as_of}: FX rates over the log's time."),
+    ] = None,
+    payee_directory: Annotated[
+        Path | None,
+        typer.Option(help="JSON lines {payee_id, settlement_currency}: who settles in what."),
+    ] = None,
+    fx_spread_bps: Annotated[
+        int | None, typer.Option(help="FX spread kept as revenue, basis points (default 20).")
+    ] = None,
 ) -> None:
     """Run the pipeline into OUT (resumes from OUT's recovery state after a crash).
 
@@ -229,9 +247,23 @@ def run(
         if not payer_directory.is_file():
             raise ConfigError(f"--payer-directory {payer_directory}: no such file")
         risk = msgspec.structs.replace(risk, payer_directory=str(payer_directory.resolve()))
+    fx = file_config.fx if file_config is not None else FxConfig()
+    fx = msgspec.structs.replace(
+        fx,
+        **{
+            name: value
+            for name, value in (
+                ("rates", fx_rates and str(fx_rates.resolve())),
+                ("payee_directory", payee_directory and str(payee_directory.resolve())),
+                ("spread_bps", fx_spread_bps),
+            )
+            if value is not None
+        },
+    )
     common = dict(
         risk=risk,
         fees=fees,
+        fx=fx,
         out_dir=str(out),
         topics=topics,
         window_length_s=window_s,
@@ -271,6 +303,9 @@ def run(
     from centflow.risk.tiers import TierLimits
 
     TierLimits.from_config(config.risk)  # a bad payer directory fails here, in one line
+    from centflow.money.fx import fx_book
+
+    fx_book(config.fx)  # and a bad rate or payee line here
     with out_dir_lock(out, _parse_umask(umask)):  # one run at a time per OUT, to the report
         if fresh:
             clear_state(out)

@@ -105,7 +105,9 @@ class StateIdentity(msgspec.Struct, frozen=True):
 
 #: 2: admission snapshots as an id list and a list of facts (2026-12-05).
 #: 3: the risk stages (payee context, payer scoring) and settlement hearing from them.
-STATE_FORMAT = 4
+#: 4: reversals held until every partition passes them.
+#: 5: split parties' carries; settlement_batches with FX columns, and settlement_fx.
+STATE_FORMAT = 5
 
 
 def state_identity(config: PipelineConfig) -> StateIdentity:

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from centflow.ingest.events import DeadLetter
 
-# Logical column types: text, money (DECIMAL(18,6)), rate (DECIMAL(18,9)),
+# Logical column types: text, money (DECIMAL(18,6)), rate (DECIMAL(18,12)),
 # timestamp (µs, UTC), integer, boolean, double (never money), bytes.
 TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "payments": (
@@ -59,6 +59,18 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("carry_in", "money"),
         ("carry_out", "money"),
         ("closed_at", "timestamp"),
+        ("status", "text"),
+        ("fx_converted", "money"),
+        ("fx_spread", "money"),
+    ),
+    "settlement_fx": (
+        ("batch_id", "text"),
+        ("base", "text"),
+        ("quote", "text"),
+        ("rate", "rate"),
+        ("as_of", "timestamp"),
+        ("events", "integer"),
+        ("amount", "money"),
     ),
     "settlement_fees": (
         ("batch_id", "text"),
@@ -105,6 +117,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "settlement_batches": ("batch_id",),
     "settlement_fees": ("batch_id", "rail"),
     "settlement_payouts": ("batch_id", "party_id"),
+    "settlement_fx": ("batch_id", "as_of"),
     "ledger_entries": ("entry_id",),
     "dead_letters": ("source",),
 }

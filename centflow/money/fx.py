@@ -1,0 +1,376 @@
+"""FX: a batch in its events' currency, paid in its payee's settlement currency.
+
+Inputs, read once at start (a bad line is one `ConfigError` naming file and line):
+
+- **Rates** (``--fx-rates FILE``, JSON lines, plain or gzipped):
+  ``{"base", "quote", "rate", "as_of"}``, ``rate`` a positive decimal string
+  (units of quote per one base) with at most 12 fractional digits, below
+  1,000,000. A rate is in force from its ``as_of`` until the next one for the
+  same pair. A pair the file does not give directly is derived: the inverse
+  of the opposite pair, or a cross through a currency both are quoted against
+  (USD first, then EUR, then the others in code order). A derived rate, as
+  every rate used, is a decimal of 12 places (half-even); that is the rate
+  stored, so the amounts can be recomputed from what is stored.
+- **Payee directory** (``--payee-directory FILE``, JSON lines
+  ``{"payee_id", "settlement_currency"}``): a payee it does not list settles
+  in its events' currency.
+
+Conversion, per batch whose settlement currency differs from its currency:
+every event converts at the rate in force at its own event time (latest
+``as_of`` at or before ``occurred_at``), at full precision (micro-units ×
+rate, exact integers); the batch's fees convert at the rate of its latest
+event (the batch's ``fx_rate``). The exact sum is truncated once, toward zero,
+to micro-units of the settlement currency: ``converted`` (below one micro-unit
+is below the pipeline's unit of account). An FX spread of ``spread_bps``
+(``[fx] spread_bps``) is kept as revenue: ``spread = floor(converted ×
+spread_bps / 10 000)`` when converted is positive (a reversal earns none), and
+the payee is credited ``converted − spread``. Payout, carry and splits then
+work in the settlement currency (`centflow.money.payouts`).
+
+A batch with an event for which no rate is in force is **never converted at a
+guessed rate**: it is marked ``awaiting_rate``, pays nothing, and its net stays
+on the payee's payable in the event currency (as does one whose converted
+amount would not fit DECIMAL(18,6), ``fx_overflow``). `settlement_fx` holds,
+per batch and rate used, the events' signed amount at that rate, so
+``trunc(Σ amount × rate − fees × fx_rate)`` recomputes ``converted`` exactly.
+"""
+
+from __future__ import annotations
+
+import gzip
+from bisect import bisect_right
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from centflow.config import FxConfig
+from centflow.errors import ConfigError, InvalidEvent
+from centflow.ingest.timeparse import parse_rfc3339_us
+from centflow.limits import BATCH_MICROS_MAX
+from centflow.money.amounts import is_currency
+
+RATE_DIGITS = 12
+RATE_SCALE = 10**RATE_DIGITS  #: rates travel as int units of 10⁻¹²
+RATE_LIMIT = 10**6  #: every rate is below this (DECIMAL(18,12))
+BPS_WHOLE = 10_000
+ENTRIES_MAX = 50_000_000
+#: Currencies a cross rate may go through, in order of preference.
+CROSS_FIRST = ("USD", "EUR")
+
+#: ``settlement_fx`` in flight: per batch and rate used.
+FX_SCHEMA = pa.schema(
+    [
+        ("batch_id", pa.string()),
+        ("base", pa.string()),
+        ("quote", pa.string()),
+        ("rate_e12", pa.int64()),
+        ("as_of_us", pa.int64()),
+        ("events", pa.int64()),
+        ("amount_micros", pa.int64()),
+    ]
+)
+
+
+class _RateLine(msgspec.Struct):
+    base: str
+    quote: str
+    rate: str
+    as_of: str
+
+
+class _PayeeLine(msgspec.Struct):
+    payee_id: str
+    settlement_currency: str
+
+
+def parse_rate(text: str) -> int:
+    """A rate's decimal text as int units of 10⁻¹²; `ValueError` if it is not a
+    positive decimal of at most 12 fractional digits below `RATE_LIMIT`.
+
+    >>> parse_rate("1.0850"), parse_rate("0.000000000001")
+    (1085000000000, 1)
+    """
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"rate {text!r} is not a decimal") from None
+    if not text or not text.replace(".", "", 1).isdigit():
+        raise ValueError(f"rate {text!r} is not a plain positive decimal")
+    scaled = value.scaleb(RATE_DIGITS)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"rate {text!r} has more than {RATE_DIGITS} fractional digits")
+    if not 0 < value < RATE_LIMIT:
+        raise ValueError(f"rate {text!r} must be > 0 and < {RATE_LIMIT}")
+    return int(scaled)
+
+
+def _divide_half_even(numerator: int, denominator: int) -> int:
+    quotient, remainder = divmod(numerator, denominator)
+    if 2 * remainder > denominator or (2 * remainder == denominator and quotient % 2):
+        quotient += 1
+    return quotient
+
+
+def _lines(path: Path, what: str) -> list[bytes]:
+    try:
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise ConfigError(f"cannot read the {what} {path}: {error}") from None
+    return data.splitlines()
+
+
+class Series(msgspec.Struct, array_like=True):
+    """One pair's rates in time order: as-of times (µs) and rates (10⁻¹²)."""
+
+    as_of_us: list[int]
+    rates: list[int]
+
+    def at(self, times_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rate, as-of) in force at each time; rate 0 where none is."""
+        index = np.searchsorted(np.array(self.as_of_us, dtype=np.int64), times_us, side="right") - 1
+        known = index >= 0
+        safe = np.where(known, index, 0)
+        rates = np.array(self.rates, dtype=np.int64)[safe] if self.rates else np.zeros(len(safe), np.int64)  # fmt: skip
+        as_of = np.array(self.as_of_us, dtype=np.int64)[safe] if self.rates else np.zeros(len(safe), np.int64)  # fmt: skip
+        return np.where(known, rates, 0), np.where(known, as_of, 0)
+
+
+class RateBook:
+    """Every pair's rates, as given and as derived (inverse, cross), cached per pair."""
+
+    def __init__(self, given: dict[tuple[str, str], Series]) -> None:
+        self.given = given
+        self._pairs: dict[tuple[str, str], Series | None] = {}
+
+    @classmethod
+    def read(cls, path: Path) -> RateBook:
+        """The rates file; a bad line is a one-line ConfigError naming it."""
+        decoder = msgspec.json.Decoder(_RateLine)
+        points: dict[tuple[str, str], dict[int, int]] = {}
+        for number, line in enumerate(_lines(path, "FX rates file"), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = decoder.decode(line)
+                if not (is_currency(entry.base) and is_currency(entry.quote)):
+                    raise ValueError(f"{entry.base}/{entry.quote} is not a pair of ISO 4217 codes")
+                if entry.base == entry.quote:
+                    raise ValueError(f"base and quote are both {entry.base}")
+                rate = parse_rate(entry.rate)
+                as_of = parse_rfc3339_us(entry.as_of)
+            except (msgspec.DecodeError, ValueError, InvalidEvent) as error:
+                raise ConfigError(f"{path}:{number}: not a usable FX rate ({error})") from None
+            points.setdefault((entry.base, entry.quote), {})[as_of] = rate
+            if number > ENTRIES_MAX:
+                raise ConfigError(f"{path}: more than {ENTRIES_MAX} rates")
+        return cls(
+            {
+                pair: Series(sorted(values), [values[t] for t in sorted(values)])
+                for pair, values in points.items()
+            }
+        )
+
+    def series(self, base: str, quote: str) -> Series | None:
+        """The rates of base→quote, derived when not given; None if they cannot be."""
+        pair = (base, quote)
+        if pair not in self._pairs:
+            self._pairs[pair] = self._derive(base, quote)
+        return self._pairs[pair]
+
+    def _from(self, via: str, currency: str) -> Series | None:
+        """via→currency as given or as the inverse of currency→via."""
+        if via == currency:
+            return None
+        if (via, currency) in self.given:
+            return self.given[(via, currency)]
+        opposite = self.given.get((currency, via))
+        if opposite is None:
+            return None
+        return Series(
+            opposite.as_of_us,
+            [_divide_half_even(RATE_SCALE * RATE_SCALE, rate) for rate in opposite.rates],
+        )
+
+    def _derive(self, base: str, quote: str) -> Series | None:
+        direct = self._from(base, quote)
+        if direct is not None:
+            return direct
+        codes = sorted({code for pair in self.given for code in pair})
+        for via in (*CROSS_FIRST, *codes):
+            to_base, to_quote = self._from(via, base), self._from(via, quote)
+            if to_base is None or to_quote is None:
+                continue
+            times = sorted(set(to_base.as_of_us) | set(to_quote.as_of_us))
+            as_of, rates = [], []
+            for time in times:
+                low = bisect_right(to_base.as_of_us, time) - 1
+                high = bisect_right(to_quote.as_of_us, time) - 1
+                if low < 0 or high < 0:
+                    continue  # one leg not yet in force
+                rate = _divide_half_even(to_quote.rates[high] * RATE_SCALE, to_base.rates[low])
+                if 0 < rate < RATE_LIMIT * RATE_SCALE:
+                    as_of.append(time)
+                    rates.append(rate)
+            return Series(as_of, rates)
+        return None
+
+
+def read_payee_directory(path: Path) -> dict[str, str]:
+    """The payee directory as {payee_id: settlement currency}; a bad line is one
+    ConfigError line naming it."""
+    decoder = msgspec.json.Decoder(_PayeeLine)
+    directory: dict[str, str] = {}
+    for number, line in enumerate(_lines(path, "payee directory"), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = decoder.decode(line)
+        except msgspec.DecodeError as error:
+            raise ConfigError(f"{path}:{number}: not a payee directory entry ({error})") from None
+        if not 1 <= len(entry.payee_id) <= 64 or not is_currency(entry.settlement_currency):
+            raise ConfigError(
+                f"{path}:{number}: payee {entry.payee_id[:64]!r} needs a 1-64 character id and "
+                f"an ISO 4217 settlement currency (got {entry.settlement_currency!r})"
+            )
+        directory[entry.payee_id] = entry.settlement_currency
+        if len(directory) > ENTRIES_MAX:
+            raise ConfigError(f"{path}: more than {ENTRIES_MAX} payees")
+    return directory
+
+
+class FxBook:
+    """What settlement needs for FX: the rates, the payee directory, the spread."""
+
+    def __init__(self, rates: RateBook, payees: dict[str, str], spread_bps: int) -> None:
+        if not 0 <= spread_bps < BPS_WHOLE:
+            raise ConfigError(f"FX spread {spread_bps} bps must be in 0..{BPS_WHOLE - 1}")
+        self.rates = rates
+        self.payees = payees
+        self.spread_bps = spread_bps
+
+
+class Conversion:
+    """A window's batches after FX (one row per batch): the settlement currency, the
+    status (``settled``, ``awaiting_rate``, ``fx_overflow``), the batch's rate (the
+    latest event's, 10⁻¹²; `RATE_SCALE` when no conversion), what the net converted
+    to, the spread kept, and what the payee is credited (its net when not
+    converted); plus the `FX_SCHEMA` rows of the rates used."""
+
+    __slots__ = (
+        "converted",
+        "credited",
+        "currencies",
+        "rate",
+        "rows",
+        "settlement_currency",
+        "spread",
+        "status",
+    )
+
+    def __init__(self, currencies: list[str], net: np.ndarray) -> None:
+        size = len(currencies)
+        self.currencies = currencies
+        self.settlement_currency = list(currencies)
+        self.status = ["settled"] * size
+        self.rate = np.full(size, RATE_SCALE, dtype=np.int64)
+        self.converted = np.zeros(size, dtype=np.int64)
+        self.spread = np.zeros(size, dtype=np.int64)
+        self.credited = net.copy()
+        self.rows: pa.Table = FX_SCHEMA.empty_table()
+
+    @property
+    def held(self) -> np.ndarray:
+        """Batches that pay nothing until they can be converted."""
+        return np.array([status != "settled" for status in self.status], dtype=bool)
+
+    @property
+    def fx(self) -> np.ndarray:
+        """Batches converted from their currency."""
+        pairs = zip(self.status, self.settlement_currency, self.currencies, strict=True)
+        return np.array([st == "settled" and s != c for st, s, c in pairs], dtype=bool)
+
+
+def _trunc(value: int) -> int:
+    """`value` in 10⁻¹⁸ of the major unit as micro-units, toward zero."""
+    return value // RATE_SCALE if value >= 0 else -((-value) // RATE_SCALE)
+
+
+def convert(
+    book: FxBook | None,
+    events: pa.Table,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    is_payment: np.ndarray,
+    batch_ids: pa.Array,
+    payees: list[str],
+    currencies: list[str],
+    fees: np.ndarray,
+    net: np.ndarray,
+) -> Conversion:
+    """The FX of a window's batches (see the module's rules). `events` are the window's
+    sorted events, batch ``b`` its rows ``starts[b]`` to ``starts[b] + counts[b]``."""
+    result = Conversion(currencies, net)
+    if book is None or not book.payees:
+        return result
+    targets = [book.payees.get(payee, currency) for payee, currency in zip(payees, currencies, strict=True)]  # fmt: skip
+    moving = [b for b, (t, c) in enumerate(zip(targets, currencies, strict=True)) if t != c]
+    result.settlement_currency = targets
+    if not moving:
+        return result
+    occurred = events["occurred_us"].to_numpy()
+    amounts = events["amount_micros"].to_numpy()
+    signs = np.where(is_payment, 1, -1)
+    fx_rows: list[tuple] = []
+    batch_id_list = batch_ids.to_pylist()
+    for batch in moving:
+        first, count = int(starts[batch]), int(counts[batch])
+        series = book.rates.series(currencies[batch], targets[batch])
+        if series is None:
+            result.status[batch] = "awaiting_rate"
+            continue
+        rates, as_of = series.at(occurred[first : first + count])
+        if not rates.all():
+            result.status[batch] = "awaiting_rate"
+            continue
+        signed = (signs[first : first + count] * amounts[first : first + count]).tolist()
+        rate_list = rates.tolist()
+        exact = sum(a * r for a, r in zip(signed, rate_list, strict=True))
+        exact -= int(fees[batch]) * rate_list[-1]
+        converted = _trunc(exact)
+        if abs(converted) > BATCH_MICROS_MAX:
+            result.status[batch] = "fx_overflow"
+            continue
+        spread = converted * book.spread_bps // BPS_WHOLE if converted > 0 else 0
+        result.rate[batch] = rate_list[-1]
+        result.converted[batch] = converted
+        result.spread[batch] = spread
+        result.credited[batch] = converted - spread
+        # one row per rate used (events are in time order, so each rate's are contiguous)
+        as_of_list = as_of.tolist()
+        run_start = 0
+        for index in range(1, count + 1):
+            if index == count or as_of_list[index] != as_of_list[run_start]:
+                fx_rows.append(
+                    (batch_id_list[batch], currencies[batch], targets[batch], rate_list[run_start],
+                     as_of_list[run_start], index - run_start, sum(signed[run_start:index]))
+                )  # fmt: skip
+                run_start = index
+    if fx_rows:
+        result.rows = pa.Table.from_pylist(
+            [dict(zip(FX_SCHEMA.names, row, strict=True)) for row in fx_rows], schema=FX_SCHEMA
+        )
+    return result
+
+
+def fx_book(config: FxConfig) -> FxBook | None:
+    """The FX inputs a configuration names, read and checked (None: no payee directory,
+    so nothing converts); a bad line is one ConfigError."""
+    if config.payee_directory is None:
+        return None
+    rates = RateBook.read(Path(config.rates)) if config.rates else RateBook({})
+    return FxBook(rates, read_payee_directory(Path(config.payee_directory)), config.spread_bps)
