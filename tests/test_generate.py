@@ -406,6 +406,21 @@ def test_shipped_sample_is_what_the_documented_command_generates() -> None:
     assert shipped == list(generate_events(COUNT, **_kwargs()))
 
 
+def test_shipped_fx_inputs_are_what_the_documented_command_writes(tmp_path: Path) -> None:
+    """replay_data/README.md: the same command with ``--fx-rates
+    replay_data/sample.fx-rates.jsonl.gz --payee-directory replay_data/sample.payees.jsonl``."""
+    from centflow.generate.logs import write_fx_rates, write_payee_directory
+
+    rates, payees = tmp_path / "rates.jsonl.gz", tmp_path / "payees.jsonl"
+    write_fx_rates(rates, seed=7, start_us=START_US, duration_s=7200)
+    write_payee_directory(payees, seed=7, events=COUNT)
+    shipped = SAMPLE.parent
+    assert gzip.decompress(rates.read_bytes()) == gzip.decompress(
+        (shipped / "sample.fx-rates.jsonl.gz").read_bytes()
+    )
+    assert payees.read_bytes() == (shipped / "sample.payees.jsonl").read_bytes()
+
+
 # SHA-256 of generate_events(...) lines, each followed by "\n", as the generator wrote them
 # before scenarios, diurnal pacing and FX rates were added: they must not change a default log.
 DEFAULT_OUTPUT_SHA256 = {

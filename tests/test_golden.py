@@ -56,8 +56,16 @@ def summary(database: Path) -> dict[str, object]:
         ).fetchall()
         currencies = db.execute(
             "SELECT currency, count(*), sum(event_count), sum(late_count), sum(gross)::VARCHAR, "
-            "sum(refunds)::VARCHAR, sum(net)::VARCHAR, sum(payout)::VARCHAR "
-            "FROM settlement_batches GROUP BY currency ORDER BY currency"
+            "sum(refunds)::VARCHAR, sum(net)::VARCHAR, "
+            "(SELECT sum(payout) FROM settlement_batches AS p "
+            " WHERE p.settlement_currency = b.currency)::VARCHAR "  # payouts: settlement currency
+            "FROM settlement_batches AS b GROUP BY currency ORDER BY currency"
+        ).fetchall()
+        converted = db.execute(
+            "SELECT currency || ' -> ' || settlement_currency, count(*), "
+            "sum(fx_converted)::VARCHAR, sum(fx_spread)::VARCHAR, "
+            "count(*) FILTER (WHERE status <> 'settled') FROM settlement_batches "
+            "WHERE currency <> settlement_currency GROUP BY ALL ORDER BY 1"
         ).fetchall()
         balance = db.execute("SELECT bool_and(balanced) FROM recon_ledger_balance").fetchall()[0][0]
     columns = ("batches", "events", "late", "gross", "refunds", "net", "payout")
@@ -81,6 +89,10 @@ def summary(database: Path) -> dict[str, object]:
         "outcomes": {name: count for name, count in outcomes},
         "currencies": {row[0]: dict(zip(columns, row[1:], strict=True)) for row in currencies},
         "ledger_balanced": balance,
+        "fx": {
+            pair: {"batches": n, "converted": c, "spread": sp, "held": h}
+            for pair, n, c, sp, h in converted
+        },  # fmt: skip
     }
 
 

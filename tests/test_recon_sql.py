@@ -49,6 +49,7 @@ TWINNED_QUERIES = {
     "summary_currencies",
     "summary_events",
     "summary_fees",
+    "summary_payouts",
     "summary_repeats",
 }
 RAILS = ("card", "sepa")
@@ -252,6 +253,15 @@ def scenarios(draw: st.DrawFn) -> Tables:
                 fx,
             )
         )
+    # Payout lines: the payee's, and sometimes a split party's share of the payout.
+    for row in tables.settlement_batches:
+        if row[14] <= 0:
+            continue
+        share = draw(st.integers(0, row[14]))
+        if share:
+            tables.settlement_payouts.append((row[0], "party-x", row[12], share))
+        if row[14] - share:
+            tables.settlement_payouts.append((row[0], row[1], row[12], row[14] - share))
     # Fee rows: per (batch, rail), any figures (the views only add them up).
     fee_specs = draw(
         st.lists(
@@ -482,11 +492,13 @@ def twin_summary_checks(tables: Tables) -> dict[str, int]:
 def twin_summary_currencies(tables: Tables) -> list[tuple]:
     ledger = twin_ledger_balance(tables)
     by_currency: dict[str, list[tuple]] = defaultdict(list)
+    paid: dict[str, int] = defaultdict(int)
     for row in tables.settlement_batches:
         by_currency[row[2]].append(row)
+        paid[row[12]] += row[14]  # payouts are in the settlement currency
     result = []
-    for currency in sorted(by_currency):
-        rows = by_currency[currency]
+    for currency in sorted(set(by_currency) | set(paid)):
+        rows = by_currency.get(currency, [])
         balanced, balance = (
             (ledger[currency][5], ledger[currency][4]) if currency in ledger else (False, 0)
         )
@@ -496,12 +508,40 @@ def twin_summary_currencies(tables: Tables) -> list[tuple]:
                 len(rows),
                 sum(row[6] for row in rows),
                 sum(row[7] for row in rows),
-                *(dec(sum(row[column] for row in rows)) for column in (8, 9, 10, 11, 14)),
+                *(dec(sum(row[column] for row in rows)) for column in (8, 9, 10, 11)),
+                dec(paid.get(currency, 0)),
                 balanced,
                 balance,
             )
         )
     return result
+
+
+def twin_summary_payouts(tables: Tables) -> list[tuple]:
+    payee_of = {row[0]: row[1] for row in tables.settlement_batches}
+    lines: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for batch_id, party, currency, amount in tables.settlement_payouts:
+        if batch_id not in payee_of:
+            continue
+        lines[currency][0] += 1
+        lines[currency][1] += amount if party != payee_of[batch_id] else 0
+    by_target: dict[str, list[tuple]] = defaultdict(list)
+    for row in tables.settlement_batches:
+        by_target[row[12]].append(row)
+    return [
+        (
+            currency,
+            len(rows),
+            lines[currency][0],
+            dec(sum(row[14] for row in rows)),
+            dec(lines[currency][1]),
+            dec(sum(row[16] - row[15] for row in rows)),
+            dec(sum(row[19] - row[20] for row in rows if row[19] is not None)),
+            dec(sum(row[20] for row in rows if row[20] is not None)),
+            sum(row[18] == "awaiting_rate" for row in rows),
+        )
+        for currency, rows in sorted(by_target.items())
+    ]
 
 
 def twin_event_repeats(tables: Tables) -> dict[str, tuple]:
@@ -607,6 +647,7 @@ def compare_everything(tables: Tables) -> None:
         economics = db.execute("SELECT * FROM recon_unit_economics").fetchall()
         assert {(r[0], r[1]): r[2:] for r in economics} == twin_unit_economics(tables)
         assert run_query(db, "summary_fees") == twin_summary_fees(tables)
+        assert run_query(db, "summary_payouts") == twin_summary_payouts(tables)
 
 
 @settings(max_examples=60, deadline=None)

@@ -26,6 +26,7 @@ from rich.progress import (
 
 from centflow import limits
 from centflow.config import (
+    FileConfig,
     FxConfig,
     PipelineConfig,
     RiskConfig,
@@ -605,6 +606,13 @@ def demo(
     statement_breaks: Annotated[
         float, typer.Option(help="Share of payouts given a break in the simulated statement.")
     ] = 0.05,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="A TOML file (fees, FX, risk); default: the log's own <name>.toml beside it.",
+        ),
+    ] = None,
 ) -> None:
     """The whole pipeline on a log through a local broker it starts and stops itself,
     then a reconciliation against a simulated rail statement of its payouts."""
@@ -614,6 +622,16 @@ def demo(
     from centflow.ops.runner import clear_state, out_dir_lock
 
     log_files(log)
+    if config_file is None:
+        beside = log.with_name(f"{log.name.removesuffix('.gz').removesuffix('.jsonl')}.toml")
+        config_file = beside if beside.is_file() else None
+    file_config = load_file_config(config_file) if config_file is not None else FileConfig()
+    fx = file_config.fx
+    if fx.payee_directory is not None:
+        from centflow.money.fx import fx_book
+
+        fx_book(fx)  # a bad rate or payee line: one line, before anything starts
+        console.print(f"FX: rates {fx.rates}, payee directory {fx.payee_directory}")
     with out_dir_lock(out):
         clear_state(out)
         with LocalBroker(log_path=out / "broker.log") as local:
@@ -638,6 +656,9 @@ def demo(
                 window_length_s=window_s,
                 lateness_s=lateness_s,
                 idle_s=2.0,
+                risk=file_config.risk,
+                fees=DEFAULT_SCHEDULE if file_config.fees is None else file_config.fees,
+                fx=fx,
             )
             seconds = _run_with_progress(validate(config), workers, 2, stats.messages).seconds
             console.print(f"pipeline finished in {seconds:.1f} s")

@@ -46,6 +46,20 @@ class CurrencyFees(msgspec.Struct, frozen=True):
     share_unpayable_alone: Decimal
 
 
+class CurrencyPayouts(msgspec.Struct, frozen=True):
+    """What was paid out in one settlement currency (``summary_payouts``)."""
+
+    currency: str
+    batches: int
+    lines: int
+    payout: Decimal
+    to_split_parties: Decimal
+    carried: Decimal
+    fx_in: Decimal
+    fx_spread: Decimal
+    awaiting_rate: int
+
+
 class Summary(msgspec.Struct, frozen=True):
     database: str
     outcomes: list[tuple[str, int]]
@@ -55,6 +69,7 @@ class Summary(msgspec.Struct, frozen=True):
     # Event ids in payments more than once (`recon_event_repeats`): not a fault of
     # the tables, but each copy settled, so someone should look.
     repeated_event_ids: int = 0
+    payouts: list[CurrencyPayouts] = []
 
     @property
     def ok(self) -> bool:
@@ -93,9 +108,12 @@ def summarize(database: Path) -> Summary:
         ]
         (repeated,) = connection.execute(query("summary_repeats")).fetchall()[0]
         fees = [CurrencyFees(*row) for row in connection.execute(query("summary_fees")).fetchall()]
+        payouts = [
+            CurrencyPayouts(*row) for row in connection.execute(query("summary_payouts")).fetchall()
+        ]
     finally:
         connection.close()
-    return Summary(str(database), outcomes, currencies, checks, fees, int(repeated))
+    return Summary(str(database), outcomes, currencies, checks, fees, int(repeated), payouts)
 
 
 def render(summary: Summary, console: Console) -> None:
@@ -116,7 +134,7 @@ def render(summary: Summary, console: Console) -> None:
         "refunds",
         "fees",
         "net",
-        "payout",
+        "paid out",
         "ledger",
     ):
         money.add_column(column, justify="left" if column == "currency" else "right")
@@ -133,6 +151,8 @@ def render(summary: Summary, console: Console) -> None:
             "balanced" if row.ledger_balanced else f"[red]off by {row.ledger_balance}[/red]",
         )
     console.print(money)
+    if summary.payouts:
+        console.print(_payout_table(summary.payouts))
     if summary.fees:
         console.print(_fee_table(summary.fees))
     for name, failures in summary.checks:
@@ -148,6 +168,27 @@ def render(summary: Summary, console: Console) -> None:
 
 def _amount(value: Decimal) -> str:
     return f"{value:,.6f}".rstrip("0").rstrip(".")
+
+
+def _payout_table(payouts: list[CurrencyPayouts]) -> Table:
+    """Payouts per settlement currency: split parties' share, carry, FX."""
+    table = Table(title="Paid out, per settlement currency (summary_payouts)", title_justify="left")
+    for column in ("currency", "batches", "lines", "payout", "to split parties", "carried",
+                   "from FX", "FX spread", "awaiting rate"):  # fmt: skip
+        table.add_column(column, justify="left" if column == "currency" else "right")
+    for row in payouts:
+        table.add_row(
+            row.currency,
+            f"{row.batches:,}",
+            f"{row.lines:,}",
+            _amount(row.payout),
+            _amount(row.to_split_parties),
+            _amount(row.carried),
+            _amount(row.fx_in),
+            _amount(row.fx_spread),
+            f"{row.awaiting_rate:,}" if row.awaiting_rate else "0",
+        )
+    return table
 
 
 def _fee_table(fees: list[CurrencyFees]) -> Table:
