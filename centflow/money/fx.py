@@ -313,57 +313,82 @@ def convert(
     net: np.ndarray,
 ) -> Conversion:
     """The FX of a window's batches (see the module's rules). `events` are the window's
-    sorted events, batch ``b`` its rows ``starts[b]`` to ``starts[b] + counts[b]``."""
+    sorted events, batch ``b`` its rows ``starts[b]`` to ``starts[b] + counts[b]``.
+
+    A column at a time per currency pair: each row's rate by a binary search of its
+    pair's as-of times, the exact products in Python ints held in NumPy object arrays
+    (micro-units times 10⁻¹² rates pass int64), summed per batch in one pass.
+    """
     result = Conversion(currencies, net)
     if book is None or not book.payees:
         return result
     targets = [book.payees.get(payee, currency) for payee, currency in zip(payees, currencies, strict=True)]  # fmt: skip
-    moving = [b for b, (t, c) in enumerate(zip(targets, currencies, strict=True)) if t != c]
     result.settlement_currency = targets
-    if not moving:
+    by_pair: dict[tuple[str, str], list[int]] = {}
+    for batch, (target, currency) in enumerate(zip(targets, currencies, strict=True)):
+        if target != currency:
+            by_pair.setdefault((currency, target), []).append(batch)
+    if not by_pair:
         return result
     occurred = events["occurred_us"].to_numpy()
-    amounts = events["amount_micros"].to_numpy()
-    signs = np.where(is_payment, 1, -1)
-    fx_rows: list[tuple] = []
-    batch_id_list = batch_ids.to_pylist()
-    for batch in moving:
-        first, count = int(starts[batch]), int(counts[batch])
-        series = book.rates.series(currencies[batch], targets[batch])
+    signed = np.where(is_payment, 1, -1) * events["amount_micros"].to_numpy()
+    tables: list[pa.Table] = []
+    for (currency, target), batch_list in sorted(by_pair.items()):
+        batches = np.array(batch_list, dtype=np.int64)
+        series = book.rates.series(currency, target)
         if series is None:
-            result.status[batch] = "awaiting_rate"
+            for batch in batch_list:
+                result.status[batch] = "awaiting_rate"
             continue
-        rates, as_of = series.at(occurred[first : first + count])
-        if not rates.all():
-            result.status[batch] = "awaiting_rate"
+        sizes = counts[batches]
+        rows = np.repeat(starts[batches] - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))  # fmt: skip
+        firsts = np.cumsum(sizes) - sizes  # each batch's first row among `rows`
+        rates, as_of = series.at(occurred[rows])
+        known = np.minimum.reduceat(rates, firsts) > 0
+        last_rate = rates[firsts + sizes - 1]
+        exact = np.add.reduceat(signed[rows].astype(object) * rates.astype(object), firsts)
+        exact = exact - fees[batches].astype(object) * last_rate.astype(object)
+        converted = np.array([_trunc(value) for value in exact.tolist()], dtype=object)
+        fits = np.array([abs(value) <= BATCH_MICROS_MAX for value in converted.tolist()], bool)
+        for place in np.flatnonzero(~known | ~fits).tolist():
+            result.status[batch_list[place]] = (
+                "awaiting_rate" if not known[place] else "fx_overflow"
+            )
+        done = known & fits
+        kept = batches[done]
+        value = converted[done].astype(np.int64)
+        spread = np.where(value > 0, value * book.spread_bps // BPS_WHOLE, 0)
+        result.rate[kept] = last_rate[done]
+        result.converted[kept] = value
+        result.spread[kept] = spread
+        result.credited[kept] = value - spread
+        # one row per (batch, rate used): events are in time order, so each rate's are contiguous
+        row_done = np.repeat(done, sizes)
+        row_batch = np.repeat(batches, sizes)[row_done]
+        row_as_of, row_rate, row_signed = as_of[row_done], rates[row_done], signed[rows][row_done]
+        if not len(row_batch):
             continue
-        signed = (signs[first : first + count] * amounts[first : first + count]).tolist()
-        rate_list = rates.tolist()
-        exact = sum(a * r for a, r in zip(signed, rate_list, strict=True))
-        exact -= int(fees[batch]) * rate_list[-1]
-        converted = _trunc(exact)
-        if abs(converted) > BATCH_MICROS_MAX:
-            result.status[batch] = "fx_overflow"
-            continue
-        spread = converted * book.spread_bps // BPS_WHOLE if converted > 0 else 0
-        result.rate[batch] = rate_list[-1]
-        result.converted[batch] = converted
-        result.spread[batch] = spread
-        result.credited[batch] = converted - spread
-        # one row per rate used (events are in time order, so each rate's are contiguous)
-        as_of_list = as_of.tolist()
-        run_start = 0
-        for index in range(1, count + 1):
-            if index == count or as_of_list[index] != as_of_list[run_start]:
-                fx_rows.append(
-                    (batch_id_list[batch], currencies[batch], targets[batch], rate_list[run_start],
-                     as_of_list[run_start], index - run_start, sum(signed[run_start:index]))
-                )  # fmt: skip
-                run_start = index
-    if fx_rows:
-        result.rows = pa.Table.from_pylist(
-            [dict(zip(FX_SCHEMA.names, row, strict=True)) for row in fx_rows], schema=FX_SCHEMA
+        cuts = np.flatnonzero(
+            np.concatenate(
+                ([True], (row_batch[1:] != row_batch[:-1]) | (row_as_of[1:] != row_as_of[:-1]))
+            )
         )
+        tables.append(
+            pa.table(
+                [
+                    batch_ids.take(pa.array(row_batch[cuts])),
+                    pa.array(np.full(len(cuts), currency, dtype=object), pa.string()),
+                    pa.array(np.full(len(cuts), target, dtype=object), pa.string()),
+                    pa.array(row_rate[cuts]),
+                    pa.array(row_as_of[cuts]),
+                    pa.array(np.diff(np.append(cuts, len(row_batch)))),
+                    pa.array(np.add.reduceat(row_signed, cuts)),
+                ],
+                schema=FX_SCHEMA,
+            )
+        )
+    if tables:
+        result.rows = pa.concat_tables(tables)
     return result
 
 

@@ -385,28 +385,54 @@ def post_fx(
     ``fx_spread_revenue:<settlement currency>``. So each currency balances on its
     own, and the clearing accounts hold the platform's position per currency.
     """
-    rows: list[LedgerRow] = []
-    ids = batch_ids.to_pylist()
-    for batch, (batch_id, payee, currency, target) in enumerate(
-        zip(ids, payees, currencies, settlement_currencies, strict=True)
-    ):
-        net, converted, spread = (int(net_micros[batch]), int(converted_micros[batch]), int(spread_micros[batch]))  # fmt: skip
-        postings = (
-            ("fx", f"payee_payable:{payee}", currency, net),
-            ("fx", f"fx_clearing:{currency}", currency, -net),
-            ("fx", f"fx_clearing:{target}", target, converted),
-            ("fx", f"payee_payable:{payee}", target, -(converted - spread)),
-            ("fx_spread", f"fx_spread_revenue:{target}", target, -spread),
-        )
-        base = int(first_sequence[batch])
-        for slot, (kind, account, posting_currency, amount) in enumerate(postings):
-            if amount:
-                rows.append((f"{batch_id}:{base + slot:06d}", batch_id, None, kind, account,
-                             posting_currency, amount, posted_us))  # fmt: skip
-    if not rows:
+    count = len(batch_ids)
+    if not count:
         return LEDGER_SCHEMA.empty_table()
-    for currency in {row[5] for row in rows}:
-        invariant(sum(row[6] for row in rows if row[5] == currency) == 0, "FX postings do not balance in %s", currency)  # fmt: skip
-    return pa.Table.from_pylist(
-        [dict(zip(LEDGER_SCHEMA.names, row, strict=True)) for row in rows], schema=LEDGER_SCHEMA
+    payee_array = pa.array(payees, pa.string())
+    base_currency = pa.array(currencies, pa.string())
+    target = pa.array(settlement_currencies, pa.string())
+    # (kind, account prefix, owner column, currency column, amount), in entry order
+    postings = (
+        ("fx", "payee_payable:", payee_array, base_currency, net_micros),
+        ("fx", "fx_clearing:", base_currency, base_currency, -net_micros),
+        ("fx", "fx_clearing:", target, target, converted_micros),
+        ("fx", "payee_payable:", payee_array, target, spread_micros - converted_micros),
+        ("fx_spread", "fx_spread_revenue:", target, target, -spread_micros),
     )
+    columns: dict[str, list] = {name: [] for name in ("rows", "sequence", "kind", "account", "currency", "amount")}  # fmt: skip
+    for slot, (kind, prefix, owner, currency, amounts) in enumerate(postings):
+        rows = np.flatnonzero(amounts != 0)
+        if not len(rows):
+            continue
+        picked = pa.array(rows)
+        columns["rows"].append(rows)
+        columns["sequence"].append(first_sequence[rows] + slot)
+        columns["kind"].append(pa.repeat(pa.scalar(kind), len(rows)))
+        columns["account"].append(pc.binary_join_element_wise(prefix, owner.take(picked), ""))
+        columns["currency"].append(currency.take(picked))
+        columns["amount"].append(amounts[rows])
+    if not columns["rows"]:
+        return LEDGER_SCHEMA.empty_table()
+    rows = pa.array(np.concatenate(columns["rows"]))
+    sequence = np.concatenate(columns["sequence"])
+    ids = batch_ids.take(rows)
+    entries = pa.table(
+        [
+            pc.binary_join_element_wise(
+                ids, entry_suffixes(int(sequence.max()) + 1).take(pa.array(sequence)), ""
+            ),
+            ids,
+            pa.nulls(len(rows), pa.string()),
+            pa.concat_arrays(columns["kind"]),
+            pa.concat_arrays(columns["account"]),
+            pa.concat_arrays(columns["currency"]),
+            pa.array(np.concatenate(columns["amount"]), pa.int64()),
+            pa.array(np.full(len(rows), posted_us, dtype=np.int64)),
+        ],
+        schema=LEDGER_SCHEMA,
+    )
+    sums = entries.group_by("currency").aggregate([("amount_micros", "sum")])
+    invariant(
+        not any(sums["amount_micros_sum"].to_pylist()), "FX postings do not balance per currency"
+    )
+    return entries

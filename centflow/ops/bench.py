@@ -44,8 +44,8 @@ import duckdb
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from centflow.config import PipelineConfig
-from centflow.generate.logs import write_log
+from centflow.config import FxConfig, PipelineConfig
+from centflow.generate.logs import write_fx_rates, write_log, write_payee_directory
 from centflow.ingest.decode import decode_message
 from centflow.ingest.events import Payment
 from centflow.ingest.replay import iter_lines
@@ -256,7 +256,11 @@ def run(events: int, work: Path, repeat: int = 3) -> dict[str, Any]:
         count, seconds = _file_baseline(log)
         rates.append(count / seconds)
     _median(figures, "raw_file_per_s", rates)
-    figures["money"] = measure_money(log, WINDOW_S, LATENESS_S, repeat)
+    # FX inputs over the same span (the generator's rates and payee directory)
+    write_fx_rates(work / "bench.fx-rates.jsonl.gz", seed=1, start_us=parse_rfc3339_us("2026-11-02T00:00:00Z"), duration_s=6 * 3600)  # fmt: skip
+    write_payee_directory(work / "bench.payees.jsonl", seed=1, events=events)
+    fx = FxConfig(str(work / "bench.fx-rates.jsonl.gz"), str(work / "bench.payees.jsonl"))
+    figures["money"] = measure_money(log, WINDOW_S, LATENESS_S, repeat, fx=fx)
     figures["recon"] = measure_recon(directory=work)
     replay = PipelineConfig(
         out_dir=str(work / "replay"),
@@ -376,8 +380,9 @@ Windows {WINDOW_S} s, lateness {LATENESS_S} s, topic of {PARTITIONS} partitions.
   p50 {latency.get("p50_ms", float("nan")):.1f} ms, p99 {latency.get("p99_ms", float("nan")):.1f} ms, max {latency.get("max_ms", float("nan")):.1f} ms.
 - Money stage alone (`centflow.ops.bench_money`: settlement, fees, payouts, ledger, in one
   process, CPU time, median of {f.get("repeat", 1)}): **{f["money"]["money_us_per_event"]:.2f} µs per event**
-  with the shipped fee schedule, {f["money"]["money_no_fees_us_per_event"]:.2f} µs with no fees
-  ({f["money"]["money_events"]:,} events in {f["money"]["money_batches"]:,} batches).
+  with the shipped fee schedule, {f["money"]["money_no_fees_us_per_event"]:.2f} µs with no fees,
+  {f["money"].get("money_fx_us_per_event", float("nan")):.2f} µs with fees and FX (the generator's
+  payee directory and rates) ({f["money"]["money_events"]:,} events in {f["money"]["money_batches"]:,} batches).
 - Statement matching (`centflow.ops.bench_recon`, DuckDB SQL): **{f["recon"]["matched_s"]:.2f} s**
   for {f["recon"]["payouts"]:,} payouts against {f["recon"]["entries"]:,} statement entries
   (goal ≤ {f["recon"]["goal_s"]:g} s: {"met" if f["recon"]["matched_s"] <= f["recon"]["goal_s"] else "not met"}),
