@@ -206,34 +206,116 @@ def _validate_risk(risk: RiskConfig) -> None:
                 )
 
 
-class FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """What a ``--config`` TOML file may set (sections grow with the pipeline)."""
+class PipelineSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[pipeline]``: what ``centflow run``'s flags of the same names set (None: the
+    flag's default)."""
 
+    window_s: int | None = None
+    lateness_s: int | None = None
+    dedupe_horizon_s: int | None = None
+    future_skew_s: int | None = None
+    idle_s: float | None = None
+    workers: int | None = None
+    snapshot_s: int | None = None
+    out: str | None = None
+
+
+class KafkaSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[kafka]``: the bootstrap servers, and librdkafka client settings passed
+    through untouched (``[kafka.settings]``: security.protocol, sasl.*, ssl.* ...)."""
+
+    bootstrap_servers: str | None = None
+    settings: dict[str, str] = {}
+
+
+class TopicsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[topics]``: topic names (None: DESIGN.md's defaults)."""
+
+    payments: str | None = None
+    dead_letters: str | None = None
+    decisions: str | None = None
+
+
+class FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a ``--config`` TOML file may set, after ``CENTFLOW_*`` environment overrides
+    (`ENV_PREFIX`); `centflow.ops.cli_config` shows it."""
+
+    pipeline: PipelineSection = PipelineSection()
+    topics: TopicsSection = TopicsSection()
+    kafka: KafkaSection = KafkaSection()
     risk: RiskConfig = RiskConfig()
     #: the fee schedule (``[[fees]]`` entries); when given, it replaces the shipped one
     fees: tuple[RailFee, ...] | None = None
     fx: FxConfig = FxConfig()
 
 
-def load_file_config(path: Path) -> FileConfig:
-    """A ``--config`` TOML file; a wrong key, type or value is one ConfigError line.
+#: Environment overrides: ``CENTFLOW_<SECTION>_<KEY>`` sets ``[section] key`` (e.g.
+#: ``CENTFLOW_PIPELINE_WINDOW_S=60``, ``CENTFLOW_RISK_REVIEW_AT=0.6``,
+#: ``CENTFLOW_KAFKA_BOOTSTRAP_SERVERS``); ``CENTFLOW_KAFKA_SETTING_<NAME>`` sets the
+#: client setting NAME lower-cased with ``_`` read as ``.`` (``..._SASL_PASSWORD`` is
+#: ``sasl.password``). They win over the file; command-line flags win over both.
+ENV_PREFIX = "CENTFLOW_"
+_ENV_SECTIONS = ("pipeline", "topics", "kafka", "risk", "fx")
+#: Variables the processes hand each other, never overrides.
+_INTERNAL_ENV = frozenset({CONFIG_ENV, "CENTFLOW_WAIT_FOR_PEERS"})
 
-    Paths inside it (``risk.payer_directory``, ``fx.rates``, ``fx.payee_directory``)
-    are relative to the file itself.
+
+def _apply_environment(data: dict, environ: dict[str, str]) -> list[str]:
+    """Put the ``CENTFLOW_*`` overrides of `environ` into the raw TOML `data`; return
+    their names. An unknown section is one ConfigError line."""
+    applied = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in _INTERNAL_ENV:
+            continue
+        rest = name.removeprefix(ENV_PREFIX).lower()
+        if rest.startswith("kafka_setting_"):
+            key = rest.removeprefix("kafka_setting_").replace("_", ".")
+            data.setdefault("kafka", {}).setdefault("settings", {})[key] = environ[name]
+        else:
+            section = next((s for s in _ENV_SECTIONS if rest.startswith(f"{s}_")), None)
+            if section is None:
+                raise ConfigError(
+                    f"unknown environment override {name}: use CENTFLOW_<SECTION>_<KEY> with a "
+                    f"section of {', '.join(_ENV_SECTIONS)}, or CENTFLOW_KAFKA_SETTING_<NAME>"
+                )
+            data.setdefault(section, {})[rest.removeprefix(f"{section}_")] = environ[name]
+        applied.append(name)
+    return applied
+
+
+def load_file_config(path: Path | None, environ: dict[str, str] | None = None) -> FileConfig:
+    """A ``--config`` TOML file (or none) with the ``CENTFLOW_*`` overrides of `environ`
+    (default: the process environment); a wrong key, type or value is one ConfigError
+    line naming it.
+
+    Paths inside the file (``risk.payer_directory``, ``fx.rates``,
+    ``fx.payee_directory``) are relative to the file itself.
     """
+    data: dict = {}
+    where = "the environment"
+    if path is not None:
+        where = str(path)
+        try:
+            text = path.read_bytes()
+        except OSError as error:
+            raise ConfigError(f"cannot read the configuration {path}: {error.strerror}") from None
+        try:
+            data = msgspec.toml.decode(text)
+        except msgspec.DecodeError as error:
+            raise ConfigError(f"{path}: not valid TOML ({error})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: not a TOML table")
+    overrides = _apply_environment(data, dict(os.environ if environ is None else environ))
+    if overrides:
+        where += f" with {', '.join(overrides)}"
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"cannot read the configuration {path}: {error.strerror}") from None
-    try:
-        loaded = msgspec.toml.decode(data, type=FileConfig)
+        loaded = msgspec.convert(data, FileConfig, strict=False)
     except msgspec.ValidationError as error:
-        raise ConfigError(f"{path}: {error}") from None
-    except msgspec.DecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+        raise ConfigError(f"{where}: {error}") from None
+    base = path.parent if path is not None else Path.cwd()
     directory = loaded.risk.payer_directory
     if directory is not None and not Path(directory).is_absolute():
-        directory = str((path.parent / directory).resolve())
+        directory = str((base / directory).resolve())
         loaded = msgspec.structs.replace(
             loaded, risk=msgspec.structs.replace(loaded.risk, payer_directory=directory)
         )
@@ -241,7 +323,7 @@ def load_file_config(path: Path) -> FileConfig:
     for name in ("rates", "payee_directory"):
         value = getattr(loaded.fx, name)
         if value is not None and not Path(value).is_absolute():
-            fx_paths[name] = str((path.parent / value).resolve())
+            fx_paths[name] = str((base / value).resolve())
     if fx_paths:
         loaded = msgspec.structs.replace(loaded, fx=msgspec.structs.replace(loaded.fx, **fx_paths))
     _validate_risk(loaded.risk)

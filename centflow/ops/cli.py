@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import msgspec
 import typer
@@ -26,10 +26,7 @@ from rich.progress import (
 
 from centflow import limits
 from centflow.config import (
-    FileConfig,
-    FxConfig,
     PipelineConfig,
-    RiskConfig,
     Topics,
     load_file_config,
     validate,
@@ -37,6 +34,7 @@ from centflow.config import (
 from centflow.errors import CentflowError, ConfigError, InvariantViolation
 from centflow.ingest.timeparse import format_us
 from centflow.money.fees import DEFAULT_SCHEDULE
+from centflow.ops.cli_config import config_app
 from centflow.ops.cli_recon import (
     database_of,
     demo_reconciliation,
@@ -78,10 +76,28 @@ KafkaConfigFile = Annotated[
 ]
 
 
-def _client(bootstrap: str, config_file: Path | None, settings: list[str] | None) -> dict[str, str]:
+def _client(
+    bootstrap: str,
+    config_file: Path | None,
+    settings: list[str] | None,
+    configured: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Client settings: ``[kafka.settings]`` of --config, then --kafka-config, then -X."""
     from centflow.ops.kafka import client_config, load_client_settings
 
-    return client_config(bootstrap, load_client_settings(config_file, settings or []))
+    return client_config(
+        bootstrap, {**(configured or {}), **load_client_settings(config_file, settings or [])}
+    )
+
+
+T = TypeVar("T")
+
+
+def _pick(flag: T | None, configured: T | None, default: T) -> T:
+    """A flag given wins, then the configuration (file and CENTFLOW_*), then the default."""
+    if flag is not None:
+        return flag
+    return configured if configured is not None else default
 
 
 def _count_lines(path: Path) -> int:
@@ -166,7 +182,7 @@ def run(
     kafka: Annotated[
         str | None, typer.Option(help="Kafka bootstrap servers, e.g. 127.0.0.1:9092.")
     ] = None,
-    out: Annotated[Path, typer.Option(help="Output and state directory.")] = Path("out"),
+    out: Annotated[Path | None, typer.Option(help="Output and state directory [out].")] = None,
     until_idle: Annotated[
         bool | None,
         typer.Option(
@@ -175,30 +191,50 @@ def run(
             "unless told --until-idle; a replay always stops at its end).",
         ),
     ] = None,
-    workers: Workers = 1,
-    window_s: WindowS = limits.WINDOW_LENGTH_S_DEFAULT,
-    lateness_s: LatenessS = limits.LATENESS_S_DEFAULT,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [1].")] = None,
+    window_s: Annotated[
+        int | None,
+        typer.Option(help=f"Settlement window length, seconds [{limits.WINDOW_LENGTH_S_DEFAULT}]."),
+    ] = None,
+    lateness_s: Annotated[
+        int | None, typer.Option(help=f"Allowed lateness, seconds [{limits.LATENESS_S_DEFAULT}].")
+    ] = None,
     dedupe_horizon_s: Annotated[
-        int, typer.Option(help="De-duplication horizon, seconds.")
-    ] = limits.DEDUPE_HORIZON_S_DEFAULT,
+        int | None,
+        typer.Option(help=f"De-duplication horizon, seconds [{limits.DEDUPE_HORIZON_S_DEFAULT}]."),
+    ] = None,
     future_skew_s: Annotated[
-        int, typer.Option(help="Largest event time ahead of ingestion, seconds.")
-    ] = limits.FUTURE_SKEW_S_DEFAULT,
+        int | None,
+        typer.Option(
+            help=f"Largest event time ahead of ingestion, seconds [{limits.FUTURE_SKEW_S_DEFAULT}]."
+        ),
+    ] = None,
     idle_s: Annotated[
-        float, typer.Option(help="Kafka: seconds without a message that count as idle.")
-    ] = limits.IDLE_S_DEFAULT,
-    topic: Annotated[str, typer.Option(help="Payments topic.")] = "payments",
-    dlq_topic: Annotated[str, typer.Option(help="Dead-letter topic.")] = "payments.dlq",
-    decisions_topic: Annotated[str, typer.Option(help="Decisions topic.")] = "payments.decisions",
+        float | None,
+        typer.Option(
+            help=f"Kafka: seconds without a message that count as idle [{limits.IDLE_S_DEFAULT}]."
+        ),
+    ] = None,
+    topic: Annotated[str | None, typer.Option(help="Payments topic [payments].")] = None,
+    dlq_topic: Annotated[str | None, typer.Option(help="Dead-letter topic [payments.dlq].")] = None,
+    decisions_topic: Annotated[
+        str | None, typer.Option(help="Decisions topic [payments.decisions].")
+    ] = None,
     kafka_config: KafkaConfigFile = None,
     kafka_setting: KafkaSetting = None,
-    snapshot_s: Annotated[int, typer.Option(help="Seconds between recovery snapshots.")] = 10,
+    snapshot_s: Annotated[
+        int | None, typer.Option(help="Seconds between recovery snapshots [10].")
+    ] = None,
     fresh: Annotated[
         bool, typer.Option(help="Discard the state kept in --out and start over.")
     ] = False,
     config_file: Annotated[
         Path | None,
-        typer.Option("--config", help="A TOML file: risk thresholds, tiers, payer directory."),
+        typer.Option(
+            "--config",
+            help="A TOML file (centflow.example.toml shows every key); CENTFLOW_* variables "
+            "override it, flags override both.",
+        ),
     ] = None,
     payer_directory: Annotated[
         Path | None,
@@ -232,6 +268,21 @@ def run(
     from centflow.ops.lifecycle import RunInterrupted
     from centflow.ops.runner import clear_state, out_dir_lock
 
+    file_config = load_file_config(config_file)  # with the CENTFLOW_* overrides
+    section = file_config.pipeline
+    out = out or Path(section.out or "out")
+    workers = _pick(workers, section.workers, 1)
+    window_s = _pick(window_s, section.window_s, limits.WINDOW_LENGTH_S_DEFAULT)
+    lateness_s = _pick(lateness_s, section.lateness_s, limits.LATENESS_S_DEFAULT)
+    dedupe_horizon_s = _pick(dedupe_horizon_s, section.dedupe_horizon_s, limits.DEDUPE_HORIZON_S_DEFAULT)  # fmt: skip
+    future_skew_s = _pick(future_skew_s, section.future_skew_s, limits.FUTURE_SKEW_S_DEFAULT)
+    idle_s = _pick(idle_s, section.idle_s, limits.IDLE_S_DEFAULT)
+    snapshot_s = _pick(snapshot_s, section.snapshot_s, 10)
+    topic = _pick(topic, file_config.topics.payments, "payments")
+    dlq_topic = _pick(dlq_topic, file_config.topics.dead_letters, "payments.dlq")
+    decisions_topic = _pick(decisions_topic, file_config.topics.decisions, "payments.decisions")
+    if kafka is None and replay is None:
+        kafka = file_config.kafka.bootstrap_servers
     if (replay is None) == (kafka is None):
         raise ConfigError("give exactly one input: --replay FILE or --kafka BOOTSTRAP")
     if replay is not None and until_idle is False:
@@ -241,16 +292,14 @@ def run(
     if replay is not None and (kafka_config is not None or kafka_setting):
         raise ConfigError("--kafka-config and --kafka-setting (-X) need --kafka")
     topics = Topics(topic, dlq_topic, decisions_topic)
-    file_config = load_file_config(config_file) if config_file is not None else None
-    risk = file_config.risk if file_config is not None else RiskConfig()
-    fees = DEFAULT_SCHEDULE if file_config is None or file_config.fees is None else file_config.fees
+    risk = file_config.risk
+    fees = DEFAULT_SCHEDULE if file_config.fees is None else file_config.fees
     if payer_directory is not None:
         if not payer_directory.is_file():
             raise ConfigError(f"--payer-directory {payer_directory}: no such file")
         risk = msgspec.structs.replace(risk, payer_directory=str(payer_directory.resolve()))
-    fx = file_config.fx if file_config is not None else FxConfig()
     fx = msgspec.structs.replace(
-        fx,
+        file_config.fx,
         **{
             name: value
             for name, value in (
@@ -289,7 +338,7 @@ def run(
     else:
         from centflow.ops.kafka import check_reachable, ensure_topics, topic_partition_count
 
-        client = _client(kafka, kafka_config, kafka_setting)  # type: ignore[arg-type]
+        client = _client(kafka, kafka_config, kafka_setting, file_config.kafka.settings)  # type: ignore[arg-type]
         check_reachable(client)
         partition_count = topic_partition_count(client, topic)
         ensure_topics(client, {dlq_topic: partition_count, decisions_topic: partition_count})
@@ -550,6 +599,7 @@ recon_app.command("import")(import_command)
 recon_app.command("match")(match_command)
 app.add_typer(recon_app, name="recon")
 app.add_typer(statement_app, name="statement")
+app.add_typer(config_app, name="config")
 
 
 @recon_app.callback()
@@ -625,7 +675,7 @@ def demo(
     if config_file is None:
         beside = log.with_name(f"{log.name.removesuffix('.gz').removesuffix('.jsonl')}.toml")
         config_file = beside if beside.is_file() else None
-    file_config = load_file_config(config_file) if config_file is not None else FileConfig()
+    file_config = load_file_config(config_file)
     fx = file_config.fx
     if fx.payee_directory is not None:
         from centflow.money.fx import fx_book
