@@ -69,9 +69,7 @@ def money_array(
     words = np.empty(2 * len(low), dtype=np.int64)
     words[0::2] = low
     words[1::2] = low >> 63  # sign extension into the high 64 bits
-    array = pa.Array.from_buffers(
-        decimal_type, len(low), [validity, pa.py_buffer(words.tobytes())]
-    )
+    array = pa.Array.from_buffers(decimal_type, len(low), [validity, pa.py_buffer(words.tobytes())])
     invariant(len(array) == len(micros), "money column lost values")
     return array
 
