@@ -92,7 +92,7 @@ def summary(database: Path) -> dict[str, object]:
         "fx": {
             pair: {"batches": n, "converted": c, "spread": sp, "held": h}
             for pair, n, c, sp, h in converted
-        },  # fmt: skip
+        },
     }
 
 
