@@ -19,12 +19,23 @@ SELECT
     sum(fees_if_alone) AS fees_if_alone,
     sum(fee) AS fees_netted,
     sum(fees_if_alone) - sum(fee) AS saving,
-    CAST(round((sum(fees_if_alone) - sum(fee)) / nullif(sum(fees_if_alone), 0), 4)
-        AS DECIMAL(18,4)) AS saving_share,
+    -- shares rounded half up to 4 places in integers (a DECIMAL division goes
+    -- through a double, which rounds exact ties either way)
+    CAST(
+        (sign(sum(fees_if_alone) - sum(fee))
+            * ((abs(CAST((sum(fees_if_alone) - sum(fee)) * 1000000 AS HUGEINT)) * 20000
+                + CAST(sum(fees_if_alone) * 1000000 AS HUGEINT))
+                // nullif(CAST(sum(fees_if_alone) * 1000000 AS HUGEINT) * 2, 0)))::DECIMAL(18,0)
+            * 0.0001
+        AS DECIMAL(18,4)
+    ) AS saving_share,
     sum(rail_cost) AS rail_cost,
     sum(margin) AS margin,
-    CAST(round(sum(unpayable_alone) / nullif(sum(payments), 0), 4)
-        AS DECIMAL(18,4)) AS share_unpayable_alone
+    CAST(
+        ((CAST(sum(unpayable_alone) AS HUGEINT) * 20000 + sum(payments))
+            // nullif(2 * sum(payments), 0))::DECIMAL(18,0) * 0.0001
+        AS DECIMAL(18,4)
+    ) AS share_unpayable_alone
 FROM settlement_fees
 GROUP BY rail, currency
 HAVING sum(payments) > 0;

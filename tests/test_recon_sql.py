@@ -422,7 +422,7 @@ def _share(part: int, whole: int) -> Decimal | None:
     """A ratio rounded to 4 places, as the SQL gives it (None for 0 / 0)."""
     if not whole:
         return None
-    return (Decimal(part) / Decimal(whole)).quantize(Decimal("0.0001"))
+    return (Decimal(part) / Decimal(whole)).quantize(Decimal("0.0001"), ROUND_HALF_UP)
 
 
 def twin_unit_economics(tables: Tables) -> dict[object, tuple]:
@@ -756,3 +756,19 @@ def test_empty_tables_pass_every_check() -> None:
         }
         assert run_query(db, "summary_currencies") == []
         assert run_query(db, "summary_events") == []
+
+
+def test_shares_round_exact_ties_half_up_in_both_directions() -> None:
+    """0.00025 is 0.0003 and -0.00025 is -0.0003, as the twin rounds them: no double on the way."""
+    fee = ("b-0", "card", "USD", 2, 10**6, 19_995, 0, 0, 0, 0, 20_000, 1)
+    loss = ("b-1", "sepa", "USD", 2, 10**6, 20_005, 0, 0, 0, 0, 20_000, 0)
+    tables = Tables(settlement_fees=[fee, loss])
+    with load(tables) as db:
+        shares = db.execute(
+            "SELECT rail, saving_share, share_unpayable_alone FROM recon_unit_economics ORDER BY rail"
+        ).fetchall()
+    assert shares == [("card", Decimal("0.0003"), Decimal("0.5000")), ("sepa", Decimal("-0.0003"), Decimal("0.0000"))]  # fmt: skip
+    assert {key: row[6] for key, row in twin_unit_economics(tables).items()} == {
+        ("card", "USD"): Decimal("0.0003"),
+        ("sepa", "USD"): Decimal("-0.0003"),
+    }

@@ -248,18 +248,20 @@ def twin_report_ledger(report: Report) -> list[tuple]:
 
 
 def twin_report_conservation(report: Report) -> list[tuple]:
-    """(currency, payees, payees_unbalanced, accrued, fees, paid_out, carried)."""
-    by_currency: dict[str, list[tuple]] = defaultdict(list)
+    """(currency, settlement_currency, payees, payees_unbalanced, accrued, fees, paid_out,
+    carried)."""
+    by_pair: dict[tuple[str, str], list[tuple]] = defaultdict(list)
     for (_, currency), row in twin_payee_conservation(report.tables).items():
-        by_currency[currency].append(row)
+        by_pair[(currency, row[5])].append(row)
     return [
         (
             currency,
+            target,
             len(rows),
             sum(not row[4] for row in rows),
             *(sum((row[column] for row in rows), Decimal(0)) for column in range(4)),
         )
-        for currency, rows in sorted(by_currency.items())
+        for (currency, target), rows in sorted(by_pair.items())
     ]
 
 

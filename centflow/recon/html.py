@@ -432,8 +432,17 @@ def _tables(data: ReportData) -> str:
         ),
         _table(
             "Conservation per currency: accrued = paid out + fees + carried, for every payee "
-            "(recon_payee_conservation)",
-            ("currency", "payees", "unbalanced", "accrued", "fees", "paid out", "carried"),
+            "(recon_payee_conservation; paid out and carried in the settlement currency)",
+            (
+                "currency",
+                "paid in",
+                "payees",
+                "unbalanced",
+                "accrued",
+                "fees",
+                "paid out",
+                "carried",
+            ),
             data.conservation,
         ),
         _table(
