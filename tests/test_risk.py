@@ -168,7 +168,7 @@ def test_daily_spending_is_exact_and_as_of_the_start_of_the_second():
 
 def _rivers_models(kinds: list[int], rows: list[list[float]], names: tuple[str, ...]):
     """River's StandardScaler and LogisticRegression fed the examples one at a time,
-    each labelled one scaled by the scaler as it is then (what `RiskModel` computes)."""
+    each labelled one scaled by the scaler as it is then (the documented semantics)."""
     scaler = preprocessing.StandardScaler()
     regression = linear_model.LogisticRegression(
         optimizer=optim.SGD(model_module.LEARNING_RATE), l2=model_module.L2
@@ -178,55 +178,108 @@ def _rivers_models(kinds: list[int], rows: list[list[float]], names: tuple[str, 
         if kind == model_module.NORMAL:
             scaler.learn_one(x)
             continue
-        scaled = {}
-        for name, value in x.items():
-            variance = scaler.vars.get(name, 0.0)
-            z = (value - scaler.means.get(name, 0.0)) / (
-                math.sqrt(variance) if variance > 0 else 1.0
-            )
-            scaled[name] = min(max(z, -model_module.Z_CLIP), model_module.Z_CLIP)
         fraud = kind == model_module.FRAUD
+        scaled = _scaled_by(scaler, x)
         regression.learn_one(scaled, fraud, model_module.POSITIVE_WEIGHT if fraud else 1.0)
     return scaler, regression
 
 
-def test_the_models_learn_and_score_as_rivers_own_one_example_at_a_time():
+def _scaled_by(scaler: preprocessing.StandardScaler, x: dict[str, float]) -> dict[str, float]:
+    scaled = {}
+    for name, value in x.items():
+        variance = scaler.vars.get(name, 0.0)
+        z = (value - scaler.means.get(name, 0.0)) / (math.sqrt(variance) if variance > 0 else 1.0)
+        scaled[name] = min(max(z, -model_module.Z_CLIP), model_module.Z_CLIP)
+    return scaled
+
+
+def _learned_model() -> tuple[RiskModel, list[int], list[list[float]]]:
     """Examples of every kind interleaved, learned in two batches, some rows shorter
-    than the layout (learned before a signal was added), a constant column: the
-    scaler's state, the regression's weights and the block scores are River's."""
+    than the layout (learned before a signal was added), a constant column, rows as
+    lists and as NumPy rows (as the shard holds them)."""
     model = RiskModel()
     generator = random.Random(5)
     width = len(model.layout.names)
     kinds = [generator.choice([0, 0, 1, 1, 2]) for _ in range(1400)]
     rows = [[generator.gauss(0, 1) for _ in range(width)] for _ in range(1400)]
     for row in rows:
-        row[3] = 2.5  # constant: a variance of exactly 0, as River's
-    model.learn_examples(kinds[:700], rows[:700])
+        row[3] = 2.5  # constant: a variance of exactly 0
+    model.learn_examples(kinds[:700], [np.array(row) for row in rows[:700]])
     model.layout.signal_column("cvv_mismatch")
-    names = model.layout.names
     for row in rows[900:]:
         row.append(generator.gauss(1, 2))
     model.learn_examples(kinds[700:], rows[700:])
+    return model, kinds, rows
+
+
+def test_the_models_are_rivers_learning_one_example_at_a_time():
+    """The model's state is River's StandardScaler and LogisticRegression, exactly as
+    River leaves them fed the same examples one at a time."""
+    model, kinds, rows = _learned_model()
+    names = model.layout.names
+    assert isinstance(model.scaler, preprocessing.StandardScaler)
+    assert isinstance(model.regression, linear_model.LogisticRegression)
     scaler, regression = _rivers_models(kinds, rows, names)
-    assert model.means == pytest.approx([scaler.means.get(n, 0.0) for n in names], abs=1e-9)
-    assert model.variances == pytest.approx([scaler.vars.get(n, 0.0) for n in names], abs=1e-9)
-    assert model.variances[3] == scaler.vars[names[3]] == 0.0
-    assert model.weights == pytest.approx([regression.weights.get(n, 0.0) for n in names], abs=1e-9)
-    assert model.intercept == pytest.approx(regression.intercept, abs=1e-9)
-    assert model.learned == sum(kind != 0 for kind in kinds)
+    assert dict(model.scaler.counts) == dict(scaler.counts)
+    assert dict(model.scaler.means) == dict(scaler.means)
+    assert dict(model.scaler.vars) == dict(scaler.vars)
+    assert model.scaler.vars[names[3]] == 0.0
+    assert model.regression.weights == regression.weights
+    assert model.regression.intercept == regression.intercept
+    assert model.learned == sum(kind != model_module.NORMAL for kind in kinds)
+    assert model.positives == sum(kind == model_module.FRAUD for kind in kinds)
+    assert model.normal_learned == kinds.count(model_module.NORMAL)
+
+
+def test_block_scores_from_rivers_parameters_are_rivers_own_probabilities():
+    """`Frozen` scores a block in NumPy from the parameters read out of River: each
+    row's probability is River's `predict_proba_one` of the row scaled by River's
+    scaler, its anomaly the same scaled row's; a snapshot restores the same scores."""
+    model, _kinds, rows = _learned_model()
+    names = model.layout.names
     block = np.array(rows[-20:])
-    supervised, _anomaly, _ = model.score(block)
-    for row, probability in zip(block.tolist(), supervised, strict=True):
-        x = {}
-        for name, value in zip(names, row, strict=True):
-            variance = scaler.vars.get(name, 0.0)
-            z = (value - scaler.means.get(name, 0.0)) / (
-                math.sqrt(variance) if variance > 0 else 1.0
-            )
-            x[name] = min(max(z, -model_module.Z_CLIP), model_module.Z_CLIP)
-        assert probability == pytest.approx(regression.predict_proba_one(x)[True], abs=1e-9)
+    block[0, 5] = 1e6  # far out: clipped, anomalous
+    supervised, anomaly, _ = model.score(block)
+    assert anomaly[0] > 0.5
+    for row, probability, outlier in zip(block.tolist(), supervised, anomaly, strict=True):
+        x = _scaled_by(model.scaler, dict(zip(names, row, strict=True)))
+        assert probability == pytest.approx(
+            model.regression.predict_proba_one(x)[True], rel=0, abs=1e-12
+        )
+        excess = [max(abs(z) - model_module.ANOMALY_Z, 0.0) for z in x.values()]
+        expected = 1.0 - math.exp(-sum(e * e for e in excess) / 8.0)
+        assert outlier == pytest.approx(expected, rel=0, abs=1e-12)
     restored = pickle.loads(pickle.dumps(model))
+    assert isinstance(restored.regression, linear_model.LogisticRegression)
     assert np.array_equal(restored.frozen().score(block)[0], supervised)
+    assert np.array_equal(restored.frozen().score(block)[1], anomaly)
+
+
+def test_a_snapshot_of_numpy_parameters_restores_into_river():
+    """Snapshots of releases that kept the parameters as NumPy arrays restore into
+    River objects that score the same and learn on."""
+    model, kinds, rows = _learned_model()
+    names = model.layout.names
+    arrays = (
+        model.layout.signals,
+        np.array([float(model.scaler.counts.get(name, 0)) for name in names]),
+        np.array([model.scaler.means.get(name, 0.0) for name in names]),
+        np.array([model.scaler.vars.get(name, 0.0) for name in names]),
+        np.array([model.regression.weights.get(name, 0.0) for name in names]),
+        model.regression.intercept,
+        model.learned,
+        model.positives,
+        model.normal_learned,
+    )
+    restored = RiskModel.__new__(RiskModel)
+    restored.__setstate__({"arrays": pickle.dumps(arrays)})
+    block = np.array(rows[-20:])
+    for ours, theirs in zip(restored.score(block), model.score(block), strict=True):
+        assert np.array_equal(ours, theirs)
+    restored.learn_examples(kinds[:300], rows[-300:])
+    model.learn_examples(kinds[:300], rows[-300:])
+    for ours, theirs in zip(restored.score(block), model.score(block), strict=True):
+        assert np.array_equal(ours, theirs)
 
 
 def _traffic(seed: int, count: int = 400) -> list:

@@ -34,7 +34,8 @@ scoring a whole segment fails, every payment of it does.
 
 **Epochs.** The models learn, and their parameters move, only where an epoch of
 ingestion time (`EPOCH_US`) starts: every example of the epochs before it is
-learned then, sorted canonically, and the parameters are frozen for the epoch
+learned then, sorted canonically (by River, one example at a time), and the
+parameters are read out of River and frozen for the epoch
 (`centflow.risk.model.Frozen`). So a block of groups of one epoch is scored in
 one NumPy pass, learning is off the decision path, and how the input was cut
 into blocks changes nothing. Labels are late anyway; a minute more is nothing.
