@@ -14,7 +14,9 @@ so a load into the file itself would fail while anyone had it open (and a
 reader could not open it during the load). So `materialize` builds the new
 database in a file of its own beside it (``.centflow.duckdb.<pid>.loading``,
 a copy of the current file, so that imported statements and matched recon
-tables stay), closes and fsyncs it, and renames it over ``centflow.duckdb``
+tables stay; a new, empty file when the current one holds nothing a load does
+not make again, see `_rebuilt_by_a_load`), closes and fsyncs it, and renames
+it over ``centflow.duckdb``
 (`os.replace`, atomic). A reader that opens the path gets the previous load or
 the new one, each whole, never a half-loaded table; a reader already open
 keeps reading the load it opened until it reconnects, and never blocks the
@@ -129,7 +131,8 @@ def _wal_of(database: Path) -> Path:
 
 
 def _copy_current(database: Path, building: Path) -> None:
-    """Copy the current database (if any) to `building`, under a read-only lock."""
+    """Copy the current database (if any) to `building`, under a read-only lock;
+    unless it holds only what the load makes again, then `building` starts empty."""
     if not database.exists():
         return
     try:
@@ -141,9 +144,42 @@ def _copy_current(database: Path, building: Path) -> None:
             f"cannot open {database}: {str(error).splitlines()[0]} (is another process writing it?)"
         ) from None
     try:
-        shutil.copyfile(database, building)
+        if not _rebuilt_by_a_load(reader):
+            shutil.copyfile(database, building)
     finally:
         reader.close()
+
+
+# Every object a database file can hold, by kind, outside DuckDB's own catalog.
+_OBJECTS_SQL = """
+SELECT 'table', schema_name || '.' || table_name FROM duckdb_tables()
+    WHERE database_name = current_database()
+UNION ALL SELECT 'view', schema_name || '.' || view_name FROM duckdb_views()
+    WHERE database_name = current_database() AND NOT internal
+UNION ALL SELECT 'sequence', sequence_name FROM duckdb_sequences()
+    WHERE database_name = current_database()
+UNION ALL SELECT 'index', index_name FROM duckdb_indexes()
+    WHERE database_name = current_database()
+UNION ALL SELECT 'type', type_name FROM duckdb_types()
+    WHERE database_name = current_database() AND NOT internal
+UNION ALL SELECT 'function', function_name FROM duckdb_functions()
+    WHERE database_name = current_database() AND NOT internal
+UNION ALL SELECT 'schema', schema_name FROM duckdb_schemas()
+    WHERE database_name = current_database() AND NOT internal AND schema_name <> 'main'
+"""
+
+
+def _rebuilt_by_a_load(connection: duckdb.DuckDBPyConnection) -> bool:
+    """Whether a database holds nothing but the analyst tables and the
+    reconciliation views: all of it a load drops and makes again, so a copy of it
+    would only be thrown away (copying costs a full read and write of the file,
+    and dropping the copied tables frees their blocks without shrinking it).
+    Anything else (imported statements, recon matching tables, an analyst's own
+    table or view) and the file is copied, so that it stays."""
+    rebuilt = {("table", f"main.{table}") for table in TABLES}
+    rebuilt |= {("view", f"main.{view.stem}") for view in recon_view_files()}
+    found = {(kind, name) for kind, name in connection.execute(_OBJECTS_SQL).fetchall()}
+    return found <= rebuilt
 
 
 def _remove_stale_loads(out_dir: Path) -> None:
