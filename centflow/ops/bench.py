@@ -15,9 +15,14 @@ earlier. The steps:
 5. decision latency: the pipeline follows the topic while messages are
    produced at a fixed rate; each decision's arrival on ``payments.decisions``
    minus its message's send time;
-6. peak resident memory of each worker process;
+6. peak resident memory of each worker process, and the CPU time of each
+   pipeline run (runner and workers, user + system) per event, one process
+   against two (`_cpu_s` says how it is measured);
 7. the DuckDB load of the one-process replay's dataset, first and again;
-8. statement matching (`centflow.ops.bench_recon`): 1,000,000 payouts against
+8. the whole ``centflow run --replay`` command, a process of its own (`_whole_run`):
+   the share of its wall time spent after the pipeline finished (DuckDB load and
+   report), goal 15 %;
+9. statement matching (`centflow.ops.bench_recon`): 1,000,000 payouts against
    about as many statement entries, goal 10 s.
 
 Each throughput is the median of ``--repeat`` runs (3 by default; their
@@ -32,8 +37,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -66,6 +74,8 @@ IDLE_S = 1.0
 QUIET_S = 1.5
 LATENCY_RATE_PER_S = 5_000
 LATENCY_MESSAGES = 25_000
+CPU_RATIO_GOAL = 1.15  # two processes' CPU per event over one's
+LOAD_SHARE_GOAL = 0.15  # of `centflow run`'s wall time, after the pipeline finished
 
 
 def _drain(client: dict[str, str], topic: str, partitions: int, decode: bool) -> tuple[int, float]:
@@ -117,11 +127,34 @@ def _file_baseline(log: Path) -> tuple[int, float]:
     return count, time.perf_counter() - started_s
 
 
-def _pipeline(config: PipelineConfig, workers: int) -> tuple[RunStats, float]:
-    """Run the pipeline to its end; return what the runner measured, and the seconds
-    from the first message read to the last event settled (start-up excluded)."""
+def _cpu_s() -> float:
+    """User + system CPU seconds of this thread and of every child process reaped so far.
+
+    A pipeline run's CPU time is the difference of two readings around
+    `run_workers`. The runner is this thread (``RUSAGE_THREAD``, Linux; so no other
+    thread of the benchmark counts). The workers are its child processes, and
+    ``RUSAGE_CHILDREN`` adds a child's time when it is reaped, with the time of the
+    children it reaped itself (a worker's log reader): `run_workers` reaps every
+    worker before it returns, so the difference holds all of them, measured by the
+    kernel from outside, start-up and shut-down included. The local broker is a child
+    too, but is reaped only when the benchmark stops it: its time never counts.
+    (Sampling ``/proc/<pid>/stat`` instead would miss what a worker spends after the
+    last sample, and its reaped children unless they were reaped before it.)
+    """
+    who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+    own = resource.getrusage(who)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _pipeline(config: PipelineConfig, workers: int) -> tuple[RunStats, float, float]:
+    """Run the pipeline to its end; return what the runner measured, the seconds
+    from the first message read to the last event settled (start-up excluded), and
+    the CPU seconds of the runner and its workers (`_cpu_s`)."""
     clear_state(Path(config.out_dir))
+    cpu_before_s = _cpu_s()
     stats = run_workers(config, workers, snapshot_s=10)
+    cpu_s = _cpu_s() - cpu_before_s
     statuses = read_status(Path(config.out_dir))
     first_s = min(
         (status.first_s for status in statuses if status.kind == "input" and status.first_s),
@@ -130,7 +163,7 @@ def _pipeline(config: PipelineConfig, workers: int) -> tuple[RunStats, float]:
     last_s = max(
         (status.last_s for status in statuses if status.kind == "settled"), default=first_s
     )
-    return stats, max(last_s - first_s, 1e-9)
+    return stats, max(last_s - first_s, 1e-9), cpu_s
 
 
 def _duckdb_load(out: Path) -> dict[str, float]:
@@ -148,6 +181,44 @@ def _duckdb_load(out: Path) -> dict[str, float]:
             connection.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] for table in TABLES
         )
     return {"rows": rows, "first_s": first_s, "again_s": again_s}
+
+
+def _whole_run(log: Path, out: Path) -> dict[str, float]:
+    """The whole ``centflow run --replay LOG --out OUT --fresh`` command in a process of
+    its own, timed in phases from outside: the pipeline phase ends when its
+    ``pipeline finished`` line arrives (read as it is written, unbuffered), the load
+    when ``centflow.duckdb`` was last written (it is built beside and renamed over,
+    so its mtime is the end of the load), and the report when the process exits."""
+    clear_state(out)
+    command = [sys.executable, "-m", "centflow", "run", "--replay", str(log), "--out", str(out)]
+    command += ["--window-s", str(WINDOW_S), "--lateness-s", str(LATENESS_S)]
+    started_s = time.time()
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    finished_s = 0.0
+    tail: list[bytes] = []
+    for line in process.stdout:
+        if not finished_s and b"pipeline finished in" in line:
+            finished_s = time.time()
+        tail = [*tail[-20:], line]
+    code = process.wait()
+    ended_s = time.time()
+    if code != 0 or not finished_s:
+        raise RuntimeError(f"{' '.join(command)} exited {code}: {b''.join(tail).decode()}")
+    loaded_s = min(max((out / DATABASE_NAME).stat().st_mtime, finished_s), ended_s)
+    wall_s = ended_s - started_s
+    return {
+        "wall_s": wall_s,
+        "pipeline_s": finished_s - started_s,
+        "load_s": loaded_s - finished_s,
+        "report_s": ended_s - loaded_s,
+        "after_share": (ended_s - finished_s) / wall_s,
+    }
 
 
 def _latency(client: dict[str, str], log: Path, out: Path) -> dict[str, float]:
@@ -268,18 +339,25 @@ def run(events: int, work: Path, repeat: int = 3) -> dict[str, Any]:
         window_length_s=WINDOW_S,
         lateness_s=LATENESS_S,
     )
-    runs: dict[int, list[tuple[float, float, float]]] = {1: [], 2: []}
+    runs: dict[int, list[tuple[float, float, float, float]]] = {1: [], 2: []}
     for _ in range(repeat):
         for workers in (1, 2):
             partitions = tuple(f"replay/{index}" for index in range(workers))
             config = msgspec.structs.replace(replay, partitions=partitions)
-            result, busy_s = _pipeline(config, workers)
+            result, busy_s, cpu_s = _pipeline(config, workers)
             runs[workers].append(
-                (lines / result.seconds, lines / busy_s, max(result.peak_rss_bytes) / 2**20)
+                (
+                    lines / result.seconds,
+                    lines / busy_s,
+                    max(result.peak_rss_bytes) / 2**20,
+                    cpu_s / lines,
+                )
             )
             if workers == 1 and "duckdb" not in figures:
                 figures["duckdb"] = _duckdb_load(Path(replay.out_dir))
     _pipeline_figures(figures, "replay", runs)
+    figures["whole_run"] = _whole_run(log, work / "whole-run")
+    shutil.rmtree(work / "whole-run", ignore_errors=True)
     with LocalBroker(log_path=work / "broker.log") as broker:
         client = client_config(broker.bootstrap)
         ensure_topics(
@@ -305,12 +383,13 @@ def run(events: int, work: Path, repeat: int = 3) -> dict[str, Any]:
         runs = {1: [], 2: []}
         for _ in range(repeat):
             for workers in (1, 2):
-                result, busy_s = _pipeline(kafka, workers)
+                result, busy_s, cpu_s = _pipeline(kafka, workers)
                 runs[workers].append(
                     (
                         lines / max(result.seconds - IDLE_S, 1e-9),
                         lines / max(busy_s - IDLE_S, 1e-9),
                         max(result.peak_rss_bytes) / 2**20,
+                        cpu_s / lines,
                     )
                 )
         _pipeline_figures(figures, "kafka", runs)
@@ -320,14 +399,15 @@ def run(events: int, work: Path, repeat: int = 3) -> dict[str, Any]:
 
 
 def _pipeline_figures(
-    figures: dict[str, Any], mode: str, runs: dict[int, list[tuple[float, float, float]]]
+    figures: dict[str, Any], mode: str, runs: dict[int, list[tuple[float, float, float, float]]]
 ) -> None:
     """Medians (and ranges) of repeated pipeline runs, the largest peak memory."""
     for workers, measured in runs.items():
         key = f"{mode}_{workers}w"
-        _median(figures, f"{key}_per_s", [rate for rate, _, _ in measured])
-        _median(figures, f"{key}_busy_per_s", [busy for _, busy, _ in measured])
-        figures[f"{key}_rss_mib"] = max(rss for _, _, rss in measured)
+        _median(figures, f"{key}_per_s", [rate for rate, _, _, _ in measured])
+        _median(figures, f"{key}_busy_per_s", [busy for _, busy, _, _ in measured])
+        figures[f"{key}_rss_mib"] = max(rss for _, _, rss, _ in measured)
+        _median(figures, f"{key}_cpu_s_per_event", [cpu for _, _, _, cpu in measured])
 
 
 def _markdown(figures: dict[str, Any], command: str) -> str:
@@ -339,9 +419,9 @@ def _markdown(figures: dict[str, Any], command: str) -> str:
         low, high = f.get(f"{key}_range", (f[key], f[key]))
         return f"{low / 1000:,.0f}k–{high / 1000:,.0f}k"
 
-    rows: list[tuple[str, str, str | None, str]] = [
-        ("raw baseline: read file + JSON-decode each line", "raw_file_per_s", None, ""),
-        ("raw baseline: consume Kafka + JSON-decode each message", "raw_kafka_per_s", None, ""),
+    rows: list[tuple[str, str, str | None, str, str]] = [
+        ("raw baseline: read file + JSON-decode each line", "raw_file_per_s", None, "", ""),
+        ("raw baseline: consume Kafka + JSON-decode each message", "raw_kafka_per_s", None, "", ""),
     ]
     for mode, name in (("replay", "replay"), ("kafka", "Kafka")):
         for workers in (1, 2):
@@ -352,30 +432,48 @@ def _markdown(figures: dict[str, Any], command: str) -> str:
                     f"{key}_per_s",
                     f"{key}_busy_per_s",
                     f"{f[f'{key}_rss_mib']:.0f} MiB",
+                    f"{f[f'{key}_cpu_s_per_event'] * 1e6:.1f}",
                 )
             )
     rows += [
-        ("generator (`centflow generate`)", "generate_per_s", None, ""),
-        ("producer (`centflow produce`, local broker)", "produce_per_s", None, ""),
+        ("generator (`centflow generate`)", "generate_per_s", None, "", ""),
+        ("producer (`centflow produce`, local broker)", "produce_per_s", None, "", ""),
     ]
     table = "\n".join(
         f"| {name} | {f[rate]:,.0f} | {spread(rate) if f'{rate}_range' in f else ''} "
-        f"| {'' if busy is None else f'{f[busy]:,.0f}'} | {memory} |"
-        for name, rate, busy, memory in rows
+        f"| {'' if busy is None else f'{f[busy]:,.0f}'} | {memory} | {cpu} |"
+        for name, rate, busy, memory, cpu in rows
     )
+
+    def cost(mode: str) -> str:
+        one, two = (f[f"{mode}_{workers}w_cpu_s_per_event"] for workers in (1, 2))
+        verdict = "met" if two / one <= CPU_RATIO_GOAL else "not met"
+        return (
+            f"{one * 1e6:.1f} µs (1 process) and {two * 1e6:.1f} µs (2 processes): "
+            f"**{two / one:.2f}×** (goal ≤ {CPU_RATIO_GOAL:.2f}×: {verdict})"
+        )
+
+    whole = f["whole_run"]
+    load_verdict = "met" if whole["after_share"] <= LOAD_SHARE_GOAL else "not met"
     return f"""## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — {f["lines"]:,} lines ({f["events"]:,} generated events)
 
 Command: `{command}`. Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}.
 Windows {WINDOW_S} s, lateness {LATENESS_S} s, topic of {PARTITIONS} partitions.
 
-| what | events/s | range of {f.get("repeat", 1)} runs | events/s, start-up excluded | peak RSS per worker |
-|---|---:|---:|---:|---:|
+| what | events/s | range of {f.get("repeat", 1)} runs | events/s, start-up excluded | peak RSS per worker | CPU µs per event |
+|---|---:|---:|---:|---:|---:|
 {table}
 
 - One process reaches **{f["kafka_1w_per_s"] / base:.0%}** of the raw Kafka baseline
   ({f["kafka_1w_busy_per_s"] / base:.0%} start-up excluded); two processes run
   **{f["kafka_2w_per_s"] / f["kafka_1w_per_s"]:.2f}×** one (Kafka; {f["kafka_2w_busy_per_s"] / f["kafka_1w_busy_per_s"]:.2f}× start-up excluded)
   and **{f["replay_2w_per_s"] / f["replay_1w_per_s"]:.2f}×** (replay; {f["replay_2w_busy_per_s"] / f["replay_1w_busy_per_s"]:.2f}×).
+- Scale-out cost, CPU time per event (user + system CPU-seconds of the runner and every
+  worker process, their children included, over lines, start-up included; median of {f.get("repeat", 1)}):
+  Kafka {cost("kafka")};
+  replay {cost("replay")}.
+  CPU seconds are the figure to compare: this machine is shared and noisy, and CPU time
+  varies much less than wall time.
 - Decision latency at {LATENCY_RATE_PER_S:,} msg/s ({latency.get("messages", 0):,} payments, Kafka in → `payments.decisions` out):
   p50 {latency.get("p50_ms", float("nan")):.1f} ms, p99 {latency.get("p99_ms", float("nan")):.1f} ms, max {latency.get("max_ms", float("nan")):.1f} ms.
 - Money stage alone (`centflow.ops.bench_money`: settlement, fees, payouts, ledger, in one
@@ -387,8 +485,13 @@ Windows {WINDOW_S} s, lateness {LATENESS_S} s, topic of {PARTITIONS} partitions.
   for {f["recon"]["payouts"]:,} payouts against {f["recon"]["entries"]:,} statement entries
   (goal ≤ {f["recon"]["goal_s"]:g} s: {"met" if f["recon"]["matched_s"] <= f["recon"]["goal_s"] else "not met"}),
   every break kind among them; {f["recon"]["built_s"]:.1f} s to build them.
-- DuckDB load of the one-process replay's dataset ({f["duckdb"]["rows"]:,} rows in four tables):
+- DuckDB load of the one-process replay's dataset ({f["duckdb"]["rows"]:,} rows in {len(TABLES)} tables):
   {f["duckdb"]["first_s"]:.1f} s, and {f["duckdb"]["again_s"]:.1f} s to load it again.
+- The whole `centflow run --replay` (one process, a process of its own, wall time):
+  {whole["wall_s"]:.1f} s, of which the pipeline {whole["pipeline_s"]:.1f} s
+  ({f["lines"] / whole["pipeline_s"]:,.0f} lines/s, start-up included), then the DuckDB load
+  {whole["load_s"]:.1f} s and the report {whole["report_s"]:.1f} s: **{whole["after_share"]:.1%}**
+  of the run after the pipeline finished (goal ≤ {LOAD_SHARE_GOAL:.0%}: {load_verdict}).
 - "events/s" is lines over the workers' wall time, start-up included (Kafka runs exclude
   the idle wait that ends them), the median of {f.get("repeat", 1)} runs, one- and two-process
   runs taken in turn; "start-up excluded" is lines over the time from the first message
