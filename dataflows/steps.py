@@ -27,6 +27,7 @@ from centflow.limits import SHARD_COUNT
 from centflow.money.fees import schedule_terms
 from centflow.money.fx import fx_book
 from centflow.money.settlement import Settled, SettlementShard, SettlementState
+from centflow.ops.metrics import worker_metrics
 from centflow.ops.status import StatusWriter
 from centflow.progress import Envelope, Router, shard_key, shard_name
 from centflow.recon.tables import dead_letter_row, payments_table
@@ -44,14 +45,31 @@ Tagged = tuple[str, Any]  # ("route", KeyedEnvelope) or ("dead", list[DeadLetter
 def decoder(config: PipelineConfig) -> Callable[[SourceBatch | Decoded], Decoded]:
     """The decode step: every message becomes one payment or one dead letter."""
     future_skew_us = config.future_skew_us
+    metrics = worker_metrics()
+    kafka = config.replay_path is None
 
     def decode_batch(batch: SourceBatch | Decoded) -> Decoded:
-        if isinstance(batch, Decoded):  # the replay and Kafka sources decode as they read
-            return batch
-        payments, dead = decode_block(batch.messages, future_skew_us)
-        return Decoded(batch.partition, payments, dead, batch.watermark_us)
+        if not isinstance(batch, Decoded):  # the replay and Kafka sources decode as they read
+            payments, dead = decode_block(batch.messages, future_skew_us)
+            batch = Decoded(batch.partition, payments, dead, batch.watermark_us)
+        count = batch.payments.num_rows + len(batch.dead)
+        if count:
+            last_offset = last_kafka_offset(batch) if kafka else None
+            metrics.events_in(batch.partition, count, last_offset)
+        return batch
 
     return decode_batch
+
+
+def last_kafka_offset(decoded: Decoded) -> int | None:
+    """The largest offset in a Kafka block, from the last source position of its
+    payments and of its dead letters (``<topic>/<partition>/<offset>``, each in offset
+    order); None for positions of another form (a test's source)."""
+    positions = [letter.source for letter in decoded.dead[-1:]]
+    if decoded.payments.num_rows:
+        positions.append(decoded.payments.column("source")[-1].as_py())
+    offsets = [position.rpartition("/")[2] for position in positions]
+    return max((int(offset) for offset in offsets if offset.isdigit()), default=None)
 
 
 def route_to_shards(decoded: Decoded) -> list[KeyedEnvelope]:
@@ -62,6 +80,7 @@ def route_to_shards(decoded: Decoded) -> list[KeyedEnvelope]:
 
 def decoded_dead_letters(decoded: Decoded) -> list[DeadLetter]:
     """The dead letters of a decoded batch."""
+    worker_metrics().dead_letters(decoded.dead)
     return decoded.dead
 
 
@@ -117,7 +136,10 @@ def routed_envelopes(tagged: tuple[str, Tagged]) -> list[KeyedEnvelope]:
 def admission_dead_letters(tagged: tuple[str, Tagged]) -> list[DeadLetter]:
     """The dead letters an admission shard produced."""
     _, (tag, payload) = tagged
-    return payload if tag == "dead" else []
+    if tag != "dead":
+        return []
+    worker_metrics().dead_letters(payload)
+    return payload
 
 
 PAYEE_CONTEXT_ORIGIN = "payee/"
@@ -184,6 +206,8 @@ class RiskLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
         self._publisher = publisher() if publisher is not None else None
         self._router: Router | None = None
         self._index = resume[0] if resume else -1
+        self._metrics = worker_metrics()
+        self._wall_clock_ingestion = config.replay_path is None  # Kafka timestamps: latency
 
     def on_batch(self, values: list[Envelope]) -> tuple[list[KeyedEnvelope], bool]:
         if self._router is None:
@@ -192,6 +216,8 @@ class RiskLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
         events = decided_events(self._shard.push(values))
         if self._publisher is not None and events.num_rows:
             self._publisher.produce(decision_messages(events))
+        now_us = time.time_ns() // 1000 if self._wall_clock_ingestion else None
+        self._metrics.decided(events, now_us)
         watermark_us = self._shard.frontier.value
         return self._router.route(events, watermark_us, "payee_id"), StatefulBatchLogic.RETAIN
 
@@ -254,6 +280,7 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
         settled = self._shard.settle(values)
         for table, rows in settled_tables(settled):
             self._writer.add(table, rows)
+        worker_metrics().settled(settled.batches, settled.events)
         if self._status is None:
             self._status = StatusWriter(self._out_dir, f"settled-{name}", kind="settled")
         count = settled.event_count
@@ -271,6 +298,7 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
             self._writer.flush()
         if self._status is not None:
             self._status.update(self._settled, self._shard.frontier.value, ended=True)
+        worker_metrics().write()
         return [], StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:

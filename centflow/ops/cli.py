@@ -255,6 +255,15 @@ def run(
     fx_spread_bps: Annotated[
         int | None, typer.Option(help="FX spread kept as revenue, basis points (default 20).")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics on this port, at /metrics, while the run lasts."
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address the metrics endpoint listens on.")
+    ] = "127.0.0.1",
 ) -> None:
     """Run the pipeline into OUT (resumes from OUT's recovery state after a crash).
 
@@ -266,6 +275,7 @@ def run(
     snapshot (the same command still resumes, from the snapshot before).
     """
     from centflow.ops.lifecycle import RunInterrupted
+    from centflow.ops.metrics import serve_metrics
     from centflow.ops.runner import clear_state, out_dir_lock
 
     file_config = load_file_config(config_file)  # with the CENTFLOW_* overrides
@@ -362,7 +372,8 @@ def run(
         elif replay is not None and total is not None:
             _refuse_a_grown_replay(replay, out, total)
         try:
-            stats = _run_with_progress(config, workers, snapshot_s, total)
+            with serve_metrics(config, metrics_port, metrics_host, total):
+                stats = _run_with_progress(config, workers, snapshot_s, total)
         except RunInterrupted as interrupted:
             console.print(f"centflow: stopped: {interrupted}")
             raise typer.Exit(interrupted.exit_code) from None

@@ -10,6 +10,7 @@ directory::
     DIR/parquet/<table>/ the Parquet dataset, one writer per partition
     DIR/centflow.duckdb  the analyst tables, loaded from the dataset at the end
     DIR/status/          live progress of each input partition
+    DIR/status/metrics/  each worker's counts of this execution (`centflow.ops.metrics`)
     DIR/logs/            each worker's output
     DIR/state.json       what this state belongs to (input, windows, shards)
     DIR/.centflow.lock   held by the run using DIR (`out_dir_lock`): one run at a time
@@ -71,6 +72,7 @@ from centflow.ops.lifecycle import (
     ignore_stop_signals,
     request_stop,
 )
+from centflow.ops.metrics import METRICS_FILE_ENV, clear_counts
 
 SNAPSHOT_S_DEFAULT = 10  # long epochs: each epoch change drains the pipeline once
 POLL_S = 0.1
@@ -319,6 +321,7 @@ def run_workers(
     logs = out_dir / "logs"
     logs.mkdir(exist_ok=True)
     clear_stop(out_dir)
+    counts = clear_counts(out_dir)  # counters count this execution only
     environment = {**os.environ, **to_environment(config), "PYTHONHASHSEED": "0"}
     started_s = time.monotonic()
     processes: list[tuple[subprocess.Popen[bytes], Path]] = []
@@ -348,7 +351,11 @@ def run_workers(
                                 launch.command,
                                 stdout=stream,
                                 stderr=subprocess.STDOUT,
-                                env={**environment, **launch.environment},
+                                env={
+                                    **environment,
+                                    **launch.environment,
+                                    METRICS_FILE_ENV: str(counts / f"worker-{index}.json"),
+                                },
                                 preexec_fn=ignore_stop_signals,  # until the worker handles them
                             ),
                             log,
