@@ -128,21 +128,21 @@ def _file_baseline(log: Path) -> tuple[int, float]:
 
 
 def _cpu_s() -> float:
-    """User + system CPU seconds of this thread and of every child process reaped so far.
+    """User + system CPU seconds of this process and of every child process reaped so far.
 
     A pipeline run's CPU time is the difference of two readings around
-    `run_workers`. The runner is this thread (``RUSAGE_THREAD``, Linux; so no other
-    thread of the benchmark counts). The workers are its child processes, and
-    ``RUSAGE_CHILDREN`` adds a child's time when it is reaped, with the time of the
-    children it reaped itself (a worker's log reader): `run_workers` reaps every
-    worker before it returns, so the difference holds all of them, measured by the
-    kernel from outside, start-up and shut-down included. The local broker is a child
-    too, but is reaped only when the benchmark stops it: its time never counts.
-    (Sampling ``/proc/<pid>/stat`` instead would miss what a worker spends after the
-    last sample, and its reaped children unless they were reaped before it.)
+    `run_workers`. The runner runs in this process (``RUSAGE_SELF``: its threads
+    too, such as a broker watch; the benchmark does nothing else meanwhile). The
+    workers are its child processes, and ``RUSAGE_CHILDREN`` adds a child's time
+    when it is reaped, with the time of the children it reaped itself (a worker's
+    log reader): `run_workers` reaps every worker before it returns, so the
+    difference holds all of them, measured by the kernel from outside, start-up
+    and shut-down included. The local broker is a child too, but is reaped only
+    when the benchmark stops it: its time never counts. (Sampling
+    ``/proc/<pid>/stat`` instead would miss what a worker spends after the last
+    sample, and its reaped children unless they were reaped before it.)
     """
-    who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
-    own = resource.getrusage(who)
+    own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
