@@ -17,9 +17,14 @@ Each partition also reports its watermark (largest ingestion time so far, or
   state, as with Bytewax's own Kafka source. The ingestion time is
   the message timestamp, made monotonic per partition by a running maximum.
   With ``until_idle`` a partition ends after `idle_s` seconds without a new
-  message (at least `FIRST_MESSAGE_GRACE_S` before its first one). The local
-  broker's reported high watermark can trail the true end, so "idle" is
-  judged by silence, not by offsets.
+  message (at least `FIRST_MESSAGE_GRACE_S` before its first one) *while its
+  broker kept answering*: idle means the broker said "nothing new", not that
+  it could not be reached. The local broker's reported high watermark can
+  trail the true end, so "idle" is judged by silence, not by offsets; whether
+  the broker answers is judged by librdkafka's statistics (`BrokerAnswers`).
+  A broker that stops answering (paused, overloaded, a network cut) makes the
+  partition wait, however long; ``centflow run`` bounds that wait
+  (``--broker-timeout-s``, `centflow.ops.kafka.BrokerWatch`).
 
 Both end early, without the end-of-input watermark, when the run is asked to
 stop (`centflow.ops.lifecycle`): the dataflow ends and snapshots, nothing
@@ -29,9 +34,11 @@ closes, and the next run reads on from the snapshot.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pyarrow as pa
@@ -45,7 +52,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from centflow.errors import TerminalError
+from centflow.errors import TerminalError, invariant
 from centflow.ingest.columns import Decoded, empty_batch, source_positions
 from centflow.ingest.decode import decode_columns
 from centflow.ingest.replay import CLOCK_START_US, LineBatches, LogClock, decode_log_block
@@ -55,6 +62,7 @@ from centflow.limits import (
     MICROS_PER_SECOND,
     WATERMARK_END_US,
 )
+from centflow.ops.kafka import quiet_client_config
 from centflow.ops.lifecycle import StopWatch
 from centflow.ops.status import StatusWriter
 from centflow.progress import WATERMARK_NONE_US
@@ -66,6 +74,11 @@ METADATA_TIMEOUT_S = 2.0
 # Before a partition's first message, wait at least this long for one: a consumer's
 # first fetch can be slow (connecting, leader lookup) and must not look like idleness.
 FIRST_MESSAGE_GRACE_S = 10.0
+# How often librdkafka reports, among its statistics, how long ago each broker last
+# sent anything; a consumer's fetch is answered every `fetch.wait.max.ms` (20 ms).
+ANSWER_STATS_INTERVAL_MS = 250
+# A broker whose last answer is older than this is not answering (a pause, a cut).
+ANSWER_GAP_S = 1.0
 
 
 def replay_partitions(count: int) -> tuple[str, ...]:
@@ -179,6 +192,73 @@ class KafkaPosition(msgspec.Struct, array_like=True, frozen=True):
     watermark_us: int
 
 
+class _BrokerStats(msgspec.Struct):
+    source: str = ""
+    state: str = ""
+    rxidle: int = -1  # microseconds since the last receive from it; -1: none yet
+    toppars: dict[str, msgspec.Raw] = {}
+
+
+class _ClientStats(msgspec.Struct):
+    brokers: dict[str, _BrokerStats] = {}
+
+
+_decode_stats = msgspec.json.Decoder(_ClientStats).decode
+
+
+class BrokerAnswers:
+    """Whether the broker leading one partition is answering, from a consumer's
+    statistics (its ``stats_cb``): when it last sent anything, and since when it has
+    answered without a gap of `ANSWER_GAP_S`. Owns no client; `clock` is injectable.
+
+    >>> answers = BrokerAnswers("t-0", clock=lambda: 100.0)
+    >>> answers.answering_since_s(), answers.answered_within(ANSWER_GAP_S)
+    (None, False)
+    >>> answers('{"brokers": {"b/1": {"source": "learned", "state": "UP", '
+    ...         '"rxidle": 20000, "toppars": {"t-0": {}}}}}')
+    >>> answers.answering_since_s(), answers.answered_s()
+    (100.0, 99.98)
+    """
+
+    def __init__(self, toppar: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._toppar = toppar
+        self._clock = clock
+        self._answered_s: float | None = None
+        self._since_s: float | None = None
+
+    def __call__(self, text: str) -> None:
+        now_s = self._clock()
+        brokers = [
+            broker
+            for broker in _decode_stats(text).brokers.values()
+            if broker.source not in ("internal", "logical") and broker.state == "UP"
+        ]
+        leaders = [broker for broker in brokers if self._toppar in broker.toppars] or brokers
+        idle_us = [broker.rxidle for broker in leaders if broker.rxidle >= 0]
+        if not idle_us:
+            self._since_s = None
+            return
+        answered_s = now_s - min(idle_us) / MICROS_PER_SECOND
+        invariant(answered_s <= now_s, "a broker answered in the future")
+        self._answered_s = max(answered_s, self._answered_s or answered_s)
+        if now_s - self._answered_s > ANSWER_GAP_S:
+            self._since_s = None  # a gap: a streak of answers starts again
+        elif self._since_s is None:
+            self._since_s = now_s
+
+    def answered_within(self, seconds: float) -> bool:
+        """Whether the broker sent anything in the last `seconds`."""
+        return self._answered_s is not None and self._clock() - self._answered_s <= seconds
+
+    def answering_since_s(self) -> float | None:
+        """Since when (`clock` seconds) it has answered without a gap; None: not now."""
+        return self._since_s if self.answered_within(ANSWER_GAP_S) else None
+
+    def answered_s(self) -> float | None:
+        """When (`clock` seconds) it last sent anything; None: never yet."""
+        return self._answered_s
+
+
 class _KafkaPartition(StatefulSourcePartition[Decoded, KafkaPosition]):
     def __init__(
         self,
@@ -205,16 +285,20 @@ class _KafkaPartition(StatefulSourcePartition[Decoded, KafkaPosition]):
         self._quiet = False
         self._last_message_s = time.monotonic()
         self._seen_message = position is not None and position.offset > 0  # resumed after messages
-        self._consumer = Consumer(
-            {
-                "group.id": "centflow-unused",  # required by librdkafka; no group is joined (assign only)
-                "enable.auto.commit": False,
-                "enable.partition.eof": False,
-                "fetch.queue.backoff.ms": 100,
-                "fetch.wait.max.ms": 20,  # the broker answers a fetch within 20 ms: low latency when traffic is light
-                **client,
-            }
-        )
+        self._answers = BrokerAnswers(f"{topic}-{number}")
+        settings: dict[str, Any] = {
+            "group.id": "centflow-unused",  # required by librdkafka; no group is joined (assign only)
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "fetch.queue.backoff.ms": 100,
+            "fetch.wait.max.ms": 20,  # the broker answers a fetch within 20 ms: low latency when traffic is light
+            **client,
+        }
+        if idle_s is not None:  # idleness needs to know that the broker is answering
+            settings["statistics.interval.ms"] = ANSWER_STATS_INTERVAL_MS
+            settings["stats_cb"] = self._answers
+        # librdkafka's lines go to logging, not every few ms to the log while a broker is away
+        self._consumer = Consumer(quiet_client_config(settings))
         self._learn_leader(topic)
         self._consumer.assign([TopicPartition(topic, int(number), self._offset)])
         self._stop = stop or StopWatch(None)
@@ -259,13 +343,24 @@ class _KafkaPartition(StatefulSourcePartition[Decoded, KafkaPosition]):
             self._seen_message = True
             payments, dead = decode_columns(sources, ingest_us, values, self._future_skew_us)
             return [Decoded(self._name, payments, dead, max(watermark_us, 0))]
-        if self._idle_s is not None and time.monotonic() - self._last_message_s >= (
-            self._idle_s if self._seen_message else max(self._idle_s, FIRST_MESSAGE_GRACE_S)
-        ):
+        if self._idle_s is not None and self._idle(self._idle_s):
             self._ended = True
             self._status.update(self._messages, watermark_us, ended=True)
             return [Decoded(self._name, empty_batch(), [], WATERMARK_END_US)]
         return []
+
+    def _idle(self, idle_s: float) -> bool:
+        """Whether the broker has answered "nothing new" for `idle_s` (longer before the
+        first message): silence while it does not answer (paused, unreachable) is
+        waiting, never idleness, and the quiet time counts again from when it answers."""
+        invariant(idle_s > 0, f"idle time must be positive, got {idle_s}")
+        answering_since_s = self._answers.answering_since_s()
+        answered_s = self._answers.answered_s()
+        if answering_since_s is None or answered_s is None:
+            return False
+        # Quiet as far as the broker's last answer, not until now: it may have just stopped.
+        quiet_s = answered_s - max(self._last_message_s, answering_since_s)
+        return quiet_s >= (idle_s if self._seen_message else max(idle_s, FIRST_MESSAGE_GRACE_S))
 
     def _without_errors(self, records: list[Message]) -> list[Message]:
         """The messages among `records`; a fatal or lasting error ends the run, a

@@ -124,7 +124,11 @@ def _refuse_a_grown_replay(log: Path, out: Path, lines: int) -> None:
 
 
 def _run_with_progress(
-    config: PipelineConfig, workers: int, snapshot_s: int, total: int | None
+    config: PipelineConfig,
+    workers: int,
+    snapshot_s: int,
+    total: int | None,
+    broker_timeout_s: float | None = None,
 ) -> RunStats:
     """Run the workers under a live progress bar and summary line."""
     from centflow.ops.runner import check_run, run_workers
@@ -156,7 +160,9 @@ def _run_with_progress(
                 task, completed=read, rate=f"{rate:,.0f} msg/s, {settled:,} settled", clock=clock
             )
 
-        stats = run_workers(config, workers, snapshot_s, on_tick=tick)
+        stats = run_workers(
+            config, workers, snapshot_s, on_tick=tick, broker_timeout_s=broker_timeout_s
+        )
         tick()
     return stats
 
@@ -213,6 +219,13 @@ def run(
         float | None,
         typer.Option(
             help=f"Kafka: seconds without a message that count as idle [{limits.IDLE_S_DEFAULT}]."
+        ),
+    ] = None,
+    broker_timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Kafka: seconds to wait for a broker that stops answering; past them the run "
+            "exits 2, its state kept for a rerun [60]."
         ),
     ] = None,
     topic: Annotated[str | None, typer.Option(help="Payments topic [payments].")] = None,
@@ -287,6 +300,10 @@ def run(
     dedupe_horizon_s = _pick(dedupe_horizon_s, section.dedupe_horizon_s, limits.DEDUPE_HORIZON_S_DEFAULT)  # fmt: skip
     future_skew_s = _pick(future_skew_s, section.future_skew_s, limits.FUTURE_SKEW_S_DEFAULT)
     idle_s = _pick(idle_s, section.idle_s, limits.IDLE_S_DEFAULT)
+    if broker_timeout_s is not None:
+        from centflow.ops.kafka import check_broker_timeout
+
+        check_broker_timeout(broker_timeout_s)
     snapshot_s = _pick(snapshot_s, section.snapshot_s, 10)
     topic = _pick(topic, file_config.topics.payments, "payments")
     dlq_topic = _pick(dlq_topic, file_config.topics.dead_letters, "payments.dlq")
@@ -373,7 +390,7 @@ def run(
             _refuse_a_grown_replay(replay, out, total)
         try:
             with serve_metrics(config, metrics_port, metrics_host, total):
-                stats = _run_with_progress(config, workers, snapshot_s, total)
+                stats = _run_with_progress(config, workers, snapshot_s, total, broker_timeout_s)
         except RunInterrupted as interrupted:
             console.print(f"centflow: stopped: {interrupted}")
             raise typer.Exit(interrupted.exit_code) from None

@@ -31,6 +31,7 @@ import select
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -396,6 +397,112 @@ def ensure_topics(
                 f"after {timeout_s:g} s (broker slow? retry)"
             )
         time.sleep(TOPIC_POLL_INTERVAL_S)
+
+
+# How long a run waits for a broker that stopped answering before it exits (``centflow
+# run --broker-timeout-s``): past a restart or a failover, short of a real outage.
+BROKER_TIMEOUT_S_DEFAULT = 60.0
+BROKER_TIMEOUT_S_MIN = 1.0
+BROKER_TIMEOUT_S_MAX = 86_400.0
+# The watch asks the cluster for metadata this often, each request waiting at most this long.
+WATCH_PROBE_INTERVAL_S = 1.0
+WATCH_PROBE_TIMEOUT_S = 2.0
+WATCH_JOIN_TIMEOUT_S = WATCH_PROBE_TIMEOUT_S + 1.0
+# A worker that fails while the broker has been silent this long failed because of it.
+WATCH_BLAME_SILENCE_S = 5.0
+
+
+def check_broker_timeout(timeout_s: float) -> float:
+    """`timeout_s` if it is a usable ``--broker-timeout-s``; else a one-line ConfigError.
+
+    >>> check_broker_timeout(60)
+    60
+    """
+    if not BROKER_TIMEOUT_S_MIN <= timeout_s <= BROKER_TIMEOUT_S_MAX:
+        raise ConfigError(
+            f"--broker-timeout-s {timeout_s:g} is out of range "
+            f"{BROKER_TIMEOUT_S_MIN:g}..{BROKER_TIMEOUT_S_MAX:g} (seconds)"
+        )
+    return timeout_s
+
+
+class BrokerWatch:
+    """Whether the Kafka cluster of a run keeps answering, seen from ``centflow run``.
+
+    A daemon thread asks for the metadata of `topic` (which exists: the run
+    checked it, so no broker creates it here) every `WATCH_PROBE_INTERVAL_S`,
+    each request bounded by `WATCH_PROBE_TIMEOUT_S`, and notes when the last
+    answer came. `check`, called from the runner's loop, raises TransientError
+    once no answer came for `timeout_s`: the workers themselves wait for a
+    broker however long it is away (their snapshots flush to it, their sources
+    never take its silence for idleness), so this is what bounds the wait.
+    Owns its admin client and its thread; `close` (or leaving the ``with``)
+    stops both. `clock` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        topic: str,
+        timeout_s: float,
+        out_dir: Path,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._bootstrap = _bootstrap(config)
+        self._topic = topic
+        self._timeout_s = check_broker_timeout(timeout_s)
+        self._out_dir = out_dir
+        self._clock = clock
+        self._answered_s = clock()  # the run found the cluster answering just before
+        self._admin = _admin_client(quiet_client_config(config))
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._probe, name="broker-watch", daemon=True)
+
+    def _probe(self) -> None:
+        while not self._closing.is_set():
+            try:
+                self._admin.list_topics(self._topic, timeout=WATCH_PROBE_TIMEOUT_S)
+                self._answered_s = self._clock()
+            except KafkaException:
+                pass  # no answer: the silence grows, and `check` judges it
+            self._closing.wait(WATCH_PROBE_INTERVAL_S)
+
+    def silent_s(self) -> float:
+        """Seconds since the cluster last answered."""
+        silent_s = self._clock() - self._answered_s
+        invariant(silent_s >= 0, f"the broker answered {-silent_s:g} s in the future")
+        return silent_s
+
+    def _outage(self, silent_s: float, cause: str = "") -> TransientError:
+        return TransientError(
+            f"Kafka at {self._bootstrap} unreachable for {silent_s:.0f} s "
+            f"(--broker-timeout-s {self._timeout_s:g}){cause}; the state is kept in "
+            f"{self._out_dir}, rerun the same command to resume once the broker is back"
+        )
+
+    def check(self) -> None:
+        """Raise TransientError if the cluster has been silent for over the limit."""
+        if (silent_s := self.silent_s()) > self._timeout_s:
+            raise self._outage(silent_s)
+
+    def blame(self, failure: Exception) -> None:
+        """Raise the outage, citing `failure` (a worker's), if the cluster has been
+        silent long enough to explain it (a flush that timed out, say); else return."""
+        if (silent_s := self.silent_s()) >= WATCH_BLAME_SILENCE_S:
+            raise self._outage(silent_s, f", and a worker failed: {failure}") from failure
+
+    def __enter__(self) -> BrokerWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop probing (the thread ends within one probe; it is a daemon regardless)."""
+        self._closing.set()
+        if self._thread.is_alive():
+            self._thread.join(WATCH_JOIN_TIMEOUT_S)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,12 @@ with `RunStats.stopped_by` naming the signal. A second signal, or a stop that
 outlasts `centflow.ops.lifecycle.STOP_GRACE_S`, kills the workers and raises
 `RunInterrupted`.
 
+Broker outages. The workers wait for a Kafka broker that stops answering
+(a paused or restarting broker, a network cut) and carry on when it is back;
+a `BrokerWatch` bounds the wait: after ``broker_timeout_s`` without an answer
+the workers are stopped and `run_workers` raises TransientError, the state
+kept as of the last snapshot, for the same command to resume.
+
 Rerunning the same command after a crash or a kill resumes from the last
 snapshot: the sources seek back, state is restored, and the output produced
 after the snapshot is produced again, which the idempotent sinks absorb. A
@@ -48,7 +54,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import msgspec
@@ -63,6 +69,7 @@ from centflow.limits import (
 )
 from centflow.ops.broker import free_loopback_port
 from centflow.ops.cluster import PEERS_ENV
+from centflow.ops.kafka import BROKER_TIMEOUT_S_DEFAULT, BrokerWatch
 from centflow.ops.lifecycle import (
     EXIT_CODE_BY_SIGNAL,
     STOP_GRACE_S,
@@ -314,8 +321,13 @@ def run_workers(
     workers: int = 1,
     snapshot_s: int = SNAPSHOT_S_DEFAULT,
     on_tick: Callable[[], None] | None = None,
+    broker_timeout_s: float | None = None,
 ) -> RunStats:
-    """Run the dataflow to its end in `workers` processes; return what was measured."""
+    """Run the dataflow to its end in `workers` processes; return what was measured.
+
+    A Kafka run whose cluster answers nothing for `broker_timeout_s` (`BrokerWatch`;
+    None: `BROKER_TIMEOUT_S_DEFAULT`) stops its workers and raises TransientError;
+    the last snapshot is kept."""
     recovery = check_run(config, workers, snapshot_s)
     out_dir = Path(config.out_dir)
     logs = out_dir / "logs"
@@ -328,8 +340,20 @@ def run_workers(
     stats = RunStats(peak_rss_bytes=[0] * workers)
 
     stop = _StopRequests(out_dir)
+    watch = (
+        BrokerWatch(
+            config.kafka,
+            config.topics.payments,
+            BROKER_TIMEOUT_S_DEFAULT if broker_timeout_s is None else broker_timeout_s,
+            out_dir,
+        )
+        if config.kafka is not None
+        else None
+    )
 
     def tick() -> None:
+        if watch is not None:
+            watch.check()
         stop.check(processes)
         if stop.signal is not None:
             stats.stopped_by = stop.signal.name
@@ -340,7 +364,8 @@ def run_workers(
         if on_tick is not None:
             on_tick()
 
-    with stop.handling():  # from before the first worker starts to after the last ends
+    # from before the first worker starts to after the last ends
+    with stop.handling(), watch or nullcontext():
         try:
             for index, launch in enumerate(worker_launches(recovery, workers, snapshot_s)):
                 log = logs / f"worker-{index}.log"
@@ -361,7 +386,12 @@ def run_workers(
                             log,
                         )
                     )
-            _wait(processes, tick)
+            try:
+                _wait(processes, tick)
+            except TerminalError as failure:  # a worker's, perhaps for want of a broker
+                if watch is not None:
+                    watch.blame(failure)
+                raise
             tick()
         finally:
             _stop(processes)
