@@ -117,7 +117,8 @@ class Frozen:
     def score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(supervised probability, anomaly in [0, 1], per-feature contributions) for a
         block of feature rows (columns as the layout's names; a column the parameters
-        do not know yet scores as unlearned: mean 0, scale 1, weight 0)."""
+        do not know yet scores as unlearned: mean 0, scale 1, weight 0; a NaN value, a
+        signal the event did not send, contributes nothing, as a missing column)."""
         count, width = features.shape
         means, scale, weights = self.means, self.scale, self.weights
         if width != len(means):
@@ -126,6 +127,7 @@ class Frozen:
             scale = np.pad(scale, (0, extra), constant_values=1.0)[:width]
             weights = np.pad(weights, (0, extra))[:width]
         scaled = np.clip((features - means) / scale, -Z_CLIP, Z_CLIP)
+        np.nan_to_num(scaled, copy=False, nan=0.0)  # an absent signal says nothing
         contributions = scaled * weights
         if self.supervised_on:
             logits = contributions.sum(axis=1) + self.intercept
@@ -175,7 +177,8 @@ class RiskModel:
         """Learn examples in River, one at a time in the order given: `NORMAL` ones in
         the scaler, `LEGITIMATE` and `FRAUD` ones in the regression, each scaled by the
         scaler as it is then (after the normal examples before it). A row may be
-        shorter than the layout (columns it had no value for: not given to River)."""
+        shorter than the layout, or hold NaN (columns it had no value for: not given to
+        River)."""
         invariant(len(kinds) == len(rows), "one kind per example")
         if not rows:
             return
@@ -189,11 +192,19 @@ class RiskModel:
         normal = positives = 0
         for kind, values in zip(kinds, _python_rows(rows), strict=True):
             if kind == NORMAL:
-                scaler_learn(dict(zip(names, values, strict=False)))
+                scaler_learn(
+                    {
+                        name: value
+                        for name, value in zip(names, values, strict=False)
+                        if value == value
+                    }
+                )  # NaN (a signal the event did not send) is not given to River
                 normal += 1
                 continue
             scaled = {}
             for name, value in zip(names, values, strict=False):
+                if value != value:  # NaN: absent
+                    continue
                 variance = variance_of(name, 0.0)
                 deviation = value - mean_of(name, 0.0)
                 z = deviation / sqrt(variance) if variance > 0 else deviation  # std 1 if none

@@ -342,7 +342,10 @@ class RiskShard(AsOfShard):
                 column = layout.signal_column(name)
                 if column is not None:
                     extra.append((row, column, value))
-        full = np.zeros((len(fixed), len(layout.names)))
+        # a signal an event did not send is absent (NaN), as in River's dictionaries: a
+        # zero would be a value, which the scaler reads as far from the mean, and whether
+        # a row got one would depend on the other events of its segment
+        full = np.full((len(fixed), len(layout.names)), np.nan)
         full[:, : fixed.shape[1]] = fixed
         for row, column, value in extra:
             full[row, column] = value
@@ -457,7 +460,7 @@ class RiskShard(AsOfShard):
             pushed = contributions[at]
             parts.extend(
                 names[column]
-                for column in np.argsort(-pushed)[:REASONS_MAX].tolist()
+                for column in np.argsort(-pushed, kind="stable")[:REASONS_MAX].tolist()
                 if pushed[column] > 0
             )
         return ";".join(parts[: REASONS_MAX + 1]) or None

@@ -14,7 +14,8 @@ has moved past them. One call of `AsOfShard.push`:
    replay and Kafka) and groups them by second;
 3. for each group, oldest first: commits every earlier group to the state
    (`_commit`), then describes the group against that state (`_describe`);
-4. commits every group whose second the frontier has passed.
+4. commits every group whose second the frontier has passed, the parts a
+   second was described in merged back into canonical order (`_commit_before`).
 
 Per-group work is plain Python over lists: the columns a shard reads are taken
 out of Arrow once per ready block (`COLUMNS`), and each group holds slices of
@@ -171,8 +172,31 @@ class AsOfShard:
         return groups
 
     def _commit_before(self, as_of_us: int) -> None:
-        while self.uncommitted and self.uncommitted[0].as_of_us < as_of_us:
-            self._commit(self.uncommitted.popleft())
+        """Commit every group of a second before `as_of_us`, a whole second at a time.
+
+        A second is often described in parts: the events of the frontier's own second
+        that had arrived, then the rest once they do, and which part an event falls in
+        depends on how partitions interleaved. Its parts are committed as one group in
+        canonical order, so state that depends on order (a payer's recent payments,
+        its running sums, first sightings, caps) grows the same way whatever the
+        arrival order or the number of workers.
+        """
+        uncommitted = self.uncommitted
+        while uncommitted and uncommitted[0].as_of_us < as_of_us:
+            group = uncommitted.popleft()
+            if uncommitted and uncommitted[0].as_of_us == group.as_of_us:
+                parts = [group]
+                while uncommitted and uncommitted[0].as_of_us == group.as_of_us:
+                    parts.append(uncommitted.popleft())
+                group = self._whole_second(parts)
+            self._commit(group)
+
+    def _whole_second(self, parts: list[Group]) -> Group:
+        """The parts of one second as one canonically ordered group (for `_commit`)."""
+        events = concat([part.events for part in parts])
+        block = events.take(pc.sort_indices(events, sort_keys=_CANONICAL))
+        columns = {name: block[name].to_pylist() for name in self.COLUMNS}
+        return Group(parts[0].as_of_us, block, None, columns)
 
     def waiting_count(self) -> int:
         """Events buffered and not yet described."""
