@@ -17,10 +17,12 @@ from river import linear_model, optim, preprocessing
 
 from centflow.config import RiskConfig, Tier
 from centflow.ingest.columns import to_payments
+from centflow.progress import Envelope
 from centflow.risk import model as model_module
-from centflow.risk.features import PAYER_FEATURES, PayeeBook, PayerBook
+from centflow.risk.features import PAYEE_FEATURES, PAYER_FEATURES, PayeeBook, PayerBook, is_tiny
 from centflow.risk.model import RiskModel
 from centflow.risk.scoring import _COLUMN, RULES, RiskShard, decided_events, rule_scores
+from centflow.risk.shard import PayeeContextShard, described_events
 from centflow.risk.tiers import DAY_US, Spending, TierLimits
 from tests.factories import SECOND_US, envelope, payment
 
@@ -125,13 +127,82 @@ def test_an_account_takeover_shows_a_young_device_and_country_and_a_large_amount
 def test_payee_features_count_new_payers_and_tiny_payments_per_minute():
     book = PayeeBook()
     for second in range(100, 130):  # a new payer each second, tiny
-        book.commit(second, [("m1", f"card-{second}", True)])
-    book.commit(130, [("m1", "card-100", False)])  # a payer seen before, not tiny
-    events_1m, new_1m, new_10m, tiny_share = book.features("m1", 131)
-    assert (events_1m, new_1m, new_10m) == (31.0, 30.0, 30.0)
+        book.commit(second, [("m1", f"card-{second}", True, False)])
+    book.commit(130, [("m1", "card-100", False, False)])  # a payer seen before, not tiny
+    events_1m, new_1m, new_10m, tiny_share, refunds, refund_share = book.features("m1", 131)
+    assert (events_1m, new_1m, new_10m, refunds, refund_share) == (31.0, 30.0, 30.0, 0.0, 0.0)
     assert tiny_share == pytest.approx(30 / 31)
-    assert book.features("m1", 131 + 3600) == (0.0, 0.0, 0.0, 0.0)  # an hour later
-    assert book.features("other", 131) == (0.0, 0.0, 0.0, 0.0)
+    assert book.features("m1", 131 + 3600) == (0.0,) * 6  # an hour later
+    assert book.features("other", 131) == (0.0,) * 6
+
+
+def test_payee_refunds_count_over_ten_minutes_against_its_payments():
+    book = PayeeBook()
+    for second in range(1000, 1010):  # ten payments
+        book.commit(second, [("m1", f"p{second}", False, False)])
+    book.commit(1200, [("m1", "p1000", False, True), ("m1", "p1001", False, True)])
+    book.commit(1300, [("m1", "p1002", False, True)])  # a refund-only second
+    features = dict(zip(PAYEE_FEATURES, book.features("m1", 1301), strict=True))
+    assert features["payee_refunds_10m"] == 3.0
+    assert features["payee_refund_share_10m"] == pytest.approx(3 / 10)
+    assert features["payee_events_1m"] == 0.0  # refunds are not payments
+    later = dict(zip(PAYEE_FEATURES, book.features("m1", 1610), strict=True))
+    assert later["payee_refunds_10m"] == 3.0  # its payments fell out of the ten minutes:
+    assert later["payee_refund_share_10m"] == 3.0  # the share is against one at least
+    gone = dict(zip(PAYEE_FEATURES, book.features("m1", 1300 + 601), strict=True))
+    assert gone["payee_refunds_10m"] == 0.0  # ten minutes after the last refund
+
+
+def test_a_payee_refunding_most_of_what_it_was_just_paid_sends_its_refunds_to_review():
+    """Ten payments at a payee, then it refunds them one a second: from the fourth
+    refund on (three before its second, 30 % of its payments) each is held; the
+    refunds of a busy payee with as many refunds are not."""
+    config = RiskConfig()
+    payees = PayeeContextShard(["a"])
+    shard = RiskShard(["payee"], config, TierLimits(config.tiers))
+
+    def push(watermark_us: int, events: list) -> list:
+        described = payees.push([envelope("a", watermark_us, events)])
+        block, context = described_events(described)
+        return shard.push([Envelope("payee", 0, payees.frontier.value, block, context)])
+
+    quiet = [
+        payment(f"q{n}", occurred_us=(100 + n) * SECOND_US, payer_id=f"p{n}", payee_id="m1")
+        for n in range(10)
+    ]
+    busy = [
+        payment(f"b{n}", occurred_us=(100 + n // 5) * SECOND_US, payer_id=f"b{n}", payee_id="m2")
+        for n in range(200)
+    ]
+    refunds = [
+        payment(
+            f"r{n}",
+            occurred_us=(400 + n) * SECOND_US,
+            type="refund",
+            ref_event_id=original.event_id,
+            payer_id=original.payer_id,
+            payee_id=original.payee_id,
+            amount_micros=original.amount_micros,
+        )
+        for n, original in enumerate([*quiet[:6], *busy[:6]])
+    ]
+    events = sorted([*quiet, *busy, *refunds], key=lambda event: event.ingest_us)
+    decided = [*push(500 * SECOND_US, events), *push(2**62, [])]
+    out = {event.event_id: event for event in to_payments(decided_events(decided))}
+    quiet_fates = [(out[f"r{n}"].decision, out[f"r{n}"].reasons) for n in range(6)]
+    assert quiet_fates[:3] == [("approve", ("reversal",))] * 3
+    assert quiet_fates[3:] == [("review", ("refund_abuse",))] * 3
+    assert all(out[f"r{n}"].decision == "approve" for n in range(6, 12))  # busy payee
+    assert out["r5"].risk_score > out["r11"].risk_score > 0.0
+
+
+def test_tiny_is_about_a_dollar_in_every_currency():
+    assert is_tiny(1_000_000, "USD") and not is_tiny(1_000_001, "USD")
+    assert is_tiny(4_990_000, "BRL") and not is_tiny(6_000_000, "BRL")  # ~1 USD
+    assert is_tiny(80_000_000, "INR") and not is_tiny(200_000_000, "INR")
+    assert is_tiny(150_000_000, "JPY") and not is_tiny(151_000_000, "JPY")
+    assert is_tiny(400_000, "BHD") and not is_tiny(900_000, "BHD")  # 0.9 BHD ~ 2.4 USD
+    assert is_tiny(1_000_000, "GEL") and is_tiny(150_000_000, "KMF")  # by exponent
 
 
 def test_card_testing_rule_fires_on_a_surge_of_new_tiny_payers_not_on_a_busy_payee():

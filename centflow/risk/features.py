@@ -4,7 +4,8 @@ Two books of state, each owned by the shard that owns its key:
 
 - `PayeeBook` (payee shards): how busy a payee is, how many payers are new to it,
   and how many of its payments are tiny: the marks of card testing (bursts of
-  tiny payments from many fresh cards at one payee).
+  tiny payments from many fresh cards at one payee); and how many refunds it
+  made against its payments: the mark of refund abuse.
 - `PayerBook` (payer shards): a payer's velocity over several horizons, its
   amount against its own history, the time since its previous payment,
   distinct payees, and novelty (first time this device, ip, country, payee):
@@ -39,6 +40,7 @@ from bisect import bisect_left
 import msgspec
 
 from centflow.limits import MICROS_PER_SECOND, MICROS_PER_UNIT
+from centflow.money.amounts import minor_unit_exponent
 
 AS_OF_STEP_US = MICROS_PER_SECOND
 PAYER_RECENT_S = 24 * 3600
@@ -48,8 +50,25 @@ PAYEE_HORIZON_S = 600
 PAYEE_PAYERS_MAX = 50_000
 KEY_IDLE_S = 30 * 24 * 3600
 GAP_S_MAX = 30 * 24 * 3600
-#: A payment at most this many major units (of a currency with minor units) is
-#: tiny; for a currency without minor units (JPY, KRW...) `TINY_UNITS_NO_MINOR`.
+#: The most a payment may be and still count as tiny, per currency, in micro-units:
+#: about one US dollar, which is what card testers try stolen cards with. A feature
+#: threshold, not money: rounded magnitudes, kept as they are while rates drift. A
+#: currency not listed falls back on its exponent: one major unit
+#: (`TINY_UNITS`), or `TINY_UNITS_NO_MINOR` of a currency without minor units.
+TINY_MICROS = {
+    code: round(units * MICROS_PER_UNIT)
+    for code, units in {
+        "USD": 1, "EUR": 1, "GBP": 1, "CHF": 1, "CAD": 1.5, "AUD": 1.5, "NZD": 1.7,
+        "SGD": 1.4, "HKD": 8, "CNY": 7, "TWD": 32, "INR": 85, "PKR": 280, "BRL": 5,
+        "MXN": 18, "ARS": 900, "COP": 4000, "CLP": 900, "PEN": 4, "ZAR": 18, "NGN": 1500,
+        "KES": 130, "EGP": 50, "MAD": 10, "TRY": 35, "PLN": 4, "CZK": 23, "HUF": 360,
+        "RON": 5, "SEK": 10, "NOK": 10, "DKK": 7, "ISK": 140, "ILS": 3.7, "AED": 3.7,
+        "SAR": 3.75, "QAR": 3.6, "BHD": 0.4, "KWD": 0.3, "OMR": 0.4, "JOD": 0.7,
+        "TND": 3, "LYD": 5, "IQD": 1300, "JPY": 150, "KRW": 1400, "IDR": 16000,
+        "VND": 25000, "PHP": 58, "THB": 35, "MYR": 4.5, "UGX": 3800, "XOF": 600,
+        "XAF": 600, "CLF": 0.03, "UYU": 40,
+    }.items()
+}  # fmt: skip
 TINY_UNITS = 1
 TINY_UNITS_NO_MINOR = 150
 
@@ -58,6 +77,8 @@ PAYEE_FEATURES = (
     "payee_new_payers_1m",
     "payee_new_payers_10m",
     "payee_tiny_share_1m",
+    "payee_refunds_10m",
+    "payee_refund_share_10m",
 )
 PAYER_FEATURES = (
     "payer_payments_1m",
@@ -101,24 +122,36 @@ def log_amount(amount_micros: int) -> float:
     return math.log10(max(amount_micros, 1) / MICROS_PER_UNIT)
 
 
-def is_tiny(amount_micros: int, exponent: int) -> bool:
-    """Whether an amount is tiny for its currency (see `TINY_UNITS`).
+def is_tiny(amount_micros: int, currency: str) -> bool:
+    """Whether an amount is tiny for its currency (about a dollar: `TINY_MICROS`).
 
-    >>> is_tiny(500_000, 2), is_tiny(5_000_000, 2), is_tiny(100 * 10**6, 0)
+    >>> is_tiny(500_000, "USD"), is_tiny(5_000_000, "USD"), is_tiny(4_000_000, "BRL")
     (True, False, True)
+    >>> is_tiny(80 * 10**6, "INR"), is_tiny(100 * 10**6, "KMF"), is_tiny(900_000, "GEL")
+    (True, True, True)
     """
-    limit = TINY_UNITS if exponent else TINY_UNITS_NO_MINOR
-    return amount_micros <= limit * MICROS_PER_UNIT
+    limit = _TINY_CACHE.get(currency)
+    if limit is None:
+        limit = TINY_MICROS.get(currency)
+        if limit is None:
+            units = TINY_UNITS if minor_unit_exponent(currency) else TINY_UNITS_NO_MINOR
+            limit = units * MICROS_PER_UNIT
+        _TINY_CACHE[currency] = limit
+    return amount_micros <= limit
+
+
+_TINY_CACHE: dict[str, int] = {}
 
 
 class _Payee(msgspec.Struct, array_like=True, gc=False):
-    """One payee: active seconds (ascending) with prefix sums of events, tiny events
-    and first-time payers; each payer's first sighting."""
+    """One payee: active seconds (ascending) with prefix sums of payments, tiny ones,
+    first-time payers and refunds; each payer's first sighting."""
 
     seconds: list[int]
-    events: list[int]  # prefix sums, one per second
+    events: list[int]  # prefix sums of payments, one per second
     tiny: list[int]
     new_payers: list[int]
+    refunds: list[int]
     payers: dict[str, int]  # payer -> first second seen
     last_s: int
 
@@ -129,43 +162,48 @@ class PayeeBook:
     def __init__(self, payees: dict[str, _Payee] | None = None) -> None:
         self.payees: dict[str, _Payee] = payees or {}
 
-    def commit(self, second: int, rows: list[tuple[str, str, bool]]) -> None:
-        """Add the events of one whole second: (payee, payer, tiny) each."""
-        for payee_id, payer_id, tiny in rows:
+    def commit(self, second: int, rows: list[tuple[str, str, bool, bool]]) -> None:
+        """Add the events of one whole second: (payee, payer, tiny, refund) each: a
+        payment, or a refund (which counts only as a refund)."""
+        for payee_id, payer_id, tiny, refund in rows:
             payee = self.payees.get(payee_id)
             if payee is None or second - payee.last_s > KEY_IDLE_S:
-                payee = self.payees[payee_id] = _Payee([], [], [], [], {}, second)
+                payee = self.payees[payee_id] = _Payee([], [], [], [], [], {}, second)
+            if not payee.seconds or payee.seconds[-1] != second:
+                _trim(payee, second - PAYEE_HORIZON_S)
+                payee.seconds.append(second)
+                for prefix in (payee.events, payee.tiny, payee.new_payers, payee.refunds):
+                    prefix.append(prefix[-1] if prefix else 0)
+            payee.last_s = second
+            if refund:
+                payee.refunds[-1] += 1
+                continue
             new = payer_id not in payee.payers
             if new:
                 if len(payee.payers) >= PAYEE_PAYERS_MAX:
                     payee.payers.clear()  # bounded: the payee's payers are all new again
                 payee.payers[payer_id] = second
-            if not payee.seconds or payee.seconds[-1] != second:
-                _trim(payee, second - PAYEE_HORIZON_S)
-                base = len(payee.events) and payee.events[-1]
-                payee.seconds.append(second)
-                payee.events.append(base)
-                payee.tiny.append(payee.tiny[-1] if payee.tiny else 0)
-                payee.new_payers.append(payee.new_payers[-1] if payee.new_payers else 0)
             payee.events[-1] += 1
             payee.tiny[-1] += tiny
             payee.new_payers[-1] += new
-            payee.last_s = second
 
-    def features(self, payee_id: str, as_of_s: int) -> tuple[float, float, float, float]:
+    def features(self, payee_id: str, as_of_s: int) -> tuple[float, ...]:
         """`PAYEE_FEATURES` of a payee as of a second (state holds only earlier seconds)."""
         payee = self.payees.get(payee_id)
         if payee is None or not payee.seconds or as_of_s - payee.last_s > KEY_IDLE_S:
-            return (0.0, 0.0, 0.0, 0.0)
+            return (0.0,) * len(PAYEE_FEATURES)
         minute = _since(payee, as_of_s - 60)
         ten = _since(payee, as_of_s - 600)
         events_1m = _window(payee.events, minute)
         tiny_1m = _window(payee.tiny, minute)
+        refunds_10m = _window(payee.refunds, ten)
         return (
             float(events_1m),
             float(_window(payee.new_payers, minute)),
             float(_window(payee.new_payers, ten)),
             tiny_1m / events_1m if events_1m else 0.0,
+            float(refunds_10m),
+            refunds_10m / max(_window(payee.events, ten), 1),
         )
 
     def state(self) -> dict[str, _Payee]:
@@ -192,6 +230,7 @@ def _trim(payee: _Payee, first_s: int) -> None:
         payee.events = payee.events[keep]
         payee.tiny = payee.tiny[keep]
         payee.new_payers = payee.new_payers[keep]
+        payee.refunds = payee.refunds[keep]
         payee.seconds[0] = first_s - 1  # the base entry lies before every window
 
 

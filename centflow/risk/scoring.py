@@ -20,10 +20,13 @@ order, the number of workers or a crash and resume. For each event it
    least ``review`` with reason ``tier_limit``, whatever the models say.
 
 Reasons are the rules that fired and the features that pushed the score most.
-Refunds and chargebacks have score 0 and follow their payment: approved if it
+Chargebacks have score 0 and, as refunds do, follow their payment: approved if it
 was, ``decline`` (reason ``reference_declined``) if it was declined, since it
 never moved money, and ``review`` (reason ``reference_in_review``) while it is
-held. Admission guarantees a reversal names its payment's payer, so both meet
+held. A refund of an approved payment is scored by ``refund_abuse``
+(`refund_abuse_scores`: its payee refunding much of what it was just paid) and
+held for review when the rule holds. Admission guarantees a reversal names its
+payment's payer, so both meet
 in this shard; payments not approved are remembered for the de-duplication
 horizon, beyond which admission refuses the reversal anyway. A chargeback
 labels the payment it references as fraud.
@@ -61,7 +64,6 @@ from centflow.config import RiskConfig
 from centflow.errors import invariant
 from centflow.ingest.columns import PAYMENT_SCHEMA, empty_batch
 from centflow.limits import MICROS_PER_SECOND
-from centflow.money.amounts import minor_unit_exponent
 from centflow.risk.features import (
     PAYEE_FEATURES,
     PAYER_FEATURES,
@@ -153,6 +155,36 @@ def rule_scores(features: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         graded = np.where(fired, RULE_SCORE[name], PARTIAL_WEIGHT * closeness)
         score = np.maximum(score, graded)
     return score, masks
+
+
+#: A refund is held for review (reason ``refund_abuse``) when its payee refunded at
+#: least `REFUND_ABUSE_MIN` payments in the 10 minutes before its second, at least
+#: `REFUND_ABUSE_SHARE` as many as it was paid in them: a payee sending back most
+#: of what it just took in (to accomplices, or laundering). A busy payee with its
+#: ordinary refunds stays far below the share.
+REFUND_ABUSE = "refund_abuse"
+REFUND_ABUSE_MIN = 2
+REFUND_ABUSE_SHARE = 0.3
+REFUND_ABUSE_SCORE = 0.75
+
+
+def refund_abuse_scores(features: np.ndarray) -> np.ndarray:
+    """The ``refund_abuse`` score of each row (meaningful for refunds): the rule's
+    score where it holds, else graded by how near both of its measures are.
+
+    >>> rows = np.zeros((3, len(_FIXED)))
+    >>> rows[:, _COLUMN["payee_refunds_10m"]] = [3, 1, 3]
+    >>> rows[:, _COLUMN["payee_refund_share_10m"]] = [0.5, 0.5, 0.1]
+    >>> refund_abuse_scores(rows).round(3).tolist()
+    [0.75, 0.225, 0.15]
+    """
+    refunds = features[:, _COLUMN["payee_refunds_10m"]]
+    share = features[:, _COLUMN["payee_refund_share_10m"]]
+    fired = (refunds >= REFUND_ABUSE_MIN) & (share >= REFUND_ABUSE_SHARE)
+    closeness = np.clip(refunds / REFUND_ABUSE_MIN, 0.0, 1.0) * np.clip(
+        share / REFUND_ABUSE_SHARE, 0.0, 1.0
+    )
+    return np.where(fired, REFUND_ABUSE_SCORE, PARTIAL_WEIGHT * closeness)
 
 
 #: (ingestion µs, event id, feature row, approved)
@@ -318,7 +350,7 @@ class RiskShard(AsOfShard):
                 out.append(blank)  # reversals follow their payment; they are not scored
                 continue
             try:
-                tiny = is_tiny(amount, minor_unit_exponent(currency))
+                tiny = is_tiny(amount, currency)
                 out.append(features(payer, as_of_us, amount, payee_id, device, ip, country, tiny))
             except Exception:  # one event's features: that event goes to review
                 LOG.exception("risk features failed for a payment of payer %r", payer)
@@ -379,6 +411,7 @@ class RiskShard(AsOfShard):
         flagged = (fired | (level > 0)).tolist()
         levels = level.tolist()
         score_list = scores.tolist()
+        refund_list = refund_abuse_scores(features).tolist()
         names = self.model.layout.names
         over = self.tiers.over
         spending = self.spending
@@ -435,7 +468,7 @@ class RiskShard(AsOfShard):
             for payer, ingest_us, currency, amount in counted:  # seen from the next second on
                 spending.add(payer, ingest_us, currency, amount)
             if len(counted) < size:
-                self._follow(rows, decisions, reasons)
+                self._follow(rows, decisions, reasons, group_scores, refund_list[row : row + size])
             invariant(len(decisions) == size == len(reasons), "one decision per event")
             group.payload = (decisions, group_scores, reasons)
             row += size
@@ -466,9 +499,15 @@ class RiskShard(AsOfShard):
         return ";".join(parts[: REASONS_MAX + 1]) or None
 
     def _follow(
-        self, rows: dict[str, list[Any]], decisions: list[str], reasons: list[str | None]
+        self,
+        rows: dict[str, list[Any]],
+        decisions: list[str],
+        reasons: list[str | None],
+        scores: list[float],
+        refund_rule: list[float],
     ) -> None:
-        """Reversals follow their payment's decision; a chargeback labels its payment."""
+        """Reversals follow their payment's decision, a refund of an approved payment
+        goes to review when ``refund_abuse`` reaches it; a chargeback labels its payment."""
         for index, (kind, reference, ingest_us) in enumerate(
             zip(rows["type"], rows["ref_event_id"], rows["ingest_us"], strict=True)
         ):
@@ -479,8 +518,12 @@ class RiskShard(AsOfShard):
                 decisions[index], reasons[index] = "decline", "reference_declined"
             elif fate == "review":
                 decisions[index], reasons[index] = "review", "reference_in_review"
+            elif kind == "refund" and refund_rule[index] >= self.risk.review_at:
+                decisions[index], reasons[index] = "review", REFUND_ABUSE
             else:
                 reasons[index] = "reversal"
+            if kind == "refund":
+                scores[index] = refund_rule[index]
             if kind == "chargeback" and reference is not None:
                 held = self.held.by_id.pop(reference, None)
                 if held is not None and reference not in self.labelled:  # at most once

@@ -43,7 +43,6 @@ import pyarrow.compute as pc
 from centflow.errors import invariant
 from centflow.ingest.columns import concat, empty_batch
 from centflow.limits import WATERMARK_END_US
-from centflow.money.amounts import minor_unit_exponent
 from centflow.progress import Envelope, Frontier
 from centflow.risk.features import AS_OF_STEP_US, PAYEE_FEATURES, PayeeBook, is_tiny
 
@@ -256,7 +255,7 @@ class PayeeContextShard(AsOfShard):
         self.book.commit(
             second,
             [
-                (payee_id, payer_id, is_tiny(amount, minor_unit_exponent(currency)))
+                (payee_id, payer_id, is_tiny(amount, currency), kind == "refund")
                 for kind, payee_id, payer_id, amount, currency in zip(
                     rows["type"][span],
                     rows["payee_id"][span],
@@ -265,7 +264,7 @@ class PayeeContextShard(AsOfShard):
                     rows["currency"][span],
                     strict=True,
                 )
-                if kind == "payment"
+                if kind != "chargeback"
             ],
         )
 
