@@ -305,7 +305,9 @@ def test_the_models_are_rivers_learning_one_example_at_a_time():
 def test_block_scores_from_rivers_parameters_are_rivers_own_probabilities():
     """`Frozen` scores a block in NumPy from the parameters read out of River: each
     row's probability is River's `predict_proba_one` of the row scaled by River's
-    scaler, its anomaly the same scaled row's; a snapshot restores the same scores."""
+    scaler, with the odds the sampling and weighting of its examples added taken
+    back out (`PRIOR_LOGIT`), its anomaly the same scaled row's; a snapshot restores
+    the same scores."""
     model, _kinds, rows = _learned_model()
     names = model.layout.names
     block = np.array(rows[-20:])
@@ -314,9 +316,11 @@ def test_block_scores_from_rivers_parameters_are_rivers_own_probabilities():
     assert anomaly[0] > 0.5
     for row, probability, outlier in zip(block.tolist(), supervised, anomaly, strict=True):
         x = _scaled_by(model.scaler, dict(zip(names, row, strict=True)))
-        assert probability == pytest.approx(
-            model.regression.predict_proba_one(x)[True], rel=0, abs=1e-12
+        rivers = model.regression.predict_proba_one(x)[True]
+        odds = (
+            rivers / (1.0 - rivers) / (model_module.POSITIVE_WEIGHT * model_module.NEGATIVE_SAMPLE)
         )
+        assert probability == pytest.approx(odds / (1.0 + odds), rel=0, abs=1e-12)
         excess = [max(abs(z) - model_module.ANOMALY_Z, 0.0) for z in x.values()]
         expected = 1.0 - math.exp(-sum(e * e for e in excess) / 8.0)
         assert outlier == pytest.approx(expected, rel=0, abs=1e-12)

@@ -62,6 +62,12 @@ Z_CLIP = 8.0
 LEARNING_RATE = 0.02
 L2 = 1e-4
 POSITIVE_WEIGHT = 4.0
+#: One legitimate payment in this many is learned (`centflow.risk.scoring`).
+NEGATIVE_SAMPLE = 4
+#: The regression learns a fraud `POSITIVE_WEIGHT` times and a legitimate payment
+#: one time in `NEGATIVE_SAMPLE`: its odds of fraud are theirs times both. Scores
+#: take that factor back out, so a probability is one of the traffic itself.
+PRIOR_LOGIT = math.log(POSITIVE_WEIGHT * NEGATIVE_SAMPLE)
 #: A model says nothing until it has learned this much: before, its output would
 #: be its starting point (0.5), not evidence.
 WARM_NORMAL_MIN = 500
@@ -130,7 +136,7 @@ class Frozen:
         np.nan_to_num(scaled, copy=False, nan=0.0)  # an absent signal says nothing
         contributions = scaled * weights
         if self.supervised_on:
-            logits = contributions.sum(axis=1) + self.intercept
+            logits = contributions.sum(axis=1) + self.intercept - PRIOR_LOGIT
             supervised = 1.0 / (1.0 + np.exp(-logits))
         else:
             supervised = np.zeros(count)

@@ -70,7 +70,7 @@ from centflow.risk.features import (
     PayerBook,
     is_tiny,
 )
-from centflow.risk.model import FRAUD, LEGITIMATE, MODEL_VERSION, NORMAL, RiskModel
+from centflow.risk.model import FRAUD, LEGITIMATE, MODEL_VERSION, NEGATIVE_SAMPLE, NORMAL, RiskModel
 from centflow.risk.shard import AsOfShard, Group, whole_block
 from centflow.risk.tiers import DAY_US, Spending, TierLimits
 
@@ -78,7 +78,6 @@ LOG = logging.getLogger(__name__)
 HELD_MAX = 2_000_000  # payments whose features wait for their label, per shard
 LABEL_KEEP_FACTOR = 4
 NORMAL_SAMPLE = 4  # one approved payment in this many teaches "normal" (by event id hash)
-NEGATIVE_SAMPLE = 4  # one legitimate payment in this many is learned as legitimate
 REASONS_MAX = 3
 _FIXED = (*PAYEE_FEATURES, *PAYER_FEATURES)
 _COLUMN = {name: index for index, name in enumerate(_FIXED)}
