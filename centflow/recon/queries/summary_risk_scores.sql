@@ -7,7 +7,10 @@
 --   (NULL last), then approve, review, decline (any other decision after them).
 -- Empty result: no payment was read.
 SELECT
-    CAST(least(greatest(floor(risk_score * 10), 0), 9) AS INTEGER) AS bucket,
+    -- greatest and least skip NULL, so an unscored payment is kept NULL explicitly
+    CASE WHEN risk_score IS NOT NULL
+        THEN CAST(least(greatest(floor(risk_score * 10), 0), 9) AS INTEGER)
+    END AS bucket,
     decision,
     count(*) AS payments
 FROM payments
