@@ -12,11 +12,16 @@ batches whose figures differ from their events (count, gross, refunds, or a
 net that is not gross - refunds - fees), payments naming a batch that does not
 exist, batches that no payment names, unsettled payments, and ledgers that do
 not balance in some currency; amounts reach the largest DECIMAL(18,6).
+For the risk queries, payments come from a few payers and payees (so ties in
+rank are common, and "payer-10" sorts before "payer-2"), with scores on and
+beside the bucket edges (0, 0.1, 1.0, none) and `;`-joined reasons that repeat,
+are empty, or name `model_error`.
 A pinned scenario checks named statuses, so twin and SQL cannot be wrong together.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,7 +33,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from centflow.limits import AMOUNT_MICROS_MAX
-from centflow.recon.report import QUERIES_DIR, query, summarize
+from centflow.recon.report import FLAGGED_PARTIES_MAX, QUERIES_DIR, query, summarize
 from centflow.recon.tables import TABLES
 from sinks.arrow import rows_to_table
 from sinks.duckdb import create_schema, recon_view_files
@@ -51,8 +56,15 @@ TWINNED_QUERIES = {
     "summary_fees",
     "summary_payouts",
     "summary_repeats",
+    "summary_risk_decisions",
+    "summary_risk_parties",
+    "summary_risk_scores",
 }
 RAILS = ("card", "sepa")
+PAYERS = ("payer-1", "payer-2", "payer-10")
+PAYEES = ("payee-1", "payee-2", "payee-3")
+REASONS = ("model_error", "tier_limit", "card_testing", "velocity", "")
+DECISION_RANK = {"approve": 0, "review": 1, "decline": 2}  # the order the risk queries use
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -84,23 +96,27 @@ def payment(
     decision: str,
     event_id: str | None = None,
     payee_id: str = "payee-1",
+    *,
+    payer_id: str = "payer-1",
+    risk_score: float | None = 0.5,
+    risk_reasons: str | None = None,
 ) -> tuple:
     return (
         event_id or f"evt-{index}",
         kind,
         index * 1_000_000,
         index * 1_000_000,
-        "payer-1",
+        payer_id,
         payee_id,
         amount,
         currency,
         "card",
         "US",
         None if kind == "payment" else "evt-0",
-        0.5,
+        risk_score,
         decision,
         "m1",
-        None,
+        risk_reasons,
         batch_id,
         False,
         None,
@@ -172,6 +188,15 @@ def dead_letter(index: int, reason: str) -> tuple:
 amounts = st.one_of(st.integers(1, 10**15), st.sampled_from([1, 10_000, 999_999]))
 postings = st.one_of(st.integers(0, AMOUNT_MICROS_MAX), st.sampled_from([0, 1, AMOUNT_MICROS_MAX]))
 PERTURBATIONS = ("none", "none", "none", "none", "count", "gross", "refunds", "net")
+scores = st.one_of(
+    st.none(),
+    st.floats(0, 1),
+    st.sampled_from([0.0, 0.1, 0.09999999999999999, 0.30000000000000004, 0.7, 0.9, 0.95, 1.0]),
+)
+reason_lists = st.none() | st.lists(st.sampled_from(REASONS), max_size=3).map(";".join)
+risk_columns = st.tuples(
+    st.sampled_from(PAYERS), st.sampled_from(PAYEES), scores, reason_lists
+)  # (payer_id, payee_id, risk_score, risk_reasons)
 
 
 @st.composite
@@ -189,7 +214,13 @@ def scenarios(draw: st.DrawFn) -> Tables:
             max_size=12,
         )
     )
-    tables.payments = [payment(index, *spec) for index, spec in enumerate(payment_specs)]
+    risks = draw(st.lists(risk_columns, min_size=len(payment_specs), max_size=len(payment_specs)))
+    tables.payments = [
+        payment(index, *spec, None, payee, payer_id=payer, risk_score=score, risk_reasons=reasons)
+        for index, (spec, (payer, payee, score, reasons)) in enumerate(
+            zip(payment_specs, risks, strict=True)
+        )
+    ]
     # A few event ids come again (for the same payee or another), as they do
     # beyond the de-duplication horizon or when a producer reuses an id.
     if tables.payments:
@@ -575,6 +606,89 @@ def twin_summary_events(tables: Tables) -> list[tuple]:
     return sorted(outcomes.items()) + sorted(letters.items())
 
 
+def _reasons(row: tuple) -> list[str]:
+    """risk_reasons split on ';', as string_split does ('' for none, empty parts kept)."""
+    return (row[14] or "").split(";")
+
+
+def twin_summary_risk_decisions(tables: Tables) -> list[tuple]:
+    """(decision, currency, payments, amount, model_errors) over rows of type payment."""
+    groups: dict[tuple[str, str], list[tuple]] = defaultdict(list)
+    for row in tables.payments:
+        if row[1] == "payment":
+            groups[(row[12], row[7])].append(row)
+    return [
+        (
+            decision,
+            currency,
+            len(rows),
+            dec(sum(row[6] for row in rows)),
+            sum("model_error" in _reasons(row) for row in rows),
+        )
+        for (decision, currency), rows in sorted(
+            groups.items(), key=lambda item: (DECISION_RANK.get(item[0][0], 3), *item[0])
+        )
+    ]
+
+
+def score_bucket(score: float | None) -> int | None:
+    """The bucket of a score: tenths, 1.0 in the last, clamped to 0..9 (None: no score)."""
+    return None if score is None else min(max(math.floor(score * 10), 0), 9)
+
+
+def twin_summary_risk_scores(tables: Tables) -> list[tuple]:
+    """(bucket, decision, payments) over rows of type payment."""
+    counts = Counter(
+        (score_bucket(row[11]), row[12]) for row in tables.payments if row[1] == "payment"
+    )
+    return [
+        (*key, count)
+        for key, count in sorted(
+            counts.items(),
+            key=lambda item: (item[0][0] is None, item[0][0] or 0, DECISION_RANK[item[0][1]]),
+        )
+    ]
+
+
+def twin_summary_risk_parties(tables: Tables, limit: int) -> list[tuple]:
+    """Per role, the `limit` parties with most payments in review or declined (ties by id):
+    (role, party_id, payments, approved, reviewed, declined, max_score, reasons,
+    flagged_amounts)."""
+    payments = [row for row in tables.payments if row[1] == "payment"]
+    result = []
+    for role, column in (("payer", 4), ("payee", 5)):
+        own: dict[str, list[tuple]] = defaultdict(list)
+        for row in payments:
+            own[row[column]].append(row)
+        ranked = []
+        for party, rows in own.items():
+            flagged = [row for row in rows if row[12] in ("review", "decline")]
+            if not flagged:
+                continue
+            reasons = Counter(name for row in flagged for name in set(_reasons(row)) if name)
+            amounts: dict[str, int] = defaultdict(int)
+            for row in flagged:
+                amounts[row[7]] += row[6]
+            decided = Counter(row[12] for row in rows)
+            figures = (
+                role,
+                party,
+                len(rows),
+                decided["approve"],
+                decided["review"],
+                decided["decline"],
+                max((row[11] for row in flagged if row[11] is not None), default=None),
+                [
+                    {"reason": name, "payments": count}
+                    for name, count in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+                ],
+                [{"currency": c, "amount": dec(amount)} for c, amount in sorted(amounts.items())],
+            )
+            ranked.append((-len(flagged), party, figures))
+        result += [figures for _, _, figures in sorted(ranked)[:limit]]
+    return result
+
+
 # Running the SQL --------------------------------------------------------------
 
 
@@ -648,6 +762,11 @@ def compare_everything(tables: Tables) -> None:
         assert {(r[0], r[1]): r[2:] for r in economics} == twin_unit_economics(tables)
         assert run_query(db, "summary_fees") == twin_summary_fees(tables)
         assert run_query(db, "summary_payouts") == twin_summary_payouts(tables)
+        assert run_query(db, "summary_risk_decisions") == twin_summary_risk_decisions(tables)
+        assert run_query(db, "summary_risk_scores") == twin_summary_risk_scores(tables)
+        for limit in (0, 1, 2, FLAGGED_PARTIES_MAX):  # 1 and 2 cut through ties
+            parties = db.execute(query("summary_risk_parties"), [limit]).fetchall()
+            assert parties == twin_summary_risk_parties(tables, limit), limit
 
 
 @settings(max_examples=60, deadline=None)
@@ -772,3 +891,63 @@ def test_shares_round_exact_ties_half_up_in_both_directions() -> None:
         ("card", "USD"): Decimal("0.0003"),
         ("sepa", "USD"): Decimal("-0.0003"),
     }
+
+
+# A pinned scenario: the risk figures by name --------------------------------------
+
+
+def pinned_risk() -> Tables:
+    """Two payers tie on flagged payments ("payer-10" sorts first); scores on bucket edges."""
+    rows = [
+        # (kind, amount, currency, decision, payer, payee, score, reasons)
+        ("payment", 1_500_000, "USD", "approve", "payer-2", "payee-1", 0.0, None),
+        ("payment", 250_000, "USD", "review", "payer-2", "payee-1", 0.1, "tier_limit"),
+        ("payment", 7, "JPY", "decline", "payer-2", "payee-2", 0.95, "card_testing;velocity"),
+        ("payment", AMOUNT_MICROS_MAX, "BHD", "review", "payer-10", "payee-2", 1.0, "model_error"),
+        ("payment", 1, "USD", "decline", "payer-10", "payee-2", 0.9, "velocity;velocity"),
+        ("payment", 3_000_000, "USD", "approve", "payer-3", "payee-1", None, ""),
+        ("refund", 500_000, "USD", "review", "payer-3", "payee-1", 0.0, "model_error"),
+    ]
+    tables = Tables()
+    tables.payments = [
+        payment(index, kind, None, amount, currency, decision, None, payee, payer_id=payer,
+                risk_score=score, risk_reasons=reasons)
+        for index, (kind, amount, currency, decision, payer, payee, score, reasons) in enumerate(rows)
+    ]  # fmt: skip
+    return tables
+
+
+def test_pinned_risk_figures(tmp_path: Path) -> None:
+    """The Summary's risk figures, named: refunds left out, ties broken by id, amounts exact."""
+    tables = pinned_risk()
+    database = tmp_path / "centflow.duckdb"
+    load(tables, str(database)).close()
+    summary = summarize(database)
+    assert [(row.decision, row.payments, row.share, row.amounts, row.model_errors)
+            for row in summary.decisions] == [
+        ("approve", 2, Decimal("0.3333"), [("USD", Decimal("4.5"))], 0),
+        ("review", 2, Decimal("0.3333"),
+         [("BHD", Decimal("999999999999.999999")), ("USD", Decimal("0.25"))], 1),
+        ("decline", 2, Decimal("0.3333"), [("JPY", Decimal("0.000007")), ("USD", Decimal("0.000001"))], 0),
+    ]  # fmt: skip
+    assert summary.model_errors == 1
+    buckets = {row.label: (row.approve, row.review, row.decline) for row in summary.score_buckets}
+    assert list(buckets) == [f"[0.{k}, 0.{k + 1})" for k in range(9)] + ["[0.9, 1.0]", "no score"]
+    assert buckets["[0.0, 0.1)"] == (1, 0, 0)  # the refund's 0.0 is not counted
+    assert buckets["[0.1, 0.2)"] == (0, 1, 0)
+    assert buckets["[0.9, 1.0]"] == (0, 1, 2)  # 1.0 is in the last bucket
+    assert buckets["no score"] == (1, 0, 0)
+    assert sum(map(sum, buckets.values())) == 6
+    payers = [(p.party_id, p.flagged, p.reviewed, p.declined, p.approved, p.max_score, p.reasons,
+               p.flagged_amounts) for p in summary.flagged_payers]  # fmt: skip
+    assert payers == [
+        ("payer-10", 2, 1, 1, 0, 1.0, [("model_error", 1), ("velocity", 1)],
+         [("BHD", Decimal("999999999999.999999")), ("USD", Decimal("0.000001"))]),
+        ("payer-2", 2, 1, 1, 1, 0.95, [("card_testing", 1), ("tier_limit", 1), ("velocity", 1)],
+         [("JPY", Decimal("0.000007")), ("USD", Decimal("0.25"))]),
+    ]  # fmt: skip
+    assert [(p.party_id, p.flagged, p.reasons[0]) for p in summary.flagged_payees] == [
+        ("payee-2", 3, ("velocity", 2)),
+        ("payee-1", 1, ("tier_limit", 1)),
+    ]
+    compare_everything(tables)

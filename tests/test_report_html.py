@@ -46,6 +46,10 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
 )
 WINDOW = (1280, 2000)
+TALL_WINDOW = (1280, 4000)  # the whole risk row, wherever the panels above end
+RISK_ROW = re.compile(
+    r'<div class="row" id="risk">.*?(?=<section class="panel"><h2>Most flagged)', re.S
+)
 INSTALL_TIMEOUT_S = 900
 BROWSER_TIMEOUT_S = 120
 COLOUR_TOLERANCE = 6  # per channel: solid SVG fills come out exact but for their edges
@@ -125,6 +129,16 @@ def test_amounts_are_the_exact_decimals(matched: Path) -> None:
         assert f">{amount_text(value)}<" in page
     for (difference,) in breaks[:50]:
         assert f">{amount_text(difference)}<" in page
+    with duckdb.connect(str(matched), read_only=True) as db:
+        decided = db.execute(
+            "SELECT decision, currency, sum(amount) FROM payments WHERE type = 'payment' "
+            "GROUP BY ALL"
+        ).fetchall()
+    assert decided
+    for decision, currency, amount in decided:  # per decision, one line per currency
+        assert re.search(
+            rf"<td>{decision}</td>.*?[>]{re.escape(amount_text(amount))} {currency}[<]", page
+        ), (decision, currency)
     assert amount_text(Decimal("1234567.890000")) == "1,234,567.89"
 
 
@@ -184,8 +198,10 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-def _browse(browser: Path, page: Path, profile: Path, *action: str) -> subprocess.CompletedProcess:
-    width, height = WINDOW
+def _browse(
+    browser: Path, page: Path, profile: Path, *action: str, window: tuple[int, int] = WINDOW
+) -> subprocess.CompletedProcess:
+    width, height = window
     return subprocess.run(
         [str(browser), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *action,
          f"--window-size={width},{height}", page.resolve().as_uri()],
@@ -235,6 +251,49 @@ def test_chromium_draws_the_charts(matched: Path, chromium: Path, tmp_path: Path
     assert all(count >= CHART_PIXELS_MIN for count in drawn.values()), drawn
 
 
+def _screenshot(browser: Path, page: Path, folder: Path, window: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    shot = folder / f"{page.stem}.png"
+    result = _browse(browser, page, folder / f"profile-{page.stem}", f"--screenshot={shot}",
+                     window=window)  # fmt: skip
+    assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
+    with Image.open(shot) as picture:
+        assert picture.size == window
+        return np.asarray(picture.convert("RGB"))
+
+
+def test_chromium_draws_the_risk_charts(matched: Path, chromium: Path, tmp_path: Path) -> None:
+    """The risk row (decisions by class, the score distribution per decision) is drawn in
+    each decision's colour: the page against the same page without that row, so the
+    decisions-over-time charts above it count in both."""
+    text = render_report(matched)
+    assert len(RISK_ROW.findall(text)) == 1
+    page = tmp_path / "page.html"
+    page.write_text(text)
+    without = tmp_path / "without.html"
+    without.write_text(RISK_ROW.sub("", text))
+    with duckdb.connect(str(matched), read_only=True) as db:
+        decisions = {
+            row[0]
+            for row in db.execute(
+                "SELECT DISTINCT decision FROM payments WHERE type = 'payment'"
+            ).fetchall()
+        }
+    assert decisions == set(DECISION_COLOURS), "the sample should have every decision"
+    images = {
+        name: _screenshot(chromium, path, tmp_path, TALL_WINDOW)
+        for name, path in (("page", page), ("without", without))
+    }
+    drawn = {
+        name: _pixels_of(images["page"], DECISION_COLOURS[name])
+        - _pixels_of(images["without"], DECISION_COLOURS[name])
+        for name in decisions
+    }
+    # the score charts alone, each on its own scale, are taller than CHART_PIXELS_MIN
+    assert all(count >= CHART_PIXELS_MIN for count in drawn.values()), drawn
+
+
 def test_chromium_renders_every_svg(matched: Path, chromium: Path, tmp_path: Path) -> None:
     """The DOM the browser built holds every chart, each with its bars."""
     page = write_report(matched, tmp_path / "report.html")
@@ -244,3 +303,18 @@ def test_chromium_renders_every_svg(matched: Path, chromium: Path, tmp_path: Pat
     charts = re.findall(r"<svg class=\"chart\".*?</svg>", dom, flags=re.S)
     assert len(charts) == page.read_text().count('<svg class="chart"')
     assert all("<rect" in chart for chart in charts)
+    # the risk row: decisions by class, then one score chart per decision, in its colour
+    with duckdb.connect(str(matched), read_only=True) as db:
+        per_decision = dict(
+            db.execute(
+                "SELECT decision, count(*) FROM payments WHERE type = 'payment' GROUP BY ALL"
+            ).fetchall()
+        )
+    labels = [re.search(r'aria-label="([^"]*)"', chart).group(1) for chart in charts]  # type: ignore[union-attr]
+    assert "payments per decision" in labels
+    for decision, colour in DECISION_COLOURS.items():
+        label = f"{decision}: {per_decision.get(decision, 0):,} payments"
+        (chart,) = [chart for chart, name in zip(charts, labels, strict=True) if name == label]
+        assert chart.count("<rect") == 10  # a column per score bucket, empty ones included
+        if per_decision.get(decision):
+            assert f'fill="{colour}"' in chart

@@ -8,7 +8,9 @@ The page holds, in order: the checks (batches against their events, ledger
 balance, conservation per payee), settled volume over time per currency,
 risk decisions over time, statement breaks by class and by age (or a panel
 saying no statement was matched), unit economics (fees alone against
-netted), then the tables the terminal report prints and the breaks' aging.
+netted), risk decisions by class and the score distribution per decision (the
+row ``id="risk"``), the payers and payees with the most flagged payments, then
+the tables the terminal report prints and the breaks' aging.
 
 What it may not do: load anything (inline CSS and SVG from `centflow.recon.svg`,
 no script, no URL; a Content-Security-Policy forbids fetching in any case);
@@ -30,7 +32,7 @@ from pathlib import Path
 from centflow.errors import invariant
 from centflow.limits import MICROS_PER_SECOND
 from centflow.recon.matching import AGE_BUCKETS, CLASSES
-from centflow.recon.report import Summary
+from centflow.recon.report import FlaggedParty, ScoreBucket, Summary
 from centflow.recon.report_data import BREAK_ITEMS_MAX, ReportData, StatementData, gather
 from centflow.recon.svg import (
     Bar,
@@ -116,6 +118,11 @@ def render_report(database: Path) -> str:
         _breaks_panel(data.statement),
         Safe("</div>"),
         _economics_panel(data),
+        Safe('<div class="row" id="risk">'),
+        _decision_class_panel(data.summary),
+        _scores_panel(data.summary.score_buckets),
+        Safe("</div>"),
+        _flagged_panel(data.summary),
         _tables(data),
     ]
     return (
@@ -263,6 +270,120 @@ def _decisions_panel(data: ReportData) -> str:
         "occurred_at, by decision; each decision on its own scale.",
         content,
     )
+
+
+def _amount_lines(amounts: Sequence[tuple[str, Decimal]]) -> Safe:
+    """Exact amounts, one line per currency ('1,234.5 USD'), as cell markup."""
+    lines = [escape(f"{amount_text(amount)} {currency}") for currency, amount in amounts]
+    return Safe("<br>".join(lines) or "0")
+
+
+def _decision_class_panel(summary: Summary) -> str:
+    """Payments per decision (a bar each, in DECISION_COLOURS), their share and amounts."""
+    rows = summary.decisions
+    if not any(row.payments for row in rows):
+        return _panel("Risk decisions by class", "Payments per decision.", _empty("no payments"))
+    bars = []
+    for row in rows:
+        amounts = ", ".join(f"{amount_text(a)} {currency}" for currency, a in row.amounts)
+        tooltip = f"{row.decision}: {row.payments:,} payments ({_percent(row.share)})" + (
+            f", {amounts}" if amounts else ""
+        )
+        bars.append((Bar(row.decision, row.payments, tooltip), _decision_colour(row.decision)))
+    table = _table(
+        "Payments per decision (summary_risk_decisions)",
+        ("decision", "payments", "share", "amount", "model errors"),
+        [
+            (
+                row.decision,
+                row.payments,
+                _percent(row.share),
+                _amount_lines(row.amounts),
+                row.model_errors,
+            )
+            for row in rows
+        ],
+    )
+    return _panel(
+        "Risk decisions by class",
+        f"Payments (type payment; refunds and chargebacks follow theirs) per decision, their "
+        f"share and amount per currency; {summary.model_errors:,} sent to review as model "
+        "errors (reason model_error).",
+        bar_rows(bars, "payments per decision", width=560) + table,
+    )
+
+
+def _decision_colour(decision: str) -> str:
+    return DECISION_COLOURS.get(decision, "#555b66")
+
+
+def _bucket_tick(bucket: ScoreBucket) -> str:
+    """A bucket's axis label, its lower edge: '0.3' for '[0.3, 0.4)', 'none' unscored.
+
+    >>> _bucket_tick(ScoreBucket("[0.3, 0.4)", 1, 0, 0)), _bucket_tick(ScoreBucket("no score", 0, 0, 1))
+    ('0.3', 'none')
+    """
+    if not bucket.label.startswith("["):
+        return "none"
+    return bucket.label[1:].partition(",")[0]
+
+
+def _scores_panel(buckets: Sequence[ScoreBucket]) -> str:
+    """The score distribution: payments per score bucket, one chart per decision."""
+    figures = []
+    for decision in DECISION_COLOURS:
+        counts = [getattr(bucket, decision) for bucket in buckets]
+        bars = [
+            Bar(_bucket_tick(bucket), count, f"score {bucket.label}: {count:,} {decision}")
+            for bucket, count in zip(buckets, counts, strict=True)
+        ]
+        label = f"{decision}: {sum(counts):,} payments"
+        chart = column_chart(bars, _decision_colour(decision), label, width=560, height=100)
+        figures.append(f"<figure>{chart}<figcaption>{escape(label)}</figcaption></figure>")
+    content = (
+        f'<div class="multiples">{"".join(figures)}</div>'
+        if any(bucket.payments for bucket in buckets)
+        else _empty("no payments")
+    )
+    return _panel(
+        "Risk score distribution",
+        "Payments per score bucket of 0.1 (the last one [0.9, 1.0]), by decision; each "
+        "decision on its own scale.",
+        content,
+    )
+
+
+def _flagged_panel(summary: Summary) -> str:
+    """The payers and payees with the most payments sent to review or declined."""
+    tables = [
+        _party_table(role, parties)
+        for role, parties in (("payer", summary.flagged_payers), ("payee", summary.flagged_payees))
+        if parties
+    ]
+    return _panel(
+        "Most flagged payers and payees",
+        "The parties with the most payments sent to review or declined (ties by id): "
+        "payments by decision, the flagged amount per currency, the reasons their flagged "
+        "payments carry most often, and the highest score among them (summary_risk_parties).",
+        "".join(tables) or _empty("no payment was sent to review or declined"),
+    )
+
+
+def _party_table(role: str, parties: Sequence[FlaggedParty]) -> str:
+    return _table(
+        f"{role.capitalize()}s with the most flagged payments",
+        (role, "top reasons", "flagged", "review", "decline", "approve", "flagged amount",
+         "max score"),
+        [
+            (party.party_id,
+             ", ".join(f"{reason} ×{count:,}" for reason, count in party.reasons) or "–",
+             party.flagged, party.reviewed, party.declined, party.approved,
+             _amount_lines(party.flagged_amounts),
+             "–" if party.max_score is None else f"{party.max_score:.3f}")
+            for party in parties
+        ],
+        left=2,
+    )  # fmt: skip
 
 
 def _decision_order(decision: str) -> tuple[int, str]:
@@ -463,6 +584,17 @@ def _tables(data: ReportData) -> str:
             left=2,
         ),
     ]
+    if data.summary.score_buckets:
+        parts.append(
+            _table(
+                "Risk scores of payments per bucket and decision (summary_risk_scores)",
+                ("score", *DECISION_COLOURS),
+                [
+                    (bucket.label, *(getattr(bucket, name) for name in DECISION_COLOURS))
+                    for bucket in data.summary.score_buckets
+                ],
+            )
+        )
     if data.statement is not None:
         parts += _statement_tables(data.statement)
     return Safe(f'<section class="panel"><h2>Tables</h2>{"".join(parts)}</section>')
