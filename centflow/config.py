@@ -218,6 +218,7 @@ class PipelineSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     workers: int | None = None
     snapshot_s: int | None = None
     out: str | None = None
+    log_format: str | None = None  # "text" or "json" (`centflow.ops.logs`)
 
 
 class KafkaSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -7,6 +7,8 @@ broker) ends in one line on stderr, ``centflow: error: ...``, and exit status
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +36,7 @@ from centflow.config import (
 from centflow.errors import CentflowError, ConfigError, InvariantViolation
 from centflow.ingest.timeparse import format_us
 from centflow.money.fees import DEFAULT_SCHEDULE
+from centflow.ops import logs
 from centflow.ops.cli_config import config_app
 from centflow.ops.cli_recon import (
     database_of,
@@ -123,6 +126,42 @@ def _refuse_a_grown_replay(log: Path, out: Path, lines: int) -> None:
             )
 
 
+PROGRESS_LOG_S = 5.0  # --log-format json: seconds between progress lines
+
+
+class _ProgressLines:
+    """--log-format json: a ``progress`` line every `PROGRESS_LOG_S`, and one at the end."""
+
+    def __init__(self, out_dir: Path, total: int | None) -> None:
+        self._out_dir = out_dir
+        self._total = total
+        self._started_s = time.monotonic()
+        self._logged_s = self._started_s
+
+    def tick(self, final: bool = False) -> None:
+        now_s = time.monotonic()
+        if not final and now_s - self._logged_s < PROGRESS_LOG_S:
+            return
+        self._logged_s = now_s
+        statuses = read_status(self._out_dir)
+        inputs = [status for status in statuses if status.kind == "input"]
+        read = sum(status.messages for status in inputs)
+        settled = sum(status.messages for status in statuses if status.kind == "settled")
+        live = [status.watermark_us for status in inputs if status.watermark_us > 0]
+        rate_per_s = read / max(now_s - self._started_s, 1e-3)
+        of = f" of {self._total:,}" if self._total is not None else ""
+        logs.emit(
+            logging.INFO,
+            "progress",
+            f"read {read:,}{of} messages, {settled:,} settled, {rate_per_s:,.0f} msg/s",
+            read=read,
+            total=self._total,
+            settled=settled,
+            rate_per_s=round(rate_per_s, 1),
+            event_clock=format_us(min(live)) if live else None,
+        )
+
+
 def _run_with_progress(
     config: PipelineConfig,
     workers: int,
@@ -130,11 +169,19 @@ def _run_with_progress(
     total: int | None,
     broker_timeout_s: float | None = None,
 ) -> RunStats:
-    """Run the workers under a live progress bar and summary line."""
+    """Run the workers under a live progress bar and summary line (or, with
+    --log-format json, with a progress line every `PROGRESS_LOG_S`)."""
     from centflow.ops.runner import check_run, run_workers
 
     check_run(config, workers, snapshot_s)  # bad settings fail before any progress is drawn
     out_dir = Path(config.out_dir)
+    if logs.is_json():
+        lines = _ProgressLines(out_dir, total)
+        stats = run_workers(
+            config, workers, snapshot_s, on_tick=lines.tick, broker_timeout_s=broker_timeout_s
+        )
+        lines.tick(final=True)
+        return stats
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -167,6 +214,31 @@ def _run_with_progress(
     return stats
 
 
+SUMMARY_TABLES = (
+    "payments",
+    "settlement_batches",
+    "settlement_payouts",
+    "settlement_fees",
+    "settlement_fx",
+    "ledger_entries",
+    "dead_letters",
+)
+
+
+def _table_rows(database: Path) -> dict[str, int]:
+    """Rows of each analyst table in `database` (for the json ``summary`` line)."""
+    import duckdb
+
+    connection = duckdb.connect(str(database), read_only=True)
+    try:
+        return {
+            table: int(connection.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+            for table in SUMMARY_TABLES
+        }
+    finally:
+        connection.close()
+
+
 def _finish(out_dir: Path, html: Path | None = None, reload: bool = True) -> None:
     from centflow.recon.report import render, summarize
     from sinks.duckdb import materialize
@@ -174,6 +246,20 @@ def _finish(out_dir: Path, html: Path | None = None, reload: bool = True) -> Non
     database = materialize(out_dir) if reload else database_of(out_dir)
     summary = summarize(database)
     render(summary, report_console)
+    if logs.is_json():
+        failed = [name for name, failures in summary.checks if failures]
+        logs.emit(
+            logging.INFO if summary.ok else logging.ERROR,
+            "summary",
+            f"tables loaded into {database}; "
+            + ("every check passed" if summary.ok else f"checks failed: {', '.join(failed)}"),
+            database=str(database),
+            ok=summary.ok,
+            outcomes=dict(summary.outcomes),
+            checks=dict(summary.checks),
+            tables=_table_rows(database),
+            repeated_event_ids=summary.repeated_event_ids,
+        )
     if html is not None:  # written even when a check fails: the page shows which
         write_html_report(database, html)
     if not summary.ok:
@@ -277,6 +363,13 @@ def run(
     metrics_host: Annotated[
         str, typer.Option(help="Address the metrics endpoint listens on.")
     ] = "127.0.0.1",
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            help="text: lines under a live progress bar; json: every line on stderr as one "
+            "JSON object (ts, level, event, message, fields), no bar [text]."
+        ),
+    ] = None,
 ) -> None:
     """Run the pipeline into OUT (resumes from OUT's recovery state after a crash).
 
@@ -291,8 +384,13 @@ def run(
     from centflow.ops.metrics import serve_metrics
     from centflow.ops.runner import clear_state, out_dir_lock
 
+    # the format first, so that even a bad configuration file is reported in it
+    early_format = log_format or os.environ.get("CENTFLOW_PIPELINE_LOG_FORMAT")
+    logs.configure(logs.check_log_format(early_format or logs.LOG_FORMAT_DEFAULT))
     file_config = load_file_config(config_file)  # with the CENTFLOW_* overrides
     section = file_config.pipeline
+    log_format = _pick(log_format, section.log_format, logs.LOG_FORMAT_DEFAULT)
+    logs.configure(logs.check_log_format(log_format), file_config.kafka.settings)
     out = out or Path(section.out or "out")
     workers = _pick(workers, section.workers, 1)
     window_s = _pick(window_s, section.window_s, limits.WINDOW_LENGTH_S_DEFAULT)
@@ -366,6 +464,7 @@ def run(
         from centflow.ops.kafka import check_reachable, ensure_topics, topic_partition_count
 
         client = _client(kafka, kafka_config, kafka_setting, file_config.kafka.settings)  # type: ignore[arg-type]
+        logs.configure(log_format, client)  # every secret given is cut out of every line
         check_reachable(client)
         partition_count = topic_partition_count(client, topic)
         ensure_topics(client, {dlq_topic: partition_count, decisions_topic: partition_count})
@@ -388,20 +487,58 @@ def run(
             clear_state(out)
         elif replay is not None and total is not None:
             _refuse_a_grown_replay(replay, out, total)
+        _log_start(config, workers, out)
         try:
             with serve_metrics(config, metrics_port, metrics_host, total):
                 stats = _run_with_progress(config, workers, snapshot_s, total, broker_timeout_s)
         except RunInterrupted as interrupted:
-            console.print(f"centflow: stopped: {interrupted}")
+            logs.say(
+                console,
+                "interrupted",
+                f"centflow: stopped: {interrupted}",
+                logging.ERROR,
+                status=interrupted.exit_code,
+            )
             raise typer.Exit(interrupted.exit_code) from None
         if stats.stopped_by is not None:  # the way to stop --follow: a clean stop
-            console.print(
+            logs.say(
+                console,
+                "run_stopped",
                 f"stopped on {stats.stopped_by} at the end of an epoch, after a snapshot; "
-                f"the state is kept in {out}: run the same command again to resume"
+                f"the state is kept in {out}: run the same command again to resume",
+                signal=stats.stopped_by,
+                seconds=round(stats.seconds, 3),
+                out=str(out),
             )
         else:
-            console.print(f"pipeline finished in {stats.seconds:.1f} s")
+            logs.say(
+                console,
+                "run_finished",
+                f"pipeline finished in {stats.seconds:.1f} s",
+                seconds=round(stats.seconds, 3),
+            )
         _finish(out)
+
+
+def _log_start(config: PipelineConfig, workers: int, out: Path) -> None:
+    """--log-format json: the ``run_started`` line (the client settings redacted)."""
+    if not logs.is_json():
+        return
+    from centflow.ops.kafka import redacted_settings
+
+    source = config.replay_path or (config.kafka or {}).get("bootstrap.servers", "")
+    fields: dict[str, object] = {
+        "input": "replay" if config.replay_path is not None else "kafka",
+        "source": source,
+        "partitions": len(config.partitions),
+        "workers": workers,
+        "out": str(out),
+        "until_idle": config.until_idle,
+    }
+    if config.kafka is not None:
+        fields["kafka"] = redacted_settings(config.kafka)
+        fields["topic"] = config.topics.payments
+    logs.emit(logging.INFO, "run_started", f"reading {source} into {out}", **fields)
 
 
 def _parse_umask(text: str) -> int:
@@ -747,12 +884,42 @@ def demo(
 
 def _fail(message: str) -> None:
     """One line on stderr, exit status 2."""
+    if logs.is_json():
+        logs.emit(logging.ERROR, "error", f"centflow: error: {message}", status=2)
+        sys.exit(2)
     sys.stderr.write(f"centflow: error: {' '.join(message.split())}\n")
     sys.exit(2)
 
 
 def main() -> None:
-    """Entry point: run the app; a CentflowError becomes one line and exit status 2."""
+    """Entry point: run the app; a CentflowError becomes one line and exit status 2.
+
+    With --log-format json, the last line is an ``exit`` object with the status,
+    and a bug's traceback is a field of a ``bug`` line."""
+    status: int | str | None = 0
+    try:
+        _main()
+    except SystemExit as done:
+        status = done.code
+        raise
+    except BaseException as error:
+        status = 1
+        if logs.is_json() and isinstance(error, Exception):
+            logs.bug(error)
+            raise SystemExit(1) from None
+        raise
+    finally:
+        if logs.is_json():
+            code = status if isinstance(status, int) else (0 if status is None else 1)
+            logs.emit(
+                logging.INFO if code == 0 else logging.ERROR,
+                "exit",
+                f"centflow exits with status {code}",
+                status=code,
+            )
+
+
+def _main() -> None:
     try:
         # Typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns the
         # code of an Exit instead of raising it: back to an interrupt, or the exit status.
@@ -766,7 +933,7 @@ def main() -> None:
     except CentflowError as error:
         _fail(str(error))
     except (typer.Abort, KeyboardInterrupt):
-        console.print("centflow: interrupted")
+        logs.say(console, "interrupted", "centflow: interrupted", logging.ERROR, status=130)
         sys.exit(130)
     except typer.Exit as done:
         sys.exit(done.exit_code)

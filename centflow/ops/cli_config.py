@@ -33,6 +33,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "workers": 1,
     "snapshot_s": 10,
     "out": "out",
+    "log_format": "text",
 }
 TOPIC_DEFAULTS = {
     "payments": "payments",
