@@ -29,6 +29,7 @@ from rich.progress import (
 from centflow import limits
 from centflow.config import (
     PipelineConfig,
+    PipelineSection,
     Topics,
     load_file_config,
     validate,
@@ -50,6 +51,7 @@ from centflow.ops.cli_recon import (
 from centflow.ops.status import read_status
 
 if TYPE_CHECKING:
+    from centflow.ops.multihost import ClusterPlace
     from centflow.ops.runner import RunStats
 
 app = typer.Typer(
@@ -168,18 +170,17 @@ def _run_with_progress(
     snapshot_s: int,
     total: int | None,
     broker_timeout_s: float | None = None,
+    place: ClusterPlace | None = None,
 ) -> RunStats:
     """Run the workers under a live progress bar and summary line (or, with
     --log-format json, with a progress line every `PROGRESS_LOG_S`)."""
     from centflow.ops.runner import check_run, run_workers
 
-    check_run(config, workers, snapshot_s)  # bad settings fail before any progress is drawn
+    check_run(config, workers, snapshot_s, place)  # bad settings fail before any progress
     out_dir = Path(config.out_dir)
     if logs.is_json():
         lines = _ProgressLines(out_dir, total)
-        stats = run_workers(
-            config, workers, snapshot_s, on_tick=lines.tick, broker_timeout_s=broker_timeout_s
-        )
+        stats = run_workers(config, workers, snapshot_s, lines.tick, broker_timeout_s, place=place)
         lines.tick(final=True)
         return stats
     with Progress(
@@ -207,9 +208,7 @@ def _run_with_progress(
                 task, completed=read, rate=f"{rate:,.0f} msg/s, {settled:,} settled", clock=clock
             )
 
-        stats = run_workers(
-            config, workers, snapshot_s, on_tick=tick, broker_timeout_s=broker_timeout_s
-        )
+        stats = run_workers(config, workers, snapshot_s, tick, broker_timeout_s, place=place)
         tick()
     return stats
 
@@ -284,6 +283,20 @@ def run(
         ),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [1].")] = None,
+    process_id: Annotated[
+        int | None,
+        typer.Option(
+            help="Several hosts: this host's process of the cluster, 0 .. (addresses - 1); "
+            "every host runs the same command with its own id.",
+        ),
+    ] = None,
+    addresses: Annotated[
+        str | None,
+        typer.Option(
+            help="Several hosts: host:port of every process of the cluster, in process-id "
+            "order, comma-separated (host1:2101,host2:2101); --out must be one shared directory.",
+        ),
+    ] = None,
     window_s: Annotated[
         int | None,
         typer.Option(help=f"Settlement window length, seconds [{limits.WINDOW_LENGTH_S_DEFAULT}]."),
@@ -392,7 +405,13 @@ def run(
     log_format = _pick(log_format, section.log_format, logs.LOG_FORMAT_DEFAULT)
     logs.configure(logs.check_log_format(log_format), file_config.kafka.settings)
     out = out or Path(section.out or "out")
-    workers = _pick(workers, section.workers, 1)
+    place = _cluster_place(process_id, addresses, workers, section)
+    workers = place.process_count if place is not None else _pick(workers, section.workers, 1)
+    if place is not None and fresh and place.process_id != 0:
+        raise ConfigError(
+            "--fresh clears the state of the whole cluster: give it to process 0 alone, "
+            "start it first, then the other processes without --fresh"
+        )
     window_s = _pick(window_s, section.window_s, limits.WINDOW_LENGTH_S_DEFAULT)
     lateness_s = _pick(lateness_s, section.lateness_s, limits.LATENESS_S_DEFAULT)
     dedupe_horizon_s = _pick(dedupe_horizon_s, section.dedupe_horizon_s, limits.DEDUPE_HORIZON_S_DEFAULT)  # fmt: skip
@@ -482,15 +501,23 @@ def run(
     from centflow.money.fx import fx_book
 
     fx_book(config.fx)  # and a bad rate or payee line here
-    with out_dir_lock(out, _parse_umask(umask)):  # one run at a time per OUT, to the report
+    if place is not None:
+        from centflow.ops.multihost import check_bindable
+
+        check_bindable(place)
+    # one run (or one cluster's processes) at a time per OUT, to the report
+    with out_dir_lock(out, _parse_umask(umask), place):
         if fresh:
+            _refuse_a_fresh_start_under_peers(out, place)
             clear_state(out)
         elif replay is not None and total is not None:
             _refuse_a_grown_replay(replay, out, total)
         _log_start(config, workers, out)
         try:
             with serve_metrics(config, metrics_port, metrics_host, total):
-                stats = _run_with_progress(config, workers, snapshot_s, total, broker_timeout_s)
+                stats = _run_with_progress(
+                    config, workers, snapshot_s, total, broker_timeout_s, place
+                )
         except RunInterrupted as interrupted:
             logs.say(
                 console,
@@ -517,7 +544,52 @@ def run(
                 f"pipeline finished in {stats.seconds:.1f} s",
                 seconds=round(stats.seconds, 3),
             )
+        if place is not None and place.process_id != 0:
+            logs.say(
+                console,
+                "process_done",
+                f"process {place.process_id} of {place.process_count} is done; process 0 "
+                f"loads the tables into {out / 'centflow.duckdb'} once every process is",
+                process_id=place.process_id,
+                processes=place.process_count,
+            )
+            return
         _finish(out)
+
+
+def _cluster_place(
+    process_id: int | None, addresses: str | None, workers: int | None, section: PipelineSection
+) -> ClusterPlace | None:
+    """--process-id and --addresses (or their configuration), checked; None for a one-host run."""
+    from centflow.ops.multihost import cluster_place
+
+    place = cluster_place(
+        _pick(process_id, section.process_id, None),
+        addresses if addresses is not None else section.addresses,
+    )
+    given = workers if workers is not None else section.workers
+    if place is not None and given is not None and given != place.process_count:
+        raise ConfigError(
+            f"--workers {given} with --addresses of {place.process_count} processes: a cluster "
+            "over several hosts has one worker process per address; leave --workers out"
+        )
+    return place
+
+
+def _refuse_a_fresh_start_under_peers(out: Path, place: ClusterPlace | None) -> None:
+    """--fresh on a cluster's process 0 clears what every process shares: refused while
+    another process of it already runs on OUT (its state would go from under it)."""
+    if place is None:
+        return
+    from centflow.ops.multihost import live_processes
+
+    others = live_processes(out, besides=place.process_id)
+    if others:
+        index, holder = next(iter(others.items()))
+        raise ConfigError(
+            f"--fresh: process {index} already runs on {out} ({holder}); stop it, start "
+            "process 0 with --fresh first, then the other processes without it"
+        )
 
 
 def _log_start(config: PipelineConfig, workers: int, out: Path) -> None:

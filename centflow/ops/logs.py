@@ -47,6 +47,7 @@ EVENTS = {
     "progress": "read, total, settled, rate_per_s, event_clock",
     "run_finished": "seconds",
     "run_stopped": "signal, seconds, out",
+    "process_done": "process_id, processes: a cluster's process other than 0 is done",
     "summary": "database, ok, outcomes, checks, tables (rows per table), repeated_event_ids",
     "warning": "what the run warns about",
     "error": "status (2): a one-line error, or a failed worker or check",
