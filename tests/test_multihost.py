@@ -159,7 +159,7 @@ def test_sigterm_to_one_host_stops_the_cluster_and_one_host_resumes_it(
             ["--process-id", "2", "--addresses", "127.0.0.1:2101,127.0.0.1:2102"],
             {},
             "--process-id 2 is out of range 0..1",
-        ),  # fmt: skip
+        ),
         (["--process-id", "0"], {}, "--process-id and --addresses go together"),
         (["--addresses", "127.0.0.1:2101"], {}, "--process-id and --addresses go together"),
         (["--process-id", "0", "--addresses", "host1"], {}, "'host1' is not host:port"),
@@ -169,12 +169,12 @@ def test_sigterm_to_one_host_stops_the_cluster_and_one_host_resumes_it(
             ["--process-id", "0", "--addresses", "127.0.0.1:2101,127.0.0.1:2102", "--workers", "3"],
             {},
             "leave --workers out",
-        ),  # fmt: skip
+        ),
         (
             ["--process-id", "1", "--addresses", "127.0.0.1:2101,127.0.0.1:2102", "--fresh"],
             {},
             "give it to process 0 alone",
-        ),  # fmt: skip
+        ),
         (["--process-id", "0", "--addresses", "192.0.2.1:2101,127.0.0.1:2102"], {}, "cannot here"),
         (
             [],
@@ -183,7 +183,7 @@ def test_sigterm_to_one_host_stops_the_cluster_and_one_host_resumes_it(
                 "CENTFLOW_PIPELINE_ADDRESSES": "127.0.0.1:2101,127.0.0.1:2102",
             },
             "--process-id 3 is out of range 0..1",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_a_bad_cluster_flag_is_one_line_and_starts_nothing(tmp_path, args, env, message):
@@ -203,28 +203,23 @@ def test_a_bad_cluster_flag_is_one_line_and_starts_nothing(tmp_path, args, env, 
     assert not (out / "recovery").exists()
 
 
+def _refused(out: Path, place: ClusterPlace | None, match: str) -> None:
+    with pytest.raises(ConfigError, match=match), out_dir_lock(out, place=place):
+        pass
+
+
 def test_one_clusters_processes_share_the_directory_and_everything_else_is_refused(tmp_path):
     cluster = ("127.0.0.1:2101", "127.0.0.1:2102")
     zero, one = ClusterPlace(0, cluster), ClusterPlace(1, cluster)
     other = ClusterPlace(1, ("127.0.0.1:2201", "127.0.0.1:2202"))
     with out_dir_lock(tmp_path, place=zero), out_dir_lock(tmp_path, place=one):
-        with pytest.raises(ConfigError, match="process 0 of this cluster already runs"):
-            with out_dir_lock(tmp_path, place=zero):
-                pass
-        with pytest.raises(ConfigError, match="in use by another centflow cluster"):
-            with out_dir_lock(tmp_path, place=other):
-                pass
-        with pytest.raises(ConfigError, match="in use by another centflow run .*a cluster"):
-            with out_dir_lock(tmp_path):
-                pass
+        _refused(tmp_path, zero, "process 0 of this cluster already runs")
+        _refused(tmp_path, other, "in use by another centflow cluster")
+        _refused(tmp_path, None, r"in use by another centflow run \(a cluster: process 0")
     with out_dir_lock(tmp_path, place=other):  # once that cluster is gone, another may come
-        with pytest.raises(ConfigError, match="in use by another centflow run"):
-            with out_dir_lock(tmp_path):
-                pass
+        _refused(tmp_path, None, "in use by another centflow run")
     with out_dir_lock(tmp_path):  # a one-host run refuses a cluster's process
-        with pytest.raises(ConfigError, match="in use by another centflow run"):
-            with out_dir_lock(tmp_path, place=zero):
-                pass
+        _refused(tmp_path, zero, "in use by another centflow run")
 
 
 def _layout(recovery: Path) -> dict[int, str]:
@@ -254,7 +249,7 @@ def test_recovery_partitions_are_shared_out_taken_over_on_a_rescale_and_gathered
     assert _layout(tmp_path) == {index: "." for index in range(4)}
     # a partition created once and gone is refused, never created anew
     (tmp_path / "part-1.sqlite3").unlink()
-    with pytest.raises(ConfigError, match="partition 1 .* was created once and is nowhere now"):
+    with pytest.raises(ConfigError, match=r"partition 1 .* was created once and is nowhere now"):
         prepare_recovery(tmp_path, ClusterPlace(1, two), init_recovery)
     with pytest.raises(ConfigError, match=r"partitions \[1\] .* are nowhere now"):
         gather_partitions(tmp_path)
