@@ -386,6 +386,10 @@ def run(
 ) -> None:
     """Run the pipeline into OUT (resumes from OUT's recovery state after a crash).
 
+    With --process-id and --addresses, this is one host's process of a cluster over
+    several hosts sharing one OUT (`centflow.ops.multihost`); process 0 loads the
+    tables once every process has ended.
+
     SIGTERM or Ctrl-C stops it cleanly: the current epoch is finished and
     snapshotted, the sinks are flushed, and the same command resumes. Exit
     status: 0 done (or stopped cleanly); 1 a bug (with its traceback); 2 a
