@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -148,3 +149,21 @@ def test_a_json_line_never_carries_a_secret_field_or_value():
     assert value["nested"] == [{"ssl.key.password": "[redacted]"}, "x[redacted]y"]
     assert value["message"] == "the broker said: bad password [redacted]"
     assert value["level"] == "warning" and value["event"] == "warning"
+
+
+def test_a_python_warning_in_json_is_a_warning_line_and_text_mode_gives_warnings_back():
+    stream = io.StringIO()
+    logs.configure("json", stream=stream)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("the disk is nearly full", RuntimeWarning, stacklevel=1)
+    finally:
+        logs.configure("text")
+    (line,) = stream.getvalue().splitlines()
+    value = json.loads(line)
+    assert value["level"] == "warning" and value["event"] == "warning"
+    assert "the disk is nearly full" in value["message"] and value["logger"] == "py.warnings"
+    with pytest.warns(RuntimeWarning, match="back to Python"):
+        warnings.warn("back to Python", RuntimeWarning, stacklevel=1)
+    assert stream.getvalue().count("\n") == 1

@@ -49,7 +49,8 @@ EVENTS = {
     "run_stopped": "signal, seconds, out",
     "process_done": "process_id, processes: a cluster's process other than 0 is done",
     "summary": "database, ok, outcomes, checks, tables (rows per table), repeated_event_ids",
-    "warning": "what the run warns about",
+    "warning": "what the run warns about (a Python warning too: logger, the warning's text)",
+    "message": "any other line, e.g. of a library",
     "error": "status (2): a one-line error, or a failed worker or check",
     "interrupted": "status (130 or 143): the workers were killed before their last snapshot",
     "bug": "status (1), traceback",
@@ -60,7 +61,7 @@ _logger = logging.getLogger(LOGGER_NAME)
 _logger.addHandler(logging.NullHandler())
 _logger.propagate = False
 _logger.setLevel(logging.INFO)
-_state: dict[str, Any] = {"format": LOG_FORMAT_DEFAULT, "secrets": ()}
+_state: dict[str, Any] = {"format": LOG_FORMAT_DEFAULT, "warnings_handler": None}
 
 
 def check_log_format(text: str) -> str:
@@ -110,6 +111,13 @@ def _timestamp(created_s: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _event_of_level(level: int) -> str:
+    """The event of a line logged without one (a Python warning, a library's line)."""
+    if level >= logging.ERROR:
+        return "error"
+    return "warning" if level >= logging.WARNING else "message"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: ts, level, event, message, then the record's fields."""
 
@@ -122,7 +130,7 @@ class JsonFormatter(logging.Formatter):
         line: dict[str, Any] = {
             "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
-            "event": getattr(record, "event", "message"),
+            "event": getattr(record, "event", None) or _event_of_level(record.levelno),
             "message": " ".join(record.getMessage().split()),
         }
         for key, value in fields.items():
@@ -145,17 +153,22 @@ def configure(log_format: str, secrets: Mapping[str, Any] | None = None, stream:
             reverse=True,  # a secret that contains another is cut whole
         )
     )
-    _state.update(format=log_format, secrets=values)
     for handler in list(_logger.handlers):
         _logger.removeHandler(handler)
     warnings_logger = logging.getLogger("py.warnings")
+    if _state["warnings_handler"] is not None:  # back to Python's own warning output
+        warnings_logger.removeHandler(_state["warnings_handler"])
+        warnings_logger.propagate = True
+        logging.captureWarnings(False)
+    _state.update(format=log_format, warnings_handler=None)
     if log_format == "json":
         handler = logging.StreamHandler(stream or sys.stderr)
         handler.setFormatter(JsonFormatter(values))
         _logger.addHandler(handler)
         logging.captureWarnings(True)  # a library's warning is a JSON line too
-        warnings_logger.handlers[:] = [handler]
+        warnings_logger.addHandler(handler)
         warnings_logger.propagate = False
+        _state["warnings_handler"] = handler
     else:
         _logger.addHandler(logging.NullHandler())
 
