@@ -1,8 +1,9 @@
 """One cluster over several hosts, on loopback: two separate ``centflow run --process-id I
 --addresses A,B`` commands sharing one --out give the tables of a one-process run of the
-same topic; SIGTERM to one of them stops both cleanly, and the state resumes on one host;
-bad flags are one line; the out-dir lock lets one cluster's processes share the directory
-and refuses everything else; the recovery partitions go where the module says."""
+same log; SIGTERM to one of them stops both cleanly, and the state resumes on one host; a
+one-host state resumes as a cluster; bad flags are one line; the out-dir lock lets one
+cluster's processes share the directory and refuses everything else; the recovery
+partitions go where `centflow.ops.multihost` says, on a fresh state and on a rescale."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ from centflow.errors import ConfigError
 from centflow.generate.logs import write_log
 from centflow.ingest.timeparse import parse_rfc3339_us
 from centflow.ops.broker import free_loopback_port
-from centflow.ops.kafka import client_config, produce_log
+from centflow.ops.kafka import client_config, ensure_topics, produce_log
 from centflow.ops.multihost import (
     ClusterPlace,
     find_partitions,
@@ -44,12 +47,36 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _topic_with_the_log(log: Path, bootstrap: str) -> str:
+    topic = f"multihost-{uuid.uuid4().hex[:12]}"
+    ensure_topics(client_config(bootstrap), {topic: 4})
+    produce_log(log, client_config(bootstrap), topic)
+    return topic
+
+
+@pytest.fixture(scope="module")
+def one_process_tables(
+    log: Path, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, list[tuple]]:
+    """The tables of one process on one host reading the log from a topic of its own (the
+    tables name no topic: every topic holding the log gives these)."""
+    out = tmp_path_factory.mktemp("one")
+    centflow(*_kafka_args(kafka_bootstrap, _topic_with_the_log(log, kafka_bootstrap)), "--out", str(out))  # fmt: skip
+    return tables(out)
+
+
 def _kafka_args(bootstrap: str, topic: str) -> list[str]:
     return [
         "run", "--kafka", bootstrap, "--topic", topic,
         "--dlq-topic", f"{topic}.dlq", "--decisions-topic", f"{topic}.decisions",
         "--until-idle", "--idle-s", "2", "--snapshot-s", "1", *WINDOW,
     ]  # fmt: skip
+
+
+def _following(args: list[str]) -> list[str]:
+    """The same run, following the topic instead of ending when it is idle: a stop then
+    always lands mid-stream, with every window still open."""
+    return ["--follow" if arg == "--until-idle" else arg for arg in args]
 
 
 def _addresses() -> str:
@@ -99,16 +126,15 @@ def _read(out: Path) -> int:
 
 
 @pytest.mark.kafka
-def test_two_hosts_give_the_tables_of_one_process(log, kafka_bootstrap, fresh_topic, tmp_path):
-    topic = fresh_topic(partitions=4)
-    produce_log(log, client_config(kafka_bootstrap), topic)
-    args = _kafka_args(kafka_bootstrap, topic)
-    one, two = tmp_path / "one", tmp_path / "two"
-    centflow(*args, "--out", str(one))
+def test_two_hosts_give_the_tables_of_one_process(
+    log, kafka_bootstrap, one_process_tables, tmp_path
+):
+    args = _kafka_args(kafka_bootstrap, _topic_with_the_log(log, kafka_bootstrap))
+    two = tmp_path / "two"
     (zero, first) = _finish(_cluster(args, two))
     assert zero[0] == 0, zero[2][-3000:]
     assert first[0] == 0, first[2][-3000:]
-    assert tables(two) == tables(one)
+    assert tables(two) == one_process_tables
     # process 0 loaded the tables and printed the report; process 1 only said it was done
     assert "pass  ledger sums to zero per currency" in zero[1] and first[1] == ""
     assert "process 1 of 2 is done" in " ".join(first[2].split())
@@ -119,37 +145,61 @@ def test_two_hosts_give_the_tables_of_one_process(log, kafka_bootstrap, fresh_to
 
 
 @pytest.mark.kafka
+def _wait_until_reading(processes: list[subprocess.Popen[str]], out: Path, snapshots: Callable[[Path], int]) -> None:  # fmt: skip
+    deadline_s = time.monotonic() + START_WAIT_S
+    while time.monotonic() < deadline_s and all(p.poll() is None for p in processes):
+        if _read(out) >= 5_000 and snapshots(out) > 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the run did not get going (exits {[p.poll() for p in processes]})")
+
+
+def _not_ended(out: Path) -> bool:
+    inputs = [status for status in read_status(out) if status.kind == "input"]
+    return _read(out) > 0 and not any(status.ended for status in inputs)
+
+
+@pytest.mark.kafka
 def test_sigterm_to_one_host_stops_the_cluster_and_one_host_resumes_it(
-    log, kafka_bootstrap, fresh_topic, tmp_path
+    log, kafka_bootstrap, one_process_tables, tmp_path
 ):
     """SIGTERM to process 1's command: both processes stop at the end of an epoch and exit
     0; then the state, rescaled to one process on one host, ends with the clean tables."""
-    topic = fresh_topic(partitions=4)
-    produce_log(log, client_config(kafka_bootstrap), topic)
-    args = _kafka_args(kafka_bootstrap, topic)
-    stopped, clean = tmp_path / "stopped", tmp_path / "clean"
-    processes = _cluster(args, stopped)
-    deadline_s = time.monotonic() + START_WAIT_S
-    while time.monotonic() < deadline_s and all(p.poll() is None for p in processes):
-        if _read(stopped) >= 5_000 and _all_snapshots(stopped) > 0:
-            break
-        time.sleep(0.05)
+    args = _kafka_args(kafka_bootstrap, _topic_with_the_log(log, kafka_bootstrap))
+    stopped = tmp_path / "stopped"
+    processes = _cluster(_following(args), stopped)
+    _wait_until_reading(processes, stopped, _all_snapshots)
     os.kill(processes[1].pid, signal.SIGTERM)
     (zero, first) = _finish(processes)
     assert zero[0] == 0 and first[0] == 0, zero[2][-2000:] + first[2][-2000:]
     assert "stopped on SIGTERM at the end of an epoch" in " ".join(first[2].split())
     assert "stopped on a stop request at the end of an epoch" in " ".join(zero[2].split())
-    inputs = [status for status in read_status(stopped) if status.kind == "input"]
-    assert _read(stopped) > 0 and not any(status.ended for status in inputs), (
-        "the cluster ended before it could be stopped"
-    )
+    assert _not_ended(stopped), "the cluster ended before it could be stopped"
     resumed = centflow(*args, "--out", str(stopped))  # one host, one process, the same state
     assert "pipeline finished" in resumed.stderr
     assert sorted(path.name for path in (stopped / "recovery").glob("part-*.sqlite3")) == [
         f"part-{index}.sqlite3" for index in range(4)
     ]
-    centflow(*args, "--out", str(clean))
-    assert tables(stopped) == tables(clean)
+    assert tables(stopped) == one_process_tables
+
+
+@pytest.mark.kafka
+def test_a_one_host_state_resumes_as_a_cluster_of_two_hosts(
+    log, kafka_bootstrap, one_process_tables, tmp_path
+):
+    """A one-host run stopped mid-stream, resumed as two processes (a rescale from 1 to 2):
+    each takes its recovery partitions from the one-host layout, and the tables are clean."""
+    args = _kafka_args(kafka_bootstrap, _topic_with_the_log(log, kafka_bootstrap))
+    runner = _start([*_following(args), "--out", str(tmp_path)])
+    _wait_until_reading([runner], tmp_path, lambda out: _snapshots(out / "recovery"))
+    os.kill(runner.pid, signal.SIGTERM)
+    ((status, _, stderr),) = _finish([runner])
+    assert status == 0 and _not_ended(tmp_path), stderr[-2000:]
+    (zero, first) = _finish(_cluster(args, tmp_path))
+    assert zero[0] == 0 and first[0] == 0, zero[2][-2000:] + first[2][-2000:]
+    layout = {index: path.parent.name for index, path in find_partitions(tmp_path / "recovery").items()}  # fmt: skip
+    assert layout == {0: "process-0", 1: "process-1", 2: "process-0", 3: "process-1"}
+    assert tables(tmp_path) == one_process_tables
 
 
 @pytest.mark.parametrize(
