@@ -516,7 +516,7 @@ def run(
             clear_state(out)
         elif replay is not None and total is not None:
             _refuse_a_grown_replay(replay, out, total)
-        _log_start(config, workers, out)
+        _log_start(config, workers, out, place)
         try:
             with serve_metrics(config, metrics_port, metrics_host, total):
                 stats = _run_with_progress(
@@ -571,11 +571,12 @@ def _cluster_place(
         _pick(process_id, section.process_id, None),
         addresses if addresses is not None else section.addresses,
     )
-    given = workers if workers is not None else section.workers
-    if place is not None and given is not None and given != place.process_count:
+    # [pipeline] workers counts the processes of a one-host run; a cluster's count is
+    # that of its addresses, so only a --workers flag that contradicts them is refused
+    if place is not None and workers is not None and workers != place.process_count:
         raise ConfigError(
-            f"--workers {given} with --addresses of {place.process_count} processes: a cluster "
-            "over several hosts has one worker process per address; leave --workers out"
+            f"--workers {workers} with --addresses of {place.process_count} processes: a "
+            "cluster over several hosts has one worker process per address; leave --workers out"
         )
     return place
 
@@ -596,7 +597,9 @@ def _refuse_a_fresh_start_under_peers(out: Path, place: ClusterPlace | None) -> 
         )
 
 
-def _log_start(config: PipelineConfig, workers: int, out: Path) -> None:
+def _log_start(
+    config: PipelineConfig, workers: int, out: Path, place: ClusterPlace | None = None
+) -> None:
     """--log-format json: the ``run_started`` line (the client settings redacted)."""
     if not logs.is_json():
         return
@@ -611,6 +614,9 @@ def _log_start(config: PipelineConfig, workers: int, out: Path) -> None:
         "out": str(out),
         "until_idle": config.until_idle,
     }
+    if place is not None:
+        fields["process_id"] = place.process_id
+        fields["addresses"] = list(place.addresses)
     if config.kafka is not None:
         fields["kafka"] = redacted_settings(config.kafka)
         fields["topic"] = config.topics.payments

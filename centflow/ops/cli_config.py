@@ -34,6 +34,8 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "snapshot_s": 10,
     "out": "out",
     "log_format": "text",
+    "process_id": None,  # a one-host run unless set (with addresses)
+    "addresses": None,
 }
 TOPIC_DEFAULTS = {
     "payments": "payments",
