@@ -17,7 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import tomli_w
 
+from centflow.config import load_file_config
 from centflow.errors import ConfigError
 from centflow.generate.logs import write_log
 from centflow.ingest.timeparse import parse_rfc3339_us
@@ -303,3 +305,25 @@ def test_recovery_partitions_are_shared_out_taken_over_on_a_rescale_and_gathered
         prepare_recovery(tmp_path, ClusterPlace(1, two), init_recovery)
     with pytest.raises(ConfigError, match=r"partitions \[1\] .* are nowhere now"):
         gather_partitions(tmp_path)
+
+
+def test_the_cluster_comes_from_a_config_file_or_the_environment_and_shows_back(tmp_path):
+    path = tmp_path / "cluster.toml"
+    path.write_text('[pipeline]\nworkers = 1\nprocess_id = 1\naddresses = ["h1:2101", "h2:2101"]\n')
+    from centflow.ops.cli import _cluster_place
+    from centflow.ops.cli_config import effective
+
+    loaded = load_file_config(path, {})
+    assert _cluster_place(None, None, None, loaded.pipeline) == ClusterPlace(1, ("h1:2101", "h2:2101"))  # fmt: skip
+    shown = tmp_path / "shown.toml"
+    shown.write_text(tomli_w.dumps(effective(loaded)))
+    again = load_file_config(shown, {}).pipeline
+    assert (again.process_id, again.addresses) == (1, ["h1:2101", "h2:2101"])
+    environ = {
+        "CENTFLOW_PIPELINE_PROCESS_ID": "0",
+        "CENTFLOW_PIPELINE_ADDRESSES": "h1:2101,h2:2101",
+    }
+    from_environment = load_file_config(path, environ).pipeline
+    assert _cluster_place(None, None, None, from_environment) == ClusterPlace(0, ("h1:2101", "h2:2101"))  # fmt: skip
+    with pytest.raises(ConfigError, match="leave --workers out"):
+        _cluster_place(None, None, 3, loaded.pipeline)
