@@ -218,6 +218,11 @@ class PipelineSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     workers: int | None = None
     snapshot_s: int | None = None
     out: str | None = None
+    log_format: str | None = None  # "text" or "json" (`centflow.ops.logs`)
+    #: several hosts (`centflow.ops.multihost`): this host's process, and every
+    #: process's host:port (a list, or one comma-separated string as in the environment)
+    process_id: int | None = None
+    addresses: str | list[str] | None = None
 
 
 class KafkaSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

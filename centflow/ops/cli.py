@@ -7,6 +7,8 @@ broker) ends in one line on stderr, ``centflow: error: ...``, and exit status
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ from rich.progress import (
 from centflow import limits
 from centflow.config import (
     PipelineConfig,
+    PipelineSection,
     Topics,
     load_file_config,
     validate,
@@ -34,6 +37,7 @@ from centflow.config import (
 from centflow.errors import CentflowError, ConfigError, InvariantViolation
 from centflow.ingest.timeparse import format_us
 from centflow.money.fees import DEFAULT_SCHEDULE
+from centflow.ops import logs
 from centflow.ops.cli_config import config_app
 from centflow.ops.cli_recon import (
     database_of,
@@ -47,6 +51,7 @@ from centflow.ops.cli_recon import (
 from centflow.ops.status import read_status
 
 if TYPE_CHECKING:
+    from centflow.ops.multihost import ClusterPlace
     from centflow.ops.runner import RunStats
 
 app = typer.Typer(
@@ -123,18 +128,61 @@ def _refuse_a_grown_replay(log: Path, out: Path, lines: int) -> None:
             )
 
 
+PROGRESS_LOG_S = 5.0  # --log-format json: seconds between progress lines
+
+
+class _ProgressLines:
+    """--log-format json: a ``progress`` line every `PROGRESS_LOG_S`, and one at the end."""
+
+    def __init__(self, out_dir: Path, total: int | None) -> None:
+        self._out_dir = out_dir
+        self._total = total
+        self._started_s = time.monotonic()
+        self._logged_s = self._started_s
+
+    def tick(self, final: bool = False) -> None:
+        now_s = time.monotonic()
+        if not final and now_s - self._logged_s < PROGRESS_LOG_S:
+            return
+        self._logged_s = now_s
+        statuses = read_status(self._out_dir)
+        inputs = [status for status in statuses if status.kind == "input"]
+        read = sum(status.messages for status in inputs)
+        settled = sum(status.messages for status in statuses if status.kind == "settled")
+        live = [status.watermark_us for status in inputs if status.watermark_us > 0]
+        rate_per_s = read / max(now_s - self._started_s, 1e-3)
+        of = f" of {self._total:,}" if self._total is not None else ""
+        logs.emit(
+            logging.INFO,
+            "progress",
+            f"read {read:,}{of} messages, {settled:,} settled, {rate_per_s:,.0f} msg/s",
+            read=read,
+            total=self._total,
+            settled=settled,
+            rate_per_s=round(rate_per_s, 1),
+            event_clock=format_us(min(live)) if live else None,
+        )
+
+
 def _run_with_progress(
     config: PipelineConfig,
     workers: int,
     snapshot_s: int,
     total: int | None,
     broker_timeout_s: float | None = None,
+    place: ClusterPlace | None = None,
 ) -> RunStats:
-    """Run the workers under a live progress bar and summary line."""
+    """Run the workers under a live progress bar and summary line (or, with
+    --log-format json, with a progress line every `PROGRESS_LOG_S`)."""
     from centflow.ops.runner import check_run, run_workers
 
-    check_run(config, workers, snapshot_s)  # bad settings fail before any progress is drawn
+    check_run(config, workers, snapshot_s, place)  # bad settings fail before any progress
     out_dir = Path(config.out_dir)
+    if logs.is_json():
+        lines = _ProgressLines(out_dir, total)
+        stats = run_workers(config, workers, snapshot_s, lines.tick, broker_timeout_s, place=place)
+        lines.tick(final=True)
+        return stats
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -160,11 +208,34 @@ def _run_with_progress(
                 task, completed=read, rate=f"{rate:,.0f} msg/s, {settled:,} settled", clock=clock
             )
 
-        stats = run_workers(
-            config, workers, snapshot_s, on_tick=tick, broker_timeout_s=broker_timeout_s
-        )
+        stats = run_workers(config, workers, snapshot_s, tick, broker_timeout_s, place=place)
         tick()
     return stats
+
+
+SUMMARY_TABLES = (
+    "payments",
+    "settlement_batches",
+    "settlement_payouts",
+    "settlement_fees",
+    "settlement_fx",
+    "ledger_entries",
+    "dead_letters",
+)
+
+
+def _table_rows(database: Path) -> dict[str, int]:
+    """Rows of each analyst table in `database` (for the json ``summary`` line)."""
+    import duckdb
+
+    connection = duckdb.connect(str(database), read_only=True)
+    try:
+        return {
+            table: int(connection.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+            for table in SUMMARY_TABLES
+        }
+    finally:
+        connection.close()
 
 
 def _finish(out_dir: Path, html: Path | None = None, reload: bool = True) -> None:
@@ -174,6 +245,20 @@ def _finish(out_dir: Path, html: Path | None = None, reload: bool = True) -> Non
     database = materialize(out_dir) if reload else database_of(out_dir)
     summary = summarize(database)
     render(summary, report_console)
+    if logs.is_json():
+        failed = [name for name, failures in summary.checks if failures]
+        logs.emit(
+            logging.INFO if summary.ok else logging.ERROR,
+            "summary",
+            f"tables loaded into {database}; "
+            + ("every check passed" if summary.ok else f"checks failed: {', '.join(failed)}"),
+            database=str(database),
+            ok=summary.ok,
+            outcomes=dict(summary.outcomes),
+            checks=dict(summary.checks),
+            tables=_table_rows(database),
+            repeated_event_ids=summary.repeated_event_ids,
+        )
     if html is not None:  # written even when a check fails: the page shows which
         write_html_report(database, html)
     if not summary.ok:
@@ -198,6 +283,20 @@ def run(
         ),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [1].")] = None,
+    process_id: Annotated[
+        int | None,
+        typer.Option(
+            help="Several hosts: this host's process of the cluster, 0 .. (addresses - 1); "
+            "every host runs the same command with its own id.",
+        ),
+    ] = None,
+    addresses: Annotated[
+        str | None,
+        typer.Option(
+            help="Several hosts: host:port of every process of the cluster, in process-id "
+            "order, comma-separated (host1:2101,host2:2101); --out must be one shared directory.",
+        ),
+    ] = None,
     window_s: Annotated[
         int | None,
         typer.Option(help=f"Settlement window length, seconds [{limits.WINDOW_LENGTH_S_DEFAULT}]."),
@@ -277,8 +376,19 @@ def run(
     metrics_host: Annotated[
         str, typer.Option(help="Address the metrics endpoint listens on.")
     ] = "127.0.0.1",
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            help="text: lines under a live progress bar; json: every line on stderr as one "
+            "JSON object (ts, level, event, message, fields), no bar [text]."
+        ),
+    ] = None,
 ) -> None:
     """Run the pipeline into OUT (resumes from OUT's recovery state after a crash).
+
+    With --process-id and --addresses, this is one host's process of a cluster over
+    several hosts sharing one OUT (`centflow.ops.multihost`); process 0 loads the
+    tables once every process has ended.
 
     SIGTERM or Ctrl-C stops it cleanly: the current epoch is finished and
     snapshotted, the sinks are flushed, and the same command resumes. Exit
@@ -291,10 +401,21 @@ def run(
     from centflow.ops.metrics import serve_metrics
     from centflow.ops.runner import clear_state, out_dir_lock
 
+    # the format first, so that even a bad configuration file is reported in it
+    early_format = log_format or os.environ.get("CENTFLOW_PIPELINE_LOG_FORMAT")
+    logs.configure(logs.check_log_format(early_format or logs.LOG_FORMAT_DEFAULT))
     file_config = load_file_config(config_file)  # with the CENTFLOW_* overrides
     section = file_config.pipeline
+    log_format = _pick(log_format, section.log_format, logs.LOG_FORMAT_DEFAULT)
+    logs.configure(logs.check_log_format(log_format), file_config.kafka.settings)
     out = out or Path(section.out or "out")
-    workers = _pick(workers, section.workers, 1)
+    place = _cluster_place(process_id, addresses, workers, section)
+    workers = place.process_count if place is not None else _pick(workers, section.workers, 1)
+    if place is not None and fresh and place.process_id != 0:
+        raise ConfigError(
+            "--fresh clears the state of the whole cluster: give it to process 0 alone, "
+            "start it first, then the other processes without --fresh"
+        )
     window_s = _pick(window_s, section.window_s, limits.WINDOW_LENGTH_S_DEFAULT)
     lateness_s = _pick(lateness_s, section.lateness_s, limits.LATENESS_S_DEFAULT)
     dedupe_horizon_s = _pick(dedupe_horizon_s, section.dedupe_horizon_s, limits.DEDUPE_HORIZON_S_DEFAULT)  # fmt: skip
@@ -366,6 +487,7 @@ def run(
         from centflow.ops.kafka import check_reachable, ensure_topics, topic_partition_count
 
         client = _client(kafka, kafka_config, kafka_setting, file_config.kafka.settings)  # type: ignore[arg-type]
+        logs.configure(log_format, client)  # every secret given is cut out of every line
         check_reachable(client)
         partition_count = topic_partition_count(client, topic)
         ensure_topics(client, {dlq_topic: partition_count, decisions_topic: partition_count})
@@ -383,25 +505,122 @@ def run(
     from centflow.money.fx import fx_book
 
     fx_book(config.fx)  # and a bad rate or payee line here
-    with out_dir_lock(out, _parse_umask(umask)):  # one run at a time per OUT, to the report
+    if place is not None:
+        from centflow.ops.multihost import check_bindable
+
+        check_bindable(place)
+    # one run (or one cluster's processes) at a time per OUT, to the report
+    with out_dir_lock(out, _parse_umask(umask), place):
         if fresh:
+            _refuse_a_fresh_start_under_peers(out, place)
             clear_state(out)
         elif replay is not None and total is not None:
             _refuse_a_grown_replay(replay, out, total)
+        _log_start(config, workers, out, place)
         try:
             with serve_metrics(config, metrics_port, metrics_host, total):
-                stats = _run_with_progress(config, workers, snapshot_s, total, broker_timeout_s)
+                stats = _run_with_progress(
+                    config, workers, snapshot_s, total, broker_timeout_s, place
+                )
         except RunInterrupted as interrupted:
-            console.print(f"centflow: stopped: {interrupted}")
+            logs.say(
+                console,
+                "interrupted",
+                f"centflow: stopped: {interrupted}",
+                logging.ERROR,
+                status=interrupted.exit_code,
+            )
             raise typer.Exit(interrupted.exit_code) from None
         if stats.stopped_by is not None:  # the way to stop --follow: a clean stop
-            console.print(
+            logs.say(
+                console,
+                "run_stopped",
                 f"stopped on {stats.stopped_by} at the end of an epoch, after a snapshot; "
-                f"the state is kept in {out}: run the same command again to resume"
+                f"the state is kept in {out}: run the same command again to resume",
+                signal=stats.stopped_by,
+                seconds=round(stats.seconds, 3),
+                out=str(out),
             )
         else:
-            console.print(f"pipeline finished in {stats.seconds:.1f} s")
+            logs.say(
+                console,
+                "run_finished",
+                f"pipeline finished in {stats.seconds:.1f} s",
+                seconds=round(stats.seconds, 3),
+            )
+        if place is not None and place.process_id != 0:
+            logs.say(
+                console,
+                "process_done",
+                f"process {place.process_id} of {place.process_count} is done; process 0 "
+                f"loads the tables into {out / 'centflow.duckdb'} once every process is",
+                process_id=place.process_id,
+                processes=place.process_count,
+            )
+            return
         _finish(out)
+
+
+def _cluster_place(
+    process_id: int | None, addresses: str | None, workers: int | None, section: PipelineSection
+) -> ClusterPlace | None:
+    """--process-id and --addresses (or their configuration), checked; None for a one-host run."""
+    from centflow.ops.multihost import cluster_place
+
+    place = cluster_place(
+        _pick(process_id, section.process_id, None),
+        addresses if addresses is not None else section.addresses,
+    )
+    # [pipeline] workers counts the processes of a one-host run; a cluster's count is
+    # that of its addresses, so only a --workers flag that contradicts them is refused
+    if place is not None and workers is not None and workers != place.process_count:
+        raise ConfigError(
+            f"--workers {workers} with --addresses of {place.process_count} processes: a "
+            "cluster over several hosts has one worker process per address; leave --workers out"
+        )
+    return place
+
+
+def _refuse_a_fresh_start_under_peers(out: Path, place: ClusterPlace | None) -> None:
+    """--fresh on a cluster's process 0 clears what every process shares: refused while
+    another process of it already runs on OUT (its state would go from under it)."""
+    if place is None:
+        return
+    from centflow.ops.multihost import live_processes
+
+    others = live_processes(out, besides=place.process_id)
+    if others:
+        index, holder = next(iter(others.items()))
+        raise ConfigError(
+            f"--fresh: process {index} already runs on {out} ({holder}); stop it, start "
+            "process 0 with --fresh first, then the other processes without it"
+        )
+
+
+def _log_start(
+    config: PipelineConfig, workers: int, out: Path, place: ClusterPlace | None = None
+) -> None:
+    """--log-format json: the ``run_started`` line (the client settings redacted)."""
+    if not logs.is_json():
+        return
+    from centflow.ops.kafka import redacted_settings
+
+    source = config.replay_path or (config.kafka or {}).get("bootstrap.servers", "")
+    fields: dict[str, object] = {
+        "input": "replay" if config.replay_path is not None else "kafka",
+        "source": source,
+        "partitions": len(config.partitions),
+        "workers": workers,
+        "out": str(out),
+        "until_idle": config.until_idle,
+    }
+    if place is not None:
+        fields["process_id"] = place.process_id
+        fields["addresses"] = list(place.addresses)
+    if config.kafka is not None:
+        fields["kafka"] = redacted_settings(config.kafka)
+        fields["topic"] = config.topics.payments
+    logs.emit(logging.INFO, "run_started", f"reading {source} into {out}", **fields)
 
 
 def _parse_umask(text: str) -> int:
@@ -747,12 +966,42 @@ def demo(
 
 def _fail(message: str) -> None:
     """One line on stderr, exit status 2."""
+    if logs.is_json():
+        logs.emit(logging.ERROR, "error", f"centflow: error: {message}", status=2)
+        sys.exit(2)
     sys.stderr.write(f"centflow: error: {' '.join(message.split())}\n")
     sys.exit(2)
 
 
 def main() -> None:
-    """Entry point: run the app; a CentflowError becomes one line and exit status 2."""
+    """Entry point: run the app; a CentflowError becomes one line and exit status 2.
+
+    With --log-format json, the last line is an ``exit`` object with the status,
+    and a bug's traceback is a field of a ``bug`` line."""
+    status: int | str | None = 0
+    try:
+        _main()
+    except SystemExit as done:
+        status = done.code
+        raise
+    except BaseException as error:
+        status = 1
+        if logs.is_json() and isinstance(error, Exception):
+            logs.bug(error)
+            raise SystemExit(1) from None
+        raise
+    finally:
+        if logs.is_json():
+            code = status if isinstance(status, int) else (0 if status is None else 1)
+            logs.emit(
+                logging.INFO if code == 0 else logging.ERROR,
+                "exit",
+                f"centflow exits with status {code}",
+                status=code,
+            )
+
+
+def _main() -> None:
     try:
         # Typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns the
         # code of an Exit instead of raising it: back to an interrupt, or the exit status.
@@ -766,7 +1015,7 @@ def main() -> None:
     except CentflowError as error:
         _fail(str(error))
     except (typer.Abort, KeyboardInterrupt):
-        console.print("centflow: interrupted")
+        logs.say(console, "interrupted", "centflow: interrupted", logging.ERROR, status=130)
         sys.exit(130)
     except typer.Exit as done:
         sys.exit(done.exit_code)

@@ -33,6 +33,9 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "workers": 1,
     "snapshot_s": 10,
     "out": "out",
+    "log_format": "text",
+    "process_id": None,  # a one-host run unless set (with addresses)
+    "addresses": None,
 }
 TOPIC_DEFAULTS = {
     "payments": "payments",

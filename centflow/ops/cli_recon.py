@@ -219,8 +219,13 @@ def run_holding(out: Path) -> str | None:
     """
     import fcntl
 
+    from centflow.ops.multihost import live_processes
     from centflow.ops.runner import LOCK_FILE
 
+    cluster = live_processes(out) if out.is_dir() else {}
+    if cluster:  # a cluster's processes hold the lock shared: ask their own locks
+        index, holder = next(iter(cluster.items()))
+        return f"a cluster: process {index}, {holder}"
     try:
         handle = (out / LOCK_FILE).open("r")
     except FileNotFoundError:

@@ -265,12 +265,14 @@ def read_counts(out_dir: Path) -> WorkerCounts:
     return total
 
 
-def clear_counts(out_dir: Path) -> Path:
-    """Remove the previous execution's counts (each execution counts from zero)."""
+def clear_counts(out_dir: Path, only: str | None = None) -> Path:
+    """Remove the previous execution's counts (each execution counts from zero); `only`:
+    just that file (a cluster's process clears its own, the others' are live)."""
     directory = metrics_dir(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
     for path in directory.iterdir():
-        path.unlink()
+        if only is None or path.name == only:
+            path.unlink()
     return directory
 
 

@@ -3,10 +3,13 @@
 ``centflow run`` starts one Bytewax process per worker (``python -m
 bytewax.run dataflows.pipeline:flow``; worker threads in one process share one
 interpreter lock, so parallelism comes from processes), all on loopback
-addresses, with recovery on. Everything a run keeps lives in its output
-directory::
+addresses, with recovery on; or, given a `ClusterPlace` (``--process-id`` and
+``--addresses``), the one process of a cluster spread over hosts that is this
+host's (`centflow.ops.multihost` says what the hosts share). Everything a run
+keeps lives in its output directory::
 
-    DIR/recovery/        Bytewax recovery partitions (snapshots of every state)
+    DIR/recovery/        Bytewax recovery partitions (snapshots of every state);
+                         a cluster's process I keeps its own in recovery/process-<I>/
     DIR/parquet/<table>/ the Parquet dataset, one writer per partition
     DIR/centflow.duckdb  the analyst tables, loaded from the dataset at the end
     DIR/status/          live progress of each input partition
@@ -14,6 +17,8 @@ directory::
     DIR/logs/            each worker's output
     DIR/state.json       what this state belongs to (input, windows, shards)
     DIR/.centflow.lock   held by the run using DIR (`out_dir_lock`): one run at a time
+                         (shared by the processes of one cluster, `multihost.cluster_lock`)
+    DIR/cluster/         each cluster process's report of its state (`multihost.ClusterMarkers`)
     DIR/stop.request     written on SIGTERM/SIGINT: the workers stop at an epoch's end
 
 Owner only. Everything a run writes under DIR is created with the umask
@@ -72,6 +77,7 @@ from centflow.ops.cluster import PEERS_ENV
 from centflow.ops.kafka import BROKER_TIMEOUT_S_DEFAULT, BrokerWatch
 from centflow.ops.lifecycle import (
     EXIT_CODE_BY_SIGNAL,
+    STOP_FILE,
     STOP_GRACE_S,
     STOP_SIGNALS,
     RunInterrupted,
@@ -80,6 +86,16 @@ from centflow.ops.lifecycle import (
     request_stop,
 )
 from centflow.ops.metrics import METRICS_FILE_ENV, clear_counts
+from centflow.ops.multihost import (
+    MARKERS_DIR,
+    ClusterMarkers,
+    ClusterPlace,
+    cluster_lock,
+    directory_guard,
+    gather_partitions,
+    live_processes,
+    prepare_recovery,
+)
 
 SNAPSHOT_S_DEFAULT = 10  # long epochs: each epoch change drains the pipeline once
 POLL_S = 0.1
@@ -93,6 +109,7 @@ KEPT_NAMES = (
     "centflow.duckdb.wal",
     "status",
     "logs",
+    MARKERS_DIR,
     STATE_FILE,
 )
 
@@ -144,7 +161,9 @@ LOCK_FILE = ".centflow.lock"
 
 
 @contextmanager
-def out_dir_lock(out_dir: Path, umask: int = OUTPUT_UMASK_DEFAULT) -> Iterator[None]:
+def out_dir_lock(
+    out_dir: Path, umask: int = OUTPUT_UMASK_DEFAULT, place: ClusterPlace | None = None
+) -> Iterator[None]:
     """Hold `out_dir` for one run: a second run into the same directory is refused
     in one line instead of mixing its state, files and counts with the first's.
 
@@ -158,6 +177,9 @@ def out_dir_lock(out_dir: Path, umask: int = OUTPUT_UMASK_DEFAULT) -> Iterator[N
     holder exits, however it exits, so a crash never leaves the directory locked.
     The file is never removed (``--fresh`` leaves it alone): a run that removed it
     while another waited could let two runs hold two different files.
+
+    Given `place`, the process of a cluster holds the directory with the cluster's
+    other processes and against everything else (`centflow.ops.multihost.cluster_lock`).
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file, not a directory")
@@ -165,14 +187,14 @@ def out_dir_lock(out_dir: Path, umask: int = OUTPUT_UMASK_DEFAULT) -> Iterator[N
         raise ConfigError(f"--umask {umask:o} is not an octal file-mode mask like 077")
     previous_umask = os.umask(umask)
     try:
-        with _locked(out_dir, umask):
+        with _locked(out_dir, umask, place):
             yield
     finally:
         os.umask(previous_umask)
 
 
 @contextmanager
-def _locked(out_dir: Path, umask: int) -> Iterator[None]:
+def _locked(out_dir: Path, umask: int, place: ClusterPlace | None = None) -> Iterator[None]:
     try:
         ours = not out_dir.exists() or (out_dir / LOCK_FILE).exists()
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -181,12 +203,21 @@ def _locked(out_dir: Path, umask: int) -> Iterator[None]:
         handle = (out_dir / LOCK_FILE).open("a+")
     except OSError as error:
         raise ConfigError(f"cannot use {out_dir} as --out: {error.strerror or error}") from None
+    if place is not None:
+        handle.close()
+        with cluster_lock(out_dir, place, LOCK_FILE):
+            yield
+        return
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
+            cluster = live_processes(out_dir)
+            if cluster:
+                index, who = next(iter(cluster.items()))
+                holder = f"a cluster: process {index}, {who}"
             raise ConfigError(
                 f"{out_dir} is in use by another centflow run ({holder}); "
                 "wait for it to end, or use another --out"
@@ -211,14 +242,42 @@ def clear_state(out_dir: Path) -> None:
             path.unlink()
 
 
-def prepare_state(config: PipelineConfig) -> Path:
-    """Create or check the output directory and recovery partitions; return the recovery dir."""
+def prepare_state(config: PipelineConfig, place: ClusterPlace | None = None) -> Path:
+    """Create or check the output directory and recovery partitions; return the recovery
+    directory (of this process, for a cluster's: `centflow.ops.multihost.prepare_recovery`)."""
     from dataflows.recovery import init_recovery
 
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     identity = state_identity(config)
     state_file = out_dir / STATE_FILE
+    recovery = out_dir / "recovery"
+    if place is not None:
+        with directory_guard(out_dir):  # the processes starting together, one at a time
+            _check_identity(state_file, identity, out_dir)
+            recovery.mkdir(exist_ok=True)
+            own = prepare_recovery(recovery, place, init_recovery)
+            if not state_file.exists():
+                _write_atomically(state_file, msgspec.json.encode(identity))
+        return own
+    _check_identity(state_file, identity, out_dir)
+    if not recovery.exists():
+        recovery.mkdir()
+        init_recovery(recovery, RECOVERY_PARTITION_COUNT)
+        state_file.write_bytes(msgspec.json.encode(identity))
+    else:
+        gather_partitions(recovery)  # a cluster's state, run on one host now
+    return recovery
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def _check_identity(state_file: Path, identity: StateIdentity, out_dir: Path) -> None:
+    """A ConfigError if `state_file` records the state of another run."""
     if state_file.exists():
         saved = msgspec.json.decode(state_file.read_bytes(), type=StateIdentity)
         if saved != identity:
@@ -231,12 +290,6 @@ def prepare_state(config: PipelineConfig) -> Path:
                 f"{out_dir} holds the state of a different run ({'; '.join(differences)}); "
                 "use another --out, or --fresh to start over"
             )
-    recovery = out_dir / "recovery"
-    if not recovery.exists():
-        recovery.mkdir()
-        init_recovery(recovery, RECOVERY_PARTITION_COUNT)
-        state_file.write_bytes(msgspec.json.encode(identity))
-    return recovery
 
 
 class WorkerLaunch(msgspec.Struct, frozen=True):
@@ -246,9 +299,13 @@ class WorkerLaunch(msgspec.Struct, frozen=True):
     environment: dict[str, str]
 
 
-def worker_launches(recovery: Path, workers: int, snapshot_s: int) -> list[WorkerLaunch]:
+def worker_launches(
+    recovery: Path, workers: int, snapshot_s: int, place: ClusterPlace | None = None
+) -> list[WorkerLaunch]:
     """The command line and environment of each worker process (`centflow.ops.cluster`
-    says why a worker learns the addresses of the workers numbered below it)."""
+    says why a worker learns the addresses of the workers numbered below it); for a
+    cluster's process, its one worker, told its id and every process's address (its
+    peers are on other hosts: it waits for them with Bytewax's own retries)."""
     base = [
         sys.executable,
         "-m",
@@ -261,6 +318,9 @@ def worker_launches(recovery: Path, workers: int, snapshot_s: int) -> list[Worke
         "-b",
         "0",
     ]
+    if place is not None:
+        cluster = ";".join(place.addresses)
+        return [WorkerLaunch([*base, "-i", str(place.process_id), "-a", cluster], {})]
     if workers == 1:
         return [WorkerLaunch(base, {})]
     addresses = [f"127.0.0.1:{free_loopback_port()}" for _ in range(workers)]
@@ -307,14 +367,16 @@ def _peak_rss_bytes(pid: int) -> int:
     return 0
 
 
-def check_run(config: PipelineConfig, workers: int, snapshot_s: int) -> Path:
+def check_run(
+    config: PipelineConfig, workers: int, snapshot_s: int, place: ClusterPlace | None = None
+) -> Path:
     """Check a run's settings and prepare its state; return the recovery directory."""
     validate(config)
     if not 1 <= workers <= WORKERS_MAX:
         raise ConfigError(f"--workers {workers} is out of range 1..{WORKERS_MAX}")
     if not 1 <= snapshot_s <= 3600:
         raise ConfigError(f"--snapshot-s {snapshot_s} is out of range 1..3600 (whole seconds)")
-    return prepare_state(config)
+    return prepare_state(config, place)
 
 
 def run_workers(
@@ -323,22 +385,33 @@ def run_workers(
     snapshot_s: int = SNAPSHOT_S_DEFAULT,
     on_tick: Callable[[], None] | None = None,
     broker_timeout_s: float | None = None,
+    place: ClusterPlace | None = None,
 ) -> RunStats:
     """Run the dataflow to its end in `workers` processes; return what was measured.
+
+    Given `place`, run this host's one process of a cluster of `workers` (one per
+    address): it reports its end in the shared directory, and process 0 returns only
+    once every process has (`ClusterMarkers`), so that the tables it loads are whole.
 
     A Kafka run whose cluster answers nothing for `broker_timeout_s` (`BrokerWatch`;
     None: `BROKER_TIMEOUT_S_DEFAULT`) stops its workers and raises TransientError;
     the last snapshot is kept."""
-    recovery = check_run(config, workers, snapshot_s)
+    recovery = check_run(config, workers, snapshot_s, place)
     out_dir = Path(config.out_dir)
     logs = out_dir / "logs"
     logs.mkdir(exist_ok=True)
     clear_stop(out_dir)
-    counts = clear_counts(out_dir)  # counters count this execution only
+    first = 0 if place is None else place.process_id
+    local = workers if place is None else 1  # worker processes on this host
+    # counters count this execution only (a cluster's process clears its own)
+    counts = clear_counts(out_dir, None if place is None else f"worker-{first}.json")
+    markers = None if place is None else ClusterMarkers(out_dir, place)
+    if markers is not None:
+        markers.start()
     environment = {**os.environ, **to_environment(config), "PYTHONHASHSEED": "0"}
     started_s = time.monotonic()
     processes: list[tuple[subprocess.Popen[bytes], Path]] = []
-    stats = RunStats(peak_rss_bytes=[0] * workers)
+    stats = RunStats(peak_rss_bytes=[0] * local)
 
     stop = _StopRequests(out_dir)
     watch = (
@@ -368,36 +441,58 @@ def run_workers(
     # from before the first worker starts to after the last ends
     with stop.handling(), watch or nullcontext():
         try:
-            for index, launch in enumerate(worker_launches(recovery, workers, snapshot_s)):
+            launches = worker_launches(recovery, local, snapshot_s, place)
+            for index, launch in enumerate(launches, start=first):
                 log = logs / f"worker-{index}.log"
-                with log.open("wb") as stream:
-                    processes.append(
-                        (
-                            subprocess.Popen(
-                                launch.command,
-                                stdout=stream,
-                                stderr=subprocess.STDOUT,
-                                env={
-                                    **environment,
-                                    **launch.environment,
-                                    METRICS_FILE_ENV: str(counts / f"worker-{index}.json"),
-                                },
-                                preexec_fn=ignore_stop_signals,  # until the worker handles them
-                            ),
-                            log,
-                        )
-                    )
+                metrics_file = str(counts / f"worker-{index}.json")
+                processes.append((_start_worker(launch, log, environment, metrics_file), log))
             try:
-                _wait(processes, tick)
+                _wait(processes, tick, first)
             except TerminalError as failure:  # a worker's, perhaps for want of a broker
                 if watch is not None:
                     watch.blame(failure)
                 raise
             tick()
+            if markers is not None:
+                _end_of_cluster_process(markers, out_dir, stats, tick)
+        except BaseException as error:
+            if markers is not None:
+                interrupted = isinstance(error, (RunInterrupted, KeyboardInterrupt))
+                markers.report("interrupted" if interrupted else "failed", str(error)[:500])
+            raise
         finally:
             _stop(processes)
     stats.seconds = time.monotonic() - started_s
     return stats
+
+
+def _start_worker(
+    launch: WorkerLaunch, log: Path, environment: dict[str, str], metrics_file: str
+) -> subprocess.Popen[bytes]:
+    with log.open("wb") as stream:
+        return subprocess.Popen(
+            launch.command,
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            env={**environment, **launch.environment, METRICS_FILE_ENV: metrics_file},
+            preexec_fn=ignore_stop_signals,  # until the worker handles them
+        )
+
+
+def _end_of_cluster_process(
+    markers: ClusterMarkers, out_dir: Path, stats: RunStats, tick: Callable[[], None]
+) -> None:
+    """A cluster's process whose worker ended well: report it; process 0 then waits for
+    the others' reports. A stop asked of another process (its request is in the shared
+    directory) counts as this one's stop."""
+    if stats.stopped_by is None and (out_dir / STOP_FILE).exists():
+        stats.stopped_by = "a stop request"
+    markers.report("finished" if stats.stopped_by is None else "stopped")
+    if markers.place.process_id != 0:
+        return
+    others = markers.wait_for_the_others(tick)
+    if stats.stopped_by is None and any(marker.status == "stopped" for marker in others):
+        stats.stopped_by = "a stop request"
 
 
 class _StopRequests:
@@ -455,14 +550,16 @@ class _StopRequests:
 
 
 def _wait(
-    processes: list[tuple[subprocess.Popen[bytes], Path]], on_tick: Callable[[], None] | None
+    processes: list[tuple[subprocess.Popen[bytes], Path]],
+    on_tick: Callable[[], None] | None,
+    first: int = 0,
 ) -> None:
     while True:
         codes = [process.poll() for process, _ in processes]
         for (process, log), code in zip(processes, codes, strict=True):
             if code not in (None, 0):
                 raise TerminalError(
-                    f"worker {processes.index((process, log))} failed (exit {code}): {_last_error_line(log)} (full log: {log})"
+                    f"worker {first + processes.index((process, log))} failed (exit {code}): {_last_error_line(log)} (full log: {log})"
                 )
         if all(code == 0 for code in codes):
             return
