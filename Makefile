@@ -35,8 +35,9 @@ test: $(STAMP) ## the whole test suite (slow soak/bench runs excluded)
 bench: $(STAMP) ## throughput, latency and memory on a generated 500k-event log -> BENCHMARKS.md
 	$(BIN)/python -m centflow.ops.bench --events 500000 --write BENCHMARKS.md
 
-bench-risk: $(STAMP) ## risk quality (AUC, bursts stopped, false declines) on seeds never tuned on -> BENCHMARKS.md
+bench-risk: $(STAMP) ## risk quality (AUC, bursts stopped, false declines; a signals-only stream) on seeds never tuned on -> BENCHMARKS.md
 	$(BIN)/python -m centflow.ops.bench_risk --write BENCHMARKS.md $(BENCH_RISK_ARGS)
+	$(BIN)/python -m centflow.ops.bench_signals --write BENCHMARKS.md
 
 broker: $(STAMP) ## a local Kafka-compatible broker on 127.0.0.1:9092 (Ctrl-C stops it)
 	$(BIN)/centflow broker --port 9092
