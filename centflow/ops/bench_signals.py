@@ -112,9 +112,9 @@ def baselines(log: SignalsLog) -> tuple[tuple[float, float], tuple[float, float]
                 if held.pop(event_id, None) is not None:
                     regression.learn_one(standard.transform_one(x), False)
             if event.type == "chargeback":
-                x = held.pop(event.ref_event_id or "", None)
-                if x is not None:
-                    regression.learn_one(standard.transform_one(x), True)
+                disputed = held.pop(event.ref_event_id or "", None)
+                if disputed is not None:
+                    regression.learn_one(standard.transform_one(disputed), True)
                 continue
             x = dict(event.risk_signals or {})
             scaler.learn_one(x)
