@@ -29,8 +29,8 @@ from pathlib import Path
 import bytewax.operators as op
 import pyarrow as pa
 from bytewax.dataflow import Dataflow
-from bytewax.operators import KeyedStream
 from bytewax.inputs import Source
+from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
 from centflow.config import CONFIG_ENV, PipelineConfig, from_environment

@@ -1,4 +1,4 @@
-"""The ``centflow`` command line: run, produce, generate, recon, broker, demo.
+"""The ``centflow`` command line: run, produce, generate, recon, review, broker, demo.
 
 Every failure a user can cause (a bad flag, a missing file, an unreachable
 broker) ends in one line on stderr, ``centflow: error: ...``, and exit status
@@ -44,6 +44,7 @@ from centflow.ops.cli_recon import (
     statement_app,
     write_html_report,
 )
+from centflow.ops.cli_review import review_app
 from centflow.ops.status import read_status
 
 if TYPE_CHECKING:
@@ -178,6 +179,18 @@ def _finish(out_dir: Path, html: Path | None = None, reload: bool = True) -> Non
         write_html_report(database, html)
     if not summary.ok:
         raise CentflowError("reconciliation checks failed (see the report above)")
+
+
+def _say_reviews_waiting(out: Path) -> None:
+    """One line on the review queue, when payments wait in it."""
+    from centflow.risk.review import pending_reviews
+
+    waiting = len(pending_reviews(out).waiting)
+    if waiting:
+        console.print(
+            f"{waiting:,} payments wait for review: `centflow review list --out {out}`, "
+            f"then `centflow review release|decline EVENT_ID... --out {out}`"
+        )
 
 
 @app.command()
@@ -402,6 +415,7 @@ def run(
         else:
             console.print(f"pipeline finished in {stats.seconds:.1f} s")
         _finish(out)
+        _say_reviews_waiting(out)
 
 
 def _parse_umask(text: str) -> int:
@@ -628,6 +642,7 @@ recon_app.command("match")(match_command)
 app.add_typer(recon_app, name="recon")
 app.add_typer(statement_app, name="statement")
 app.add_typer(config_app, name="config")
+app.add_typer(review_app, name="review")
 
 
 @recon_app.callback()
@@ -743,6 +758,7 @@ def demo(
         _finish(out)
         demo_reconciliation(out, statement_breaks)
         write_html_report(out / "centflow.duckdb", out / "report.html")
+        _say_reviews_waiting(out)
 
 
 def _fail(message: str) -> None:

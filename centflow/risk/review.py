@@ -77,6 +77,8 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import msgspec
@@ -424,3 +426,129 @@ def resolved_at_text(resolved_us: int) -> str:
     '1970-01-01T00:00:01Z'
     """
     return format_us(resolved_us - resolved_us % MICROS_PER_SECOND).replace(".000000", "")
+
+
+# -- the queue, as ``centflow review`` sees it: the Parquet dataset and the file
+
+QUERIES_DIR = Path(__file__).resolve().parent / "queries"
+
+
+class Reviewed(msgspec.Struct, frozen=True):
+    """A payment as the dataset of a run shows it, for the review commands."""
+
+    event_id: str
+    source: str
+    type: str
+    payer_id: str
+    payee_id: str
+    amount: Decimal
+    currency: str
+    risk_score: float | None  # a model output, never money
+    risk_reasons: str | None
+    decision: str
+    review_outcome: str | None
+    resolved_us: int | None
+    batch_id: str | None
+    occurred_us: int
+
+
+def payment_rows(out_dir: Path, event_ids: list[str] | None) -> list[Reviewed]:
+    """The payments of `event_ids` in ``OUT/parquet/payments`` (or, with None, every
+    payment whose review is pending there), each as its latest row."""
+    import duckdb
+
+    files = sorted(str(path) for path in (out_dir / "parquet" / "payments").glob("*.parquet"))
+    if not files:
+        raise ConfigError(f"{out_dir} holds no payments: run `centflow run --out {out_dir}` first")
+    connection = duckdb.connect()
+    try:
+        rows = connection.execute(
+            (QUERIES_DIR / "review_payments.sql").read_text(), [files, event_ids]
+        ).fetchall()
+    except duckdb.BinderException:
+        raise ConfigError(
+            f"{out_dir}: its payments have no review columns (made by an older centflow); "
+            "rerun with --fresh"
+        ) from None
+    finally:
+        connection.close()
+    return [
+        Reviewed(
+            *row[:11],
+            resolved_us=None if row[11] is None else _epoch_us(row[11]),
+            batch_id=row[12],
+            occurred_us=_epoch_us(row[13]),
+        )
+        for row in rows
+    ]
+
+
+def _epoch_us(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * MICROS_PER_SECOND + delta.microseconds
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Pending(msgspec.Struct, frozen=True):
+    """The review queue: payments waiting, and resolutions recorded but not yet settled."""
+
+    waiting: list[Reviewed]
+    recorded: list[tuple[Reviewed, Resolution]]
+
+
+def pending_reviews(out_dir: Path) -> Pending:
+    """Payments in review in `out_dir`: unresolved, or resolved in the file but not yet
+    applied by a run (their rows still pending)."""
+    with locked(out_dir, exclusive=False) as path:
+        resolutions = {resolution.key: resolution for resolution in read_resolutions(path)}
+    waiting, recorded = [], []
+    for row in payment_rows(out_dir, None):
+        resolution = resolutions.get((row.payee_id, row.event_id))
+        if resolution is None:
+            waiting.append(row)
+        else:
+            recorded.append((row, resolution))
+    return Pending(waiting, recorded)
+
+
+def resolvable(out_dir: Path, event_ids: list[str]) -> list[Reviewed]:
+    """The payments `event_ids` name, each one held for review (pending or resolved):
+    an id that names none, a refund or chargeback, a payment never in review, or two
+    payments is refused in one line (`ConfigError`), naming it."""
+    for event_id in event_ids:
+        if not 0 < len(event_id) <= EVENT_ID_CHARS_MAX:
+            raise ConfigError(f"{event_id!r} is not an event id (1-{EVENT_ID_CHARS_MAX} chars)")
+    if len(event_ids) > RESOLUTIONS_PER_COMMAND_MAX:
+        raise ConfigError(f"at most {RESOLUTIONS_PER_COMMAND_MAX} event ids per command")
+    found: dict[str, list[Reviewed]] = {}
+    for row in payment_rows(out_dir, event_ids):
+        found.setdefault(row.event_id, []).append(row)
+    out = []
+    for event_id in event_ids:
+        rows = found.get(event_id, [])
+        if not rows:
+            raise ConfigError(f"{event_id}: no such payment in {out_dir}")
+        held = [row for row in rows if row.decision == "review" and row.review_outcome]
+        if not held:
+            row = rows[0]
+            if row.type != "payment":
+                raise ConfigError(
+                    f"{event_id} is a {row.type}, not a payment: a reversal follows "
+                    "the resolution of the payment it reverses"
+                )
+            settled = f", settled in batch {row.batch_id}" if row.batch_id else ""
+            raise ConfigError(f"{event_id}: not in review (decision {row.decision}{settled})")
+        if held[0].type != "payment":
+            raise ConfigError(
+                f"{event_id} is a {held[0].type}, not a payment: it follows the "
+                "resolution of the payment it reverses"
+            )
+        if len({row.payee_id for row in held}) > 1:
+            raise ConfigError(
+                f"{event_id}: in review for more than one payee "
+                f"({', '.join(sorted({row.payee_id for row in held}))}); resolve it by hand"
+            )
+        out.append(held[0])
+    return out
