@@ -65,7 +65,9 @@ def create_schema(connection: duckdb.DuckDBPyConnection) -> None:
         connection.execute(view.read_text())
 
 
-def _load_table(connection: duckdb.DuckDBPyConnection, table: str, parquet_dir: Path) -> int:
+def _load_table(
+    connection: duckdb.DuckDBPyConnection, table: str, parquet_dir: Path, resolved: bool = False
+) -> int:
     """Replace `table` with the dataset's rows, one per key; return the row count.
 
     In one transaction the table is dropped, created again from the DDL and
@@ -79,8 +81,10 @@ def _load_table(connection: duckdb.DuckDBPyConnection, table: str, parquet_dir: 
     files = [str(file) for file in sorted((parquet_dir / table).glob("*.parquet"))]
     columns = ", ".join(name for name, _ in TABLES[table])
     selects = [f"SELECT {columns} FROM read_parquet(?)", f"SELECT DISTINCT {columns} FROM read_parquet(?)"]  # fmt: skip
-    if table == "payments":
-        selects.append(_resolved_payments(columns))
+    if (
+        table == "payments"
+    ):  # with resolutions recorded, rows of held payments repeat: go there first
+        selects = [_resolved_payments(columns)] if resolved else [*selects, _resolved_payments(columns)]  # fmt: skip
     for select in selects:  # table names come from centflow.recon.tables only
         connection.execute("BEGIN TRANSACTION")
         connection.execute(f"DROP TABLE IF EXISTS {table}")
@@ -132,8 +136,9 @@ def materialize(out_dir: Path) -> Path:
             # without keeping the files' order lets DuckDB insert in parallel.
             connection.execute("SET preserve_insertion_order = false")
             create_schema(connection)
+            resolved = _has_resolutions(out_dir)
             for table in TABLES:
-                _load_table(connection, table, parquet_dir)
+                _load_table(connection, table, parquet_dir, resolved)
         finally:
             connection.close()
         _fsync(building)
@@ -143,6 +148,12 @@ def materialize(out_dir: Path) -> Path:
         for leftover in (building, _wal_of(building)):
             leftover.unlink(missing_ok=True)
     return database
+
+
+def _has_resolutions(out_dir: Path) -> bool:
+    """Whether any review was resolved in `out_dir` (`centflow.risk.review`)."""
+    path = out_dir / "reviews" / "resolutions.jsonl"
+    return path.exists() and path.stat().st_size > 0
 
 
 def _wal_of(database: Path) -> Path:

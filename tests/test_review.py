@@ -5,17 +5,24 @@ applies resolutions the same way whichever arrives first, the event or its resol
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pytest
+from confluent_kafka import Producer
 
 from centflow.limits import WATERMARK_END_US
 from centflow.money.settlement import SettlementShard
+from centflow.ops.kafka import client_config
 from centflow.risk.review import Resolution, ReviewEnvelope, release_window
 from tests.factories import SECOND_US, envelope, payment
 
@@ -338,3 +345,93 @@ def test_held_events_survive_a_snapshot() -> None:
     assert [batch.gross_micros for batch in settled.batch_records()] == [100_000]
     [row] = [row for row in settled.event_table().to_pylist() if row["event_id"] == "h1"]
     assert (row["review_outcome"], row["late"]) == ("released", False)  # its own window
+
+
+# -- a run following a topic picks a resolution up while it runs
+
+
+def _parquet(out: Path, where: str) -> list[tuple]:
+    """The event ids and batches of the Parquet rows of ``payments`` that match `where`."""
+    files = sorted(str(path) for path in (out / "parquet" / "payments").glob("*.parquet"))
+    if not files:
+        return []
+    with duckdb.connect() as connection:
+        return connection.execute(
+            f"SELECT event_id, batch_id FROM read_parquet(?) WHERE {where}", [files]
+        ).fetchall()
+
+
+def _wait_for(process: subprocess.Popen[str], what: Callable[[], bool], label: str) -> None:
+    deadline = time.monotonic() + FOLLOW_WAIT_S
+    while time.monotonic() < deadline and process.poll() is None:
+        if what():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{label}: not seen (exit {process.poll()})")
+
+
+FOLLOW_WAIT_S = 60
+
+
+@pytest.mark.kafka
+def test_a_run_following_a_topic_settles_a_release_made_while_it_runs(
+    kafka_bootstrap, fresh_topic, tmp_path, inputs
+):
+    """Messages stamped with the clock, 2-second windows: the held payment is listed while
+    the run follows the topic, released, and settles in a batch once the topic moves on;
+    the run is stopped with SIGTERM (state kept)."""
+    _, config = inputs
+    topic = fresh_topic(partitions=1)
+    producer = Producer(client_config(kafka_bootstrap))
+
+    def send(event_id: str, amount: str, payer: str = "p1") -> None:
+        now_ms = time.time_ns() // 1_000_000
+        moment = datetime.fromtimestamp(now_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        event = {**_event(event_id, 0, payer, "m1", amount), "occurred_at": moment}
+        producer.produce(topic, json.dumps(event).encode(), timestamp=now_ms)
+        producer.flush(10)
+
+    out = tmp_path / "follow"
+    runner = subprocess.Popen(
+        [
+            sys.executable, "-m", "centflow", "run", "--kafka", kafka_bootstrap,
+            "--topic", topic, "--dlq-topic", f"{topic}.dlq", "--decisions-topic", f"{topic}.decisions",
+            "--out", str(out), "--config", str(config), "--window-s", "2", "--lateness-s", "1",
+            "--snapshot-s", "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        send("k1", "1.00")
+        send("k2", "50.00", payer="p2")  # over the tier limit: held for review
+        held = "review_outcome = 'pending'"
+        _wait_for(runner, lambda: _parquet(out, held) == [("k2", None)], "k2 held for review")
+        listed = json.loads(centflow("review", "list", "--out", str(out), "--json").stdout)
+        assert [row["event_id"] for row in listed["waiting"]] == ["k2"]
+        centflow("review", "release", "k2", "--out", str(out))
+        settled = "event_id = 'k2' AND batch_id IS NOT NULL"
+
+        def released_and_settled() -> bool:
+            send("tick", "0.01", payer="p3")  # the topic moves on: windows close
+            return bool(_parquet(out, settled))
+
+        _wait_for(runner, released_and_settled, "k2 settled")
+    finally:
+        if runner.poll() is None:
+            os.kill(runner.pid, signal.SIGTERM)
+        try:
+            _, stderr = runner.communicate(timeout=120)
+        finally:
+            if runner.poll() is None:
+                os.killpg(runner.pid, signal.SIGKILL)
+                runner.wait(10)
+    assert runner.returncode == 0, stderr[-3000:]
+    [(batch_id,)] = query(out, "SELECT batch_id FROM payments WHERE event_id = 'k2'")
+    [(gross, late_count)] = query(
+        out, "SELECT gross, late_count FROM settlement_batches WHERE batch_id = ?", batch_id
+    )
+    assert gross >= Decimal("50") and late_count >= 1
+    assert query(out, "SELECT * FROM recon_ledger_balance WHERE NOT balanced") == []

@@ -18,6 +18,14 @@ the frontier reaches the end and every open window closes; if more input
 arrives in a later run, an event for a window closed that way joins the
 payee's next batch after it, marked late.
 
+Events in review. Only approved events are windowed. An event decided
+``review`` is emitted at once with no batch (``review_outcome`` pending) and
+held (`centflow.risk.review.ReviewBook`) until its payment's resolution comes
+in on the ``reviews`` origin, which is part of the frontier: a released event
+then joins window ``max(own window, release_window(resolved_at))``, marked
+late unless that is its own; a declined one is emitted again with its outcome
+and no batch. Either may arrive first; the result is the same.
+
 Why not Bytewax's ``EventClock`` windows: its watermark mixes in wall-clock
 time, and it forgets a key's clock once its windows close, so a late event for
 an idle key re-opens a window already emitted. Neither is acceptable for money.

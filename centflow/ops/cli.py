@@ -185,7 +185,10 @@ def _say_reviews_waiting(out: Path) -> None:
     """One line on the review queue, when payments wait in it."""
     from centflow.risk.review import pending_reviews
 
-    waiting = len(pending_reviews(out).waiting)
+    try:
+        waiting = len(pending_reviews(out).waiting)
+    except ConfigError:  # no payments written at all: nothing waits
+        return
     if waiting:
         console.print(
             f"{waiting:,} payments wait for review: `centflow review list --out {out}`, "

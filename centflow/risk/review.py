@@ -463,7 +463,7 @@ def payment_rows(out_dir: Path, event_ids: list[str] | None) -> list[Reviewed]:
     connection = duckdb.connect()
     try:
         rows = connection.execute(
-            (QUERIES_DIR / "review_payments.sql").read_text(), [files, event_ids]
+            (QUERIES_DIR / "review_payments.sql").read_text(), [event_ids, files]
         ).fetchall()
     except duckdb.BinderException:
         raise ConfigError(
