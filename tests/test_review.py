@@ -17,13 +17,24 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Producer
 
+from centflow.errors import ConfigError, InvariantViolation, TerminalError
 from centflow.limits import WATERMARK_END_US
 from centflow.money.settlement import SettlementShard
 from centflow.ops.kafka import client_config
-from centflow.risk.review import Resolution, ReviewEnvelope, release_window
+from centflow.risk.review import (
+    Resolution,
+    ReviewEnvelope,
+    append_resolutions,
+    read_resolutions,
+    release_window,
+    resolutions_path,
+)
+from sinks.arrow import rows_to_table
+from sinks.duckdb import materialize
 from tests.factories import SECOND_US, envelope, payment
 
 WINDOW = ["--window-s", "60", "--lateness-s", "30"]
@@ -435,3 +446,56 @@ def test_a_run_following_a_topic_settles_a_release_made_while_it_runs(
     )
     assert gross >= Decimal("50") and late_count >= 1
     assert query(out, "SELECT * FROM recon_ledger_balance WHERE NOT balanced") == []
+
+
+# -- the resolution file
+
+
+def test_resolutions_are_appended_in_order_stamped_later_each_time(tmp_path: Path) -> None:
+    first = append_resolutions(tmp_path, [("m1", "e1", "release")], "ok", now_us=5_000_000)
+    # the clock went back: the next resolution is still stamped after the last
+    second = append_resolutions(
+        tmp_path, [("m1", "e2", "decline"), ("m1", "e1", "release")], None, now_us=1_000_000
+    )
+    assert [(r.sequence, r.event_id, r.resolved_us, new) for r, new in first + second] == [
+        (1, "e1", 5_000_000, True),
+        (2, "e2", 5_000_001, True),
+        (1, "e1", 5_000_000, False),  # the same resolution again: nothing written
+    ]
+    assert read_resolutions(resolutions_path(tmp_path)) == [first[0][0], second[0][0]]
+    with pytest.raises(ConfigError, match=r"e2 was declined at .*; a resolution is final"):
+        append_resolutions(tmp_path, [("m1", "e3", "release"), ("m1", "e2", "release")], None)
+    assert len(read_resolutions(resolutions_path(tmp_path))) == 2  # all or nothing
+
+
+def test_a_damaged_resolution_file_is_named_not_guessed(tmp_path: Path) -> None:
+    append_resolutions(tmp_path, [("m1", "e1", "release")], None)
+    path = resolutions_path(tmp_path)
+    path.write_bytes(path.read_bytes() + b'{"sequence": 7}\n')
+    with pytest.raises(TerminalError, match=r"resolutions.jsonl:2: not a resolution"):
+        read_resolutions(path)
+
+
+def _payment_row(batch_id: str | None, outcome: str | None, resolved_us: int | None) -> tuple:
+    return (
+        "e1", "payment", 1_000_000, 2_000_000, "p1", "m1", 50_000_000, "USD", "card", "DE",
+        None, 0.3, "review", "m1", "tier_limit", batch_id, batch_id is not None, None, None,
+        "log:1", outcome, resolved_us, None,
+    )  # fmt: skip
+
+
+def test_the_load_keeps_the_resolved_row_of_a_held_payment(tmp_path: Path) -> None:
+    directory = tmp_path / "parquet" / "payments"
+    directory.mkdir(parents=True)
+    rows = [_payment_row(None, "pending", None), _payment_row("b-1", "released", 9_000_000)]
+    for index, row in enumerate(rows):
+        pq.write_table(rows_to_table("payments", [row]), directory / f"part-{index}.parquet")
+    with duckdb.connect(str(materialize(tmp_path)), read_only=True) as connection:
+        loaded = connection.execute(
+            "SELECT batch_id, late, review_outcome FROM payments"
+        ).fetchall()
+    assert loaded == [("b-1", True, "released")]
+    other = _payment_row("b-2", "released", 9_000_001)  # a second resolution: a bug
+    pq.write_table(rows_to_table("payments", [other]), directory / "part-2.parquet")
+    with pytest.raises(InvariantViolation, match="payments"):
+        materialize(tmp_path)
