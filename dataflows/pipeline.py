@@ -88,7 +88,9 @@ def build_flow(
     to_settle: KeyedStream[Envelope | ReviewEnvelope] = op.merge(
         "decided_and_reviews", decided, review_envelopes
     )
-    settled = op.stateful_batch("settle", to_settle, steps.settlement_builder(config))
+    settled = op.stateful_batch(
+        "settle", to_settle, steps.settlement_builder(config, decisions_client)
+    )
     # ("s07", 412): events settled; the step itself writes payments, settlement_batches and
     # ledger_entries (sinks.parquet.ShardTableWriter), so those rows never cross a process
     if settled_sink is not None:  # tests count what settled; production reads status files

@@ -31,7 +31,7 @@ from centflow.ops.metrics import worker_metrics
 from centflow.ops.status import StatusWriter
 from centflow.progress import Envelope, Router, shard_key, shard_name, shard_of
 from centflow.recon.tables import dead_letter_row, payments_table
-from centflow.risk.decision import decision_messages
+from centflow.risk.decision import decision_messages, resolution_messages
 from centflow.risk.review import Resolution, ReviewBlock, ReviewEnvelope
 from centflow.risk.scoring import RiskShard, decided_events
 from centflow.risk.shard import PayeeContextShard, described_events
@@ -272,12 +272,19 @@ SettlementResume = tuple[SettlementState, WriterState]
 
 class SettlementLogic(StatefulBatchLogic[Envelope | ReviewEnvelope, int, SettlementResume]):
     """One settlement shard: window, close and net the payees it owns, and write
-    the rows of what closed (see `sinks.parquet.ShardTableWriter` for why here).
+    the rows of what closed (see `sinks.parquet.ShardTableWriter` for why here);
+    publish the decisions of reviews resolved (at-least-once, like the risk step's).
 
     Emits the number of events that settled, for progress and tests.
     """
 
-    def __init__(self, config: PipelineConfig, resume: SettlementResume | None) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        publisher: Callable[[], KafkaPublisher] | None,
+        resume: SettlementResume | None,
+    ) -> None:
+        self._publisher = publisher() if publisher is not None else None
         self._shard = SettlementShard(
             risk_origins(),
             config.window_us,
@@ -295,6 +302,9 @@ class SettlementLogic(StatefulBatchLogic[Envelope | ReviewEnvelope, int, Settlem
         name = shard_name(values[0].shard)
         self._writer.start(name)
         settled = self._shard.settle(values)
+        if self._publisher is not None and settled.resolved:
+            for events in settled.resolved:
+                self._publisher.produce(resolution_messages(events))
         for table, rows in settled_tables(settled):
             self._writer.add(table, rows)
         worker_metrics().settled(settled.batches, settled.events)
@@ -311,6 +321,8 @@ class SettlementLogic(StatefulBatchLogic[Envelope | ReviewEnvelope, int, Settlem
         return [], StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[int], bool]:
+        if self._publisher is not None:
+            self._publisher.flush()
         if self._writer.name:  # the last files: the flow's "files_written" output waits for them
             self._writer.flush()
         if self._status is not None:
@@ -325,14 +337,19 @@ class SettlementLogic(StatefulBatchLogic[Envelope | ReviewEnvelope, int, Settlem
         return datetime.now(UTC) + timedelta(seconds=max(due_s - time.monotonic(), 0.0))
 
     def snapshot(self) -> SettlementResume:
+        if self._publisher is not None:
+            self._publisher.flush()
         return self._shard.snapshot(), self._writer.state()
 
 
 def settlement_builder(
-    config: PipelineConfig,
+    config: PipelineConfig, client: dict[str, str] | None = None
 ) -> Callable[[SettlementResume | None], SettlementLogic]:
-    """Builds (or resumes) the logic of one settlement shard."""
-    return lambda resume: SettlementLogic(config, resume)
+    """Builds (or resumes) the logic of one settlement shard; it publishes the decisions
+    of resolved reviews to ``payments.decisions`` only when a Kafka client is given."""
+    topic = config.topics.decisions
+    publisher = None if client is None else (lambda: KafkaPublisher.get(client, topic))
+    return lambda resume: SettlementLogic(config, publisher, resume)
 
 
 def settled_tables(settled: Settled) -> list[tuple[str, pa.Table]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from centflow.errors import ConfigError, InvariantViolation, TerminalError
 from centflow.limits import WATERMARK_END_US
@@ -446,6 +446,35 @@ def test_a_run_following_a_topic_settles_a_release_made_while_it_runs(
     )
     assert gross >= Decimal("50") and late_count >= 1
     assert query(out, "SELECT * FROM recon_ledger_balance WHERE NOT balanced") == []
+    decisions = [
+        json.loads(value)
+        for key, value in _messages(kafka_bootstrap, f"{topic}.decisions")
+        if key == b"k2"
+    ]
+    assert [(m["decision"], m["reasons"][0]) for m in decisions] == [
+        ("review", "tier_limit"),
+        ("approve", "review_released"),  # the latest message per key: the final decision
+    ]
+    assert decisions[1]["resolved_at_us"] > decisions[1]["ingested_at_us"]
+
+
+def _messages(bootstrap: str, topic: str) -> list[tuple[bytes, bytes]]:
+    """Every message of a one-partition `topic`, in order."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "tests-unused", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    out: list[tuple[bytes, bytes]] = []
+    quiet_until = time.monotonic() + 3
+    try:
+        while time.monotonic() < quiet_until:
+            for message in consumer.consume(num_messages=1000, timeout=0.2):
+                assert message.error() is None, message.error()
+                out.append((message.key(), message.value()))
+                quiet_until = time.monotonic() + 3
+    finally:
+        consumer.close()
+    return out
 
 
 # -- the resolution file

@@ -219,14 +219,16 @@ as int64."""
 
 class Settled:
     """What one settlement step emits: closed batches, every event that settled or
-    will settle in no batch (`SETTLED_SCHEMA`, ``batch_id`` null for those), and
-    the ledger postings (`centflow.money.ledger.LEDGER_SCHEMA`)."""
+    will settle in no batch (`SETTLED_SCHEMA`, ``batch_id`` null for those), the
+    ledger postings (`centflow.money.ledger.LEDGER_SCHEMA`), and the events whose
+    review was resolved in the step (for ``payments.decisions``)."""
 
-    __slots__ = ("batches", "entries", "events", "fees", "fx", "payouts")
+    __slots__ = ("batches", "entries", "events", "fees", "fx", "payouts", "resolved")
 
     def __init__(self) -> None:
         self.batches: list[pa.Table] = []
         self.events: list[pa.RecordBatch] = []
+        self.resolved: list[pa.RecordBatch] = []  # WINDOW_SCHEMA: events resolved this step
         self.entries: list[pa.Table] = []
         self.fees: list[pa.Table] = []  # FEES_SCHEMA: per batch and rail
         self.payouts: list[pa.Table] = []  # PAYOUT_SCHEMA: per batch and party
@@ -389,6 +391,7 @@ class SettlementShard:
         """A resolved event: a released one joins its target window (`centflow.risk.review`),
         a declined one is emitted with no batch."""
         invariant(events.num_rows == 1, "events are resolved one at a time")
+        out.resolved.append(events)
         if events["review_outcome"][0].as_py() != "released":
             out.events.append(events.append_column("batch_id", pa.nulls(1, pa.string())))
             return
