@@ -472,15 +472,14 @@ def payment_rows(out_dir: Path, event_ids: list[str] | None) -> list[Reviewed]:
         ) from None
     finally:
         connection.close()
-    return [
-        Reviewed(
-            *row[:11],
-            resolved_us=None if row[11] is None else _epoch_us(row[11]),
-            batch_id=row[12],
-            occurred_us=_epoch_us(row[13]),
-        )
-        for row in rows
-    ]
+    out = []
+    for row in rows:
+        invariant(len(row) == len(Reviewed.__struct_fields__), "review_payments: %s columns", len(row))  # fmt: skip
+        values = list(row)
+        values[11] = None if values[11] is None else _epoch_us(values[11])  # resolved_at
+        values[13] = _epoch_us(values[13])  # occurred_at
+        out.append(Reviewed(*values))
+    return out
 
 
 def _epoch_us(moment: datetime) -> int:
