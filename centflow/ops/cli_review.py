@@ -95,7 +95,7 @@ def list_command(
     for row in pending.waiting:
         table.add_row(
             row.event_id,
-            review.resolved_at_text(row.occurred_us),
+            review.to_the_second(row.occurred_us),
             row.payer_id,
             row.payee_id,
             _amount(row.amount),
@@ -125,7 +125,7 @@ def _resolve(event_ids: list[str], out: Path, outcome: str, note: str | None) ->
     )
     done = review.REVIEW_OUTCOME[outcome]
     for resolution, recorded in results:
-        when = review.resolved_at_text(resolution.resolved_us)
+        when = review.to_the_second(resolution.resolved_us)
         if recorded:
             then = (
                 f"the next run into {out} settles it in its payee's next batch"

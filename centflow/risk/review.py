@@ -419,10 +419,10 @@ def _set(events: pa.RecordBatch, name: str, values: pa.Array) -> pa.RecordBatch:
     return events.set_column(events.schema.get_field_index(name), name, values)
 
 
-def resolved_at_text(resolved_us: int) -> str:
-    """A resolution time for people: RFC 3339 UTC to the second.
+def to_the_second(resolved_us: int) -> str:
+    """A time for people: RFC 3339 UTC, to the second.
 
-    >>> resolved_at_text(1_500_000)
+    >>> to_the_second(1_500_000)
     '1970-01-01T00:00:01Z'
     """
     return format_us(resolved_us - resolved_us % MICROS_PER_SECOND).replace(".000000", "")
