@@ -345,15 +345,23 @@ def test_a_resolution_applies_the_same_before_or_after_its_event() -> None:
 
 def test_held_events_survive_a_snapshot() -> None:
     shard = SettlementShard(ORIGINS, WINDOW_US, LATENESS_US)
-    shard.settle([envelope("risk/0", 4 * SECOND_US, [payment("h1", occurred_us=SECOND_US, decision="review")])])  # fmt: skip
+    held = [
+        payment("h1", occurred_us=SECOND_US, decision="review"),
+        payment("h2", occurred_us=SECOND_US, decision="review", payer_id="p2"),
+        payment("h1-r", occurred_us=2 * SECOND_US, amount_micros=40_000, type="refund", ref_event_id="h1", decision="review"),
+    ]  # fmt: skip
+    shard.settle([envelope("risk/0", 4 * SECOND_US, held)])
     restored = SettlementShard(ORIGINS, WINDOW_US, LATENESS_US, shard.snapshot())
-    assert restored.reviews.held_count == 1
+    assert restored.reviews.held_count == 3
     release = Resolution(1, "m1", "h1", "release", 0)
     assert (
         restored.settle([ReviewEnvelope("reviews", 0, WATERMARK_END_US, [release])]).batches == []
     )
+    assert restored.reviews.held_count == 1  # h2 waits
     settled = restored.settle([envelope("risk/0", WATERMARK_END_US, [])])
-    assert [batch.gross_micros for batch in settled.batch_records()] == [100_000]
+    assert [(b.gross_micros, b.refunds_micros) for b in settled.batch_records()] == [
+        (100_000, 40_000)
+    ]
     [row] = [row for row in settled.event_table().to_pylist() if row["event_id"] == "h1"]
     assert (row["review_outcome"], row["late"]) == ("released", False)  # its own window
 
