@@ -14,7 +14,9 @@ the payer's, since payer features need the payer's whole history. So an event
 crosses between worker processes at most three times (to its payee shard, to
 its payer shard, back); the risk step publishes its decisions and the
 settlement step writes its tables itself, each flushed at every snapshot, so
-the biggest outputs never cross a process. Every stream ends in an
+the biggest outputs never cross a process. Review resolutions
+(`centflow.risk.review`) are a second input, read from the output directory and
+routed to settlement by payee. Every stream ends in an
 output: dead letters in the ``dead_letters`` table (and ``payments.dlq``).
 """
 
@@ -28,13 +30,16 @@ import bytewax.operators as op
 import pyarrow as pa
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
+from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
 from centflow.config import CONFIG_ENV, PipelineConfig, from_environment
 from centflow.ops.cluster import wait_for_peers
 from centflow.ops.lifecycle import install_stop_handlers
+from centflow.progress import Envelope
+from centflow.risk.review import ReviewEnvelope
 from dataflows import steps
-from dataflows.sources import KafkaBatchSource, ReplaySource
+from dataflows.sources import KafkaBatchSource, ReplaySource, ReviewSource
 from sinks.kafka import KafkaMessageSink
 from sinks.parquet import ParquetSink, WritesDoneSink
 
@@ -48,8 +53,13 @@ def build_flow(
     dead_letter_sink: Sink | None = None,
     decisions_client: dict[str, str] | None = None,
     settled_sink: Sink | None = None,
+    review_source: Source | None = None,
 ) -> Dataflow:
-    """Wire the pipeline between the given source and sinks."""
+    """Wire the pipeline between the given sources and sinks (the review resolutions
+    of ``config.out_dir`` unless `review_source` is given)."""
+    if review_source is None:
+        follow = config.replay_path is None and not config.until_idle
+        review_source = ReviewSource(Path(config.out_dir), follow)
     flow = Dataflow("centflow")
     batches = op.input("read", flow, source)
     # Decoded blocks from the replay and Kafka sources; a SourceBatch(partition,
@@ -71,7 +81,16 @@ def build_flow(
     decided = op.map("route_back_by_payee", risk, steps.rekeyed)
     # ("s07", Envelope(origin="risk/3", events=<RecordBatch, decision columns filled>)): back
     # to the payee's shard for settlement; each decision published to payments.decisions
-    settled = op.stateful_batch("settle", decided, steps.settlement_builder(config))
+    resolutions = op.input("read_reviews", flow, review_source)
+    # ReviewBlock(resolutions=[Resolution(sequence, payee_id, event_id, "release", ...)], watermark_us)
+    review_envelopes = op.flat_map("route_reviews", resolutions, steps.route_reviews)
+    # ("s07", ReviewEnvelope(origin="reviews", shard=7, watermark_us, resolutions=[...]))
+    to_settle: KeyedStream[Envelope | ReviewEnvelope] = op.merge(
+        "decided_and_reviews", decided, review_envelopes
+    )
+    settled = op.stateful_batch(
+        "settle", to_settle, steps.settlement_builder(config, decisions_client)
+    )
     # ("s07", 412): events settled; the step itself writes payments, settlement_batches and
     # ledger_entries (sinks.parquet.ShardTableWriter), so those rows never cross a process
     if settled_sink is not None:  # tests count what settled; production reads status files

@@ -26,7 +26,10 @@ Each partition also reports its watermark (largest ingestion time so far, or
   partition wait, however long; ``centflow run`` bounds that wait
   (``--broker-timeout-s``, `centflow.ops.kafka.BrokerWatch`).
 
-Both end early, without the end-of-input watermark, when the run is asked to
+- `ReviewSource`: the partition ``reviews``, the resolutions of payments held for
+  review (`centflow.risk.review`), read from the output directory.
+
+All end early, without the end-of-input watermark, when the run is asked to
 stop (`centflow.ops.lifecycle`): the dataflow ends and snapshots, nothing
 closes, and the next run reads on from the snapshot.
 """
@@ -66,6 +69,8 @@ from centflow.ops.kafka import quiet_client_config
 from centflow.ops.lifecycle import StopWatch
 from centflow.ops.status import StatusWriter
 from centflow.progress import WATERMARK_NONE_US
+from centflow.risk import review
+from centflow.risk.review import ReviewBlock
 
 REPLAY_PARTITION_PREFIX = "replay/"
 REPLAY_SCAN_FACTOR = 4  # lines scanned per batch, at most, per message emitted
@@ -422,3 +427,79 @@ class KafkaBatchSource(FixedPartitionedSource[Decoded, KafkaPosition]):
             self._future_skew_us,
             StopWatch(self._status_dir),
         )
+
+
+REVIEWS_PARTITION = "reviews"
+
+
+class ReviewPosition(msgspec.Struct, array_like=True, frozen=True):
+    """Where the review input resumes: resolutions read, and the watermark it promised."""
+
+    read: int
+    watermark_us: int
+
+
+class _ReviewPartition(StatefulSourcePartition[ReviewBlock, ReviewPosition]):
+    """The resolution file (`centflow.risk.review`) as one input partition.
+
+    Each execution reads the resolutions appended since the last one it read. With
+    ``follow`` (a run that follows a topic) it reads again every `review.POLL_S`,
+    promising the time of each read as its watermark; otherwise it reads once and
+    ends (a replay, ``--until-idle``)."""
+
+    def __init__(
+        self, out_dir: Path, follow: bool, position: ReviewPosition | None, stop: StopWatch
+    ) -> None:
+        position = position or ReviewPosition(0, WATERMARK_NONE_US)
+        self._out_dir = out_dir
+        self._follow = follow
+        self._read = position.read
+        self._watermark_us = position.watermark_us
+        self._stop = stop
+        self._done = False
+        self._next_read_s = 0.0
+
+    def next_batch(self) -> list[ReviewBlock]:
+        if self._done or self._stop.requested():
+            raise StopIteration  # a stop: ended here for the dataflow, not in its snapshot
+        if time.monotonic() < self._next_read_s:
+            return []
+        resolutions, read_us = review.read_since(self._out_dir, self._read)
+        self._read += len(resolutions)
+        if not self._follow:
+            self._done = True
+            if not resolutions and self._watermark_us == WATERMARK_END_US:
+                raise StopIteration  # ended before, nothing new: nothing to say
+            self._watermark_us = WATERMARK_END_US
+            return [ReviewBlock(resolutions, WATERMARK_END_US)]
+        self._next_read_s = time.monotonic() + review.POLL_S
+        if self._watermark_us == WATERMARK_END_US:  # following again after --until-idle
+            self._watermark_us = read_us  # moves back, as the topic's partitions do
+        self._watermark_us = max(self._watermark_us, read_us)
+        return [ReviewBlock(resolutions, self._watermark_us)]
+
+    def next_awake(self) -> datetime | None:
+        if not self._follow:
+            return None
+        wait_s = max(self._next_read_s - time.monotonic(), 0.0)
+        return datetime.now(UTC) + timedelta(seconds=wait_s)
+
+    def snapshot(self) -> ReviewPosition:
+        return ReviewPosition(self._read, self._watermark_us)
+
+
+class ReviewSource(FixedPartitionedSource[ReviewBlock, ReviewPosition]):
+    """The resolutions of payments in review, ``OUT/reviews/resolutions.jsonl``, as the
+    input partition ``reviews`` (`centflow.risk.review` says how they settle)."""
+
+    def __init__(self, out_dir: Path, follow: bool) -> None:
+        self._out_dir = out_dir
+        self._follow = follow
+
+    def list_parts(self) -> list[str]:
+        return [REVIEWS_PARTITION]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: ReviewPosition | None
+    ) -> _ReviewPartition:
+        return _ReviewPartition(self._out_dir, self._follow, resume_state, StopWatch(self._out_dir))

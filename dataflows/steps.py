@@ -29,9 +29,10 @@ from centflow.money.fx import fx_book
 from centflow.money.settlement import Settled, SettlementShard, SettlementState
 from centflow.ops.metrics import worker_metrics
 from centflow.ops.status import StatusWriter
-from centflow.progress import Envelope, Router, shard_key, shard_name
+from centflow.progress import Envelope, Router, shard_key, shard_name, shard_of
 from centflow.recon.tables import dead_letter_row, payments_table
-from centflow.risk.decision import decision_messages
+from centflow.risk.decision import decision_messages, resolution_messages
+from centflow.risk.review import Resolution, ReviewBlock, ReviewEnvelope
 from centflow.risk.scoring import RiskShard, decided_events
 from centflow.risk.shard import PayeeContextShard, described_events
 from centflow.risk.tiers import TierLimits
@@ -151,9 +152,25 @@ def payee_context_origins() -> list[str]:
     return [f"{PAYEE_CONTEXT_ORIGIN}{shard}" for shard in range(SHARD_COUNT)]
 
 
+REVIEW_ORIGIN = "reviews"
+
+
 def risk_origins() -> list[str]:
-    """The origins a settlement shard hears from: every risk (payer) shard."""
-    return [f"{RISK_ORIGIN}{shard}" for shard in range(SHARD_COUNT)]
+    """The origins a settlement shard hears from: every risk (payer) shard, and the
+    review resolutions (`centflow.risk.review`)."""
+    return [f"{RISK_ORIGIN}{shard}" for shard in range(SHARD_COUNT)] + [REVIEW_ORIGIN]
+
+
+def route_reviews(block: ReviewBlock) -> list[tuple[str, ReviewEnvelope]]:
+    """A block of resolutions to every settlement shard (each its payees' resolutions
+    and the watermark): the review input is read rarely, so every shard hears of it."""
+    by_shard: dict[int, list[Resolution]] = {shard: [] for shard in range(SHARD_COUNT)}
+    for resolution in block.resolutions:
+        by_shard[shard_of(resolution.payee_id)].append(resolution)
+    return [
+        (shard_key(shard), ReviewEnvelope(REVIEW_ORIGIN, shard, block.watermark_us, resolutions))
+        for shard, resolutions in by_shard.items()
+    ]
 
 
 def rekeyed(item: tuple[str, KeyedEnvelope]) -> KeyedEnvelope:
@@ -253,14 +270,21 @@ def risk_builder(
 SettlementResume = tuple[SettlementState, WriterState]
 
 
-class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
+class SettlementLogic(StatefulBatchLogic[Envelope | ReviewEnvelope, int, SettlementResume]):
     """One settlement shard: window, close and net the payees it owns, and write
-    the rows of what closed (see `sinks.parquet.ShardTableWriter` for why here).
+    the rows of what closed (see `sinks.parquet.ShardTableWriter` for why here);
+    publish the decisions of reviews resolved (at-least-once, like the risk step's).
 
     Emits the number of events that settled, for progress and tests.
     """
 
-    def __init__(self, config: PipelineConfig, resume: SettlementResume | None) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        publisher: Callable[[], KafkaPublisher] | None,
+        resume: SettlementResume | None,
+    ) -> None:
+        self._publisher = publisher() if publisher is not None else None
         self._shard = SettlementShard(
             risk_origins(),
             config.window_us,
@@ -274,10 +298,13 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
         self._status: StatusWriter | None = None
         self._settled = 0
 
-    def on_batch(self, values: list[Envelope]) -> tuple[list[int], bool]:
+    def on_batch(self, values: list[Envelope | ReviewEnvelope]) -> tuple[list[int], bool]:
         name = shard_name(values[0].shard)
         self._writer.start(name)
         settled = self._shard.settle(values)
+        if self._publisher is not None and settled.resolved:
+            for events in settled.resolved:
+                self._publisher.produce(resolution_messages(events))
         for table, rows in settled_tables(settled):
             self._writer.add(table, rows)
         worker_metrics().settled(settled.batches, settled.events)
@@ -294,6 +321,8 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
         return [], StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[int], bool]:
+        if self._publisher is not None:
+            self._publisher.flush()
         if self._writer.name:  # the last files: the flow's "files_written" output waits for them
             self._writer.flush()
         if self._status is not None:
@@ -308,14 +337,19 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
         return datetime.now(UTC) + timedelta(seconds=max(due_s - time.monotonic(), 0.0))
 
     def snapshot(self) -> SettlementResume:
+        if self._publisher is not None:
+            self._publisher.flush()
         return self._shard.snapshot(), self._writer.state()
 
 
 def settlement_builder(
-    config: PipelineConfig,
+    config: PipelineConfig, client: dict[str, str] | None = None
 ) -> Callable[[SettlementResume | None], SettlementLogic]:
-    """Builds (or resumes) the logic of one settlement shard."""
-    return lambda resume: SettlementLogic(config, resume)
+    """Builds (or resumes) the logic of one settlement shard; it publishes the decisions
+    of resolved reviews to ``payments.decisions`` only when a Kafka client is given."""
+    topic = config.topics.decisions
+    publisher = None if client is None else (lambda: KafkaPublisher.get(client, topic))
+    return lambda resume: SettlementLogic(config, publisher, resume)
 
 
 def settled_tables(settled: Settled) -> list[tuple[str, pa.Table]]:

@@ -8,6 +8,8 @@
 -- An event_id is here once, except when it came again beyond the
 -- de-duplication horizon or for another payee (both copies then settled:
 -- recon_event_repeats lists them), so the key is the id and its source.
+-- A payment held for review is written when decided (review_outcome 'pending')
+-- and again when resolved; the load keeps the resolved row (sinks/duckdb.py).
 CREATE TABLE IF NOT EXISTS payments (
     event_id       VARCHAR NOT NULL,
     type           VARCHAR NOT NULL,       -- payment | refund | chargeback
@@ -29,6 +31,9 @@ CREATE TABLE IF NOT EXISTS payments (
     device_id      VARCHAR,
     ip             VARCHAR,
     source         VARCHAR NOT NULL,       -- topic/partition/offset or file:line
+    review_outcome VARCHAR,                -- decided review: pending | released | declined
+    resolved_at    TIMESTAMPTZ,            -- when the review was resolved (centflow review)
+    review_note    VARCHAR,                -- the note given with the resolution
     PRIMARY KEY (event_id, source)
 );
 

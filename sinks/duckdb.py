@@ -5,7 +5,8 @@ process per file, while the dataflow runs one writer per worker, possibly in
 several processes. So workers write the Parquet dataset (`sinks.parquet`), the
 scale-out store, and `materialize` loads it into DuckDB in one process, after
 a run and whenever ``centflow recon`` asks. Each load replaces a table's rows
-in one transaction, keeping one row per key, so loading twice changes nothing.
+in one transaction, keeping one row per key, so loading twice changes nothing
+(for a payment held for review and resolved since, the row of its resolution).
 
 Readers while it loads. Analysts open the file read-only (``duckdb -readonly
 out/centflow.duckdb``, ``duckdb.connect(path, read_only=True)``) while the
@@ -64,7 +65,9 @@ def create_schema(connection: duckdb.DuckDBPyConnection) -> None:
         connection.execute(view.read_text())
 
 
-def _load_table(connection: duckdb.DuckDBPyConnection, table: str, parquet_dir: Path) -> int:
+def _load_table(
+    connection: duckdb.DuckDBPyConnection, table: str, parquet_dir: Path, resolved: bool = False
+) -> int:
     """Replace `table` with the dataset's rows, one per key; return the row count.
 
     In one transaction the table is dropped, created again from the DDL and
@@ -77,15 +80,18 @@ def _load_table(connection: duckdb.DuckDBPyConnection, table: str, parquet_dir: 
     """
     files = [str(file) for file in sorted((parquet_dir / table).glob("*.parquet"))]
     columns = ", ".join(name for name, _ in TABLES[table])
-    for rows in ("", "DISTINCT "):  # table names come from centflow.recon.tables only
+    selects = [f"SELECT {columns} FROM read_parquet(?)", f"SELECT DISTINCT {columns} FROM read_parquet(?)"]  # fmt: skip
+    if (
+        table == "payments"
+    ):  # with resolutions recorded, rows of held payments repeat: go there first
+        selects = [_resolved_payments(columns)] if resolved else [*selects, _resolved_payments(columns)]  # fmt: skip
+    for select in selects:  # table names come from centflow.recon.tables only
         connection.execute("BEGIN TRANSACTION")
         connection.execute(f"DROP TABLE IF EXISTS {table}")
         connection.execute(schema_sql("tables.sql"))  # creates what is missing: this table
         try:
             if files:
-                connection.execute(
-                    f"INSERT INTO {table} SELECT {rows}{columns} FROM read_parquet(?)", [files]
-                )
+                connection.execute(f"INSERT INTO {table} {select}", [files])
         except duckdb.ConstraintException:
             connection.execute("ROLLBACK")
             continue
@@ -93,6 +99,23 @@ def _load_table(connection: duckdb.DuckDBPyConnection, table: str, parquet_dir: 
         connection.execute("COMMIT")
         return int(loaded)
     raise InvariantViolation(f"{table}: rows share a key with different content")
+
+
+def _resolved_payments(columns: str) -> str:
+    """``payments`` rows, keeping for an event held for review its resolved row
+    (`centflow.risk.review`): a key may have two rows only if one is its pending row
+    and the other its resolution; anything else still fails on the primary key."""
+    return f"""
+        WITH rows AS (SELECT DISTINCT {columns} FROM read_parquet(?)),
+        ranked AS (
+            SELECT *, count(*) OVER (PARTITION BY event_id, source) AS copies,
+                count(*) FILTER (WHERE review_outcome = 'pending')
+                    OVER (PARTITION BY event_id, source) AS pending
+            FROM rows
+        )
+        SELECT {columns} FROM ranked
+        WHERE copies = 1 OR NOT (copies = 2 AND pending = 1 AND review_outcome = 'pending')
+    """
 
 
 def materialize(out_dir: Path) -> Path:
@@ -113,8 +136,9 @@ def materialize(out_dir: Path) -> Path:
             # without keeping the files' order lets DuckDB insert in parallel.
             connection.execute("SET preserve_insertion_order = false")
             create_schema(connection)
+            resolved = _has_resolutions(out_dir)
             for table in TABLES:
-                _load_table(connection, table, parquet_dir)
+                _load_table(connection, table, parquet_dir, resolved)
         finally:
             connection.close()
         _fsync(building)
@@ -124,6 +148,12 @@ def materialize(out_dir: Path) -> Path:
         for leftover in (building, _wal_of(building)):
             leftover.unlink(missing_ok=True)
     return database
+
+
+def _has_resolutions(out_dir: Path) -> bool:
+    """Whether any review was resolved in `out_dir` (`centflow.risk.review`)."""
+    path = out_dir / "reviews" / "resolutions.jsonl"
+    return path.exists() and path.stat().st_size > 0
 
 
 def _wal_of(database: Path) -> Path:

@@ -122,6 +122,9 @@ def payment(
         None,
         None,
         f"log:{index}",
+        "pending" if decision == "review" else None,  # held for review, not yet resolved
+        None,
+        None,
     )
 
 
@@ -599,7 +602,9 @@ def twin_event_repeats(tables: Tables) -> dict[str, tuple]:
 
 def twin_summary_events(tables: Tables) -> list[tuple]:
     outcomes = Counter(
-        f"{row[1]} settled" if row[15] is not None else f"{row[1]} {row[12]}, unsettled"
+        f"{row[1]} settled"
+        if row[15] is not None
+        else f"{row[1]} {row[12]}{' ' + row[20] if row[20] else ''}, unsettled"
         for row in tables.payments
     )
     letters = Counter(f"dead letter: {row[1]}" for row in tables.dead_letters)

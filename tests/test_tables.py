@@ -403,6 +403,9 @@ PAYMENT = (
     "dev-1",
     "10.0.0.1",
     "log:1",
+    None,
+    None,
+    None,
 )
 REFUND = (
     "evt-2",
@@ -425,6 +428,9 @@ REFUND = (
     None,
     None,
     "log:2",
+    None,
+    None,
+    None,
 )
 BATCH = (
     "b-1",

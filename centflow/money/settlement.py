@@ -18,6 +18,14 @@ the frontier reaches the end and every open window closes; if more input
 arrives in a later run, an event for a window closed that way joins the
 payee's next batch after it, marked late.
 
+Events in review. Only approved events are windowed. An event decided
+``review`` is emitted at once with no batch (``review_outcome`` pending) and
+held (`centflow.risk.review.ReviewBook`) until its payment's resolution comes
+in on the ``reviews`` origin, which is part of the frontier: a released event
+then joins window ``max(own window, release_window(resolved_at))``, marked
+late unless that is its own; a declined one is emitted again with its outcome
+and no batch. Either may arrive first; the result is the same.
+
 Why not Bytewax's ``EventClock`` windows: its watermark mixes in wall-clock
 time, and it forgets a key's clock once its windows close, so a late event for
 an idle key re-opens a window already emitted. Neither is acceptable for money.
@@ -63,11 +71,27 @@ from centflow.money.ledger import (
 )
 from centflow.money.payouts import BPS_WHOLE, CarryKey, Weights, settle_payouts
 from centflow.progress import Envelope, Frontier
+from centflow.risk.review import (
+    ReviewBook,
+    ReviewEnvelope,
+    ReviewState,
+    mark_pending,
+    mark_resolved,
+    release_window,
+)
 
 #: The columns a window keeps: the raw bytes are gone after admission, and the
 #: producer's risk signals after the decision.
+#: A payment held for review carries its resolution (`centflow.risk.review`):
+#: ``review_outcome`` (null unless decided ``review``), ``resolved_us``, ``review_note``.
+REVIEW_FIELDS = [
+    pa.field("review_outcome", pa.string()),
+    pa.field("resolved_us", pa.int64()),
+    pa.field("review_note", pa.string()),
+]
+_INPUT_COLUMNS = [name for name in PAYMENT_SCHEMA.names if name not in ("raw", "risk_signals")]
 WINDOW_SCHEMA = pa.schema(
-    [field for field in PAYMENT_SCHEMA if field.name not in ("raw", "risk_signals")]
+    [*(field for field in PAYMENT_SCHEMA if field.name in _INPUT_COLUMNS), *REVIEW_FIELDS]
 )
 _WINDOW_COLUMNS = WINDOW_SCHEMA.names
 _LATE = WINDOW_SCHEMA.get_field_index("late")
@@ -85,6 +109,7 @@ PAYOUT_SCHEMA = pa.schema(
 
 #: What settlement emits per event: the event's columns plus the batch it settled in.
 SETTLED_SCHEMA = WINDOW_SCHEMA.append(pa.field("batch_id", pa.string()))
+"""An event emitted by settlement: `WINDOW_SCHEMA` and its batch (null: no batch, yet)."""
 
 
 def assign_window(
@@ -194,14 +219,16 @@ as int64."""
 
 class Settled:
     """What one settlement step emits: closed batches, every event that settled or
-    will settle in no batch (`SETTLED_SCHEMA`, ``batch_id`` null for those), and
-    the ledger postings (`centflow.money.ledger.LEDGER_SCHEMA`)."""
+    will settle in no batch (`SETTLED_SCHEMA`, ``batch_id`` null for those), the
+    ledger postings (`centflow.money.ledger.LEDGER_SCHEMA`), and the events whose
+    review was resolved in the step (for ``payments.decisions``)."""
 
-    __slots__ = ("batches", "entries", "events", "fees", "fx", "payouts")
+    __slots__ = ("batches", "entries", "events", "fees", "fx", "payouts", "resolved")
 
     def __init__(self) -> None:
         self.batches: list[pa.Table] = []
         self.events: list[pa.RecordBatch] = []
+        self.resolved: list[pa.RecordBatch] = []  # WINDOW_SCHEMA: events resolved this step
         self.entries: list[pa.Table] = []
         self.fees: list[pa.Table] = []  # FEES_SCHEMA: per batch and rail
         self.payouts: list[pa.Table] = []  # PAYOUT_SCHEMA: per batch and party
@@ -261,6 +288,7 @@ class SettlementState(msgspec.Struct, array_like=True):
     sealed_index: int
     forced: bool
     carry_micros: list[tuple[tuple[str, ...], int]]
+    reviews: ReviewState
 
     def __reduce__(self) -> tuple[object, tuple[bytes]]:
         """Snapshots pickle through msgpack."""
@@ -313,33 +341,72 @@ class SettlementShard:
             self.sealed_index = -(2**62)
             self.forced = False
             self.carry_micros: dict[CarryKey, int] = {}
+            self.reviews = ReviewBook(WINDOW_SCHEMA)
         else:
             self.frontier = Frontier.restore(state.frontier)
             self.open_windows = {index: _from_ipc(data) for index, data in state.open_windows}
             self.sealed_index = state.sealed_index
             self.forced = state.forced
             self.carry_micros = {tuple(key): value for key, value in state.carry_micros}
+            self.reviews = ReviewBook(WINDOW_SCHEMA, state.reviews)
 
-    def settle(self, envelopes: list[Envelope]) -> Settled:
-        """Take in envelopes; return what closed because the frontier moved."""
+    def settle(self, envelopes: list[Envelope | ReviewEnvelope]) -> Settled:
+        """Take in envelopes of decided events and of review resolutions; return what
+        closed because the frontier moved."""
         out = Settled()
         for envelope in envelopes:
-            events = envelope.events.select(_WINDOW_COLUMNS)
-            if events.num_rows:
-                approved = pc.fill_null(pc.equal(events["decision"], "approve"), False)
-                if pc.all(approved).as_py():
-                    self._add(events)
-                else:
-                    unsettled = events.filter(pc.invert(approved))
-                    out.events.append(
-                        unsettled.append_column(
-                            "batch_id", pa.nulls(unsettled.num_rows, pa.string())
-                        )
-                    )
-                    self._add(events.filter(approved))
+            if isinstance(envelope, ReviewEnvelope):
+                for resolution in envelope.resolutions:
+                    for events in self.reviews.resolve(resolution):
+                        self._resolve(mark_resolved(events, resolution), out)
+            else:
+                self._take(_window_columns(envelope.events), out)
             self.frontier.update(envelope.origin, envelope.watermark_us)
         self._close_through(self.frontier.value, out)
         return out
+
+    def _take(self, events: pa.RecordBatch, out: Settled) -> None:
+        """Window the approved events; emit the others (no batch), holding those in review."""
+        if not events.num_rows:
+            return
+        approved = pc.fill_null(pc.equal(events["decision"], "approve"), False)
+        if pc.all(approved).as_py():
+            self._add(events)
+            return
+        unsettled = events.filter(pc.invert(approved))
+        in_review = pc.fill_null(pc.equal(unsettled["decision"], "review"), False)
+        held = mark_pending(unsettled.filter(in_review))
+        declined = unsettled.filter(pc.invert(in_review))
+        for emitted in (declined, held):
+            if emitted.num_rows:
+                out.events.append(
+                    emitted.append_column("batch_id", pa.nulls(emitted.num_rows, pa.string()))
+                )
+        if held.num_rows:
+            for event, resolution in self.reviews.hold(held):
+                self._resolve(mark_resolved(event, resolution), out)
+        self._add(events.filter(approved))
+
+    def _resolve(self, events: pa.RecordBatch, out: Settled) -> None:
+        """A resolved event: a released one joins its target window (`centflow.risk.review`),
+        a declined one is emitted with no batch."""
+        invariant(events.num_rows == 1, "events are resolved one at a time")
+        out.resolved.append(events)
+        if events["review_outcome"][0].as_py() != "released":
+            out.events.append(events.append_column("batch_id", pa.nulls(1, pa.string())))
+            return
+        own, late = assign_window(
+            events["occurred_us"][0].as_py(),
+            events["ingest_us"][0].as_py(),
+            self.window_us,
+            self.lateness_us,
+        )
+        released_us = events["resolved_us"][0].as_py()
+        target = max(own, release_window(released_us, self.window_us, self.lateness_us))
+        target = max(target, self.sealed_index)  # windows after a stop: the earliest open
+        late = late or target != own
+        events = events.set_column(_LATE, "late", pa.array([late]))
+        self.open_windows.setdefault(target, []).append(events)
 
     def _add(self, events: pa.RecordBatch) -> None:
         if not events.num_rows:
@@ -392,7 +459,20 @@ class SettlementShard:
             self.sealed_index,
             self.forced,
             sorted(self.carry_micros.items()),
+            self.reviews.state(),
         )
+
+
+def _window_columns(events: pa.RecordBatch) -> pa.RecordBatch:
+    """A decided block in `WINDOW_SCHEMA`: no raw bytes or signals, review columns null."""
+    count = events.num_rows
+    return pa.RecordBatch.from_arrays(
+        [
+            *(events.column(name) for name in _INPUT_COLUMNS),
+            *(pa.nulls(count, field.type) for field in REVIEW_FIELDS),
+        ],
+        schema=WINDOW_SCHEMA,
+    )
 
 
 def _group_codes(events: pa.Table) -> np.ndarray:
@@ -533,7 +613,13 @@ def net_window(
     (`centflow.money.payouts`, which also says how splits are paid).
     """
     events = pa.Table.from_batches(
-        [chunk.select(_WINDOW_COLUMNS) for chunk in chunks], schema=WINDOW_SCHEMA
+        [
+            chunk.select(_WINDOW_COLUMNS)
+            if chunk.schema.get_field_index("review_outcome") >= 0
+            else _window_columns(chunk)  # a block of PAYMENT_SCHEMA
+            for chunk in chunks
+        ],
+        schema=WINDOW_SCHEMA,
     ).combine_chunks()
     count = events.num_rows
     invariant(count > 0, "window %s closed with no events", index)

@@ -1,4 +1,4 @@
-"""The ``centflow`` command line: run, produce, generate, recon, broker, demo.
+"""The ``centflow`` command line: run, produce, generate, recon, review, broker, demo.
 
 Every failure a user can cause (a bad flag, a missing file, an unreachable
 broker) ends in one line on stderr, ``centflow: error: ...``, and exit status
@@ -48,6 +48,7 @@ from centflow.ops.cli_recon import (
     statement_app,
     write_html_report,
 )
+from centflow.ops.cli_review import review_app
 from centflow.ops.status import read_status
 
 if TYPE_CHECKING:
@@ -263,6 +264,21 @@ def _finish(out_dir: Path, html: Path | None = None, reload: bool = True) -> Non
         write_html_report(database, html)
     if not summary.ok:
         raise CentflowError("reconciliation checks failed (see the report above)")
+
+
+def _say_reviews_waiting(out: Path) -> None:
+    """One line on the review queue, when payments wait in it."""
+    from centflow.risk.review import pending_reviews
+
+    try:
+        waiting = len(pending_reviews(out).waiting)
+    except ConfigError:  # no payments written at all: nothing waits
+        return
+    if waiting:
+        console.print(
+            f"{waiting:,} payments wait for review: `centflow review list --out {out}`, "
+            f"then `centflow review release|decline EVENT_ID... --out {out}`"
+        )
 
 
 @app.command()
@@ -559,6 +575,7 @@ def run(
             )
             return
         _finish(out)
+        _say_reviews_waiting(out)
 
 
 def _cluster_place(
@@ -847,6 +864,7 @@ recon_app.command("match")(match_command)
 app.add_typer(recon_app, name="recon")
 app.add_typer(statement_app, name="statement")
 app.add_typer(config_app, name="config")
+app.add_typer(review_app, name="review")
 
 
 @recon_app.callback()
@@ -962,6 +980,7 @@ def demo(
         _finish(out)
         demo_reconciliation(out, statement_breaks)
         write_html_report(out / "centflow.duckdb", out / "report.html")
+        _say_reviews_waiting(out)
 
 
 def _fail(message: str) -> None:

@@ -133,8 +133,9 @@ class StateIdentity(msgspec.Struct, frozen=True):
 #: 3: the risk stages (payee context, payer scoring) and settlement hearing from them.
 #: 4: reversals held until every partition passes them.
 #: 5: split parties' carries; settlement_batches with FX columns, and settlement_fx.
-#: 6: payee risk state counts refunds.
-STATE_FORMAT = 6
+#: 6: settlement hears from the review input and holds events in review.
+#: 7: payee risk state counts refunds.
+STATE_FORMAT = 7
 
 
 def state_identity(config: PipelineConfig) -> StateIdentity:

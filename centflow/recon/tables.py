@@ -39,6 +39,9 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("device_id", "text"),
         ("ip", "text"),
         ("source", "text"),
+        ("review_outcome", "text"),
+        ("resolved_at", "timestamp"),
+        ("review_note", "text"),
     ),
     "settlement_batches": (
         ("batch_id", "text"),
@@ -126,7 +129,8 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
 _PAYMENT_COLUMNS = (
     "event_id", "type", "occurred_us", "ingest_us", "payer_id", "payee_id", "amount_micros",
     "currency", "rail", "country", "ref_event_id", "risk_score", "decision", "model_version",
-    "reasons", "batch_id", "late", "device_id", "ip", "source",
+    "reasons", "batch_id", "late", "device_id", "ip", "source", "review_outcome", "resolved_us",
+    "review_note",
 )  # fmt: skip
 
 

@@ -1,7 +1,12 @@
 """What ``payments.decisions`` carries: one message per event, keyed by event_id.
 
 The decisions themselves are made in `centflow.risk.scoring`; settlement only
-ever settles ``approve``.
+ever settles ``approve``. A payment held for review gets a second message when
+it is resolved (`centflow.risk.review`), published by settlement: decision
+``approve`` (reason ``review_released``) or ``decline`` (``review_declined``),
+with the time and note of the resolution, so a consumer keeping the latest
+message per key sees each event's final decision. A reversal following its
+payment's resolution gets one too.
 """
 
 from __future__ import annotations
@@ -95,3 +100,47 @@ def _templated(events: pa.RecordBatch, sample: DecisionMessage) -> list[tuple[by
             events["event_id"].to_pylist(), events["ingest_us"].to_pylist(), strict=True
         )
     ]
+
+
+#: The reason a resolution's message leads with, by ``review_outcome``.
+RESOLUTION_DECISIONS = {
+    "released": ("approve", "review_released"),
+    "declined": ("decline", "review_declined"),
+}
+
+
+class ResolutionMessage(msgspec.Struct):
+    """A decision of ``payments.decisions`` made by a person: a review resolved."""
+
+    event_id: str
+    decision: str
+    risk_score: float | None
+    model_version: str | None
+    reasons: tuple[str, ...]
+    ingested_at_us: int
+    resolved_at_us: int
+    review_note: str | None
+
+
+def resolution_messages(events: pa.RecordBatch) -> list[tuple[bytes, bytes]]:
+    """(key, value) Kafka messages of resolved events (`review_outcome` released or
+    declined), one each: few, made by people."""
+    columns = [
+        events[name].to_pylist()
+        for name in (
+            "event_id", "review_outcome", "risk_score", "model_version", "reasons",
+            "ingest_us", "resolved_us", "review_note",
+        )
+    ]  # fmt: skip
+    out = []
+    for event_id, outcome, score, version, reasons, ingest_us, resolved_us, note in zip(
+        *columns, strict=True
+    ):
+        invariant(outcome in RESOLUTION_DECISIONS, "event %s is not resolved", event_id)
+        decision, reason = RESOLUTION_DECISIONS[outcome]
+        earlier = tuple(reasons.split(";")) if reasons else ()
+        message = ResolutionMessage(
+            event_id, decision, score, version, (reason, *earlier), ingest_us, resolved_us, note
+        )
+        out.append((event_id.encode(), _encoder.encode(message)))
+    return out

@@ -1,11 +1,16 @@
 -- summary_events: how the input was disposed of.
 -- Reads: payments, dead_letters.
 -- Returns: one row per outcome (e.g. 'payment settled', 'refund settled',
---   'payment approve, unsettled', 'dead letter: invalid_json') with its count.
+--   'payment approve, unsettled', 'payment review pending, unsettled' (held for
+--   review: pending, declined, or released and not yet in a closed batch),
+--   'dead letter: invalid_json') with its count.
 -- Empty result: nothing was read.
 SELECT outcome, count FROM (
     SELECT
-        type || CASE WHEN batch_id IS NOT NULL THEN ' settled' ELSE ' ' || decision || ', unsettled' END AS outcome,
+        type || CASE
+            WHEN batch_id IS NOT NULL THEN ' settled'
+            ELSE ' ' || decision || coalesce(' ' || review_outcome, '') || ', unsettled'
+        END AS outcome,
         count(*) AS count,
         0 AS rank
     FROM payments
