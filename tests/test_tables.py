@@ -223,8 +223,11 @@ def check_money_decimal(connection: duckdb.DuckDBPyConnection) -> None:
         relations[f"query {path.name}"] = f"({text.replace('?', '1')})"
     for label, relation in relations.items():
         for name, kind in describe(connection, relation):
-            # a model's output carried along (recon_payout_lineage.risk_score) may float
-            floating_allowed = name in {column for _, column in FLOAT_ALLOWED}
+            # a model's output carried along (recon_payout_lineage.risk_score), or a
+            # figure of it (summary_risk_parties.max_score), may float: a score, not money
+            floating_allowed = name in {column for _, column in FLOAT_ALLOWED} or (
+                name.endswith("score") and not money_named(name)
+            )
             assert kind not in FLOATING_DUCKDB or floating_allowed, f"{label}.{name} is {kind}"
             if money_named(name, AGGREGATE_MONEY_WORDS):
                 assert re.fullmatch(r"DECIMAL\((18|38),6\)", kind), f"{label}.{name} is {kind}"
