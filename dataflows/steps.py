@@ -19,11 +19,12 @@ import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
 from centflow.config import PipelineConfig
+from centflow.errors import invariant
 from centflow.ingest.admission import AdmissionShard, AdmissionState
 from centflow.ingest.columns import Decoded
 from centflow.ingest.decode import decode_block
 from centflow.ingest.events import DeadLetter, SourceBatch
-from centflow.limits import SHARD_COUNT
+from centflow.limits import SETTLE_DELAY_S, SETTLE_ROWS_MAX, SHARD_COUNT, WATERMARK_END_US
 from centflow.money.fees import schedule_terms
 from centflow.money.fx import fx_book
 from centflow.money.settlement import Settled, SettlementShard, SettlementState
@@ -250,12 +251,20 @@ def risk_builder(
     return lambda resume: RiskLogic(config, tiers, publisher, resume)
 
 
-SettlementResume = tuple[SettlementState, WriterState]
+#: The shard's state, its writer's, and the envelopes it holds not yet settled.
+SettlementResume = tuple[SettlementState, WriterState, list[Envelope]]
 
 
 class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
     """One settlement shard: window, close and net the payees it owns, and write
     the rows of what closed (see `sinks.parquet.ShardTableWriter` for why here).
+
+    Settling is not on any payment's way to its decision, but it shares the worker
+    with that way: so the shard holds what arrives and settles it in one call once
+    `SETTLE_DELAY_S` has passed since the first envelope it holds (or at
+    `SETTLE_ROWS_MAX` events, or an input's end), not a call per small block. The
+    tables are the same however the envelopes are grouped (`SettlementShard.settle`);
+    the held envelopes are part of the snapshot.
 
     Emits the number of events that settled, for progress and tests.
     """
@@ -273,11 +282,33 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
         self._out_dir = Path(config.out_dir)
         self._status: StatusWriter | None = None
         self._settled = 0
+        self._held: list[Envelope] = list(resume[2]) if resume and len(resume) > 2 else []
+        self._held_rows = sum(envelope.events.num_rows for envelope in self._held)
+        self._held_since_s: float | None = time.monotonic() if self._held else None
 
     def on_batch(self, values: list[Envelope]) -> tuple[list[int], bool]:
-        name = shard_name(values[0].shard)
+        if self._held_since_s is None:
+            self._held_since_s = time.monotonic()
+        self._held.extend(values)
+        self._held_rows += sum(envelope.events.num_rows for envelope in values)
+        ended = any(envelope.watermark_us >= WATERMARK_END_US for envelope in values)
+        if ended or self._held_rows >= SETTLE_ROWS_MAX or self._settle_due():
+            return self._settle(), StatefulBatchLogic.RETAIN
+        return [], StatefulBatchLogic.RETAIN
+
+    def _settle_due(self) -> bool:
+        since_s = self._held_since_s
+        return since_s is not None and time.monotonic() - since_s >= SETTLE_DELAY_S
+
+    def _settle(self) -> list[int]:
+        """Settle every envelope held; the count of events that settled, if any."""
+        if not self._held:
+            return []
+        held, self._held, self._held_rows, self._held_since_s = self._held, [], 0, None
+        name = shard_name(held[0].shard)
+        invariant(all(envelope.shard == held[0].shard for envelope in held), "mixed shards")
         self._writer.start(name)
-        settled = self._shard.settle(values)
+        settled = self._shard.settle(held)
         for table, rows in settled_tables(settled):
             self._writer.add(table, rows)
         worker_metrics().settled(settled.batches, settled.events)
@@ -286,29 +317,38 @@ class SettlementLogic(StatefulBatchLogic[Envelope, int, SettlementResume]):
         count = settled.event_count
         self._settled += count  # this execution's count: progress display only
         self._status.update(self._settled, self._shard.frontier.value)
-        return ([count] if count else []), StatefulBatchLogic.RETAIN
+        return [count] if count else []
 
     def on_notify(self) -> tuple[list[int], bool]:
+        out = self._settle() if self._settle_due() else []
         if self._writer.due():
             self._writer.flush()
-        return [], StatefulBatchLogic.RETAIN
+        return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[int], bool]:
+        out = self._settle()
         if self._writer.name:  # the last files: the flow's "files_written" output waits for them
             self._writer.flush()
         if self._status is not None:
             self._status.update(self._settled, self._shard.frontier.value, ended=True)
         worker_metrics().write()
-        return [], StatefulBatchLogic.RETAIN
+        return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        due_s = self._writer.flush_at()
-        if due_s is None:
+        due_s = [
+            at_s
+            for at_s in (
+                self._writer.flush_at(),
+                None if self._held_since_s is None else self._held_since_s + SETTLE_DELAY_S,
+            )
+            if at_s is not None
+        ]
+        if not due_s:
             return None
-        return datetime.now(UTC) + timedelta(seconds=max(due_s - time.monotonic(), 0.0))
+        return datetime.now(UTC) + timedelta(seconds=max(min(due_s) - time.monotonic(), 0.0))
 
     def snapshot(self) -> SettlementResume:
-        return self._shard.snapshot(), self._writer.state()
+        return self._shard.snapshot(), self._writer.state(), list(self._held)
 
 
 def settlement_builder(
