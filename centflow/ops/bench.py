@@ -78,6 +78,8 @@ IDLE_S = 1.0
 QUIET_S = 1.5
 LATENCY_RATE_PER_S = 5_000
 LATENCY_MESSAGES = 25_000
+LATENCY_TAIL_S = 1.0  # published after the measured payments (unmeasured): the stream
+# goes on, so the last measured ones need not wait for the partitions to go idle
 LATENCY_LOG_EVENTS = 40_000  # the log of `--only latency` (enough distinct payments)
 # The measuring consumers: the pipeline's client settings, answered within 5 ms.
 LATENCY_CONSUMER = {
@@ -298,8 +300,8 @@ def _percentiles(values_ms: list[float]) -> dict[str, float]:
     return {"p50_ms": rank(0.50), "p99_ms": rank(0.99), "max_ms": ordered[-1]}
 
 
-def _latency_lines(log: Path) -> list[tuple[str, bytes]]:
-    """The first `LATENCY_MESSAGES` distinct valid payments of the log: (event id, line)."""
+def _latency_lines(log: Path, count: int) -> list[tuple[str, bytes]]:
+    """The first `count` distinct valid payments of the log: (event id, line)."""
     lines = []
     seen = set()
     for _, _, raw in iter_lines(log):
@@ -307,7 +309,7 @@ def _latency_lines(log: Path) -> list[tuple[str, bytes]]:
         if isinstance(event, Payment) and event.type == "payment" and event.event_id not in seen:
             seen.add(event.event_id)
             lines.append((event.event_id, raw))
-        if len(lines) >= LATENCY_MESSAGES:
+        if len(lines) >= count:
             break
     return lines
 
@@ -337,12 +339,19 @@ def _latency(
     - ``added_seen``: the input seen to the decision seen, that is ``added`` plus
       ``hop_out``: what a consumer of the decisions topic waits beyond the input's hop;
     - ``end_to_end``: publication to the decision seen.
+
+    After the measured payments the producer goes on for `LATENCY_TAIL_S` (not
+    measured), as a stream does: otherwise the last ones would wait for every
+    partition to go idle before their second is complete. The worker's CPU time over
+    the measured span, as a share of one core, is reported beside (``/proc``): on a
+    shared machine it varies much less than the wall-clock figures.
     """
     ensure_topics(
         client, {topic: PARTITIONS, f"{topic}.dlq": PARTITIONS, f"{topic}.decisions": PARTITIONS}
     )
-    lines = _latency_lines(log)
-    event_of = {raw: event_id.encode() for event_id, raw in lines}
+    tail = int(LATENCY_TAIL_S * LATENCY_RATE_PER_S)
+    lines = _latency_lines(log, LATENCY_MESSAGES + tail)
+    event_of = {raw: event_id.encode() for event_id, raw in lines[:LATENCY_MESSAGES]}
     config = PipelineConfig(
         out_dir=str(out),
         kafka=client,
@@ -371,13 +380,17 @@ def _latency(
     sent_s: dict[bytes, float] = {}
     switch_interval_s = sys.getswitchinterval()
     sys.setswitchinterval(0.0005)  # the watching threads take the interpreter lock promptly
+    worker_cpu = _ChildCpu()
     try:
         started_s = time.monotonic()
         for index, (event_id, raw) in enumerate(lines):
             due_s = started_s + index / LATENCY_RATE_PER_S
             while time.monotonic() < due_s:
                 time.sleep(0.0002)
-            sent_s[event_id.encode()] = time.time()
+            if index < LATENCY_MESSAGES:
+                sent_s[event_id.encode()] = time.time()
+            elif index == LATENCY_MESSAGES:
+                worker_cpu.stop()
             producer.produce(topic, raw)
             producer.poll(0)
         producer.flush(30)
@@ -389,7 +402,41 @@ def _latency(
         inputs.stop()
         decisions.stop()
     runner.join(60)
-    return _latency_figures(sent_s, inputs, decisions)
+    figures = _latency_figures(sent_s, inputs, decisions)
+    figures["worker_cpu_share"] = worker_cpu.share()
+    return figures
+
+
+class _ChildCpu:
+    """The CPU time (user + system) of this process's pipeline worker processes from
+    its creation to `stop`, as a share of one core over that wall time; Linux only
+    (``/proc``), else NaN. The worker is the bench's child: its time is read live."""
+
+    def __init__(self) -> None:
+        self._started_s = time.monotonic()
+        self._cpu_start_s = self._read()
+        self._share = float("nan")
+
+    @staticmethod
+    def _read() -> float:
+        total_ticks = 0
+        try:
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                fields = stat.read_text().rpartition(")")[2].split()
+                if int(fields[1]) != os.getpid():  # fields[1] is the parent's pid
+                    continue
+                if b"bytewax.run" in (stat.parent / "cmdline").read_bytes():  # not the broker
+                    total_ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            return float("nan")
+        return total_ticks / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        wall_s = time.monotonic() - self._started_s
+        self._share = (self._read() - self._cpu_start_s) / max(wall_s, 1e-9)
+
+    def share(self) -> float:
+        return self._share
 
 
 def _latency_figures(
@@ -558,7 +605,8 @@ def _latency_markdown(latency: dict[str, Any]) -> str:
     return (
         f"- Decision latency at {LATENCY_RATE_PER_S:,} msg/s offered (unkeyed producer, librdkafka\n"
         f"  defaults; {latency.get('messages', 0):,} payments of {latency.get('sent', 0):,} sent, "
-        f"one process, risk scoring on), ms\n"
+        f"one process, risk scoring on; the worker used {latency.get('worker_cpu_share', nan):.0%} "
+        f"of a core meanwhile), ms\n"
         f"  (`python -m centflow.ops.bench --only latency`; `_latency` says how each part is timed;\n"
         f"  goal for the part added: p50 ≤ {ADDED_P50_GOAL_MS:g}, p99 ≤ {ADDED_P99_GOAL_MS:g}: "
         f"{'met' if met else 'not met'}):\n\n"
