@@ -34,7 +34,7 @@ from centflow.progress import Envelope, Router, shard_key, shard_name
 from centflow.recon.tables import dead_letter_row, payments_table
 from centflow.risk.decision import decision_messages
 from centflow.risk.scoring import RiskShard, decided_events
-from centflow.risk.shard import PayeeContextShard, described_events
+from centflow.risk.shard import Group, PayeeContextShard, described_events
 from centflow.risk.tiers import TierLimits
 from sinks.kafka import KafkaPublisher
 from sinks.parquet import ShardTableWriter, TableRows, WriterState, writer_key
@@ -188,7 +188,11 @@ class PayeeContextLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, .
 class RiskLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
     """One payer shard: score and decide its events (`centflow.risk.scoring`), publish
     each decision to ``payments.decisions`` (at-least-once: flushed at every snapshot
-    and at the end), and send the events on to their payee's settlement shard."""
+    and at the end), and send the events on to their payee's settlement shard.
+
+    Decisions go out as soon as they are made: before the shard learns (as an epoch
+    starts, it first publishes what it decided in that call) and before it commits
+    what the frontier passed, which only prepares its state for later events."""
 
     def __init__(
         self,
@@ -209,18 +213,35 @@ class RiskLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
         self._index = resume[0] if resume else -1
         self._metrics = worker_metrics()
         self._wall_clock_ingestion = config.replay_path is None  # Kafka timestamps: latency
+        self._published = 0  # groups of this call whose decisions are out
+        self._shard.before_learning = self._publish
 
     def on_batch(self, values: list[Envelope]) -> tuple[list[KeyedEnvelope], bool]:
         if self._router is None:
             self._index = values[0].shard
             self._router = Router(f"{RISK_ORIGIN}{self._index}")
-        events = decided_events(self._shard.push(values))
-        if self._publisher is not None and events.num_rows:
-            self._publisher.produce(decision_messages(events))
+        self._published = 0
+        groups = self._shard.describe(values)  # may publish what it decided before learning
+        invariant(self._published <= len(groups), "published more groups than described")
+        events = decided_events(groups)
+        if self._published:
+            self._produce(decided_events(groups[self._published :]))
+        else:
+            self._produce(events)
+        self._shard.commit_passed()  # after publishing: it only prepares later groups
         now_us = time.time_ns() // 1000 if self._wall_clock_ingestion else None
         self._metrics.decided(events, now_us)
         watermark_us = self._shard.frontier.value
         return self._router.route(events, watermark_us, "payee_id"), StatefulBatchLogic.RETAIN
+
+    def _publish(self, groups: list[Group]) -> None:
+        """Publish the decisions of groups decided before the shard learns."""
+        self._published += len(groups)
+        self._produce(decided_events(groups))
+
+    def _produce(self, events: pa.RecordBatch) -> None:
+        if self._publisher is not None and events.num_rows:
+            self._publisher.produce(decision_messages(events))
 
     def on_eof(self) -> tuple[list[KeyedEnvelope], bool]:
         if self._publisher is not None:
