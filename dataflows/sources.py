@@ -74,13 +74,18 @@ from centflow.risk.review import ReviewBlock
 
 REPLAY_PARTITION_PREFIX = "replay/"
 REPLAY_SCAN_FACTOR = 4  # lines scanned per batch, at most, per message emitted
-POLL_PAUSE = timedelta(milliseconds=20)
+# A partition that had nothing is asked again this much later (a message arriving
+# meanwhile waits for it); one that had something is asked again at once.
+POLL_PAUSE = timedelta(milliseconds=2)
+# The broker answers a fetch with nothing after this long: how long a message can sit
+# at the broker unseen (the local broker waits it out; 20 ms added ~4 ms at the median).
+FETCH_WAIT_MS = 5
 METADATA_TIMEOUT_S = 2.0
 # Before a partition's first message, wait at least this long for one: a consumer's
 # first fetch can be slow (connecting, leader lookup) and must not look like idleness.
 FIRST_MESSAGE_GRACE_S = 10.0
 # How often librdkafka reports, among its statistics, how long ago each broker last
-# sent anything; a consumer's fetch is answered every `fetch.wait.max.ms` (20 ms).
+# sent anything; a consumer's fetch is answered every `FETCH_WAIT_MS`.
 ANSWER_STATS_INTERVAL_MS = 250
 # A broker whose last answer is older than this is not answering (a pause, a cut).
 ANSWER_GAP_S = 1.0
@@ -296,7 +301,7 @@ class _KafkaPartition(StatefulSourcePartition[Decoded, KafkaPosition]):
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "fetch.queue.backoff.ms": 100,
-            "fetch.wait.max.ms": 20,  # the broker answers a fetch within 20 ms: low latency when traffic is light
+            "fetch.wait.max.ms": FETCH_WAIT_MS,
             **client,
         }
         if idle_s is not None:  # idleness needs to know that the broker is answering

@@ -19,11 +19,12 @@ import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
 from centflow.config import PipelineConfig
+from centflow.errors import invariant
 from centflow.ingest.admission import AdmissionShard, AdmissionState
 from centflow.ingest.columns import Decoded
 from centflow.ingest.decode import decode_block
 from centflow.ingest.events import DeadLetter, SourceBatch
-from centflow.limits import SHARD_COUNT
+from centflow.limits import SETTLE_DELAY_S, SETTLE_ROWS_MAX, SHARD_COUNT, WATERMARK_END_US
 from centflow.money.fees import schedule_terms
 from centflow.money.fx import fx_book
 from centflow.money.settlement import Settled, SettlementShard, SettlementState
@@ -34,7 +35,7 @@ from centflow.recon.tables import dead_letter_row, payments_table
 from centflow.risk.decision import decision_messages, resolution_messages
 from centflow.risk.review import Resolution, ReviewBlock, ReviewEnvelope
 from centflow.risk.scoring import RiskShard, decided_events
-from centflow.risk.shard import PayeeContextShard, described_events
+from centflow.risk.shard import Group, PayeeContextShard, described_events
 from centflow.risk.tiers import TierLimits
 from sinks.kafka import KafkaPublisher
 from sinks.parquet import ShardTableWriter, TableRows, WriterState, writer_key
@@ -204,7 +205,11 @@ class PayeeContextLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, .
 class RiskLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
     """One payer shard: score and decide its events (`centflow.risk.scoring`), publish
     each decision to ``payments.decisions`` (at-least-once: flushed at every snapshot
-    and at the end), and send the events on to their payee's settlement shard."""
+    and at the end), and send the events on to their payee's settlement shard.
+
+    Decisions go out as soon as they are made: before the shard learns (as an epoch
+    starts, it first publishes what it decided in that call) and before it commits
+    what the frontier passed, which only prepares its state for later events."""
 
     def __init__(
         self,
@@ -225,18 +230,35 @@ class RiskLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
         self._index = resume[0] if resume else -1
         self._metrics = worker_metrics()
         self._wall_clock_ingestion = config.replay_path is None  # Kafka timestamps: latency
+        self._published = 0  # groups of this call whose decisions are out
+        self._shard.before_learning = self._publish
 
     def on_batch(self, values: list[Envelope]) -> tuple[list[KeyedEnvelope], bool]:
         if self._router is None:
             self._index = values[0].shard
             self._router = Router(f"{RISK_ORIGIN}{self._index}")
-        events = decided_events(self._shard.push(values))
-        if self._publisher is not None and events.num_rows:
-            self._publisher.produce(decision_messages(events))
+        self._published = 0
+        groups = self._shard.describe(values)  # may publish what it decided before learning
+        invariant(self._published <= len(groups), "published more groups than described")
+        events = decided_events(groups)
+        if self._published:
+            self._produce(decided_events(groups[self._published :]))
+        else:
+            self._produce(events)
+        self._shard.commit_passed()  # after publishing: it only prepares later groups
         now_us = time.time_ns() // 1000 if self._wall_clock_ingestion else None
         self._metrics.decided(events, now_us)
         watermark_us = self._shard.frontier.value
         return self._router.route(events, watermark_us, "payee_id"), StatefulBatchLogic.RETAIN
+
+    def _publish(self, groups: list[Group]) -> None:
+        """Publish the decisions of groups decided before the shard learns."""
+        self._published += len(groups)
+        self._produce(decided_events(groups))
+
+    def _produce(self, events: pa.RecordBatch) -> None:
+        if self._publisher is not None and events.num_rows:
+            self._publisher.produce(decision_messages(events))
 
     def on_eof(self) -> tuple[list[KeyedEnvelope], bool]:
         if self._publisher is not None:
@@ -267,13 +289,28 @@ def risk_builder(
     return lambda resume: RiskLogic(config, tiers, publisher, resume)
 
 
-SettlementResume = tuple[SettlementState, WriterState]
+#: The shard's state, its writer's, and the envelopes it holds not yet settled.
+SettlementResume = tuple[SettlementState, WriterState, list[Envelope | ReviewEnvelope]]
+
+
+def _rows(envelope: Envelope | ReviewEnvelope) -> int:
+    """What an envelope brings a settlement shard: its events, or its resolutions."""
+    if isinstance(envelope, ReviewEnvelope):
+        return len(envelope.resolutions)
+    return envelope.events.num_rows
 
 
 class SettlementLogic(StatefulBatchLogic[Envelope | ReviewEnvelope, int, SettlementResume]):
     """One settlement shard: window, close and net the payees it owns, and write
     the rows of what closed (see `sinks.parquet.ShardTableWriter` for why here);
     publish the decisions of reviews resolved (at-least-once, like the risk step's).
+
+    Settling is not on any payment's way to its decision, but it shares the worker
+    with that way: so the shard holds what arrives and settles it in one call once
+    `SETTLE_DELAY_S` has passed since the first envelope it holds (or at
+    `SETTLE_ROWS_MAX` events, or an input's end), not a call per small block. The
+    tables are the same however the envelopes are grouped (`SettlementShard.settle`);
+    the held envelopes are part of the snapshot.
 
     Emits the number of events that settled, for progress and tests.
     """
@@ -297,11 +334,35 @@ class SettlementLogic(StatefulBatchLogic[Envelope | ReviewEnvelope, int, Settlem
         self._out_dir = Path(config.out_dir)
         self._status: StatusWriter | None = None
         self._settled = 0
+        self._held: list[Envelope | ReviewEnvelope] = (
+            list(resume[2]) if resume and len(resume) > 2 else []
+        )
+        self._held_rows = sum(_rows(envelope) for envelope in self._held)
+        self._held_since_s: float | None = time.monotonic() if self._held else None
 
     def on_batch(self, values: list[Envelope | ReviewEnvelope]) -> tuple[list[int], bool]:
-        name = shard_name(values[0].shard)
+        if self._held_since_s is None:
+            self._held_since_s = time.monotonic()
+        self._held.extend(values)
+        self._held_rows += sum(_rows(envelope) for envelope in values)
+        ended = any(envelope.watermark_us >= WATERMARK_END_US for envelope in values)
+        if ended or self._held_rows >= SETTLE_ROWS_MAX or self._settle_due():
+            return self._settle(), StatefulBatchLogic.RETAIN
+        return [], StatefulBatchLogic.RETAIN
+
+    def _settle_due(self) -> bool:
+        since_s = self._held_since_s
+        return since_s is not None and time.monotonic() - since_s >= SETTLE_DELAY_S
+
+    def _settle(self) -> list[int]:
+        """Settle every envelope held; the count of events that settled, if any."""
+        if not self._held:
+            return []
+        held, self._held, self._held_rows, self._held_since_s = self._held, [], 0, None
+        name = shard_name(held[0].shard)
+        invariant(all(envelope.shard == held[0].shard for envelope in held), "mixed shards")
         self._writer.start(name)
-        settled = self._shard.settle(values)
+        settled = self._shard.settle(held)
         if self._publisher is not None and settled.resolved:
             for events in settled.resolved:
                 self._publisher.produce(resolution_messages(events))
@@ -313,14 +374,16 @@ class SettlementLogic(StatefulBatchLogic[Envelope | ReviewEnvelope, int, Settlem
         count = settled.event_count
         self._settled += count  # this execution's count: progress display only
         self._status.update(self._settled, self._shard.frontier.value)
-        return ([count] if count else []), StatefulBatchLogic.RETAIN
+        return [count] if count else []
 
     def on_notify(self) -> tuple[list[int], bool]:
+        out = self._settle() if self._settle_due() else []
         if self._writer.due():
             self._writer.flush()
-        return [], StatefulBatchLogic.RETAIN
+        return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[int], bool]:
+        out = self._settle()
         if self._publisher is not None:
             self._publisher.flush()
         if self._writer.name:  # the last files: the flow's "files_written" output waits for them
@@ -328,18 +391,25 @@ class SettlementLogic(StatefulBatchLogic[Envelope | ReviewEnvelope, int, Settlem
         if self._status is not None:
             self._status.update(self._settled, self._shard.frontier.value, ended=True)
         worker_metrics().write()
-        return [], StatefulBatchLogic.RETAIN
+        return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        due_s = self._writer.flush_at()
-        if due_s is None:
+        due_s = [
+            at_s
+            for at_s in (
+                self._writer.flush_at(),
+                None if self._held_since_s is None else self._held_since_s + SETTLE_DELAY_S,
+            )
+            if at_s is not None
+        ]
+        if not due_s:
             return None
-        return datetime.now(UTC) + timedelta(seconds=max(due_s - time.monotonic(), 0.0))
+        return datetime.now(UTC) + timedelta(seconds=max(min(due_s) - time.monotonic(), 0.0))
 
     def snapshot(self) -> SettlementResume:
         if self._publisher is not None:
             self._publisher.flush()
-        return self._shard.snapshot(), self._writer.state()
+        return self._shard.snapshot(), self._writer.state(), list(self._held)
 
 
 def settlement_builder(

@@ -95,6 +95,7 @@ WINDOW_SCHEMA = pa.schema(
 )
 _WINDOW_COLUMNS = WINDOW_SCHEMA.names
 _LATE = WINDOW_SCHEMA.get_field_index("late")
+_EMPTY_WINDOW = pa.RecordBatch.from_pylist([], schema=WINDOW_SCHEMA)
 _ORDER = [("_group", "ascending"), ("occurred_us", "ascending"), ("event_id", "ascending"), ("type", "ascending")]  # fmt: skip
 
 #: ``settlement_payouts`` in flight: one line per party of a batch that pays out.
@@ -303,12 +304,34 @@ def _state_from_msgpack(data: bytes) -> SettlementState:
     return _state_decoder.decode(data)
 
 
-def _to_ipc(batches: list[pa.RecordBatch]) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, WINDOW_SCHEMA) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
+_IPC_SCHEMA = WINDOW_SCHEMA.serialize().to_pybytes()
+_IPC_END = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # end-of-stream marker
+
+
+def _to_ipc(batches: list[pa.RecordBatch], cached: list[bytes] | None = None) -> bytes:
+    """An Arrow IPC stream of `batches`, byte for byte what an IPC stream writer makes
+    (the schema, each batch's message, the end marker). `cached` holds the messages of
+    the first batches from an earlier call and is extended: a window's chunks only ever
+    grow at the end, so a snapshot serializes only what arrived since the last one."""
+    messages = [] if cached is None else cached
+    invariant(len(messages) <= len(batches), "more cached messages than batches")
+    for batch in batches[len(messages) :]:
+        invariant(batch.schema.equals(WINDOW_SCHEMA), "a window chunk of another schema")
+        messages.append(batch.serialize().to_pybytes())
+    return b"".join([_IPC_SCHEMA, *messages, _IPC_END])
+
+
+def _joined_events(blocks: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """The window columns of several blocks of events, as one block (in order)."""
+    present = [block.select(_WINDOW_COLUMNS) for block in blocks if block.num_rows]
+    if len(present) <= 1:
+        return present[0] if present else _EMPTY_WINDOW
+    joined = pa.Table.from_batches(present, schema=WINDOW_SCHEMA).combine_chunks().to_batches()
+    invariant(len(joined) == 1, "joined events span %d blocks", len(joined))
+    invariant(
+        joined[0].num_rows == sum(block.num_rows for block in present), "events lost in a join"
+    )
+    return joined[0]
 
 
 def _from_ipc(data: bytes) -> list[pa.RecordBatch]:
@@ -349,18 +372,32 @@ class SettlementShard:
             self.forced = state.forced
             self.carry_micros = {tuple(key): value for key, value in state.carry_micros}
             self.reviews = ReviewBook(WINDOW_SCHEMA, state.reviews)
+        # each open window's chunks as IPC messages, as far as the last snapshot took them
+        self._ipc_messages: dict[int, list[bytes]] = {}
 
     def settle(self, envelopes: list[Envelope | ReviewEnvelope]) -> Settled:
         """Take in envelopes of decided events and of review resolutions; return what
         closed because the frontier moved."""
         out = Settled()
+        # All the envelopes' events at once (a call's Arrow work is per call, not per
+        # envelope): nothing closes before the end of the call, so adding them together
+        # and then moving the frontier is what adding them one envelope at a time does;
+        # a resolution finds its event held whether it came before or after it.
+        self._take(
+            _joined_events(
+                [
+                    _window_columns(envelope.events)
+                    for envelope in envelopes
+                    if isinstance(envelope, Envelope)
+                ]
+            ),
+            out,
+        )
         for envelope in envelopes:
             if isinstance(envelope, ReviewEnvelope):
                 for resolution in envelope.resolutions:
                     for events in self.reviews.resolve(resolution):
                         self._resolve(mark_resolved(events, resolution), out)
-            else:
-                self._take(_window_columns(envelope.events), out)
             self.frontier.update(envelope.origin, envelope.watermark_us)
         self._close_through(self.frontier.value, out)
         return out
@@ -438,6 +475,7 @@ class SettlementShard:
             if close_time_us(index, self.window_us, self.lateness_us) > frontier_us:
                 break
             self.sealed_index = max(self.sealed_index, index + 1)
+            self._ipc_messages.pop(index, None)
             net_window(
                 self.open_windows.pop(index),
                 index,
@@ -455,7 +493,10 @@ class SettlementShard:
         """A copy of the state for recovery."""
         return SettlementState(
             self.frontier.state(),
-            [(index, _to_ipc(chunks)) for index, chunks in sorted(self.open_windows.items())],
+            [
+                (index, _to_ipc(chunks, self._ipc_messages.setdefault(index, [])))
+                for index, chunks in sorted(self.open_windows.items())
+            ],
             self.sealed_index,
             self.forced,
             sorted(self.carry_micros.items()),

@@ -12,9 +12,11 @@ earlier. The steps:
 4. the pipeline, until idle, in replay mode and in Kafka mode, with one worker
    process and with two (events/s over the workers' wall time, which includes
    their start-up; Kafka runs exclude the idle wait that ends them);
-5. decision latency: the pipeline follows the topic while messages are
-   produced at a fixed rate; each decision's arrival on ``payments.decisions``
-   minus its message's send time;
+5. decision latency: the pipeline follows a topic fed at a fixed rate by an
+   unkeyed producer, while plain consumers watch the input and the decisions:
+   the broker's own hop, what the pipeline adds to it (the input seen to the
+   decision produced), the decision's hop out and the whole, per payment
+   (`_latency`; ``--only latency`` runs this alone, on a small log);
 6. peak resident memory of each worker process, and the CPU time of each
    pipeline run (runner and workers, user + system) per event, one process
    against two (`_cpu_s` says how it is measured);
@@ -35,6 +37,7 @@ The results are printed and, with ``--write FILE``, written as Markdown.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import resource
@@ -44,6 +47,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,6 +78,17 @@ IDLE_S = 1.0
 QUIET_S = 1.5
 LATENCY_RATE_PER_S = 5_000
 LATENCY_MESSAGES = 25_000
+LATENCY_TAIL_S = 1.0  # published after the measured payments (unmeasured): the stream
+# goes on, so the last measured ones need not wait for the partitions to go idle
+LATENCY_LOG_EVENTS = 40_000  # the log of `--only latency` (enough distinct payments)
+# The measuring consumers: the pipeline's client settings, answered within 5 ms.
+LATENCY_CONSUMER = {
+    "group.id": "bench-latency",
+    "enable.auto.commit": False,
+    "enable.partition.eof": False,
+    "fetch.queue.backoff.ms": 100,
+    "fetch.wait.max.ms": 5,
+}
 CPU_RATIO_GOAL = 1.15  # two processes' CPU per event over one's
 LOAD_SHARE_GOAL = 0.15  # of `centflow run`'s wall time, after the pipeline finished
 
@@ -221,12 +236,72 @@ def _whole_run(log: Path, out: Path) -> dict[str, float]:
     }
 
 
-def _latency(client: dict[str, str], log: Path, out: Path) -> dict[str, float]:
-    """Decision latency while the pipeline follows a topic fed at a fixed rate."""
-    topic = "latency"
-    ensure_topics(
-        client, {topic: PARTITIONS, f"{topic}.dlq": PARTITIONS, f"{topic}.decisions": PARTITIONS}
-    )
+class _Watch:
+    """A plain consumer of some partitions in a thread of its own: when (wall-clock
+    seconds) it first saw each message, by a name the caller derives from the message,
+    and the message's timestamp (ms). Bounded: it stops when asked, or at `until_s`."""
+
+    def __init__(
+        self,
+        client: dict[str, str],
+        topic: str,
+        name_of: Callable[[Any], bytes | None],
+        until_s: float,
+    ) -> None:
+        self.seen_s: dict[bytes, float] = {}
+        self.stamp_ms: dict[bytes, int] = {}
+        self._name_of = name_of
+        self._until_s = until_s
+        self._stop = threading.Event()
+        self._consumer = Consumer({**client, **LATENCY_CONSUMER})
+        self._consumer.assign(
+            [TopicPartition(topic, number, OFFSET_BEGINNING) for number in range(PARTITIONS)]
+        )
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        # The first fetches (offset lookup, connection) happen before the clock starts.
+        warm_until_s = time.monotonic() + 1.0
+        while time.monotonic() < warm_until_s:
+            self._consumer.consume(1000, 0.1)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and time.monotonic() < self._until_s:
+            records = self._consumer.consume(1000, 0.05)
+            now_s = time.time()
+            for record in records:
+                if record.error() is not None:
+                    continue
+                name = self._name_of(record)
+                if name is not None and name not in self.seen_s:
+                    self.seen_s[name] = now_s
+                    self.stamp_ms[name] = record.timestamp()[1]
+        self._consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def _percentiles(values_ms: list[float]) -> dict[str, float]:
+    """p50, p99 (nearest rank) and max of `values_ms`; empty: no figures.
+
+    >>> _percentiles([float(n) for n in range(1, 101)])
+    {'p50_ms': 50.0, 'p99_ms': 99.0, 'max_ms': 100.0}
+    """
+    if not values_ms:
+        return {}
+    ordered = sorted(values_ms)
+
+    def rank(share: float) -> float:
+        return ordered[max(math.ceil(share * len(ordered)) - 1, 0)]
+
+    return {"p50_ms": rank(0.50), "p99_ms": rank(0.99), "max_ms": ordered[-1]}
+
+
+def _latency_lines(log: Path, count: int) -> list[tuple[str, bytes]]:
+    """The first `count` distinct valid payments of the log: (event id, line)."""
     lines = []
     seen = set()
     for _, _, raw in iter_lines(log):
@@ -234,8 +309,49 @@ def _latency(client: dict[str, str], log: Path, out: Path) -> dict[str, float]:
         if isinstance(event, Payment) and event.type == "payment" and event.event_id not in seen:
             seen.add(event.event_id)
             lines.append((event.event_id, raw))
-        if len(lines) >= LATENCY_MESSAGES:
+        if len(lines) >= count:
             break
+    return lines
+
+
+def _latency(
+    client: dict[str, str], log: Path, out: Path, topic: str = "latency"
+) -> dict[str, Any]:
+    """Decision latency while the pipeline (one process, risk scoring on: decisions
+    come only from the risk step) follows a topic fed at `LATENCY_RATE_PER_S`, and
+    how much of it the pipeline adds to the broker's own hop.
+
+    The producer is unkeyed with librdkafka's defaults (``linger.ms`` 5, sticky
+    partitioning of keyless messages, message timestamps its own clock), as most
+    producers are. Two plain consumers, each in a thread of its own with the same
+    client settings (``fetch.wait.max.ms`` 5), watch the input topic and the
+    decisions topic. Per payment, in wall-clock time (one machine, one clock):
+
+    - ``hop_in``: publication (just before ``produce``) to the plain consumer seeing
+      the input: the broker's own hop, which the pipeline pays too before it can start;
+    - ``added``: the plain consumer seeing the input to the pipeline producing the
+      decision, that is the decision message's timestamp, which librdkafka stamps when
+      the pipeline calls ``produce``: what the pipeline adds. Timestamps are whole
+      milliseconds, truncated, so this reads up to 1 ms short (and can be slightly
+      negative when the pipeline's own consumer was quicker than the plain one);
+    - ``hop_out``: that timestamp to the plain consumer seeing the decision: the
+      decision's own hop out through the broker (its producer's linger included);
+    - ``added_seen``: the input seen to the decision seen, that is ``added`` plus
+      ``hop_out``: what a consumer of the decisions topic waits beyond the input's hop;
+    - ``end_to_end``: publication to the decision seen.
+
+    After the measured payments the producer goes on for `LATENCY_TAIL_S` (not
+    measured), as a stream does: otherwise the last ones would wait for every
+    partition to go idle before their second is complete. The worker's CPU time over
+    the measured span, as a share of one core, is reported beside (``/proc``): on a
+    shared machine it varies much less than the wall-clock figures.
+    """
+    ensure_topics(
+        client, {topic: PARTITIONS, f"{topic}.dlq": PARTITIONS, f"{topic}.decisions": PARTITIONS}
+    )
+    tail = int(LATENCY_TAIL_S * LATENCY_RATE_PER_S)
+    lines = _latency_lines(log, LATENCY_MESSAGES + tail)
+    event_of = {raw: event_id.encode() for event_id, raw in lines[:LATENCY_MESSAGES]}
     config = PipelineConfig(
         out_dir=str(out),
         kafka=client,
@@ -254,49 +370,101 @@ def _latency(client: dict[str, str], log: Path, out: Path) -> dict[str, float]:
     runner = threading.Thread(target=run_workers, args=(config, 1, 10), daemon=True)
     runner.start()
     time.sleep(4.0)  # let the worker start and assign its partitions
+    until_s = time.monotonic() + len(lines) / LATENCY_RATE_PER_S + 60
+    inputs = _Watch(client, topic, lambda record: event_of.get(record.value()), until_s)
+    decisions = _Watch(client, f"{topic}.decisions", lambda record: record.key(), until_s)
+    producer = Producer(dict(client))  # unkeyed, librdkafka's defaults
+    producer.list_topics(topic, timeout=10)  # connected before the clock starts
+    inputs.start()
+    decisions.start()
     sent_s: dict[bytes, float] = {}
-    arrived_s: dict[bytes, float] = {}
-    consumer = Consumer(
-        {**client, "group.id": "bench-latency", "enable.auto.commit": False, "fetch.wait.max.ms": 5}
-    )
-    consumer.assign(
-        [TopicPartition(f"{topic}.decisions", n, OFFSET_BEGINNING) for n in range(PARTITIONS)]
-    )
-    producer = Producer({**client, "linger.ms": 1})
-    # Both measuring clients connect and fetch metadata before the clock starts; the
-    # consumer's first fetches (offset lookup) must not count as pipeline latency.
-    producer.list_topics(topic, timeout=10)
-    warm_until_s = time.perf_counter() + 1.0
-    while time.perf_counter() < warm_until_s:
-        consumer.consume(1000, 0.1)
-    started_s = time.perf_counter()
-    for index, (event_id, raw) in enumerate(lines):
-        due_s = started_s + index / LATENCY_RATE_PER_S
-        while time.perf_counter() < due_s:
-            for record in consumer.consume(1000, 0.0):
-                arrived_s.setdefault(record.key() or b"", time.perf_counter())
-            time.sleep(0.0005)
-        sent_s[event_id.encode()] = time.perf_counter()
-        producer.produce(topic, raw, timestamp=int(time.time() * 1000))
-        producer.poll(0)
-    producer.flush(30)
-    deadline_s = time.perf_counter() + 30
-    while len(arrived_s) < len(sent_s) and time.perf_counter() < deadline_s:
-        for record in consumer.consume(1000, 0.1):
-            arrived_s.setdefault(record.key() or b"", time.perf_counter())
-    consumer.close()
+    switch_interval_s = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)  # the watching threads take the interpreter lock promptly
+    worker_cpu = _ChildCpu()
+    try:
+        started_s = time.monotonic()
+        for index, (event_id, raw) in enumerate(lines):
+            due_s = started_s + index / LATENCY_RATE_PER_S
+            while time.monotonic() < due_s:
+                time.sleep(0.0002)
+            if index < LATENCY_MESSAGES:
+                sent_s[event_id.encode()] = time.time()
+            elif index == LATENCY_MESSAGES:
+                worker_cpu.stop()
+            producer.produce(topic, raw)
+            producer.poll(0)
+        producer.flush(30)
+        deadline_s = time.monotonic() + 30
+        while len(decisions.seen_s) < len(sent_s) and time.monotonic() < deadline_s:
+            time.sleep(0.1)
+    finally:
+        sys.setswitchinterval(switch_interval_s)
+        inputs.stop()
+        decisions.stop()
     runner.join(60)
-    latencies_ms = sorted(
-        (arrived_s[key] - sent_s[key]) * 1000 for key in sent_s if key in arrived_s
-    )
-    if not latencies_ms:
-        return {"messages": 0}
-    return {
-        "messages": len(latencies_ms),
-        "p50_ms": statistics.median(latencies_ms),
-        "p99_ms": latencies_ms[int(len(latencies_ms) * 0.99) - 1],
-        "max_ms": latencies_ms[-1],
+    figures = _latency_figures(sent_s, inputs, decisions)
+    figures["worker_cpu_share"] = worker_cpu.share()
+    return figures
+
+
+class _ChildCpu:
+    """The CPU time (user + system) of this process's pipeline worker processes from
+    its creation to `stop`, as a share of one core over that wall time; Linux only
+    (``/proc``), else NaN. The worker is the bench's child: its time is read live."""
+
+    def __init__(self) -> None:
+        self._started_s = time.monotonic()
+        self._cpu_start_s = self._read()
+        self._share = float("nan")
+
+    @staticmethod
+    def _read() -> float:
+        total_ticks = 0
+        try:
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                fields = stat.read_text().rpartition(")")[2].split()
+                if int(fields[1]) != os.getpid():  # fields[1] is the parent's pid
+                    continue
+                if b"bytewax.run" in (stat.parent / "cmdline").read_bytes():  # not the broker
+                    total_ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            return float("nan")
+        return total_ticks / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        wall_s = time.monotonic() - self._started_s
+        self._share = (self._read() - self._cpu_start_s) / max(wall_s, 1e-9)
+
+    def share(self) -> float:
+        return self._share
+
+
+def _latency_figures(
+    sent_s: dict[bytes, float], inputs: _Watch, decisions: _Watch
+) -> dict[str, Any]:
+    """Percentiles of each part of the latency (see `_latency`), over the payments
+    whose input and decision were both seen."""
+    keys = [key for key in sent_s if key in inputs.seen_s and key in decisions.seen_s]
+    parts: dict[str, list[float]] = {
+        "hop_in": [], "added": [], "hop_out": [], "added_seen": [], "end_to_end": []
+    }  # fmt: skip
+    for key in keys:
+        sent, seen_in, seen_out = sent_s[key], inputs.seen_s[key], decisions.seen_s[key]
+        produced = decisions.stamp_ms[key] / 1000
+        parts["hop_in"].append((seen_in - sent) * 1000)
+        parts["added"].append((produced - seen_in) * 1000)
+        parts["hop_out"].append((seen_out - produced) * 1000)
+        parts["added_seen"].append((seen_out - seen_in) * 1000)
+        parts["end_to_end"].append((seen_out - sent) * 1000)
+    figures: dict[str, Any] = {
+        "messages": len(keys),
+        "sent": len(sent_s),
+        "inputs_seen": len(inputs.seen_s),
+        "decisions_seen": len(decisions.seen_s),
     }
+    for name, values in parts.items():
+        figures[name] = _percentiles(values)
+    return figures
 
 
 def _median(figures: dict[str, Any], key: str, values: list[float]) -> None:
@@ -410,6 +578,42 @@ def _pipeline_figures(
         _median(figures, f"{key}_cpu_s_per_event", [cpu for _, _, _, cpu in measured])
 
 
+LATENCY_PARTS = (
+    ("hop_in", "broker hop (publish → a plain consumer sees the input)"),
+    ("added", "**added by the pipeline** (input seen → decision produced)"),
+    ("hop_out", "decision's hop out (produced → a plain consumer sees it)"),
+    ("added_seen", "added, decision seen (input seen → decision seen: added + hop out)"),
+    ("end_to_end", "end to end (publish → decision seen)"),
+)
+ADDED_P50_GOAL_MS = 5.0
+ADDED_P99_GOAL_MS = 25.0
+
+
+def _latency_markdown(latency: dict[str, Any]) -> str:
+    """The latency bullet of a `make bench` section: a table of each part's percentiles."""
+    nan = float("nan")
+    rows = "\n".join(
+        f"  | {label} | {latency.get(key, {}).get('p50_ms', nan):.1f} "
+        f"| {latency.get(key, {}).get('p99_ms', nan):.1f} | {latency.get(key, {}).get('max_ms', nan):.1f} |"
+        for key, label in LATENCY_PARTS
+    )
+    added = latency.get("added", {})
+    met = (
+        added.get("p50_ms", nan) <= ADDED_P50_GOAL_MS
+        and added.get("p99_ms", nan) <= ADDED_P99_GOAL_MS
+    )
+    return (
+        f"- Decision latency at {LATENCY_RATE_PER_S:,} msg/s offered (unkeyed producer, librdkafka\n"
+        f"  defaults; {latency.get('messages', 0):,} payments of {latency.get('sent', 0):,} sent, "
+        f"one process, risk scoring on; the worker used {latency.get('worker_cpu_share', nan):.0%} "
+        f"of a core meanwhile), ms\n"
+        f"  (`python -m centflow.ops.bench --only latency`; `_latency` says how each part is timed;\n"
+        f"  goal for the part added: p50 ≤ {ADDED_P50_GOAL_MS:g}, p99 ≤ {ADDED_P99_GOAL_MS:g}: "
+        f"{'met' if met else 'not met'}):\n\n"
+        f"  | part | p50 | p99 | max |\n  |---|---:|---:|---:|\n{rows}\n"
+    )
+
+
 def _markdown(figures: dict[str, Any], command: str) -> str:
     f = figures
     latency = f["latency"]
@@ -474,8 +678,7 @@ Windows {WINDOW_S} s, lateness {LATENESS_S} s, topic of {PARTITIONS} partitions.
   replay {cost("replay")}.
   CPU seconds are the figure to compare: this machine is shared and noisy, and CPU time
   varies much less than wall time.
-- Decision latency at {LATENCY_RATE_PER_S:,} msg/s ({latency.get("messages", 0):,} payments, Kafka in → `payments.decisions` out):
-  p50 {latency.get("p50_ms", float("nan")):.1f} ms, p99 {latency.get("p99_ms", float("nan")):.1f} ms, max {latency.get("max_ms", float("nan")):.1f} ms.
+{_latency_markdown(latency)}
 - Money stage alone (`centflow.ops.bench_money`: settlement, fees, payouts, ledger, in one
   process, CPU time, median of {f.get("repeat", 1)}): **{f["money"]["money_us_per_event"]:.2f} µs per event**
   with the shipped fee schedule, {f["money"]["money_no_fees_us_per_event"]:.2f} µs with no fees,
@@ -500,6 +703,40 @@ Windows {WINDOW_S} s, lateness {LATENESS_S} s, topic of {PARTITIONS} partitions.
 """
 
 
+def run_latency(work: Path, repeat: int) -> list[dict[str, Any]]:
+    """Only the latency measurement, `repeat` times (a fresh topic each), on a small log."""
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "latency.jsonl.gz"
+    write_log(
+        log,
+        LATENCY_LOG_EVENTS,
+        seed=1,
+        start_us=parse_rfc3339_us("2026-11-02T00:00:00Z"),
+        duration_s=600,
+        window_hint_s=300,
+    )
+    runs = []
+    with LocalBroker(log_path=work / "broker.log") as broker:
+        client = client_config(broker.bootstrap)
+        for index in range(repeat):
+            runs.append(_latency(client, log, work / "latency", topic=f"latency-{index}"))
+            print(_latency_markdown(runs[-1]), flush=True)
+    return runs
+
+
+def _latency_only_markdown(runs: list[dict[str, Any]], command: str) -> str:
+    tables = "\n".join(
+        f"Run {index} of {len(runs)}:\n\n{_latency_markdown(latency)}"
+        for index, latency in enumerate(runs, 1)
+    )
+    return f"""## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — decision latency only
+
+Command: `{command}`. Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}.
+Windows {WINDOW_S} s, lateness {LATENESS_S} s, topic of {PARTITIONS} partitions.
+
+{tables}"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m centflow.ops.bench", description=__doc__.splitlines()[0]
@@ -512,14 +749,26 @@ def main() -> None:
     parser.add_argument(
         "--write", type=Path, default=None, help="append the figures to this Markdown file"
     )
+    parser.add_argument(
+        "--only",
+        choices=["latency"],
+        default=None,
+        help="only this measurement (latency: on a small log, --repeat runs)",
+    )
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    figures = run(args.events, args.work, args.repeat)
-    text = _markdown(
-        figures,
-        f"make bench (python -m centflow.ops.bench --events {args.events} --repeat {args.repeat})",
-    )
+    if args.only == "latency":
+        text = _latency_only_markdown(
+            run_latency(args.work, args.repeat),
+            f"python -m centflow.ops.bench --only latency --repeat {args.repeat}",
+        )
+    else:
+        figures = run(args.events, args.work, args.repeat)
+        text = _markdown(
+            figures,
+            f"make bench (python -m centflow.ops.bench --events {args.events} --repeat {args.repeat})",
+        )
     print(text)
     if args.write is not None:
         header = "# Benchmarks\n\nFigures from `make bench`, newest first. See `centflow/ops/bench.py` for what each one measures.\n\n"

@@ -54,6 +54,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections import deque
+from collections.abc import Callable
 from itertools import chain
 from typing import Any
 
@@ -247,6 +248,9 @@ class RiskShard(AsOfShard):
         self.examples: list[Example] = []
         self.epoch: int | None = None
         self.model_errors = 0
+        #: called, when set, with the groups a call has decided before it learns (an epoch
+        #: starts): they need not wait for the learning (not state: never pickled)
+        self.before_learning: Callable[[list[Group]], None] | None = None
         if state is not None:
             self.restore_sequencer(state[0])
             self.book = PayerBook(state[1])
@@ -272,13 +276,16 @@ class RiskShard(AsOfShard):
     # -- describing (scoring and deciding) groups, an epoch at a time
 
     def _describe_groups(self, groups: list[Group]) -> None:
-        start = 0
+        start = published = 0
         while start < len(groups):
             epoch = groups[start].as_of_us // EPOCH_US
             end = start + 1
             while end < len(groups) and groups[end].as_of_us // EPOCH_US == epoch:
                 end += 1
             if epoch != self.epoch:
+                if start > published and self.before_learning is not None:
+                    self.before_learning(groups[published:start])  # out before the learning
+                    published = start
                 self._learn(epoch * EPOCH_US, sweep=epoch % SPENDING_SWEEP_EPOCHS == 0)
                 self.frozen = self.model.frozen()
                 self.epoch = epoch

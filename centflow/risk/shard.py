@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 from centflow.errors import invariant
 from centflow.ingest.columns import concat, empty_batch
 from centflow.limits import WATERMARK_END_US
-from centflow.progress import Envelope, Frontier
+from centflow.progress import WATERMARK_NONE_US, Envelope, Frontier
 from centflow.risk.features import AS_OF_STEP_US, PAYEE_FEATURES, PayeeBook, is_tiny
 
 _CANONICAL = [("ingest_us", "ascending"), ("payee_id", "ascending"), ("event_id", "ascending"), ("type", "ascending")]  # fmt: skip
@@ -107,9 +107,20 @@ class AsOfShard:
         self.frontier = Frontier(origins)
         self.pending: list[tuple[pa.RecordBatch, np.ndarray | None]] = []
         self.uncommitted: deque[Group] = deque()
+        #: groups before this (µs) may be committed: the frontier has passed their second
+        self.passed_us = WATERMARK_NONE_US
 
     def push(self, envelopes: list[Envelope]) -> list[Group]:
         """Described groups, oldest first (each event exactly once, over all calls)."""
+        described = self.describe(envelopes)
+        self.commit_passed()
+        return described
+
+    def describe(self, envelopes: list[Envelope]) -> list[Group]:
+        """Steps 1 to 3 of `push`: the described groups, with step 4 left for
+        `commit_passed`, so that a caller can send what was described first (the
+        commits only prepare the state for later groups: the next `describe` makes
+        them first if `commit_passed` was not called)."""
         for envelope in envelopes:
             if envelope.events.num_rows:
                 self.pending.append((envelope.events, envelope.context))
@@ -120,8 +131,12 @@ class AsOfShard:
         described = self._ready(None if ended else second_us + AS_OF_STEP_US)
         if described:
             self._describe_groups(described)
-        self._commit_before(WATERMARK_END_US if ended else second_us)
+        self.passed_us = WATERMARK_END_US if ended else second_us
         return described
+
+    def commit_passed(self) -> None:
+        """Step 4 of `push`: commit every group whose second the frontier has passed."""
+        self._commit_before(self.passed_us)
 
     def _describe_groups(self, groups: list[Group]) -> None:
         """Steps 3 for the groups of one ready block (a subclass may take them together,
