@@ -496,7 +496,7 @@ def test_scores_do_not_depend_on_which_partition_runs_ahead_within_a_second(seed
             events, lambda e: "ab"[int(e.event_id[1:]) % 2], order_seed + 1
         )
     assert in_order == by_payer == by_event
-    assert len({score for _, score, _ in in_order.values()}) > 20  # the models speak
+    assert len({score for _, score, _ in in_order.values()}) > 10  # the models speak
 
 
 def test_a_failing_feature_sends_that_payment_to_review_as_a_model_error(monkeypatch):
