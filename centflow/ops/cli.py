@@ -275,9 +275,12 @@ def _say_reviews_waiting(out: Path) -> None:
     except ConfigError:  # no payments written at all: nothing waits
         return
     if waiting:
-        console.print(
+        logs.say(
+            console,
+            "reviews_waiting",
             f"{waiting:,} payments wait for review: `centflow review list --out {out}`, "
-            f"then `centflow review release|decline EVENT_ID... --out {out}`"
+            f"then `centflow review release|decline EVENT_ID... --out {out}`",
+            payments=waiting,
         )
 
 

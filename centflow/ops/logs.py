@@ -46,6 +46,7 @@ EVENTS = {
     "run_started": "input, partitions, workers, out, until_idle (and kafka: its redacted settings)",
     "progress": "read, total, settled, rate_per_s, event_clock",
     "run_finished": "seconds",
+    "reviews_waiting": "payments (held for review, not yet resolved)",
     "run_stopped": "signal, seconds, out",
     "process_done": "process_id, processes: a cluster's process other than 0 is done",
     "summary": "database, ok, outcomes, checks, tables (rows per table), repeated_event_ids",
