@@ -492,6 +492,7 @@ def test_scores_do_not_depend_on_which_partition_runs_ahead_within_a_second(seed
         by_payer = _decide_interleaved(
             events, lambda e: "a" if hash(e.payer_id) % 2 else "b", order_seed
         )
+
         # a reversal reaches the payer shard after its payment (admission holds it until
         # every partition has passed it), so it comes from its payment's origin
         def by_number(event) -> str:
