@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import msgspec
 
 from centflow.ingest.columns import to_batch
@@ -49,3 +53,16 @@ def payment(
 def envelope(origin: str, watermark_us: int, events: list[Payment], shard: int = 0) -> Envelope:
     """An envelope of `events` (as a record batch) from `origin`."""
     return Envelope(origin, shard, watermark_us, to_batch(events))
+
+
+def centflow(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m centflow ARGS` in a child, with no ``CENTFLOW_*`` variable but `env`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CENTFLOW_")}
+    return subprocess.run(
+        [sys.executable, "-m", "centflow", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**clean, **(env or {})},
+    )

@@ -3,31 +3,17 @@ one line for a wrong key, type or value; `centflow config show` with secrets red
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from centflow.config import load_file_config
+from tests.factories import centflow
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "centflow.example.toml"
 EDGE = ROOT / "replay_data" / "edge_cases.jsonl"
-
-
-def centflow(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CENTFLOW_")}
-    return subprocess.run(
-        [sys.executable, "-m", "centflow", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**clean, **(env or {})},
-    )
 
 
 def test_the_shipped_example_is_valid_and_show_prints_it_back_as_a_config(tmp_path: Path):

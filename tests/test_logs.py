@@ -7,9 +7,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import subprocess
-import sys
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,22 +17,11 @@ import pytest
 from centflow.generate.logs import write_log
 from centflow.ingest.timeparse import parse_rfc3339_us
 from centflow.ops import logs
+from tests.factories import centflow
 
 EVENTS = 3_000
 LEVELS = {"info", "warning", "error", "critical"}
 SECRET = "hunter2-very-secret"
-
-
-def centflow(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CENTFLOW_")}
-    return subprocess.run(
-        [sys.executable, "-m", "centflow", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**clean, **(env or {})},
-    )
 
 
 def json_lines(stderr: str) -> list[dict]:

@@ -109,15 +109,9 @@ RESOLUTION_DECISIONS = {
 }
 
 
-class ResolutionMessage(msgspec.Struct):
+class ResolutionMessage(DecisionMessage):
     """A decision of ``payments.decisions`` made by a person: a review resolved."""
 
-    event_id: str
-    decision: str
-    risk_score: float | None
-    model_version: str | None
-    reasons: tuple[str, ...]
-    ingested_at_us: int
     resolved_at_us: int
     review_note: str | None
 
