@@ -210,6 +210,7 @@ class _BrokerStats(msgspec.Struct):
 
 
 class _ClientStats(msgspec.Struct):
+    ts: int = 0  # when librdkafka took them, µs on its own monotonic clock; 0: unknown
     brokers: dict[str, _BrokerStats] = {}
 
 
@@ -220,6 +221,13 @@ class BrokerAnswers:
     """Whether the broker leading one partition is answering, from a consumer's
     statistics (its ``stats_cb``): when it last sent anything, and since when it has
     answered without a gap of `ANSWER_GAP_S`. Owns no client; `clock` is injectable.
+
+    Statistics wait in the consumer's queue until the worker next polls, and a worker
+    can be held for as long as the broker is away (a snapshot flushes the decisions
+    producer). Served late, a statistic taken in the middle of a pause would look like
+    a fresh answer, and the pause would count as quiet time. So each one is dated by
+    librdkafka's own clock (``ts``), mapped onto `clock` by the smallest delay seen
+    between taking and serving: a pause shows as the gap it was, whenever it is read.
 
     >>> answers = BrokerAnswers("t-0", clock=lambda: 100.0)
     >>> answers.answering_since_s(), answers.answered_within(ANSWER_GAP_S)
@@ -235,12 +243,14 @@ class BrokerAnswers:
         self._clock = clock
         self._answered_s: float | None = None
         self._since_s: float | None = None
+        self._offset_s: float | None = None  # `clock` minus librdkafka's, at the least delay
 
     def __call__(self, text: str) -> None:
-        now_s = self._clock()
+        stats = _decode_stats(text)
+        now_s = self._taken_s(stats.ts)
         brokers = [
             broker
-            for broker in _decode_stats(text).brokers.values()
+            for broker in stats.brokers.values()
             if broker.source not in ("internal", "logical") and broker.state == "UP"
         ]
         leaders = [broker for broker in brokers if self._toppar in broker.toppars] or brokers
@@ -255,6 +265,16 @@ class BrokerAnswers:
             self._since_s = None  # a gap: a streak of answers starts again
         elif self._since_s is None:
             self._since_s = now_s
+
+    def _taken_s(self, ts_us: int) -> float:
+        """When (`clock` seconds) statistics stamped `ts_us` were taken."""
+        served_s = self._clock()
+        if ts_us <= 0:
+            return served_s
+        offset_s = served_s - ts_us / MICROS_PER_SECOND
+        if self._offset_s is None or offset_s < self._offset_s:
+            self._offset_s = offset_s  # the promptest serve yet: the best mapping
+        return ts_us / MICROS_PER_SECOND + self._offset_s
 
     def answered_within(self, seconds: float) -> bool:
         """Whether the broker sent anything in the last `seconds`."""

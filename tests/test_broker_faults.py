@@ -17,6 +17,7 @@ a new broker on the same port would start empty.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -178,6 +179,47 @@ def _end(runner: subprocess.Popen[str]) -> None:
     if runner.poll() is None:
         os.killpg(runner.pid, signal.SIGKILL)
         runner.wait(10)
+
+
+def _stats(ts_s: float, rxidle_s: float) -> str:
+    return json.dumps(
+        {
+            "ts": round(ts_s * 1e6),
+            "brokers": {
+                "b/1": {
+                    "source": "learned",
+                    "state": "UP",
+                    "rxidle": round(rxidle_s * 1e6),
+                    "toppars": {"t-0": {}},
+                }
+            },
+        }
+    )
+
+
+def test_statistics_served_late_still_show_the_pause_they_were_taken_in():
+    """A worker held through a pause (its snapshot flushes to the paused broker) reads
+    the statistics queued meanwhile all at once, after the broker is back: they must
+    date the pause by when they were taken, not by when they were read, or the pause
+    counts as quiet time and the partition ends as idle on the spot."""
+    from dataflows.sources import ANSWER_GAP_S, BrokerAnswers
+
+    now = [100.0]
+    answers = BrokerAnswers("t-0", clock=lambda: now[0])
+    for step in range(8):  # answering, read promptly (librdkafka's clock is 5,000 s ahead)
+        now[0] = 100.0 + step * 0.25
+        answers(_stats(now[0] + 5_000, 0.01))
+    assert answers.answering_since_s() == 100.0
+    paused_s, resumed_s = now[0], now[0] + PAUSE_S
+    now[0] = resumed_s + 0.5  # the worker polls again: a pause's statistics, then fresh ones
+    taken = [paused_s + 0.25 * step for step in range(1, round(PAUSE_S / 0.25) + 3)]
+    for taken_s in taken:
+        rxidle_s = taken_s - paused_s if taken_s < resumed_s else 0.01
+        answers(_stats(taken_s + 5_000, rxidle_s))
+        assert answers.answered_s() == pytest.approx(taken_s - rxidle_s)
+    since_s = answers.answering_since_s()
+    assert since_s is not None and since_s >= resumed_s, "the pause was not seen as a gap"
+    assert answers.answered_within(ANSWER_GAP_S)
 
 
 def test_a_partition_is_not_idle_while_its_broker_is_paused(broker, tmp_path):
