@@ -70,9 +70,13 @@ def test_readers_see_whole_loads_while_a_replay_runs(tmp_path: Path) -> None:
         [subprocess.list2cmdline(centflow("run", "--replay", SAMPLE_LOG, "--out", out))]
         + [subprocess.list2cmdline(centflow("recon", "--out", out))] * RELOADS
     )
-    writer = subprocess.Popen(
-        ["bash", "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    # Its output goes to files: a pipe nobody reads while the loop runs would fill
+    # (the reports are longer than a pipe holds) and stop the writer until the deadline.
+    said, errors = tmp_path / "writer.out", tmp_path / "writer.err"
+    with said.open("w") as stdout_file, errors.open("w") as stderr_file:
+        writer = subprocess.Popen(
+            ["bash", "-c", script], cwd=REPO, stdout=stdout_file, stderr=stderr_file, text=True
+        )
     reads, files = 0, set()
     deadline = time.monotonic() + TIMEOUT_S
     while writer.poll() is None and time.monotonic() < deadline:
@@ -80,7 +84,8 @@ def test_readers_see_whole_loads_while_a_replay_runs(tmp_path: Path) -> None:
         with duckdb.connect(str(database), read_only=True) as reader:
             assert whole(reader) == expected
         reads += 1
-    stdout, stderr = writer.communicate(timeout=TIMEOUT_S)
+    writer.wait(timeout=TIMEOUT_S)
+    stdout, stderr = said.read_text(), errors.read_text()
     assert writer.returncode == 0, stderr[-2000:]
     assert stdout.count("DuckDB: ") == 1 + RELOADS
     files.add(database.stat().st_ino)
