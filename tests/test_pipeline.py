@@ -298,7 +298,7 @@ def test_a_run_killed_with_sigkill_then_rerun_counts_nothing_twice(tmp_path):
     log = tmp_path / "log.jsonl.gz"
     write_log(
         log,
-        200_000,
+        100_000,
         seed=11,
         start_us=parse_rfc3339_us("2026-11-02T09:00:00Z"),
         duration_s=6 * 3600,
