@@ -741,7 +741,7 @@ def net_window(
                 carry_in,
                 carry_out,
                 np.full(size, closed_us, dtype=np.int64),
-                pa.array(fx.status, pa.string()),
+                fx.status_names(),
                 pa.array(fx.converted, mask=~converted),
                 pa.array(fx.spread, mask=~converted),
             ],
