@@ -644,9 +644,15 @@ def _split_weights(
     order = np.argsort(key, kind="stable")
     key = key[order]
     firsts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
-    products = amounts * bps
-    if int(amounts.max()) >= 2**62 // (BPS_WHOLE * int(np.diff(np.append(firsts, len(key))).max())):
-        products = amounts.astype(object) * bps  # sums past int64: exact Python ints
+    sizes = np.diff(np.append(firsts, len(key)))
+    magnitudes = np.abs(amounts[order])
+    bps_max = max(int(np.abs(bps).max()), 1)
+    # int64 is exact when no group's sum of |amount| × the largest bps can pass it
+    exact_in_int64 = int(magnitudes.max()) * int(sizes.max()) < 2**62 and (
+        int(np.add.reduceat(magnitudes, firsts).max()) * bps_max < 2**62
+    )
+    # past int64, the sums are made in exact Python ints
+    products = amounts * bps if exact_in_int64 else amounts.astype(object) * bps
     weights = np.add.reduceat(products[order], firsts).tolist()
     unique = key[firsts]
     row_payees = _whole(events["payee_id"]).take(pa.array(rows))
