@@ -781,17 +781,19 @@ def net_window(
     batch_of_row = pa.array(batch_of)
     positions = np.arange(count) - np.repeat(starts, counts)
     event_batch_ids = batch_ids.take(batch_of_row)
-    out.entries.append(post_events(events, event_batch_ids, positions, closed_us))
-    groups = pa.array(fees.batch_of_group)
+    out.entries.append(
+        post_events(events, is_payment, batch_ids, batch_of, positions, payees, closed_us)
+    )
     group_rank = np.arange(len(fees.batch_of_group)) - np.repeat(
         np.cumsum(fees.groups_per_batch) - fees.groups_per_batch, fees.groups_per_batch
     )
     out.entries.append(
         post_fees(
-            batch_ids.take(groups),
-            payees.take(groups),
+            batch_ids,
+            fees.batch_of_group,
+            payees,
             fees.rails,
-            currencies.take(groups),
+            currencies,
             2 * counts[fees.batch_of_group] + FEE_POSTINGS_PER_GROUP * group_rank,
             fees.charged,
             fees.rail_cost,
@@ -801,12 +803,13 @@ def net_window(
     first_batch_sequence = 2 * counts + FEE_POSTINGS_PER_GROUP * fees.groups_per_batch
     if converted.any():
         rows = np.flatnonzero(converted)
+        picked = pa.array(rows)
         out.entries.append(
             post_fx(
-                batch_ids.take(pa.array(rows)),
-                [payee_list[row] for row in rows.tolist()],
-                [currency_list[row] for row in rows.tolist()],
-                [fx.settlement_currency[row] for row in rows.tolist()],
+                batch_ids.take(picked),
+                payees.take(picked),
+                currencies.take(picked),
+                targets.take(picked),
                 first_batch_sequence[rows],
                 net[rows],
                 fx.converted[rows],
