@@ -127,28 +127,40 @@ def _fixed_width(values: pa.Array) -> np.ndarray | None:
     return np.frombuffer(values.buffers()[2], f"V{width}", count, int(offsets[0]))
 
 
-def entry_ids(batch_ids: pa.Array, batch_rows: np.ndarray, sequence: np.ndarray) -> pa.Array:
-    """``batch_ids[batch_rows[i]] + entry_suffixes(...)[sequence[i]]`` for every i.
+def entry_ids(
+    batch_ids: pa.Array, batch_rows: np.ndarray, sequence: np.ndarray
+) -> tuple[pa.Array, pa.Array]:
+    """(entry ids, batch ids) of postings: ``batch_ids[batch_rows[i]] +
+    entry_suffixes(...)[sequence[i]]`` and ``batch_ids[batch_rows[i]]`` for every i.
 
     Batch ids of one width (as `centflow.money.settlement` makes them) and entry
-    numbers below a million are joined as raw bytes in NumPy; others by Arrow.
+    numbers below a million are gathered and joined as raw bytes in NumPy; others by
+    Arrow.
     """
     count = len(batch_rows)
     invariant(count == len(sequence), "entry ids misaligned with their sequence numbers")
-    last = int(sequence.max()) if count else 0
     invariant(int(sequence.min(initial=0)) >= 0, "a negative entry number")
+    last = int(sequence.max()) if count else 0
     suffixes = entry_suffixes(last + 1)
+    batch_ids = _whole(batch_ids)
     fixed = _fixed_width(batch_ids) if last < _SUFFIX_FIXED_LIMIT else None
     if fixed is not None and count * (fixed.itemsize + _SUFFIX_WIDTH) < 2**31:
+        picked = fixed[batch_rows]
         suffix_bytes = np.frombuffer(suffixes.buffers()[2], f"V{_SUFFIX_WIDTH}", last + 1)
         joined = np.empty(count, np.dtype([("batch", fixed.dtype), ("suffix", suffix_bytes.dtype)]))
-        joined["batch"] = fixed[batch_rows]
+        joined["batch"] = picked
         joined["suffix"] = suffix_bytes[sequence]
-        width = joined.dtype.itemsize
-        offsets = np.arange(0, (count + 1) * width, width, dtype=np.int32)
-        return pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(joined))
-    ids = _whole(batch_ids).take(pa.array(batch_rows, pa.int64()))
-    return pc.binary_join_element_wise(ids, suffixes.take(pa.array(sequence, pa.int64())), "")
+        return _fixed_strings(joined), _fixed_strings(picked)
+    ids = batch_ids.take(pa.array(batch_rows, pa.int64()))
+    entries = pc.binary_join_element_wise(ids, suffixes.take(pa.array(sequence, pa.int64())), "")
+    return entries, ids
+
+
+def _fixed_strings(items: np.ndarray) -> pa.Array:
+    """A string array over the bytes of `items`, one string per item."""
+    width = items.dtype.itemsize
+    offsets = np.arange(0, (len(items) + 1) * width, width, dtype=np.int32)
+    return pa.StringArray.from_buffers(len(items), pa.py_buffer(offsets), pa.py_buffer(items))
 
 
 class Leg(NamedTuple):
@@ -206,10 +218,11 @@ def post_legs(
         pa.nulls(len(leg.items), pa.string()) if leg.event_id is None else _whole(leg.event_id)
         for leg in legs
     ]
+    entry_id_column, batch_id_column = entry_ids(batch_ids, batch_rows, sequence)
     return pa.table(
         [
-            entry_ids(batch_ids, batch_rows, sequence),
-            _whole(batch_ids).take(pa.array(batch_rows, pa.int64())),
+            entry_id_column,
+            batch_id_column,
             _joined(event_ids),
             _joined(kinds),
             _joined([_whole(leg.account) for leg in legs]),
