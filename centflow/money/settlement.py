@@ -550,8 +550,8 @@ def _window_columns(events: pa.RecordBatch) -> pa.RecordBatch:
 
 def _group_codes(events: pa.Table) -> np.ndarray:
     """One int64 per row, equal for rows of the same (payee, currency)."""
-    payees = pc.dictionary_encode(events["payee_id"]).combine_chunks()
-    currencies = pc.dictionary_encode(events["currency"]).combine_chunks()
+    payees = pc.dictionary_encode(_whole(events["payee_id"]))
+    currencies = pc.dictionary_encode(_whole(events["currency"]))
     return payees.indices.to_numpy().astype(np.int64) * len(
         currencies.dictionary
     ) + currencies.indices.to_numpy().astype(np.int64)
@@ -699,7 +699,7 @@ def net_window(
             for chunk in chunks
         ],
         schema=WINDOW_SCHEMA,
-    ).combine_chunks()
+    )  # in chunks: the sort and the take below read them as they are
     count = events.num_rows
     invariant(count > 0, "window %s closed with no events", index)
     grouped = events.append_column("_group", pa.array(_group_codes(events)))
