@@ -325,12 +325,15 @@ def batch_fees(
     batch_of_row: np.ndarray,
     batch_ids: pa.Array,
     batch_count: int,
+    rails: pa.DictionaryArray | None = None,
 ) -> BatchFees:
     """Fees of every batch of a window, once per batch and rail (module docstring).
 
     `events` are the window's sorted events (``type``, ``rail``, ``currency``,
-    ``amount_micros``), `batch_of_row` the batch of each; a batch is in one currency."""
-    encoded = pc.dictionary_encode(events["rail"]).combine_chunks()
+    ``amount_micros``), `batch_of_row` the batch of each; a batch is in one currency.
+    `rails` is ``events["rail"]`` dictionary-encoded, when the caller has it."""
+    encoded = pc.dictionary_encode(_whole(events["rail"])) if rails is None else rails
+    invariant(len(encoded) == events.num_rows, "rail codes misaligned with their events")
     # Codes in the order of the rail names, not of first appearance: a batch's
     # groups (and so its entry ids) must not depend on how its events arrived.
     order = pc.sort_indices(encoded.dictionary).to_numpy()

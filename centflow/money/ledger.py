@@ -251,6 +251,7 @@ def post_events(
     positions: np.ndarray,
     payees: pa.Array,
     posted_us: int,
+    rails: pa.DictionaryArray | None = None,
 ) -> pa.Table:
     """The two postings of every event, a column at a time.
 
@@ -259,7 +260,8 @@ def post_events(
     batch's payee that of its events) and `positions` its place in that batch. A
     payment debits its rail's clearing account and credits the payee's
     payable; a refund or chargeback does the opposite. The event at position
-    ``i`` posts entries ``2i`` (the debit) and ``2i + 1`` (the credit).
+    ``i`` posts entries ``2i`` (the debit) and ``2i + 1`` (the credit). `rails` is
+    ``events["rail"]`` dictionary-encoded, when the caller has it.
     """
     count = events.num_rows
     invariant(
@@ -268,7 +270,9 @@ def post_events(
     )
     if not count:
         return LEDGER_SCHEMA.empty_table()
-    rails = pc.dictionary_encode(_whole(events["rail"]))
+    if rails is None:
+        rails = pc.dictionary_encode(_whole(events["rail"]))
+    invariant(len(rails) == count, "rail codes misaligned with their events")
     # accounts: [clearing of each rail..., payable of each batch...]
     accounts = pa.concat_arrays(
         [

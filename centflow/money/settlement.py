@@ -733,7 +733,8 @@ def net_window(
     batch_ids = batch_ids_for(payees, currencies, window_start_us, window_us, parts)
     size = len(starts)
     batch_of = np.repeat(np.arange(size), counts)
-    fees = batch_fees(fee_terms or {}, events, batch_of, batch_ids, size)
+    rails = pc.dictionary_encode(_whole(events["rail"]))
+    fees = batch_fees(fee_terms or {}, events, batch_of, batch_ids, size, rails)
     net = gross - refunds - fees.per_batch
     payee_list, currency_list = payees.to_pylist(), currencies.to_pylist()
     fx = convert(fx_book, events, starts, counts, is_payment, batch_ids, payee_list, currency_list, fees.per_batch, net)  # fmt: skip
@@ -745,7 +746,7 @@ def net_window(
         parts,
         fx.credited,
         carry_micros,
-        _split_weights(events, is_payment, starts, np.repeat(np.arange(len(starts)), counts)),
+        _split_weights(events, is_payment, starts, batch_of),
         fx.settlement_currency,
         held,
     )
@@ -782,7 +783,7 @@ def net_window(
     positions = np.arange(count) - np.repeat(starts, counts)
     event_batch_ids = batch_ids.take(batch_of_row)
     out.entries.append(
-        post_events(events, is_payment, batch_ids, batch_of, positions, payees, closed_us)
+        post_events(events, is_payment, batch_ids, batch_of, positions, payees, closed_us, rails)
     )
     group_rank = np.arange(len(fees.batch_of_group)) - np.repeat(
         np.cumsum(fees.groups_per_batch) - fees.groups_per_batch, fees.groups_per_batch
