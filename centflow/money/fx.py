@@ -262,7 +262,8 @@ SETTLED, AWAITING_RATE, FX_OVERFLOW = 0, 1, 2
 
 class Conversion:
     """A window's batches after FX (one row per batch): the settlement currency, the
-    status (``settled``, ``awaiting_rate``, ``fx_overflow``), the batch's rate (the
+    status (``settled``, ``awaiting_rate``, ``fx_overflow``, coded as in `STATUS_NAMES`;
+    `status_names` gives the text), the batch's rate (the
     latest event's, 10⁻¹²; `RATE_SCALE` when no conversion), what the net converted
     to, the spread kept, and what the payee is credited (its net when not
     converted); plus the `FX_SCHEMA` rows of the rates used."""
