@@ -329,20 +329,27 @@ def post_batches(
     every = np.arange(count)
     payout_sequence = first_sequence + 2 * (carry_in_micros != 0)
     payees, currencies = _whole(payees), _whole(currencies)
+
+    def pick(values: pa.Array, items: np.ndarray) -> pa.Array:
+        return values if len(items) == count else values.take(pa.array(items))
+
     carry_in, carry_out = carry_in_micros[ins], carry_out_micros[outs]
-    # (kind, batches, sequence, account prefix, amount), in entry order
+    payable = pc.binary_join_element_wise("payee_payable:", payees, "")  # used by four legs
+    in_account = pc.binary_join_element_wise(_carry_prefixes(carry_in), pick(payees, ins), "")
+    out_account = pc.binary_join_element_wise(_carry_prefixes(carry_out), pick(payees, outs), "")
+    # (kind, batches, sequence, account, amount), in entry order
     postings = (
-        ("carry_in", ins, first_sequence[ins], _carry_prefixes(carry_in), carry_in),
-        ("carry_in", ins, first_sequence[ins] + 1, "payee_payable:", -carry_in),
-        ("payout", every, payout_sequence, "payee_payable:", payout_micros),
-        ("payout", every, payout_sequence + 1, "payee_payout:", -payout_micros),
-        ("carry_out", outs, payout_sequence[outs] + 2, "payee_payable:", carry_out),
-        ("carry_out", outs, payout_sequence[outs] + 3, _carry_prefixes(carry_out), -carry_out),
-    )
+        ("carry_in", ins, first_sequence[ins], in_account, carry_in),
+        ("carry_in", ins, first_sequence[ins] + 1, pick(payable, ins), -carry_in),
+        ("payout", every, payout_sequence, payable, payout_micros),
+        ("payout", every, payout_sequence + 1, account_of("payee_payout:", payees, every), -payout_micros),
+        ("carry_out", outs, payout_sequence[outs] + 2, pick(payable, outs), carry_out),
+        ("carry_out", outs, payout_sequence[outs] + 3, out_account, -carry_out),
+    )  # fmt: skip
     legs = [
-        Leg(items, sequence, kind, account_of(prefix, payees, items), currencies.take(pa.array(items)), amounts)
-        for kind, items, sequence, prefix, amounts in postings
-    ]  # fmt: skip
+        Leg(items, sequence, kind, account, pick(currencies, items), amounts)
+        for kind, items, sequence, account, amounts in postings
+    ]
     return post_legs(batch_ids, every, legs, posted_us)
 
 

@@ -497,8 +497,9 @@ class SettlementShard:
             index = np.where(closed, self.sealed_index, index)
             late = late | closed
         events = events.set_column(_LATE, "late", pa.array(late))
-        indexes = np.unique(index)
-        for window in indexes.tolist():
+        first, last = int(index.min()), int(index.max())
+        indexes = [first] if first == last else np.unique(index).tolist()  # mostly one window
+        for window in indexes:
             chunk = events if len(indexes) == 1 else events.filter(pa.array(index == window))
             self.open_windows.setdefault(window, []).append(chunk)
 
