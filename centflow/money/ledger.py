@@ -205,8 +205,14 @@ def post_legs(
             "a %s leg's columns are misaligned",
             leg.kind if isinstance(leg.kind, str) else "posting",
         )
+        invariant(
+            isinstance(leg.kind, str) or len(leg.kind) == len(leg.items),
+            "a leg's kinds are misaligned",
+        )
     batch_rows = batch_of_item[np.concatenate([leg.items for leg in legs])]
     count = len(batch_rows)
+    in_range = int(batch_rows.min()) >= 0 and int(batch_rows.max()) < len(batch_ids)
+    invariant(in_range, "a posting of no batch")
     sequence = np.concatenate([leg.sequence for leg in legs])
     kinds = [
         pa.repeat(pa.scalar(leg.kind, pa.string()), len(leg.items))
