@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from centflow.errors import ConfigError
+from centflow.errors import ConfigError, invariant
 from centflow.limits import AMOUNT_MICROS_MAX, MICROS_PER_UNIT
 from centflow.money.amounts import is_currency, minor_unit_exponent
 
@@ -305,18 +305,35 @@ def _sum_by(codes: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def _unique_codes(keys: np.ndarray, key_limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(keys, return_inverse=True)` for non-negative keys below `key_limit`,
+    by marking the keys present rather than sorting them when the range is small."""
+    if not len(keys) or key_limit > 4 * len(keys) + 1024:
+        unique, inverse = np.unique(keys, return_inverse=True)
+        return unique, inverse.reshape(-1)
+    invariant(int(keys.min()) >= 0 and int(keys.max()) < key_limit, "a key out of range")
+    present = np.zeros(key_limit, dtype=bool)
+    present[keys] = True
+    unique = np.flatnonzero(present)
+    code_of_key = np.cumsum(present, dtype=np.int64) - 1
+    return unique, code_of_key[keys]
+
+
 def batch_fees(
     table: dict[tuple[str, str], FeeTerms],
     events: pa.Table,
     batch_of_row: np.ndarray,
     batch_ids: pa.Array,
     batch_count: int,
+    rails: pa.DictionaryArray | None = None,
 ) -> BatchFees:
     """Fees of every batch of a window, once per batch and rail (module docstring).
 
     `events` are the window's sorted events (``type``, ``rail``, ``currency``,
-    ``amount_micros``), `batch_of_row` the batch of each."""
-    encoded = pc.dictionary_encode(events["rail"]).combine_chunks()
+    ``amount_micros``), `batch_of_row` the batch of each; a batch is in one currency.
+    `rails` is ``events["rail"]`` dictionary-encoded, when the caller has it."""
+    encoded = pc.dictionary_encode(_whole(events["rail"])) if rails is None else rails
+    invariant(len(encoded) == events.num_rows, "rail codes misaligned with their events")
     # Codes in the order of the rail names, not of first appearance: a batch's
     # groups (and so its entry ids) must not depend on how its events arrived.
     order = pc.sort_indices(encoded.dictionary).to_numpy()
@@ -325,7 +342,7 @@ def batch_fees(
     rail_names = encoded.dictionary.take(pa.array(order))
     rail_codes = rank[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
     keys = batch_of_row * len(rail_names) + rail_codes
-    unique, group_of_row = np.unique(keys, return_inverse=True)
+    unique, group_of_row = _unique_codes(keys, batch_count * len(rail_names))
     count = len(unique)
     batch_of_group = unique // len(rail_names)
     rails = rail_names.take(pa.array(unique % len(rail_names)))
@@ -339,9 +356,11 @@ def batch_fees(
     first_row = np.zeros(count, np.int64)
     first_row[group_of_row[::-1]] = np.arange(len(group_of_row))[::-1]
     currencies = events["currency"].take(pa.array(first_row))
-    fees = _fees(_term_columns(table, rails, currencies), gross, payments, chargebacks)
+    group_terms = _term_columns(table, rails, currencies)
+    fees = _fees(group_terms, gross, payments, chargebacks)
     ones = np.ones(len(amounts), np.int64)
-    row_terms = _term_columns(table, events["rail"], events["currency"])
+    # a row's terms are its group's: one rail, and one currency per batch
+    row_terms = {name: column[group_of_row] for name, column in group_terms.items()}
     own = _fees(row_terms, amounts, ones, 0 * ones).fee  # each payment's fee, had it been alone
     own = np.where(is_payment, own, 0)
     exceeds = is_payment & (own > amounts)

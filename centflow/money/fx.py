@@ -38,6 +38,7 @@ per batch and rate used, the events' signed amount at that rate, so
 from __future__ import annotations
 
 import gzip
+import operator
 from bisect import bisect_right
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -47,7 +48,7 @@ import numpy as np
 import pyarrow as pa
 
 from centflow.config import FxConfig
-from centflow.errors import ConfigError, InvalidEvent
+from centflow.errors import ConfigError, InvalidEvent, invariant
 from centflow.ingest.timeparse import parse_rfc3339_us
 from centflow.limits import BATCH_MICROS_MAX
 from centflow.money.amounts import is_currency
@@ -254,9 +255,15 @@ class FxBook:
         self.spread_bps = spread_bps
 
 
+#: A batch's FX status, coded in `Conversion.status`.
+STATUS_NAMES = pa.array(["settled", "awaiting_rate", "fx_overflow"], pa.string())
+SETTLED, AWAITING_RATE, FX_OVERFLOW = 0, 1, 2
+
+
 class Conversion:
     """A window's batches after FX (one row per batch): the settlement currency, the
-    status (``settled``, ``awaiting_rate``, ``fx_overflow``), the batch's rate (the
+    status (``settled``, ``awaiting_rate``, ``fx_overflow``, coded as in `STATUS_NAMES`;
+    `status_names` gives the text), the batch's rate (the
     latest event's, 10⁻¹²; `RATE_SCALE` when no conversion), what the net converted
     to, the spread kept, and what the payee is credited (its net when not
     converted); plus the `FX_SCHEMA` rows of the rates used."""
@@ -265,6 +272,7 @@ class Conversion:
         "converted",
         "credited",
         "currencies",
+        "differs",
         "rate",
         "rows",
         "settlement_currency",
@@ -276,7 +284,8 @@ class Conversion:
         size = len(currencies)
         self.currencies = currencies
         self.settlement_currency = list(currencies)
-        self.status = ["settled"] * size
+        self.differs = np.zeros(size, dtype=bool)  # settlement currency is not the batch's
+        self.status = np.full(size, SETTLED, dtype=np.int8)  # codes into STATUS_NAMES
         self.rate = np.full(size, RATE_SCALE, dtype=np.int64)
         self.converted = np.zeros(size, dtype=np.int64)
         self.spread = np.zeros(size, dtype=np.int64)
@@ -286,18 +295,16 @@ class Conversion:
     @property
     def held(self) -> np.ndarray:
         """Batches that pay nothing until they can be converted."""
-        return np.array([status != "settled" for status in self.status], dtype=bool)
+        return self.status != SETTLED
 
     @property
     def fx(self) -> np.ndarray:
         """Batches converted from their currency."""
-        pairs = zip(self.status, self.settlement_currency, self.currencies, strict=True)
-        return np.array([st == "settled" and s != c for st, s, c in pairs], dtype=bool)
+        return (self.status == SETTLED) & self.differs
 
-
-def _trunc(value: int) -> int:
-    """`value` in 10⁻¹⁸ of the major unit as micro-units, toward zero."""
-    return value // RATE_SCALE if value >= 0 else -((-value) // RATE_SCALE)
+    def status_names(self) -> pa.Array:
+        """Each batch's status as text (``settled``, ``awaiting_rate``, ``fx_overflow``)."""
+        return STATUS_NAMES.take(pa.array(self.status))
 
 
 def convert(
@@ -322,12 +329,14 @@ def convert(
     result = Conversion(currencies, net)
     if book is None or not book.payees:
         return result
-    targets = [book.payees.get(payee, currency) for payee, currency in zip(payees, currencies, strict=True)]  # fmt: skip
+    invariant(len(payees) == len(currencies), "payees and currencies misaligned")
+    targets = list(map(book.payees.get, payees, currencies))
     result.settlement_currency = targets
+    differs = np.fromiter(map(operator.ne, targets, currencies), dtype=bool, count=len(targets))
+    result.differs = differs
     by_pair: dict[tuple[str, str], list[int]] = {}
-    for batch, (target, currency) in enumerate(zip(targets, currencies, strict=True)):
-        if target != currency:
-            by_pair.setdefault((currency, target), []).append(batch)
+    for batch in np.flatnonzero(differs).tolist():
+        by_pair.setdefault((currencies[batch], targets[batch]), []).append(batch)
     if not by_pair:
         return result
     occurred = events["occurred_us"].to_numpy()
@@ -337,8 +346,7 @@ def convert(
         batches = np.array(batch_list, dtype=np.int64)
         series = book.rates.series(currency, target)
         if series is None:
-            for batch in batch_list:
-                result.status[batch] = "awaiting_rate"
+            result.status[batches] = AWAITING_RATE
             continue
         sizes = counts[batches]
         rows = np.repeat(starts[batches] - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))  # fmt: skip
@@ -348,12 +356,11 @@ def convert(
         last_rate = rates[firsts + sizes - 1]
         exact = np.add.reduceat(signed[rows].astype(object) * rates.astype(object), firsts)
         exact = exact - fees[batches].astype(object) * last_rate.astype(object)
-        converted = np.array([_trunc(value) for value in exact.tolist()], dtype=object)
-        fits = np.array([abs(value) <= BATCH_MICROS_MAX for value in converted.tolist()], bool)
-        for place in np.flatnonzero(~known | ~fits).tolist():
-            result.status[batch_list[place]] = (
-                "awaiting_rate" if not known[place] else "fx_overflow"
-            )
+        # 10⁻¹⁸ of the major unit to micro-units, toward zero, in Python ints
+        converted = np.where(exact >= 0, exact // RATE_SCALE, -((-exact) // RATE_SCALE))
+        fits = (np.abs(converted) <= BATCH_MICROS_MAX).astype(bool)
+        result.status[batches[~fits]] = FX_OVERFLOW
+        result.status[batches[~known]] = AWAITING_RATE
         done = known & fits
         kept = batches[done]
         value = converted[done].astype(np.int64)
@@ -377,8 +384,8 @@ def convert(
             pa.table(
                 [
                     batch_ids.take(pa.array(row_batch[cuts])),
-                    pa.array(np.full(len(cuts), currency, dtype=object), pa.string()),
-                    pa.array(np.full(len(cuts), target, dtype=object), pa.string()),
+                    pa.repeat(pa.scalar(currency, pa.string()), len(cuts)),
+                    pa.repeat(pa.scalar(target, pa.string()), len(cuts)),
                     pa.array(row_rate[cuts]),
                     pa.array(row_as_of[cuts]),
                     pa.array(np.diff(np.append(cuts, len(row_batch)))),

@@ -36,6 +36,8 @@ done a column at a time; batches with splits, or a window split into parts
 
 from __future__ import annotations
 
+from itertools import compress, repeat
+
 import numpy as np
 import pyarrow as pa
 
@@ -219,9 +221,8 @@ def _split_columns(
     computed in Python ints held in NumPy object arrays (still one pass, no
     per-line Python loop), and the remainders ranked exactly as two int64 halves.
     """
-    held = np.array(
-        [carry_micros.pop((payees[i], currencies[i]), 0) for i in split.tolist()], dtype=np.int64
-    )
+    split_keys = [(payees[i], currencies[i]) for i in split.tolist()]
+    held = np.fromiter(map(carry_micros.pop, split_keys, repeat(0)), np.int64, len(split_keys))
     no_room = np.abs(net[split] + held) > BATCH_MICROS_MAX
     waiting = np.where(no_room, held, 0)
     held = np.where(no_room, 0, held)
@@ -261,11 +262,15 @@ def _split_columns(
     is_payee = weights.is_payee[kept]
     others = np.flatnonzero(~is_payee)
     other_parties = parties.take(pa.array(others)).to_pylist()
-    party_of = dict(zip(others.tolist(), other_parties, strict=True))
+    other_rows = batch_rows[others].tolist()
+    other_keys = [
+        (payees[row], currencies[row], party)
+        for row, party in zip(other_rows, other_parties, strict=True)
+    ]
     carried = np.where(is_payee, np.maximum(held[line_of], 0), 0)
-    for line in np.flatnonzero(~is_payee).tolist():
-        row = int(batch_rows[line])
-        carried[line] = carry_micros.pop((payees[row], currencies[row], party_of[line]), 0)
+    carried[others] = np.fromiter(
+        map(carry_micros.pop, other_keys, repeat(0)), dtype=np.int64, count=len(other_keys)
+    )
     line_sum = share + carried
     line_steps = steps[line_of]
     payout = line_sum // line_steps * line_steps
@@ -274,9 +279,12 @@ def _split_columns(
         bool(np.all((share >= 0) & (carry_out >= 0) & (payout <= AMOUNT_MICROS_MAX))),
         "a split payout overflows",
     )
-    for line in np.flatnonzero(~is_payee & (carry_out != 0)).tolist():
-        row = int(batch_rows[line])
-        carry_micros[(payees[row], currencies[row], party_of[line])] = int(carry_out[line])
+    other_out = carry_out[others]
+    carries = other_out != 0
+    carried_out = zip(
+        compress(other_keys, carries.tolist()), other_out[carries].tolist(), strict=True
+    )
+    carry_micros.update(carried_out)
     # the payee's own carry: its line's remainder; or, in a batch that pays the payee
     # nothing, its remainder waits; and whatever had no room waits too
     payee_line = np.full(len(split), -1, dtype=np.int64)
@@ -286,9 +294,14 @@ def _split_columns(
     payee_next = (
         np.where(paying, payee_out + np.where(has_payee, 0, np.maximum(held, 0)), whole) + waiting
     )
-    for place_in_split in np.flatnonzero(payee_next).tolist():
-        row = int(split[place_in_split])
-        carry_micros[(payees[row], currencies[row])] = int(payee_next[place_in_split])
+    carrying = np.flatnonzero(payee_next)
+    carry_micros.update(
+        zip(
+            [(payees[row], currencies[row]) for row in split[carrying].tolist()],
+            payee_next[carrying].tolist(),
+            strict=True,
+        )
+    )
     sums = np.zeros((3, len(split)), dtype=np.int64)
     np.add.at(sums[0], line_of, carried)
     np.add.at(sums[1], line_of, payout)
@@ -332,9 +345,12 @@ def _unsplit(
     result = Payouts(len(payees))
     keys = list(zip(payees, currencies, strict=True))
     skipped = set(skip)
-    carry_in = np.array(
-        [0 if row in skipped else carry_micros.pop(key, 0) for row, key in enumerate(keys)],
-        dtype=np.int64,
+    carry_in = np.zeros(len(keys), dtype=np.int64)
+    taking = np.ones(len(keys), dtype=bool)
+    taking[list(skipped)] = False
+    taken = np.flatnonzero(taking).tolist()
+    carry_in[taken] = np.fromiter(
+        map(carry_micros.pop, [keys[row] for row in taken], repeat(0)), np.int64, len(taken)
     )
     no_room = np.abs(net + carry_in) > BATCH_MICROS_MAX
     waiting = np.where(no_room, carry_in, 0)
@@ -354,8 +370,10 @@ def _unsplit(
         "a payout or carry loses money or overflows",
     )
     carry_next = carry_out + waiting
-    for row in np.flatnonzero(carry_next).tolist():
-        carry_micros[keys[row]] = int(carry_next[row])
+    carrying = np.flatnonzero(carry_next)
+    carry_micros.update(
+        zip([keys[row] for row in carrying.tolist()], carry_next[carrying].tolist(), strict=True)
+    )
     result.carry_in, result.payout, result.carry_out = carry_in, payout, carry_out
     result.payee_carry_in = carry_in.copy()
     result.payee_payout = payout.copy()
@@ -443,7 +461,7 @@ def _round(micros: int, step: int) -> tuple[int, int]:
 def _steps(currencies: list[str]) -> np.ndarray:
     """Each currency's minor unit in micro-units (looked up once per distinct code)."""
     step_of = {currency: minor_unit_step(currency) for currency in set(currencies)}
-    return np.array([step_of[currency] for currency in currencies], dtype=np.int64)
+    return np.fromiter(map(step_of.__getitem__, currencies), np.int64, len(currencies))
 
 
 def _put(

@@ -46,6 +46,8 @@ runs once per batch (carry, rounding, batch id), never once per event.
 
 from __future__ import annotations
 
+import binascii
+import functools
 import hashlib
 from decimal import Decimal
 
@@ -161,6 +163,36 @@ def batch_id_for(
     """
     text = f"{payee_id}\x1f{currency}\x1f{window_start_us}\x1f{window_us}\x1f{part}"
     return "b-" + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+_BATCH_ID_DIGEST = functools.partial(hashlib.blake2b, digest_size=10)
+_BATCH_ID_WIDTH = 22  # "b-" and 20 hex digits
+
+
+def batch_ids_for(
+    payees: pa.Array, currencies: pa.Array, window_start_us: int, window_us: int, parts: np.ndarray
+) -> pa.Array:
+    """`batch_id_for` of every batch of a window, as one string array: the hashed texts
+    are joined by Arrow and the digests hexed in one call, so Python runs only the
+    hash itself once per batch."""
+    count = len(payees)
+    invariant(len(currencies) == count == len(parts), "batch id columns misaligned")
+    if not count:
+        return pa.array([], pa.string())
+    if parts.any():
+        tails = pa.array([f"{window_start_us}\x1f{window_us}\x1f{part}" for part in parts.tolist()], pa.string())  # fmt: skip
+    else:
+        tails = pa.scalar(f"{window_start_us}\x1f{window_us}\x1f0")
+    texts = pc.binary_join_element_wise(payees, currencies, tails, "\x1f").cast(pa.binary())
+    digests = b"".join(map(hashlib.blake2b.digest, map(_BATCH_ID_DIGEST, texts.to_pylist())))
+    characters = np.empty((count, _BATCH_ID_WIDTH), np.uint8)
+    characters[:, :2] = np.frombuffer(b"b-", np.uint8)
+    characters[:, 2:] = np.frombuffer(binascii.hexlify(digests), np.uint8).reshape(count, -1)
+    offsets = np.arange(0, (count + 1) * _BATCH_ID_WIDTH, _BATCH_ID_WIDTH, dtype=np.int32)
+    ids = pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(characters))
+    first = batch_id_for(payees[0].as_py(), currencies[0].as_py(), window_start_us, window_us, int(parts[0]))  # fmt: skip
+    invariant(ids[0].as_py() == first, "batch ids of a window differ from batch_id_for")
+    return ids
 
 
 class Batch(msgspec.Struct, array_like=True, gc=False, frozen=True):
@@ -465,8 +497,9 @@ class SettlementShard:
             index = np.where(closed, self.sealed_index, index)
             late = late | closed
         events = events.set_column(_LATE, "late", pa.array(late))
-        indexes = np.unique(index)
-        for window in indexes.tolist():
+        first, last = int(index.min()), int(index.max())
+        indexes = [first] if first == last else np.unique(index).tolist()  # mostly one window
+        for window in indexes:
             chunk = events if len(indexes) == 1 else events.filter(pa.array(index == window))
             self.open_windows.setdefault(window, []).append(chunk)
 
@@ -518,8 +551,8 @@ def _window_columns(events: pa.RecordBatch) -> pa.RecordBatch:
 
 def _group_codes(events: pa.Table) -> np.ndarray:
     """One int64 per row, equal for rows of the same (payee, currency)."""
-    payees = pc.dictionary_encode(events["payee_id"]).combine_chunks()
-    currencies = pc.dictionary_encode(events["currency"]).combine_chunks()
+    payees = pc.dictionary_encode(_whole(events["payee_id"]))
+    currencies = pc.dictionary_encode(_whole(events["currency"]))
     return payees.indices.to_numpy().astype(np.int64) * len(
         currencies.dictionary
     ) + currencies.indices.to_numpy().astype(np.int64)
@@ -612,9 +645,15 @@ def _split_weights(
     order = np.argsort(key, kind="stable")
     key = key[order]
     firsts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
-    products = amounts * bps
-    if int(amounts.max()) >= 2**62 // (BPS_WHOLE * int(np.diff(np.append(firsts, len(key))).max())):
-        products = amounts.astype(object) * bps  # sums past int64: exact Python ints
+    sizes = np.diff(np.append(firsts, len(key)))
+    magnitudes = np.abs(amounts[order])
+    bps_max = max(int(np.abs(bps).max()), 1)
+    # int64 is exact when no group's sum of |amount| × the largest bps can pass it
+    exact_in_int64 = int(magnitudes.max()) * int(sizes.max()) < 2**62 and (
+        int(np.add.reduceat(magnitudes, firsts).max()) * bps_max < 2**62
+    )
+    # past int64, the sums are made in exact Python ints
+    products = amounts * bps if exact_in_int64 else amounts.astype(object) * bps
     weights = np.add.reduceat(products[order], firsts).tolist()
     unique = key[firsts]
     row_payees = _whole(events["payee_id"]).take(pa.array(rows))
@@ -661,7 +700,7 @@ def net_window(
             for chunk in chunks
         ],
         schema=WINDOW_SCHEMA,
-    ).combine_chunks()
+    )  # in chunks: the sort and the take below read them as they are
     count = events.num_rows
     invariant(count > 0, "window %s closed with no events", index)
     grouped = events.append_column("_group", pa.array(_group_codes(events)))
@@ -692,18 +731,11 @@ def net_window(
     currencies = events["currency"].take(first_rows)
     window_start_us = index * window_us
     closed_us = close_time_us(index, window_us, lateness_us)
-    batch_ids = pa.array(
-        [
-            batch_id_for(payee_id, currency, window_start_us, window_us, part)
-            for payee_id, currency, part in zip(
-                payees.to_pylist(), currencies.to_pylist(), parts.tolist(), strict=True
-            )
-        ],
-        pa.string(),
-    )
+    batch_ids = batch_ids_for(payees, currencies, window_start_us, window_us, parts)
     size = len(starts)
     batch_of = np.repeat(np.arange(size), counts)
-    fees = batch_fees(fee_terms or {}, events, batch_of, batch_ids, size)
+    rails = pc.dictionary_encode(_whole(events["rail"]))
+    fees = batch_fees(fee_terms or {}, events, batch_of, batch_ids, size, rails)
     net = gross - refunds - fees.per_batch
     payee_list, currency_list = payees.to_pylist(), currencies.to_pylist()
     fx = convert(fx_book, events, starts, counts, is_payment, batch_ids, payee_list, currency_list, fees.per_batch, net)  # fmt: skip
@@ -715,7 +747,7 @@ def net_window(
         parts,
         fx.credited,
         carry_micros,
-        _split_weights(events, is_payment, starts, np.repeat(np.arange(len(starts)), counts)),
+        _split_weights(events, is_payment, starts, batch_of),
         fx.settlement_currency,
         held,
     )
@@ -741,7 +773,7 @@ def net_window(
                 carry_in,
                 carry_out,
                 np.full(size, closed_us, dtype=np.int64),
-                pa.array(fx.status, pa.string()),
+                fx.status_names(),
                 pa.array(fx.converted, mask=~converted),
                 pa.array(fx.spread, mask=~converted),
             ],
@@ -751,17 +783,19 @@ def net_window(
     batch_of_row = pa.array(batch_of)
     positions = np.arange(count) - np.repeat(starts, counts)
     event_batch_ids = batch_ids.take(batch_of_row)
-    out.entries.append(post_events(events, event_batch_ids, positions, closed_us))
-    groups = pa.array(fees.batch_of_group)
+    out.entries.append(
+        post_events(events, is_payment, batch_ids, batch_of, positions, payees, closed_us, rails)
+    )
     group_rank = np.arange(len(fees.batch_of_group)) - np.repeat(
         np.cumsum(fees.groups_per_batch) - fees.groups_per_batch, fees.groups_per_batch
     )
     out.entries.append(
         post_fees(
-            batch_ids.take(groups),
-            payees.take(groups),
+            batch_ids,
+            fees.batch_of_group,
+            payees,
             fees.rails,
-            currencies.take(groups),
+            currencies,
             2 * counts[fees.batch_of_group] + FEE_POSTINGS_PER_GROUP * group_rank,
             fees.charged,
             fees.rail_cost,
@@ -771,12 +805,13 @@ def net_window(
     first_batch_sequence = 2 * counts + FEE_POSTINGS_PER_GROUP * fees.groups_per_batch
     if converted.any():
         rows = np.flatnonzero(converted)
+        picked = pa.array(rows)
         out.entries.append(
             post_fx(
-                batch_ids.take(pa.array(rows)),
-                [payee_list[row] for row in rows.tolist()],
-                [currency_list[row] for row in rows.tolist()],
-                [fx.settlement_currency[row] for row in rows.tolist()],
+                batch_ids.take(picked),
+                payees.take(picked),
+                currencies.take(picked),
+                targets.take(picked),
                 first_batch_sequence[rows],
                 net[rows],
                 fx.converted[rows],
