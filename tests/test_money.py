@@ -304,3 +304,32 @@ def test_money_array_matches_pyarrow(micros: list[int]) -> None:
     reference = pa.array([micros_to_decimal(value) for value in micros], type=MONEY)
     assert array.equals(reference)
     assert [int(value.scaleb(6)) for value in array.to_pylist()] == micros
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ids=st.lists(st.text("0123456789abcdef", min_size=1, max_size=12), min_size=1, max_size=8),
+    even=st.booleans(),
+    skip=st.integers(0, 2),
+    picks=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 1_200_000)), max_size=40),
+)
+def test_entry_ids_are_the_batch_id_and_the_entry_number_on_every_path(ids, even, skip, picks):
+    """The raw-bytes path (batch ids of one width, entry numbers below a million) and
+    Arrow's (any other) give ``batch_id + ":" + the number, six digits at least``; a
+    sliced array (an offset into its buffers) as well."""
+    import numpy as np
+
+    from centflow.money.ledger import entry_ids
+
+    if even:
+        ids = [text.ljust(12, "0") for text in ids]
+    array = pa.array(["x" * 5] * skip + ids, pa.string()).slice(skip)
+    rows = np.array([row % len(ids) for row, _ in picks], np.int64)
+    sequence = np.array([number for _, number in picks], np.int64)
+    entries, batches = entry_ids(array, rows, sequence)
+    assert batches.to_pylist() == [ids[row] for row in rows.tolist()]
+    expected = [f"{ids[row]}:{number:06d}" for row, number in zip(rows.tolist(), sequence.tolist())]
+    assert entries.to_pylist() == expected
+    small = sequence < 1_000_000
+    entries, _ = entry_ids(array, rows[small], sequence[small])
+    assert entries.to_pylist() == [text for text, keep in zip(expected, small.tolist()) if keep]
