@@ -328,8 +328,13 @@ def test_entry_ids_are_the_batch_id_and_the_entry_number_on_every_path(ids, even
     sequence = np.array([number for _, number in picks], np.int64)
     entries, batches = entry_ids(array, rows, sequence)
     assert batches.to_pylist() == [ids[row] for row in rows.tolist()]
-    expected = [f"{ids[row]}:{number:06d}" for row, number in zip(rows.tolist(), sequence.tolist())]
+    expected = [
+        f"{ids[row]}:{number:06d}"
+        for row, number in zip(rows.tolist(), sequence.tolist(), strict=True)
+    ]
     assert entries.to_pylist() == expected
     small = sequence < 1_000_000
     entries, _ = entry_ids(array, rows[small], sequence[small])
-    assert entries.to_pylist() == [text for text, keep in zip(expected, small.tolist()) if keep]
+    assert entries.to_pylist() == [
+        text for text, keep in zip(expected, small.tolist(), strict=True) if keep
+    ]
