@@ -710,6 +710,12 @@ def net_window(
     group_starts = np.concatenate(([0], np.flatnonzero(groups[1:] != groups[:-1]) + 1))
     amounts = events["amount_micros"].to_numpy()
     starts, parts = _batch_bounds(events, group_starts, amounts)
+    # A batch is one (payee, currency): the postings and fees below take both from it.
+    invariant(
+        bool(np.isin(group_starts, starts, assume_unique=True).all()),
+        "a batch of window %s spans payees or currencies",
+        index,
+    )
     counts = np.diff(np.append(starts, count))
     invariant(
         bool(np.all(counts > 0)) and int(counts.sum()) == count, "window %s lost events", index
