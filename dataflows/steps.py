@@ -25,9 +25,10 @@ from centflow.ingest.columns import Decoded
 from centflow.ingest.decode import decode_block
 from centflow.ingest.events import DeadLetter, SourceBatch
 from centflow.limits import SETTLE_DELAY_S, SETTLE_ROWS_MAX, SHARD_COUNT, WATERMARK_END_US
+from centflow.money.batches import Settled
 from centflow.money.fees import schedule_terms
 from centflow.money.fx import fx_book
-from centflow.money.settlement import Settled, SettlementShard, SettlementState
+from centflow.money.settlement import SettlementShard, SettlementState
 from centflow.ops.metrics import worker_metrics
 from centflow.ops.status import StatusWriter
 from centflow.progress import Envelope, Router, shard_key, shard_name, shard_of

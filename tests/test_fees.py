@@ -15,6 +15,7 @@ from centflow.config import FileConfig, load_file_config
 from centflow.errors import ConfigError
 from centflow.limits import WATERMARK_END_US
 from centflow.money.amounts import minor_unit_step
+from centflow.money.batches import Settled
 from centflow.money.fees import (
     DEFAULT_SCHEDULE,
     RailFee,
@@ -22,7 +23,7 @@ from centflow.money.fees import (
     schedule_terms,
     standalone_fees,
 )
-from centflow.money.settlement import Settled, SettlementShard
+from centflow.money.settlement import SettlementShard
 from tests.factories import SECOND_US, envelope, payment
 
 WINDOW_US = 10 * SECOND_US

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from centflow.errors import ConfigError
 from centflow.limits import WATERMARK_END_US
 from centflow.money.amounts import minor_unit_step
+from centflow.money.batches import Settled
 from centflow.money.fees import RailFee, schedule_terms
 from centflow.money.fx import RATE_SCALE, FxBook, RateBook, Series, parse_rate, read_payee_directory
-from centflow.money.settlement import Settled, SettlementShard
+from centflow.money.settlement import SettlementShard
 from tests.factories import SECOND_US, envelope, payment
 
 WINDOW_US = 10 * SECOND_US

@@ -12,14 +12,9 @@ from hypothesis import strategies as st
 from centflow.ingest.columns import to_batch
 from centflow.ingest.events import Payment
 from centflow.limits import AMOUNT_MICROS_MAX, WATERMARK_END_US
-from centflow.money.settlement import (
-    Settled,
-    SettlementShard,
-    assign_window,
-    assign_windows,
-    close_time_us,
-    net_window,
-)
+from centflow.money.batches import Settled, close_time_us
+from centflow.money.netting import net_window
+from centflow.money.settlement import SettlementShard, assign_window, assign_windows
 from tests.factories import SECOND_US, envelope, payment
 
 WINDOW_US = 10 * SECOND_US

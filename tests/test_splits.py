@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from centflow.limits import WATERMARK_END_US
 from centflow.money.amounts import minor_unit_step
+from centflow.money.batches import Settled
 from centflow.money.fees import RailFee, schedule_terms
 from centflow.money.payouts import PartyLines, Weights, party_weights, settle_payouts
-from centflow.money.settlement import Settled, SettlementShard
+from centflow.money.settlement import SettlementShard
 from tests.factories import SECOND_US, envelope, payment
 
 WINDOW_US = 10 * SECOND_US
@@ -275,7 +276,7 @@ def test_party_weights_count_payments_only_and_unsplit_payments_go_to_the_payee(
 def test_split_weights_a_column_at_a_time_equal_the_python_rule(rows):
     """`_split_weights` (columns) against `party_weights` (one batch in Python)."""
     from centflow.ingest.columns import to_batch
-    from centflow.money.settlement import _split_weights
+    from centflow.money.netting import _split_weights
 
     rows = sorted(rows, key=lambda row: row[0])
     events = [

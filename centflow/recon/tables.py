@@ -135,7 +135,7 @@ _PAYMENT_COLUMNS = (
 
 
 def payments_table(events: pa.Table | pa.RecordBatch) -> pa.Table:
-    """``payments`` rows from settled events (`centflow.money.settlement.SETTLED_SCHEMA`),
+    """``payments`` rows from settled events (`centflow.money.batches.SETTLED_SCHEMA`),
     a column at a time: the table's columns in order, money and time still int64."""
     return pa.table(
         [events[name] for name in _PAYMENT_COLUMNS],
