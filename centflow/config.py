@@ -39,6 +39,7 @@ class Topics(msgspec.Struct, frozen=True):
     payments: str = "payments"
     dead_letters: str = "payments.dlq"
     decisions: str = "payments.decisions"
+    fx_rates: str = "fx-rates"
 
 
 class Tier(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -92,11 +93,15 @@ class FxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """FX (`centflow.money.fx`): the rates file, the payee directory, the spread.
 
     Without a payee directory every payee settles in its events' currency and no
-    rate is needed."""
+    rate is needed. Without a rates file, a run from Kafka reads the rates from
+    the ``fx-rates`` topic. A batch whose rate is missing when its window closes
+    waits for it; `rate_wait_s` later it is marked ``awaiting_rate`` (and still
+    settles when the rate comes)."""
 
     rates: str | None = None
     payee_directory: str | None = None
     spread_bps: int = 20
+    rate_wait_s: int = 900
 
 
 class PipelineConfig(msgspec.Struct, frozen=True):
@@ -117,6 +122,8 @@ class PipelineConfig(msgspec.Struct, frozen=True):
     risk: RiskConfig = RiskConfig()
     fees: tuple[RailFee, ...] = DEFAULT_SCHEDULE
     fx: FxConfig = FxConfig()
+    #: partitions ``<topic>/<n>`` of the FX rates topic, when rates come from one
+    rate_partitions: tuple[str, ...] = ()
 
     @property
     def window_us(self) -> int:
@@ -164,18 +171,20 @@ def validate(config: PipelineConfig) -> PipelineConfig:
     _check_range("batch size", config.batch_messages_max, 1, 100_000, "batch_messages_max")
     _validate_risk(config.risk)
     schedule_terms(config.fees)
-    _validate_fx(config.fx)
+    _validate_fx(config.fx, bool(config.rate_partitions))
     if not config.partitions:
         raise ConfigError("the input has no partitions (is the topic empty of partitions?)")
     return config
 
 
-def _validate_fx(fx: FxConfig) -> None:
+def _validate_fx(fx: FxConfig, rates_topic: bool = False) -> None:
     _check_range("FX spread", fx.spread_bps, 0, 9_999, "[fx] spread_bps")
-    if fx.payee_directory is not None and fx.rates is None:
+    _check_range("FX rate wait", fx.rate_wait_s, 0, 30 * 86_400, "[fx] rate_wait_s")
+    if fx.payee_directory is not None and fx.rates is None and not rates_topic:
         raise ConfigError(
             "a payee directory needs FX rates to convert with: give --fx-rates FILE "
-            "(or [fx] rates) beside --payee-directory"
+            "(or [fx] rates) beside --payee-directory, or run from --kafka, which reads "
+            "the fx-rates topic"
         )
     for name, path in (("--fx-rates", fx.rates), ("--payee-directory", fx.payee_directory)):
         if path is not None and not Path(path).is_file():
@@ -239,6 +248,7 @@ class TopicsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     payments: str | None = None
     dead_letters: str | None = None
     decisions: str | None = None
+    fx_rates: str | None = None
 
 
 class FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

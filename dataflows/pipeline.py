@@ -34,12 +34,13 @@ from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
 from centflow.config import CONFIG_ENV, PipelineConfig, from_environment
+from centflow.money.fx import RateEnvelope
 from centflow.ops.cluster import wait_for_peers
 from centflow.ops.lifecycle import install_stop_handlers
 from centflow.progress import Envelope
 from centflow.risk.review import ReviewEnvelope
 from dataflows import steps
-from dataflows.sources import KafkaBatchSource, ReplaySource, ReviewSource
+from dataflows.sources import KafkaBatchSource, ReplaySource, ReviewSource, rate_blocks
 from sinks.kafka import KafkaMessageSink
 from sinks.parquet import ParquetSink, WritesDoneSink
 
@@ -54,9 +55,11 @@ def build_flow(
     decisions_client: dict[str, str] | None = None,
     settled_sink: Sink | None = None,
     review_source: Source | None = None,
+    rate_source: Source | None = None,
 ) -> Dataflow:
     """Wire the pipeline between the given sources and sinks (the review resolutions
-    of ``config.out_dir`` unless `review_source` is given)."""
+    of ``config.out_dir`` unless `review_source` is given; FX rates from `rate_source`,
+    the ``fx-rates`` topic's partitions ``config.rate_partitions``, if given)."""
     if review_source is None:
         follow = config.replay_path is None and not config.until_idle
         review_source = ReviewSource(Path(config.out_dir), follow)
@@ -85,9 +88,17 @@ def build_flow(
     # ReviewBlock(resolutions=[Resolution(sequence, payee_id, event_id, "release", ...)], watermark_us)
     review_envelopes = op.flat_map("route_reviews", resolutions, steps.route_reviews)
     # ("s07", ReviewEnvelope(origin="reviews", shard=7, watermark_us, resolutions=[...]))
-    to_settle: KeyedStream[Envelope | ReviewEnvelope] = op.merge(
+    to_settle: KeyedStream[Envelope | ReviewEnvelope | RateEnvelope] = op.merge(
         "decided_and_reviews", decided, review_envelopes
     )
+    rate_dead = None
+    if rate_source is not None:
+        rates = op.input("read_rates", flow, rate_source)
+        # RateBlock(partition="fx-rates/0", rates=[RateUpdate(ingest_us, "EUR", "USD", ...)], dead, watermark_us)
+        rate_envelopes = op.flat_map("route_rates", rates, steps.route_rates)
+        # ("s07", RateEnvelope(origin="fx-rates/0", shard=7, watermark_us, rates=[...])): every shard
+        to_settle = op.merge("with_rates", to_settle, rate_envelopes)
+        rate_dead = op.map("rate_dead_letters", rates, steps.rate_dead_letters)
     settled = op.stateful_batch(
         "settle", to_settle, steps.settlement_builder(config, decisions_client)
     )
@@ -100,7 +111,9 @@ def build_flow(
 
     decode_dead = op.map("decode_dead_letters", decoded, steps.decoded_dead_letters)
     admission_dead = op.map("admission_dead_letters", admission, steps.admission_dead_letters)
-    dead = op.merge("dead_letters", decode_dead, admission_dead)
+    dead = op.merge(
+        "dead_letters", decode_dead, admission_dead, *([rate_dead] if rate_dead else [])
+    )
     # [DeadLetter(source, reason, detail, raw, received_us), ...]
     dead_rows = op.flat_map("dead_letter_rows", dead, steps.dead_letter_rows)
     # ("w05", ("dead_letters", [row, ...]))
@@ -135,12 +148,19 @@ def flow_for(config: PipelineConfig) -> Dataflow:
         Path(config.out_dir),
         config.future_skew_us,
     )
+    rate_source = None
+    if config.rate_partitions:
+        rate_source = KafkaBatchSource(
+            client, list(config.rate_partitions), config.batch_messages_max, idle_s,
+            Path(config.out_dir), config.future_skew_us, rate_blocks,
+        )  # fmt: skip
     return build_flow(
         config,
         source,
         table_sink,
         KafkaMessageSink(client, config.topics.dead_letters),
         client,
+        rate_source=rate_source,
     )
 
 

@@ -65,6 +65,7 @@ from centflow.limits import (
     MICROS_PER_SECOND,
     WATERMARK_END_US,
 )
+from centflow.money.fx import RateBlock, decode_rate_messages
 from centflow.ops.kafka import quiet_client_config
 from centflow.ops.lifecycle import StopWatch
 from centflow.ops.status import StatusWriter
@@ -289,7 +290,34 @@ class BrokerAnswers:
         return self._answered_s
 
 
-class _KafkaPartition(StatefulSourcePartition[Decoded, KafkaPosition]):
+#: How a Kafka partition turns what it read into its item: (partition, positions,
+#: ingestion times, values, watermark); no values and `WATERMARK_END_US`: its end.
+BlockDecoder = Callable[[str, pa.StringArray, list[int], list[bytes], int], Any]
+
+
+def payment_blocks(future_skew_us: int) -> BlockDecoder:
+    """Messages of the payments topic as `Decoded` blocks."""
+
+    def decode(
+        name: str, sources: pa.StringArray, ingest_us: list[int], values: list[bytes], mark: int
+    ) -> Decoded:
+        if not values:
+            return Decoded(name, empty_batch(), [], mark)
+        payments, dead = decode_columns(sources, ingest_us, values, future_skew_us)
+        return Decoded(name, payments, dead, mark)
+
+    return decode
+
+
+def rate_blocks(
+    name: str, sources: pa.StringArray, ingest_us: list[int], values: list[bytes], mark: int
+) -> RateBlock:
+    """Messages of the ``fx-rates`` topic as `RateBlock` items (`centflow.money.fx`)."""
+    rates, dead = decode_rate_messages(sources.to_pylist(), ingest_us, values)
+    return RateBlock(name, rates, dead, mark)
+
+
+class _KafkaPartition(StatefulSourcePartition[Any, KafkaPosition]):
     def __init__(
         self,
         client: dict[str, str],
@@ -300,7 +328,9 @@ class _KafkaPartition(StatefulSourcePartition[Decoded, KafkaPosition]):
         status: StatusWriter,
         future_skew_us: int,
         stop: StopWatch | None = None,
+        decode: BlockDecoder | None = None,
     ) -> None:
+        self._decode = decode or payment_blocks(future_skew_us)
         self._status = status
         self._future_skew_us = future_skew_us
         self._messages = 0
@@ -343,7 +373,7 @@ class _KafkaPartition(StatefulSourcePartition[Decoded, KafkaPosition]):
         except KafkaException:
             pass
 
-    def next_batch(self) -> list[Decoded]:
+    def next_batch(self) -> list[Any]:
         if self._ended or self._stop.requested():
             raise StopIteration  # a stop: the snapshot keeps the offset to read on from
         records = self._consumer.consume(self._batch_messages_max, 0.0)
@@ -371,12 +401,11 @@ class _KafkaPartition(StatefulSourcePartition[Decoded, KafkaPosition]):
             self._status.update(self._messages, watermark_us)
             self._last_message_s = time.monotonic()
             self._seen_message = True
-            payments, dead = decode_columns(sources, ingest_us, values, self._future_skew_us)
-            return [Decoded(self._name, payments, dead, max(watermark_us, 0))]
+            return [self._decode(self._name, sources, ingest_us, values, max(watermark_us, 0))]
         if self._idle_s is not None and self._idle(self._idle_s):
             self._ended = True
             self._status.update(self._messages, watermark_us, ended=True)
-            return [Decoded(self._name, empty_batch(), [], WATERMARK_END_US)]
+            return [self._decode(self._name, _NO_POSITIONS, [], [], WATERMARK_END_US)]
         return []
 
     def _idle(self, idle_s: float) -> bool:
@@ -416,8 +445,12 @@ class _KafkaPartition(StatefulSourcePartition[Decoded, KafkaPosition]):
         self._consumer.close()
 
 
-class KafkaBatchSource(FixedPartitionedSource[Decoded, KafkaPosition]):
-    """Partitions ``<topic>/<n>`` of a Kafka topic, read and decoded in batches."""
+_NO_POSITIONS = pa.array([], pa.string())
+
+
+class KafkaBatchSource(FixedPartitionedSource[Any, KafkaPosition]):
+    """Partitions ``<topic>/<n>`` of a Kafka topic, read and decoded in batches: into
+    `Decoded` payments, or by `decode` (`rate_blocks` for the ``fx-rates`` topic)."""
 
     def __init__(
         self,
@@ -427,7 +460,9 @@ class KafkaBatchSource(FixedPartitionedSource[Decoded, KafkaPosition]):
         idle_s: float | None,
         status_dir: Path | None = None,
         future_skew_us: int = FUTURE_SKEW_S_DEFAULT * MICROS_PER_SECOND,
+        decode: BlockDecoder | None = None,
     ) -> None:
+        self._decode = decode
         self._future_skew_us = future_skew_us
         self._status_dir = status_dir
         self._client = client
@@ -451,6 +486,7 @@ class KafkaBatchSource(FixedPartitionedSource[Decoded, KafkaPosition]):
             status,
             self._future_skew_us,
             StopWatch(self._status_dir),
+            self._decode,
         )
 
 

@@ -24,10 +24,16 @@ from centflow.ingest.admission import AdmissionShard, AdmissionState
 from centflow.ingest.columns import Decoded
 from centflow.ingest.decode import decode_block
 from centflow.ingest.events import DeadLetter, SourceBatch
-from centflow.limits import SETTLE_DELAY_S, SETTLE_ROWS_MAX, SHARD_COUNT, WATERMARK_END_US
+from centflow.limits import (
+    MICROS_PER_SECOND,
+    SETTLE_DELAY_S,
+    SETTLE_ROWS_MAX,
+    SHARD_COUNT,
+    WATERMARK_END_US,
+)
 from centflow.money.batches import Settled
 from centflow.money.fees import schedule_terms
-from centflow.money.fx import fx_book
+from centflow.money.fx import RateBlock, RateEnvelope, fx_book
 from centflow.money.settlement import SettlementShard, SettlementState
 from centflow.ops.metrics import worker_metrics
 from centflow.ops.status import StatusWriter
@@ -157,10 +163,28 @@ def payee_context_origins() -> list[str]:
 REVIEW_ORIGIN = "reviews"
 
 
-def risk_origins() -> list[str]:
-    """The origins a settlement shard hears from: every risk (payer) shard, and the
-    review resolutions (`centflow.risk.review`)."""
-    return [f"{RISK_ORIGIN}{shard}" for shard in range(SHARD_COUNT)] + [REVIEW_ORIGIN]
+def risk_origins(rate_partitions: tuple[str, ...] = ()) -> list[str]:
+    """The origins a settlement shard hears from: every risk (payer) shard, the
+    review resolutions (`centflow.risk.review`) and each partition of the FX rates
+    topic, if rates come from one (`centflow.money.fx`)."""
+    return [f"{RISK_ORIGIN}{shard}" for shard in range(SHARD_COUNT)] + [
+        REVIEW_ORIGIN,
+        *rate_partitions,
+    ]
+
+
+def route_rates(block: RateBlock) -> list[tuple[str, RateEnvelope]]:
+    """Every settlement shard gets every rate (and the partition's watermark): each
+    converts its own payees' batches."""
+    return [
+        (shard_key(shard), RateEnvelope(block.partition, shard, block.watermark_us, block.rates))
+        for shard in range(SHARD_COUNT)
+    ]
+
+
+def rate_dead_letters(block: RateBlock) -> list[DeadLetter]:
+    """The messages of the rates topic that were not usable rates."""
+    return block.dead
 
 
 def route_reviews(block: ReviewBlock) -> list[tuple[str, ReviewEnvelope]]:
@@ -291,17 +315,20 @@ def risk_builder(
 
 
 #: The shard's state, its writer's, and the envelopes it holds not yet settled.
-SettlementResume = tuple[SettlementState, WriterState, list[Envelope | ReviewEnvelope]]
+SettleInput = Envelope | ReviewEnvelope | RateEnvelope
+SettlementResume = tuple[SettlementState, WriterState, list[SettleInput]]
 
 
-def _rows(envelope: Envelope | ReviewEnvelope) -> int:
-    """What an envelope brings a settlement shard: its events, or its resolutions."""
+def _rows(envelope: SettleInput) -> int:
+    """What an envelope brings a settlement shard: its events, resolutions or rates."""
     if isinstance(envelope, ReviewEnvelope):
         return len(envelope.resolutions)
+    if isinstance(envelope, RateEnvelope):
+        return len(envelope.rates)
     return envelope.events.num_rows
 
 
-class SettlementLogic(StatefulBatchLogic[Envelope | ReviewEnvelope, int, SettlementResume]):
+class SettlementLogic(StatefulBatchLogic[SettleInput, int, SettlementResume]):
     """One settlement shard: window, close and net the payees it owns, and write
     the rows of what closed (see `sinks.parquet.ShardTableWriter` for why here);
     publish the decisions of reviews resolved (at-least-once, like the risk step's).
@@ -324,24 +351,23 @@ class SettlementLogic(StatefulBatchLogic[Envelope | ReviewEnvelope, int, Settlem
     ) -> None:
         self._publisher = publisher() if publisher is not None else None
         self._shard = SettlementShard(
-            risk_origins(),
+            risk_origins(config.rate_partitions),
             config.window_us,
             config.lateness_us,
             resume and resume[0],
             schedule_terms(config.fees),
             fx_book(config.fx),
+            config.fx.rate_wait_s * MICROS_PER_SECOND,
         )
         self._writer = ShardTableWriter(config.parquet_dir, resume and resume[1])
         self._out_dir = Path(config.out_dir)
         self._status: StatusWriter | None = None
         self._settled = 0
-        self._held: list[Envelope | ReviewEnvelope] = (
-            list(resume[2]) if resume and len(resume) > 2 else []
-        )
+        self._held: list[SettleInput] = list(resume[2]) if resume and len(resume) > 2 else []
         self._held_rows = sum(_rows(envelope) for envelope in self._held)
         self._held_since_s: float | None = time.monotonic() if self._held else None
 
-    def on_batch(self, values: list[Envelope | ReviewEnvelope]) -> tuple[list[int], bool]:
+    def on_batch(self, values: list[SettleInput]) -> tuple[list[int], bool]:
         if self._held_since_s is None:
             self._held_since_s = time.monotonic()
         self._held.extend(values)

@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS settlement_batches (
     closed_at            TIMESTAMPTZ NOT NULL,  -- window end + allowed lateness
     status               VARCHAR NOT NULL DEFAULT 'settled',  -- settled | awaiting_rate | fx_overflow (centflow/money/fx.py)
     fx_converted         DECIMAL(18,6),     -- net converted into settlement_currency (null: no FX)
-    fx_spread            DECIMAL(18,6)      -- of it, kept as FX spread revenue (null: no FX)
+    fx_spread            DECIMAL(18,6),     -- of it, kept as FX spread revenue (null: no FX)
+    settled_at           TIMESTAMPTZ        -- when its payout posted: closed_at, or when the FX rate it awaited came (null while awaiting_rate)
 );
 
 -- settlement_fx: per converted batch and rate used, the events' signed amount

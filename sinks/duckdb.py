@@ -6,7 +6,8 @@ several processes. So workers write the Parquet dataset (`sinks.parquet`), the
 scale-out store, and `materialize` loads it into DuckDB in one process, after
 a run and whenever ``centflow recon`` asks. Each load replaces a table's rows
 in one transaction, keeping one row per key, so loading twice changes nothing
-(for a payment held for review and resolved since, the row of its resolution).
+(for a payment held for review and resolved since, the row of its resolution;
+for a batch that awaited its FX rate and got it since, its settled row).
 
 Readers while it loads. Analysts open the file read-only (``duckdb -readonly
 out/centflow.duckdb``, ``duckdb.connect(path, read_only=True)``) while the
@@ -85,6 +86,8 @@ def _load_table(
         table == "payments"
     ):  # with resolutions recorded, rows of held payments repeat: go there first
         selects = [_resolved_payments(columns)] if resolved else [*selects, _resolved_payments(columns)]  # fmt: skip
+    if table == "settlement_batches":  # a batch that awaited its FX rate has a row of each
+        selects.append(_rated_batches(columns))
     for select in selects:  # table names come from centflow.recon.tables only
         connection.execute("BEGIN TRANSACTION")
         connection.execute(f"DROP TABLE IF EXISTS {table}")
@@ -115,6 +118,23 @@ def _resolved_payments(columns: str) -> str:
         )
         SELECT {columns} FROM ranked
         WHERE copies = 1 OR NOT (copies = 2 AND pending = 1 AND review_outcome = 'pending')
+    """
+
+
+def _rated_batches(columns: str) -> str:
+    """``settlement_batches`` rows, keeping for a batch that awaited its FX rate and
+    then got it (`centflow.money.fx`) its settled row: a key may have two rows only
+    if one says ``awaiting_rate`` and the other does not."""
+    return f"""
+        WITH rows AS (SELECT DISTINCT {columns} FROM read_parquet(?)),
+        ranked AS (
+            SELECT *, count(*) OVER (PARTITION BY batch_id) AS copies,
+                count(*) FILTER (WHERE status = 'awaiting_rate')
+                    OVER (PARTITION BY batch_id) AS waiting
+            FROM rows
+        )
+        SELECT {columns} FROM ranked
+        WHERE copies = 1 OR NOT (copies = 2 AND waiting = 1 AND status = 'awaiting_rate')
     """
 
 

@@ -130,6 +130,7 @@ class Batch(msgspec.Struct, array_like=True, gc=False, frozen=True):
     status: str = "settled"
     fx_converted_micros: int | None = None
     fx_spread_micros: int | None = None
+    settled_us: int | None = None  #: when its payout posted (null: not yet)
 
 
 BATCH_SCHEMA = pa.schema(
@@ -155,6 +156,7 @@ BATCH_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("fx_converted_micros", pa.int64()),
         ("fx_spread_micros", pa.int64()),
+        ("settled_us", pa.int64()),
     ]
 )
 """Batches in flight: the columns of ``settlement_batches``, money, rates (10⁻¹²) and time

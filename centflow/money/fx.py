@@ -49,6 +49,7 @@ import pyarrow as pa
 
 from centflow.config import FxConfig
 from centflow.errors import ConfigError, InvalidEvent, invariant
+from centflow.ingest.events import DeadLetter
 from centflow.ingest.timeparse import parse_rfc3339_us
 from centflow.limits import BATCH_MICROS_MAX
 from centflow.money.amounts import is_currency
@@ -108,6 +109,23 @@ def parse_rate(text: str) -> int:
     return int(scaled)
 
 
+def _checked_rate(entry: _RateLine) -> tuple[str, str, int, int]:
+    """(base, quote, as-of µs, rate 10⁻¹²) of a rate line; `InvalidEvent` with a reason
+    code (``unknown_currency``, ``invalid_rate``, ``invalid_timestamp``) if unusable."""
+    if not (is_currency(entry.base) and is_currency(entry.quote)):
+        raise InvalidEvent(
+            "unknown_currency",
+            f"{entry.base[:8]}/{entry.quote[:8]} is not a pair of ISO 4217 codes",
+        )
+    if entry.base == entry.quote:
+        raise InvalidEvent("invalid_rate", f"base and quote are both {entry.base}")
+    try:
+        rate = parse_rate(entry.rate)
+    except ValueError as error:
+        raise InvalidEvent("invalid_rate", str(error)[:200]) from None
+    return entry.base, entry.quote, parse_rfc3339_us(entry.as_of), rate
+
+
 def _divide_half_even(numerator: int, denominator: int) -> int:
     quotient, remainder = divmod(numerator, denominator)
     if 2 * remainder > denominator or (2 * remainder == denominator and quotient % 2):
@@ -158,15 +176,10 @@ class RateBook:
                 continue
             try:
                 entry = decoder.decode(line)
-                if not (is_currency(entry.base) and is_currency(entry.quote)):
-                    raise ValueError(f"{entry.base}/{entry.quote} is not a pair of ISO 4217 codes")
-                if entry.base == entry.quote:
-                    raise ValueError(f"base and quote are both {entry.base}")
-                rate = parse_rate(entry.rate)
-                as_of = parse_rfc3339_us(entry.as_of)
-            except (msgspec.DecodeError, ValueError, InvalidEvent) as error:
+                base, quote, as_of, rate = _checked_rate(entry)
+            except (msgspec.DecodeError, InvalidEvent) as error:
                 raise ConfigError(f"{path}:{number}: not a usable FX rate ({error})") from None
-            points.setdefault((entry.base, entry.quote), {})[as_of] = rate
+            points.setdefault((base, quote), {})[as_of] = rate
             if number > ENTRIES_MAX:
                 raise ConfigError(f"{path}: more than {ENTRIES_MAX} rates")
         return cls(
@@ -175,6 +188,21 @@ class RateBook:
                 for pair, values in points.items()
             }
         )
+
+    def add(self, update: RateUpdate) -> None:
+        """Put a rate read from the stream in force from its as-of time (the same pair
+        and as-of again: the later one wins); derived pairs are derived again."""
+        pair = (update.base, update.quote)
+        series = self.given.get(pair)
+        as_of, rates = (list(series.as_of_us), list(series.rates)) if series else ([], [])
+        place = bisect_right(as_of, update.as_of_us)
+        if place and as_of[place - 1] == update.as_of_us:
+            rates[place - 1] = update.rate_e12
+        else:
+            as_of.insert(place, update.as_of_us)
+            rates.insert(place, update.rate_e12)
+        self.given[pair] = Series(as_of, rates)
+        self._pairs.clear()
 
     def series(self, base: str, quote: str) -> Series | None:
         """The rates of base→quote, derived when not given; None if they cannot be."""
@@ -219,6 +247,77 @@ class RateBook:
                     rates.append(rate)
             return Series(as_of, rates)
         return None
+
+
+class RateUpdate(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A rate read from the ``fx-rates`` topic: when it was ingested (its message's
+    timestamp, µs), the pair, its as-of time (µs) and the rate (10⁻¹²)."""
+
+    ingest_us: int
+    base: str
+    quote: str
+    as_of_us: int
+    rate_e12: int
+
+
+class RateBlock:
+    """What a rates partition emits: the rates read, dead letters, its watermark."""
+
+    __slots__ = ("dead", "partition", "rates", "watermark_us")
+
+    def __init__(
+        self, partition: str, rates: list[RateUpdate], dead: list[DeadLetter], watermark_us: int
+    ) -> None:
+        self.partition = partition
+        self.rates = rates
+        self.dead = dead
+        self.watermark_us = watermark_us
+
+
+class RateEnvelope(msgspec.Struct, frozen=True, array_like=True):
+    """A settlement shard's copy of a `RateBlock` (every shard hears every rate)."""
+
+    origin: str
+    shard: int
+    watermark_us: int
+    rates: list[RateUpdate]
+
+
+#: A rate message is at most this long, like a payment (DESIGN.md).
+RATE_MESSAGE_BYTES_MAX = 64 * 1024
+
+
+def decode_rate_messages(
+    sources: list[str], ingest_us: list[int], values: list[bytes]
+) -> tuple[list[RateUpdate], list[DeadLetter]]:
+    """The rates among messages of the ``fx-rates`` topic, and a dead letter for each
+    message that is not a usable rate (reasons ``oversize``, ``invalid_json``,
+    ``missing_field``, ``invalid_field``, ``unknown_currency``, ``invalid_rate``,
+    ``invalid_timestamp``): never a guessed rate."""
+    decoder = _rate_decoder
+    rates: list[RateUpdate] = []
+    dead: list[DeadLetter] = []
+    for source, ingested, value in zip(sources, ingest_us, values, strict=True):
+        try:
+            if len(value) > RATE_MESSAGE_BYTES_MAX:
+                raise InvalidEvent("oversize", f"{len(value)} bytes, over {RATE_MESSAGE_BYTES_MAX}")
+            try:
+                entry = decoder.decode(value)
+            except msgspec.ValidationError as error:
+                text = str(error)
+                reason = "missing_field" if text.startswith("Object missing") else "invalid_field"
+                raise InvalidEvent(reason, text[:200]) from None
+            except msgspec.DecodeError as error:
+                raise InvalidEvent("invalid_json", str(error)[:200]) from None
+            base, quote, as_of, rate = _checked_rate(entry)
+        except InvalidEvent as error:
+            dead.append(DeadLetter(source, error.reason, error.detail, bytes(value), ingested))
+            continue
+        rates.append(RateUpdate(ingested, base, quote, as_of, rate))
+    return rates, dead
+
+
+_rate_decoder = msgspec.json.Decoder(_RateLine)
 
 
 def read_payee_directory(path: Path) -> dict[str, str]:

@@ -11,6 +11,7 @@ rounding, batch id), never once per event.
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,7 +29,7 @@ from centflow.money.batches import (
     window_columns,
 )
 from centflow.money.fees import FeeTerms, batch_fees
-from centflow.money.fx import FxBook, convert
+from centflow.money.fx import AWAITING_RATE, Conversion, FxBook, convert
 from centflow.money.ledger import (
     FEE_POSTINGS_PER_GROUP,
     FX_POSTINGS,
@@ -38,7 +39,7 @@ from centflow.money.ledger import (
     post_fx,
     post_party_lines,
 )
-from centflow.money.payouts import BPS_WHOLE, CarryKey, Weights, settle_payouts
+from centflow.money.payouts import BPS_WHOLE, CarryKey, Payouts, Weights, settle_payouts
 
 _ORDER = [("_group", "ascending"), ("occurred_us", "ascending"), ("event_id", "ascending"), ("type", "ascending")]  # fmt: skip
 
@@ -164,6 +165,69 @@ def _whole(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
+class Awaiting(msgspec.Struct, array_like=True):
+    """A batch whose FX rate was missing when its window closed (``awaiting_rate``):
+    its events and fees are posted, its payout waits for the rate. It keeps its
+    window, part and rows (sorted, as an Arrow IPC stream of `WINDOW_SCHEMA`), so
+    netting it again gives the same batch id, fees and entry numbers.
+    ``announced``: its ``awaiting_rate`` row has been written."""
+
+    index: int
+    part: int
+    batch_id: str
+    closed_us: int
+    events: bytes
+    announced: bool
+
+    def rows(self) -> pa.RecordBatch:
+        """Its events, as they were when its window closed."""
+        return pa.ipc.open_stream(self.events).read_all().combine_chunks().to_batches()[0]
+
+
+def _ipc(rows: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, WINDOW_SCHEMA) as writer:
+        writer.write_table(rows)
+    return sink.getvalue().to_pybytes()
+
+
+_CLOSE, _RETRY, _ANNOUNCE = "close", "retry", "announce"
+
+
+def settle_awaiting(
+    awaiting: Awaiting,
+    window_us: int,
+    lateness_us: int,
+    at_us: int,
+    carry_micros: dict[CarryKey, int],
+    out: Settled,
+    fee_terms: dict[tuple[str, str], FeeTerms] | None,
+    fx_book: FxBook | None,
+) -> bool:
+    """Net an awaiting batch again with the rates known now; if every rate it needs is
+    in force, post its FX and payout at `at_us` (the payee's carry as it is then),
+    emit its ``settled`` row and return True; else emit nothing and return False."""
+    return _net(
+        [awaiting.rows()], awaiting.index, window_us, lateness_us, carry_micros, out,
+        fee_terms, fx_book, 0, _RETRY, awaiting.part, at_us,
+    ) == []  # fmt: skip
+
+
+def announce_awaiting(
+    awaiting: Awaiting,
+    window_us: int,
+    lateness_us: int,
+    out: Settled,
+    fee_terms: dict[tuple[str, str], FeeTerms] | None,
+    fx_book: FxBook | None,
+) -> None:
+    """Emit an awaiting batch's ``awaiting_rate`` row (its wait for the rate is over)."""
+    _net(
+        [awaiting.rows()], awaiting.index, window_us, lateness_us, {}, out,
+        fee_terms, fx_book, 0, _ANNOUNCE, awaiting.part, awaiting.closed_us,
+    )  # fmt: skip
+
+
 def net_window(
     chunks: list[pa.RecordBatch],
     index: int,
@@ -173,8 +237,12 @@ def net_window(
     out: Settled,
     fee_terms: dict[tuple[str, str], FeeTerms] | None = None,
     fx_book: FxBook | None = None,
-) -> None:
-    """Net the closed window `index` of every payee into batches, with their postings.
+    rate_wait_us: int = 0,
+) -> list[Awaiting]:
+    """Net the closed window `index` of every payee into batches, with their postings;
+    return the batches that await an FX rate (`centflow.money.fx`). Their rows
+    are emitted at once (``awaiting_rate``) when `rate_wait_us` is 0, else when
+    the wait is over (`announce_awaiting`), unless the rate came first.
 
     Fees (`centflow.money.fees`, from `fee_terms`) are charged once per batch and
     rail. A batch that nets negative (fees or reversals beyond its payments)
@@ -186,6 +254,30 @@ def net_window(
     leaves, and split parties' remainders under ``(payee, currency, party)``
     (`centflow.money.payouts`, which also says how splits are paid).
     """
+    return _net(
+        chunks, index, window_us, lateness_us, carry_micros, out, fee_terms, fx_book,
+        rate_wait_us, _CLOSE, 0, close_time_us(index, window_us, lateness_us),
+    )  # fmt: skip
+
+
+def _net(
+    chunks: list[pa.RecordBatch],
+    index: int,
+    window_us: int,
+    lateness_us: int,
+    carry_micros: dict[CarryKey, int],
+    out: Settled,
+    fee_terms: dict[tuple[str, str], FeeTerms] | None,
+    fx_book: FxBook | None,
+    rate_wait_us: int,
+    mode: str,
+    part: int,
+    posted_us: int,
+) -> list[Awaiting]:
+    """`net_window` (mode ``close``), or `settle_awaiting` / `announce_awaiting` of one
+    batch (``retry`` / ``announce``: its events and fees were posted at close, so
+    only what its rate decides is emitted; its `part` is the one it had)."""
+    closing = mode == _CLOSE
     events = pa.Table.from_batches(
         [
             chunk.select(WINDOW_COLUMNS)
@@ -204,6 +296,11 @@ def net_window(
     group_starts = np.concatenate(([0], np.flatnonzero(groups[1:] != groups[:-1]) + 1))
     amounts = events["amount_micros"].to_numpy()
     starts, parts = _batch_bounds(events, group_starts, amounts)
+    if not closing:
+        invariant(
+            len(starts) == 1, "an awaiting batch of window %s netted as %d", index, len(starts)
+        )
+        parts = np.array([part], dtype=np.int64)
     # A batch is one (payee, currency): the postings and fees below take both from it.
     invariant(
         bool(np.isin(group_starts, starts, assume_unique=True).all()),
@@ -240,7 +337,12 @@ def net_window(
     payee_list, currency_list = payees.to_pylist(), currencies.to_pylist()
     fx = convert(fx_book, events, starts, counts, is_payment, batch_ids, payee_list, currency_list, fees.per_batch, net)  # fmt: skip
     held, converted = fx.held, fx.fx
+    awaiting = fx.status == AWAITING_RATE
+    if mode == _RETRY and awaiting.any():
+        return [Awaiting(index, part, batch_ids[0].as_py(), closed_us, b"", True)]  # still waits
     targets = pa.array(fx.settlement_currency, pa.string())
+    if mode == _ANNOUNCE:
+        carry_micros = {}  # an awaiting batch touches no carry
     paid = settle_payouts(
         payee_list,
         currency_list,
@@ -252,34 +354,41 @@ def net_window(
         held,
     )
     payout, carry_in, carry_out = paid.payout, paid.carry_in, paid.carry_out
-    out.batches.append(
-        pa.table(
-            [
-                batch_ids,
-                payees,
-                currencies,
-                np.full(size, window_start_us, dtype=np.int64),
-                np.full(size, window_start_us + window_us, dtype=np.int64),
-                parts,
-                counts,
-                late_counts,
-                gross,
-                refunds,
-                fees.per_batch,
-                net,
-                targets,
-                pa.array(fx.rate, mask=held),
-                payout,
-                carry_in,
-                carry_out,
-                np.full(size, closed_us, dtype=np.int64),
-                fx.status_names(),
-                pa.array(fx.converted, mask=~converted),
-                pa.array(fx.spread, mask=~converted),
-            ],
-            schema=BATCH_SCHEMA,
-        )
+    rows_now = ~awaiting | (rate_wait_us == 0) if closing else np.ones(size, dtype=bool)
+    batch_rows = pa.table(
+        [
+            batch_ids,
+            payees,
+            currencies,
+            np.full(size, window_start_us, dtype=np.int64),
+            np.full(size, window_start_us + window_us, dtype=np.int64),
+            parts,
+            counts,
+            late_counts,
+            gross,
+            refunds,
+            fees.per_batch,
+            net,
+            targets,
+            pa.array(fx.rate, mask=held),
+            payout,
+            carry_in,
+            carry_out,
+            np.full(size, closed_us, dtype=np.int64),
+            fx.status_names(),
+            pa.array(fx.converted, mask=~converted),
+            pa.array(fx.spread, mask=~converted),
+            pa.array(np.full(size, posted_us, dtype=np.int64), mask=held),
+        ],
+        schema=BATCH_SCHEMA,
     )
+    out.batches.append(batch_rows if rows_now.all() else batch_rows.filter(pa.array(rows_now)))
+    if mode == _ANNOUNCE:
+        return []
+    if not closing:
+        _post_paid(out, fx, paid, batch_ids, payees, currencies, targets, net, posted_us,
+                   2 * counts + FEE_POSTINGS_PER_GROUP * fees.groups_per_batch)  # fmt: skip
+        return []
     batch_of_row = pa.array(batch_of)
     positions = np.arange(count) - np.repeat(starts, counts)
     event_batch_ids = batch_ids.take(batch_of_row)
@@ -302,7 +411,38 @@ def net_window(
             closed_us,
         )
     )
-    first_batch_sequence = 2 * counts + FEE_POSTINGS_PER_GROUP * fees.groups_per_batch
+    _post_paid(out, fx, paid, batch_ids, payees, currencies, targets, net, closed_us,
+               2 * counts + FEE_POSTINGS_PER_GROUP * fees.groups_per_batch)  # fmt: skip
+    out.fees.append(fees.rows)
+    out.events.extend(events.append_column("batch_id", event_batch_ids).to_batches())
+    return [
+        Awaiting(
+            index,
+            int(parts[batch]),
+            batch_ids[batch].as_py(),
+            closed_us,
+            _ipc(events.slice(int(starts[batch]), int(counts[batch]))),
+            rate_wait_us == 0,
+        )
+        for batch in np.flatnonzero(awaiting).tolist()
+    ]
+
+
+def _post_paid(
+    out: Settled,
+    fx: Conversion,
+    paid: Payouts,
+    batch_ids: pa.Array,
+    payees: pa.Array,
+    currencies: pa.Array,
+    targets: pa.Array,
+    net: np.ndarray,
+    posted_us: int,
+    first_batch_sequence: np.ndarray,
+) -> None:
+    """What a batch's rate decides: its FX postings and rows, its payout and carry
+    postings, its party lines and payout rows (none for a batch still held)."""
+    held, converted = fx.held, fx.fx
     if converted.any():
         rows = np.flatnonzero(converted)
         picked = pa.array(rows)
@@ -316,7 +456,7 @@ def net_window(
                 net[rows],
                 fx.converted[rows],
                 fx.spread[rows],
-                closed_us,
+                posted_us,
             )
         )
         first_batch_sequence = first_batch_sequence + FX_POSTINGS * converted
@@ -330,7 +470,7 @@ def net_window(
             paid.payee_payout[~held],
             paid.payee_carry_in[~held],
             paid.payee_carry_out[~held],
-            closed_us,
+            posted_us,
         )
     )
     if len(paid.lines):
@@ -341,11 +481,10 @@ def net_window(
                 payees,
                 targets,
                 first_batch_sequence + BATCH_POSTINGS,
-                closed_us,
+                posted_us,
             )
         )
     out.fx.append(fx.rows)
-    out.fees.append(fees.rows)
     paying = pa.array(np.flatnonzero(paid.payee_payout != 0))
     out.payouts.append(
         pa.table(
@@ -374,4 +513,3 @@ def net_window(
                 schema=PAYOUT_SCHEMA,
             )
         )
-    out.events.extend(events.append_column("batch_id", event_batch_ids).to_batches())

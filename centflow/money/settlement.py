@@ -63,8 +63,8 @@ from centflow.money.batches import (
     window_columns,
 )
 from centflow.money.fees import FeeTerms
-from centflow.money.fx import FxBook
-from centflow.money.netting import net_window
+from centflow.money.fx import FxBook, RateEnvelope, RateUpdate
+from centflow.money.netting import Awaiting, announce_awaiting, net_window, settle_awaiting
 from centflow.money.payouts import CarryKey
 from centflow.progress import Envelope, Frontier
 from centflow.risk.review import (
@@ -119,6 +119,9 @@ class SettlementState(msgspec.Struct, array_like=True):
     forced: bool
     carry_micros: list[tuple[tuple[str, ...], int]]
     reviews: ReviewState
+    awaiting: list[Awaiting] = []
+    rates_pending: list[RateUpdate] = []  # read, not yet in force: ingested at or past the frontier
+    rates_applied: list[RateUpdate] = []  # from the rates topic, in the book
 
     def __reduce__(self) -> tuple[object, tuple[bytes]]:
         """Snapshots pickle through msgpack."""
@@ -127,6 +130,12 @@ class SettlementState(msgspec.Struct, array_like=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(SettlementState)
+
+
+def _ingested(update: RateUpdate) -> tuple[int, str, str, int, int]:
+    """Rates in the order they are put in force: by ingestion time, then by content
+    (the same rates read in another order end the same)."""
+    return (update.ingest_us, update.base, update.quote, update.as_of_us, update.rate_e12)
 
 
 def _state_from_msgpack(data: bytes) -> SettlementState:
@@ -178,6 +187,7 @@ class SettlementShard:
         state: SettlementState | None = None,
         fees: dict[tuple[str, str], FeeTerms] | None = None,
         fx: FxBook | None = None,
+        rate_wait_us: int = 0,
     ):
         invariant(
             window_us > 0 and lateness_us >= 0,
@@ -187,6 +197,10 @@ class SettlementShard:
         self.lateness_us = lateness_us
         self.fees = fees or {}
         self.fx = fx
+        self.rate_wait_us = rate_wait_us
+        self.awaiting: list[Awaiting] = []
+        self.rates_pending: list[RateUpdate] = []
+        self.rates_applied: list[RateUpdate] = []
         if state is None:
             self.frontier = Frontier(origins)
             self.open_windows: dict[int, list[pa.RecordBatch]] = {}
@@ -201,12 +215,16 @@ class SettlementShard:
             self.forced = state.forced
             self.carry_micros = {tuple(key): value for key, value in state.carry_micros}
             self.reviews = ReviewBook(WINDOW_SCHEMA, state.reviews)
+            self.awaiting = list(state.awaiting)
+            self.rates_pending = list(state.rates_pending)
+            for update in state.rates_applied:
+                self._apply(update)
         # each open window's chunks as IPC messages, as far as the last snapshot took them
         self._ipc_messages: dict[int, list[bytes]] = {}
 
-    def settle(self, envelopes: list[Envelope | ReviewEnvelope]) -> Settled:
-        """Take in envelopes of decided events and of review resolutions; return what
-        closed because the frontier moved."""
+    def settle(self, envelopes: list[Envelope | ReviewEnvelope | RateEnvelope]) -> Settled:
+        """Take in envelopes of decided events, of review resolutions and of FX rates;
+        return what closed (or settled on a rate that came) because the frontier moved."""
         out = Settled()
         # All the envelopes' events at once (a call's Arrow work is per call, not per
         # envelope): nothing closes before the end of the call, so adding them together
@@ -223,7 +241,9 @@ class SettlementShard:
             out,
         )
         for envelope in envelopes:
-            if isinstance(envelope, ReviewEnvelope):
+            if isinstance(envelope, RateEnvelope):
+                self.rates_pending.extend(envelope.rates)
+            elif isinstance(envelope, ReviewEnvelope):
                 for resolution in envelope.resolutions:
                     for events in self.reviews.resolve(resolution):
                         self._resolve(mark_resolved(events, resolution), out)
@@ -301,11 +321,39 @@ class SettlementShard:
             self.open_windows.setdefault(window, []).append(chunk)
 
     def _close_through(self, frontier_us: int, out: Settled) -> None:
-        for index in sorted(self.open_windows):
-            if close_time_us(index, self.window_us, self.lateness_us) > frontier_us:
+        """Close every window the frontier has passed, and put in force every rate
+        ingested before it, in time order: a window closing at ``C`` converts with
+        the rates ingested before ``C``; a rate ingested at ``R`` settles, at ``R``,
+        the awaiting batches it completes (oldest first), with the payee's carry as
+        it is then. The frontier covers the rates topic, so which rates a batch
+        sees does not depend on the order the inputs were read in."""
+        if self.rates_pending:
+            self.rates_pending.sort(key=_ingested)
+        while True:
+            window = min(self.open_windows, default=None)
+            close_us = (
+                None if window is None else close_time_us(window, self.window_us, self.lateness_us)
+            )
+            if close_us is not None and close_us > frontier_us:
+                close_us = None
+            rate_us = self.rates_pending[0].ingest_us if self.rates_pending else None
+            if rate_us is not None and rate_us >= frontier_us:
+                rate_us = None
+            if rate_us is not None and (close_us is None or rate_us < close_us):
+                self._rates_at(rate_us, out)
+            elif window is not None and close_us is not None:
+                self._announce_before(close_us, out)
+                self._close(window, out)
+            else:
                 break
-            self.sealed_index = max(self.sealed_index, index + 1)
-            self._ipc_messages.pop(index, None)
+        self._announce_before(frontier_us, out)
+        if frontier_us == WATERMARK_END_US:
+            self.forced = True
+
+    def _close(self, index: int, out: Settled) -> None:
+        self.sealed_index = max(self.sealed_index, index + 1)
+        self._ipc_messages.pop(index, None)
+        self.awaiting.extend(
             net_window(
                 self.open_windows.pop(index),
                 index,
@@ -315,9 +363,40 @@ class SettlementShard:
                 out,
                 self.fees,
                 self.fx,
+                self.rate_wait_us,
             )
-        if frontier_us == WATERMARK_END_US:
-            self.forced = True
+        )
+
+    def _rates_at(self, at_us: int, out: Settled) -> None:
+        """Put in force the rates ingested at `at_us`, then settle what they complete."""
+        self._announce_before(at_us, out)
+        while self.rates_pending and self.rates_pending[0].ingest_us == at_us:
+            update = self.rates_pending.pop(0)
+            if self.fx is not None:
+                self._apply(update)
+                self.rates_applied.append(update)
+        if self.fx is None or not self.awaiting:
+            return
+        waiting = []
+        for batch in self.awaiting:
+            settled = settle_awaiting(
+                batch, self.window_us, self.lateness_us, at_us, self.carry_micros, out,
+                self.fees, self.fx,
+            )  # fmt: skip
+            if not settled:
+                waiting.append(batch)
+        self.awaiting = waiting
+
+    def _announce_before(self, at_us: int, out: Settled) -> None:
+        """Write the ``awaiting_rate`` row of each batch whose wait ended before `at_us`."""
+        for place, batch in enumerate(self.awaiting):
+            if not batch.announced and batch.closed_us + self.rate_wait_us < at_us:
+                announce_awaiting(batch, self.window_us, self.lateness_us, out, self.fees, self.fx)
+                self.awaiting[place] = msgspec.structs.replace(batch, announced=True)
+
+    def _apply(self, update: RateUpdate) -> None:
+        if self.fx is not None:
+            self.fx.rates.add(update)
 
     def snapshot(self) -> SettlementState:
         """A copy of the state for recovery."""
@@ -331,4 +410,7 @@ class SettlementShard:
             self.forced,
             sorted(self.carry_micros.items()),
             self.reviews.state(),
+            list(self.awaiting),
+            sorted(self.rates_pending, key=_ingested),
+            list(self.rates_applied),
         )

@@ -351,6 +351,10 @@ def run(
     decisions_topic: Annotated[
         str | None, typer.Option(help="Decisions topic [payments.decisions].")
     ] = None,
+    fx_rates_topic: Annotated[
+        str | None,
+        typer.Option(help="FX rates topic, read when no --fx-rates file is given [fx-rates]."),
+    ] = None,
     kafka_config: KafkaConfigFile = None,
     kafka_setting: KafkaSetting = None,
     snapshot_s: Annotated[
@@ -448,6 +452,7 @@ def run(
     topic = _pick(topic, file_config.topics.payments, "payments")
     dlq_topic = _pick(dlq_topic, file_config.topics.dead_letters, "payments.dlq")
     decisions_topic = _pick(decisions_topic, file_config.topics.decisions, "payments.decisions")
+    fx_rates_topic = _pick(fx_rates_topic, file_config.topics.fx_rates, "fx-rates")
     if kafka is None and replay is None:
         kafka = file_config.kafka.bootstrap_servers
     if (replay is None) == (kafka is None):
@@ -458,7 +463,7 @@ def run(
         )
     if replay is not None and (kafka_config is not None or kafka_setting):
         raise ConfigError("--kafka-config and --kafka-setting (-X) need --kafka")
-    topics = Topics(topic, dlq_topic, decisions_topic)
+    topics = Topics(topic, dlq_topic, decisions_topic, fx_rates_topic)
     risk = file_config.risk
     fees = DEFAULT_SCHEDULE if file_config.fees is None else file_config.fees
     if payer_directory is not None:
@@ -511,9 +516,14 @@ def run(
         partition_count = topic_partition_count(client, topic)
         ensure_topics(client, {dlq_topic: partition_count, decisions_topic: partition_count})
         partitions = tuple(f"{topic}/{index}" for index in range(partition_count))
+        rate_partitions: tuple[str, ...] = ()
+        if fx.payee_directory is not None and fx.rates is None:  # rates from the topic
+            rate_count = topic_partition_count(client, fx_rates_topic)
+            rate_partitions = tuple(f"{fx_rates_topic}/{index}" for index in range(rate_count))
         config = PipelineConfig(
             kafka=client,
             partitions=partitions,
+            rate_partitions=rate_partitions,
             until_idle=until_idle is True,  # a stream is followed unless told otherwise
             **common,  # type: ignore[arg-type]
         )

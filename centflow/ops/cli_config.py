@@ -41,6 +41,7 @@ TOPIC_DEFAULTS = {
     "payments": "payments",
     "dead_letters": "payments.dlq",
     "decisions": "payments.decisions",
+    "fx_rates": "fx-rates",
 }
 
 

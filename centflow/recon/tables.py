@@ -65,6 +65,7 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("status", "text"),
         ("fx_converted", "money"),
         ("fx_spread", "money"),
+        ("settled_at", "timestamp"),
     ),
     "settlement_fx": (
         ("batch_id", "text"),
