@@ -5,10 +5,16 @@ on a snapshot in between; bad rate messages are dead letters with a reason."""
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections import defaultdict
+from decimal import ROUND_DOWN, Decimal
 
+import duckdb
 import msgspec
+import pyarrow.parquet as pq
+import pytest
+from confluent_kafka import Producer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +31,8 @@ from centflow.money.fx import (
     parse_rate,
 )
 from centflow.money.settlement import SettlementShard
-from tests.factories import SECOND_US, envelope, payment
+from centflow.ops.kafka import client_config
+from tests.factories import SECOND_US, centflow, envelope, payment
 
 WINDOW_US = 10 * SECOND_US
 WAIT_US = 5 * SECOND_US
@@ -252,3 +259,69 @@ def test_bad_rate_messages_are_dead_letters_with_a_reason_and_their_bytes():
     assert [(d.source, d.reason, d.raw) for d in dead] == [
         (f"fx-rates/0/{n}", reason, raw) for n, (raw, reason) in enumerate(bad.items(), 1)
     ]
+
+
+# -- end to end: a run from Kafka reads the rates topic ----------------------------------------
+
+T0_MS = 1_793_613_600_000  # 2026-11-02T10:00:00Z
+
+
+def _at(second: int) -> str:
+    return f"2026-11-02T10:{second // 60:02d}:{second % 60:02d}Z"
+
+
+def _pay(event_id: str, second: int, payee: str, currency: str, amount: str) -> bytes:
+    return json.dumps(
+        {"event_id": event_id, "type": "payment", "occurred_at": _at(second), "payer_id": f"p-{event_id}",
+         "payee_id": payee, "amount": amount, "currency": currency, "rail": "wallet", "country": "DE"}
+    ).encode()  # fmt: skip
+
+
+@pytest.mark.kafka
+def test_a_kafka_run_converts_with_rates_from_the_topic_and_settles_a_batch_when_its_rate_comes(
+    kafka_bootstrap, fresh_topic, tmp_path
+):
+    """10-second windows, a 5-second rate wait. m1 settles in USD: its EUR batch of
+    10:00:00-10:00:10 closes at 10 s with no rate, shows awaiting_rate past 15 s, and
+    settles when the EUR/USD rate (as of 10:00:00) is ingested at 25 s. A bad rate
+    message is a dead letter; the loaded table keeps the settled row."""
+    topic = fresh_topic(partitions=1)
+    rates_topic = fresh_topic(partitions=1, prefix="rates")
+    producer = Producer(client_config(kafka_bootstrap))
+    for second, value in [
+        (2, _pay("x1", 2, "m1", "EUR", "10.00")),
+        (3, _pay("x2", 3, "m3", "USD", "5.00")),
+        (40, _pay("x3", 40, "m3", "USD", "1.00")),
+    ]:
+        producer.produce(topic, value, timestamp=T0_MS + second * 1000)
+    for second, rate in [(1, "-1"), (25, "1.085"), (45, "1.09")]:
+        line = {"base": "EUR", "quote": "USD", "rate": rate, "as_of": _at(0 if second < 45 else 44)}
+        producer.produce(rates_topic, json.dumps(line).encode(), timestamp=T0_MS + second * 1000)
+    producer.flush(10)
+    payees = tmp_path / "payees.jsonl"
+    payees.write_text('{"payee_id": "m1", "settlement_currency": "USD"}\n')
+    config = tmp_path / "centflow.toml"
+    config.write_text("[fx]\nrate_wait_s = 5\n")
+    out = tmp_path / "out"
+    run = centflow(
+        "run", "--kafka", kafka_bootstrap, "--topic", topic, "--dlq-topic", f"{topic}.dlq",
+        "--decisions-topic", f"{topic}.decisions", "--fx-rates-topic", rates_topic,
+        "--payee-directory", str(payees), "--config", str(config), "--out", str(out),
+        "--window-s", "10", "--lateness-s", "0", "--until-idle", "--idle-s", "1",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    with duckdb.connect(str(out / "centflow.duckdb"), read_only=True) as db:
+        [(status, net, rate, converted, closed, settled, payout)] = db.execute(
+            "SELECT status, net, fx_rate, fx_converted, epoch(closed_at), epoch(settled_at), payout"
+            " FROM settlement_batches WHERE payee_id = 'm1'"
+        ).fetchall()
+        assert status == "settled" and rate == Decimal("1.085")
+        assert converted == (net * Decimal("1.085")).quantize(Decimal("0.000001"), ROUND_DOWN)
+        assert (closed, settled) == (T0_MS / 1000 + 10, T0_MS / 1000 + 25)
+        assert payout > 0
+        assert db.execute(
+            "SELECT reason, source FROM dead_letters WHERE source LIKE ?", [f"{rates_topic}/%"]
+        ).fetchall() == [("invalid_rate", f"{rates_topic}/0/0")]
+        assert db.execute("SELECT count(*) FROM recon_ledger_balance WHERE NOT balanced").fetchall() == [(0,)]  # fmt: skip
+    rows = pq.read_table(out / "parquet" / "settlement_batches").to_pylist()
+    assert sorted(row["status"] for row in rows if row["payee_id"] == "m1") == ["awaiting_rate", "settled"]  # fmt: skip
