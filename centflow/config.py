@@ -96,12 +96,15 @@ class FxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rate is needed. Without a rates file, a run from Kafka reads the rates from
     the ``fx-rates`` topic. A batch whose rate is missing when its window closes
     waits for it; `rate_wait_s` later it is marked ``awaiting_rate`` (and still
-    settles when the rate comes)."""
+    settles when the rate comes). Rates from the topic are kept for
+    `rate_horizon_s` past their as-of time (and each pair's latest before that):
+    an event older than that finds no rate and awaits one."""
 
     rates: str | None = None
     payee_directory: str | None = None
     spread_bps: int = 20
     rate_wait_s: int = 900
+    rate_horizon_s: int = 7 * 86_400
 
 
 class PipelineConfig(msgspec.Struct, frozen=True):
@@ -180,6 +183,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
 def _validate_fx(fx: FxConfig, rates_topic: bool = False) -> None:
     _check_range("FX spread", fx.spread_bps, 0, 9_999, "[fx] spread_bps")
     _check_range("FX rate wait", fx.rate_wait_s, 0, 30 * 86_400, "[fx] rate_wait_s")
+    _check_range("FX rate horizon", fx.rate_horizon_s, 3_600, 366 * 86_400, "[fx] rate_horizon_s")
     if fx.payee_directory is not None and fx.rates is None and not rates_topic:
         raise ConfigError(
             "a payee directory needs FX rates to convert with: give --fx-rates FILE "

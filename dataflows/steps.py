@@ -358,6 +358,7 @@ class SettlementLogic(StatefulBatchLogic[SettleInput, int, SettlementResume]):
             schedule_terms(config.fees),
             fx_book(config.fx),
             config.fx.rate_wait_s * MICROS_PER_SECOND,
+            config.fx.rate_horizon_s * MICROS_PER_SECOND if config.rate_partitions else None,
         )
         self._writer = ShardTableWriter(config.parquet_dir, resume and resume[1])
         self._out_dir = Path(config.out_dir)

@@ -43,9 +43,9 @@ DIRECTORY = {"m1": "USD", "m2": "JPY"}  # m3 settles in its events' currency
 ORIGINS = ["a", "fx/0", "fx/1"]
 
 
-def _shard(state=None) -> SettlementShard:
+def _shard(state=None, horizon_us: int | None = None) -> SettlementShard:
     book = FxBook(RateBook({}), DIRECTORY, 25)
-    return SettlementShard(ORIGINS, WINDOW_US, 0, state, SCHEDULE, book, WAIT_US)
+    return SettlementShard(ORIGINS, WINDOW_US, 0, state, SCHEDULE, book, WAIT_US, horizon_us)
 
 
 def _rate(ingest_s: float, base: str, quote: str, as_of_s: float, rate: str) -> RateUpdate:
@@ -156,11 +156,13 @@ rate_specs = st.tuples(
 )
 
 
-def _settle_all(events, rates, step_s: int, snapshot_at: int | None, ahead_s: int = 0) -> Settled:
+def _settle_all(
+    events, rates, step_s: int, snapshot_at: int | None, ahead_s: int = 0, horizon_us=None
+) -> Settled:
     """Feed events (ingested at their event time) and rates in steps of `step_s`
     seconds of watermark, each rate origin read `ahead_s` seconds ahead of the
     events; optionally snapshot and restore the shard after step `snapshot_at`."""
-    shard = _shard()
+    shard = _shard(horizon_us=horizon_us)
     out = Settled()
     by_origin = defaultdict(list)
     for origin, ingest_s, (base, quote), as_of_s, text in rates:
@@ -184,7 +186,7 @@ def _settle_all(events, rates, step_s: int, snapshot_at: int | None, ahead_s: in
             envelopes.append(RateEnvelope(origin, 0, high_us, sent))
         _add(out, shard.settle(envelopes[::-1] if step % 2 else envelopes))
         if snapshot_at == step:
-            shard = _shard(pickle.loads(pickle.dumps(shard.snapshot())))
+            shard = _shard(pickle.loads(pickle.dumps(shard.snapshot())), horizon_us)
     final = [envelope("a", WATERMARK_END_US, [])] + [
         RateEnvelope(origin, 0, WATERMARK_END_US, []) for origin in ("fx/0", "fx/1")
     ]
@@ -211,16 +213,20 @@ def _outcome(out: Settled) -> tuple:
     step_s=st.sampled_from([1, 3, 7, 20]),
     snapshot_at=st.one_of(st.none(), st.integers(0, 6)),
     ahead_s=st.sampled_from([0, 4, 15]),
+    horizon_s=st.sampled_from([None, 20]),
 )
 def test_batches_settle_the_same_however_rates_and_events_are_grouped(
-    events, rates, step_s, snapshot_at, ahead_s
+    events, rates, step_s, snapshot_at, ahead_s, horizon_s
 ):
     """One step a second against coarser steps (a rate partition read ahead of the
     events), with the shard snapshotted and restored in between: the same batches,
     postings, payouts and FX rows. And every batch balances per currency, settles at
     most once, never before its close, and pays only once settled."""
-    reference = _outcome(_settle_all(events, rates, 1, None))
-    assert _outcome(_settle_all(events, rates, step_s, snapshot_at, ahead_s)) == reference
+    horizon_us = None if horizon_s is None else horizon_s * SECOND_US
+    reference = _outcome(_settle_all(events, rates, 1, None, 0, horizon_us))
+    assert (
+        _outcome(_settle_all(events, rates, step_s, snapshot_at, ahead_s, horizon_us)) == reference
+    )
     batches, entries, payouts, _ = reference
     sums: dict[tuple[str, str], int] = defaultdict(int)
     for text in entries:
@@ -237,6 +243,30 @@ def test_batches_settle_the_same_however_rates_and_events_are_grouped(
         else:
             assert batch["settled_us"] >= batch["closed_us"]
             assert paid[batch["batch_id"]] == batch["payout_micros"]
+
+
+def test_rates_past_the_horizon_are_forgotten_and_an_event_before_them_awaits_a_rate():
+    shard = _shard(horizon_us=20 * SECOND_US)
+    out = Settled()
+    rates = [_rate(second, "EUR", "USD", second, "1.0%02d" % second) for second in range(0, 60, 5)]
+    _add(out, shard.settle([RateEnvelope("fx/0", 0, 60 * SECOND_US, rates),
+                            RateEnvelope("fx/1", 0, 60 * SECOND_US, []),
+                            envelope("a", 0, [])]))  # fmt: skip
+    _add(out, shard.settle([envelope("a", 60 * SECOND_US, [])]))
+    series = shard.fx.rates.series("EUR", "USD")
+    # at 55 s the cut is 35 s: the rate in force then (as of 35 s) and those after it
+    assert series.as_of_us == [35 * SECOND_US, 40 * SECOND_US, 45 * SECOND_US, 50 * SECOND_US, 55 * SECOND_US]  # fmt: skip
+    assert [u.as_of_us for u in shard.rates_applied] == series.as_of_us
+    old = payment("old", occurred_us=12 * SECOND_US, ingest_us=61 * SECOND_US, payee_id="m1", currency="EUR")  # fmt: skip
+    new = payment("new", occurred_us=36 * SECOND_US, ingest_us=81 * SECOND_US, payee_id="m1", currency="EUR")  # fmt: skip
+    _add(out, shard.settle([envelope("a", 80 * SECOND_US, [old]), RateEnvelope("fx/0", 0, 80 * SECOND_US, []),
+                            RateEnvelope("fx/1", 0, 80 * SECOND_US, [])]))  # fmt: skip
+    (waiting,) = out.batch_table().to_pylist()
+    assert waiting["status"] == "awaiting_rate"  # never the later rate of 35 s
+    _add(out, shard.settle([envelope("a", 100 * SECOND_US, [new]), RateEnvelope("fx/0", 0, 100 * SECOND_US, []),
+                            RateEnvelope("fx/1", 0, 100 * SECOND_US, [])]))  # fmt: skip
+    converted = [b for b in out.batch_table().to_pylist() if b["status"] == "settled"]
+    assert [b["fx_rate_e12"] for b in converted] == [parse_rate("1.035")]
 
 
 def test_bad_rate_messages_are_dead_letters_with_a_reason_and_their_bytes():

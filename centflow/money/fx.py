@@ -204,6 +204,26 @@ class RateBook:
         self.given[pair] = Series(as_of, rates)
         self._pairs.clear()
 
+    def prune_before(self, cut_us: int) -> None:
+        """Forget the rates that stopped being in force before `cut_us` (each pair keeps
+        the one in force at `cut_us`): an event older than a pair's first rate kept
+        has no rate, and awaits one, rather than taking a later one."""
+        pruned = False
+        for pair, series in list(self.given.items()):
+            first = bisect_right(series.as_of_us, cut_us) - 1
+            if first > 0:
+                self.given[pair] = Series(series.as_of_us[first:], series.rates[first:])
+                pruned = True
+        if pruned:
+            self._pairs.clear()
+
+    def keeps(self, update: RateUpdate) -> bool:
+        """Whether `update` is still among the given rates (not pruned)."""
+        series = self.given.get((update.base, update.quote))
+        return (
+            series is not None and bool(series.as_of_us) and update.as_of_us >= series.as_of_us[0]
+        )
+
     def series(self, base: str, quote: str) -> Series | None:
         """The rates of base→quote, derived when not given; None if they cannot be."""
         pair = (base, quote)

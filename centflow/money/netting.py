@@ -178,6 +178,15 @@ class Awaiting(msgspec.Struct, array_like=True):
     closed_us: int
     events: bytes
     announced: bool
+    currency: str = ""
+    settlement_currency: str = ""
+    first_us: int = 0  #: its earliest event time: no rate in force then, no use trying
+
+    def may_settle(self, book: FxBook) -> bool:
+        """Whether `book` has a rate in force at its earliest event (and so, rates
+        coming in time order, maybe at all its events): worth netting it again."""
+        series = book.rates.series(self.currency, self.settlement_currency)
+        return series is not None and bool(series.as_of_us) and series.as_of_us[0] <= self.first_us
 
     def rows(self) -> pa.RecordBatch:
         """Its events, as they were when its window closed."""
@@ -423,6 +432,9 @@ def _net(
             closed_us,
             _ipc(events.slice(int(starts[batch]), int(counts[batch]))),
             rate_wait_us == 0,
+            currency_list[batch],
+            fx.settlement_currency[batch],
+            int(events["occurred_us"][int(starts[batch])].as_py()),
         )
         for batch in np.flatnonzero(awaiting).tolist()
     ]

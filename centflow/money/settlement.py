@@ -188,6 +188,7 @@ class SettlementShard:
         fees: dict[tuple[str, str], FeeTerms] | None = None,
         fx: FxBook | None = None,
         rate_wait_us: int = 0,
+        rate_horizon_us: int | None = None,
     ):
         invariant(
             window_us > 0 and lateness_us >= 0,
@@ -198,6 +199,7 @@ class SettlementShard:
         self.fees = fees or {}
         self.fx = fx
         self.rate_wait_us = rate_wait_us
+        self.rate_horizon_us = rate_horizon_us
         self.awaiting: list[Awaiting] = []
         self.rates_pending: list[RateUpdate] = []
         self.rates_applied: list[RateUpdate] = []
@@ -370,16 +372,21 @@ class SettlementShard:
     def _rates_at(self, at_us: int, out: Settled) -> None:
         """Put in force the rates ingested at `at_us`, then settle what they complete."""
         self._announce_before(at_us, out)
-        while self.rates_pending and self.rates_pending[0].ingest_us == at_us:
-            update = self.rates_pending.pop(0)
-            if self.fx is not None:
-                self._apply(update)
-                self.rates_applied.append(update)
-        if self.fx is None or not self.awaiting:
+        taken = 0
+        while taken < len(self.rates_pending) and self.rates_pending[taken].ingest_us == at_us:
+            taken += 1
+        updates, self.rates_pending = self.rates_pending[:taken], self.rates_pending[taken:]
+        if self.fx is None:
             return
+        for update in updates:
+            self._apply(update)
+        self.rates_applied.extend(updates)
+        if self.rate_horizon_us is not None:
+            self.fx.rates.prune_before(at_us - self.rate_horizon_us)
+            self.rates_applied = [u for u in self.rates_applied if self.fx.rates.keeps(u)]
         waiting = []
         for batch in self.awaiting:
-            settled = settle_awaiting(
+            settled = batch.may_settle(self.fx) and settle_awaiting(
                 batch, self.window_us, self.lateness_us, at_us, self.carry_micros, out,
                 self.fees, self.fx,
             )  # fmt: skip
