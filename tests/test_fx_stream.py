@@ -248,7 +248,7 @@ def test_batches_settle_the_same_however_rates_and_events_are_grouped(
 def test_rates_past_the_horizon_are_forgotten_and_an_event_before_them_awaits_a_rate():
     shard = _shard(horizon_us=20 * SECOND_US)
     out = Settled()
-    rates = [_rate(second, "EUR", "USD", second, "1.0%02d" % second) for second in range(0, 60, 5)]
+    rates = [_rate(second, "EUR", "USD", second, f"1.0{second:02d}") for second in range(0, 60, 5)]
     _add(out, shard.settle([RateEnvelope("fx/0", 0, 60 * SECOND_US, rates),
                             RateEnvelope("fx/1", 0, 60 * SECOND_US, []),
                             envelope("a", 0, [])]))  # fmt: skip
