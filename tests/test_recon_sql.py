@@ -166,6 +166,7 @@ def batch(
         status,
         None if status != "settled" else converted,
         None if status != "settled" else spread,
+        None if status != "settled" else (window + 1) * MINUTE_US,
     )
 
 

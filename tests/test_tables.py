@@ -274,6 +274,7 @@ batch_rows = st.lists(
         texts,
         st.none() | money,
         st.none() | money,
+        st.none() | timestamps_us,
     ),
     max_size=6,
 )
@@ -306,6 +307,7 @@ BATCH_EXTREMES = [
         "awaiting_rate",
         AMOUNT_MICROS_MAX,
         -AMOUNT_MICROS_MAX,
+        None,
     )
 ]
 counter = itertools.count()
@@ -457,6 +459,7 @@ BATCH = (
     "settled",
     None,
     None,
+    60_000_000,
 )
 ENTRIES = [
     ("b-1:000000", "b-1", "evt-1", "payment", "rail_clearing:card", "USD", 100_000, 60_000_000),

@@ -1,7 +1,7 @@
 """Matching settled payouts against statement entries, in DuckDB SQL.
 
 `reconcile` reads the payouts the pipeline settled (``settlement_payouts``,
-dated by their batch's ``settlement_batches.closed_at``) and the entries of the
+dated by when their batch paid out, ``settlement_batches.settled_at``) and the entries of the
 imported statements (``statement_entries``, see `centflow.recon.statements`),
 and writes, in one transaction:
 
@@ -153,7 +153,7 @@ WITH lines AS (
            CAST(sum(amount) AS DECIMAL(18,6)) AS expected, any_value(party_id) AS party_id
     FROM settlement_payouts GROUP BY batch_id
 )
-SELECT l.batch_id, l.currency, l.currency_max, l.lines, l.expected, b.closed_at AS expected_at,
+SELECT l.batch_id, l.currency, l.currency_max, l.lines, l.expected, coalesce(b.settled_at, b.closed_at) AS expected_at,
        CASE WHEN l.lines = 1 THEN l.party_id END AS party_id
 FROM lines AS l LEFT JOIN settlement_batches AS b USING (batch_id);
 """,
@@ -445,7 +445,7 @@ VIEWS_SQL = """
 -- Empty result: nothing has settled.
 CREATE OR REPLACE VIEW recon_payouts AS
 SELECT p.batch_id, p.party_id, p.currency, CAST(p.amount AS DECIMAL(18,6)) AS amount,
-       b.closed_at AS expected_at,
+       coalesce(b.settled_at, b.closed_at) AS expected_at,
        CASE WHEN count(*) OVER (PARTITION BY p.batch_id) = 1 THEN p.batch_id
             ELSE p.batch_id || '|' || p.party_id END AS line_key
 FROM {payouts} AS p LEFT JOIN settlement_batches AS b USING (batch_id);
@@ -494,7 +494,7 @@ SELECT batch_id, party_id, 1 AS step, 'payout' AS node, line_key AS node_id, exp
        NULL::VARCHAR AS detail
 FROM recon_payouts
 UNION ALL
-SELECT batch_id, payee_id, 2, 'batch', batch_id, closed_at, settlement_currency, payout, NULL, NULL,
+SELECT batch_id, payee_id, 2, 'batch', batch_id, coalesce(settled_at, closed_at), settlement_currency, payout, NULL, NULL,
        'window ' || strftime(window_start AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') || ' to '
        || strftime(window_end AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') || ', ' || event_count || ' events, net '
        || net || ' ' || currency

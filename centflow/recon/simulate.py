@@ -179,9 +179,9 @@ def load_payout_lines(db_path: Path | str) -> list[PayoutLine]:
             """
             SELECT p.batch_id, p.party_id, p.currency,
                    CAST(CAST(p.amount AS DECIMAL(38,6)) * 1000000 AS BIGINT),
-                   epoch_us(b.closed_at), count(*) OVER (PARTITION BY p.batch_id)
+                   epoch_us(coalesce(b.settled_at, b.closed_at)), count(*) OVER (PARTITION BY p.batch_id)
             FROM settlement_payouts AS p JOIN settlement_batches AS b USING (batch_id)
-            ORDER BY b.closed_at, p.batch_id, p.party_id
+            ORDER BY coalesce(b.settled_at, b.closed_at), p.batch_id, p.party_id
             """
         ).fetchall()
     finally:
