@@ -102,6 +102,9 @@ class FxConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     rates: str | None = None
     payee_directory: str | None = None
+    #: a topic of payee directory entries (a run from Kafka): each in force from its
+    #: message timestamp, over the file's
+    payee_directory_topic: str | None = None
     spread_bps: int = 20
     rate_wait_s: int = 900
     rate_horizon_s: int = 7 * 86_400
@@ -127,6 +130,8 @@ class PipelineConfig(msgspec.Struct, frozen=True):
     fx: FxConfig = FxConfig()
     #: partitions ``<topic>/<n>`` of the FX rates topic, when rates come from one
     rate_partitions: tuple[str, ...] = ()
+    #: partitions of the payee directory topic, when there is one
+    payee_partitions: tuple[str, ...] = ()
 
     @property
     def window_us(self) -> int:
@@ -184,7 +189,8 @@ def _validate_fx(fx: FxConfig, rates_topic: bool = False) -> None:
     _check_range("FX spread", fx.spread_bps, 0, 9_999, "[fx] spread_bps")
     _check_range("FX rate wait", fx.rate_wait_s, 0, 30 * 86_400, "[fx] rate_wait_s")
     _check_range("FX rate horizon", fx.rate_horizon_s, 3_600, 366 * 86_400, "[fx] rate_horizon_s")
-    if fx.payee_directory is not None and fx.rates is None and not rates_topic:
+    has_directory = fx.payee_directory is not None or fx.payee_directory_topic is not None
+    if has_directory and fx.rates is None and not rates_topic:
         raise ConfigError(
             "a payee directory needs FX rates to convert with: give --fx-rates FILE "
             "(or [fx] rates) beside --payee-directory, or run from --kafka, which reads "

@@ -40,7 +40,7 @@ from centflow.ops.lifecycle import install_stop_handlers
 from centflow.progress import Envelope
 from centflow.risk.review import ReviewEnvelope
 from dataflows import steps
-from dataflows.sources import KafkaBatchSource, ReplaySource, ReviewSource, rate_blocks
+from dataflows.sources import KafkaBatchSource, ReplaySource, ReviewSource, fx_blocks
 from sinks.kafka import KafkaMessageSink
 from sinks.parquet import ParquetSink, WritesDoneSink
 
@@ -149,10 +149,11 @@ def flow_for(config: PipelineConfig) -> Dataflow:
         config.future_skew_us,
     )
     rate_source = None
-    if config.rate_partitions:
+    if config.rate_partitions or config.payee_partitions:
         rate_source = KafkaBatchSource(
-            client, list(config.rate_partitions), config.batch_messages_max, idle_s,
-            Path(config.out_dir), config.future_skew_us, rate_blocks,
+            client, [*config.rate_partitions, *config.payee_partitions],
+            config.batch_messages_max, idle_s, Path(config.out_dir), config.future_skew_us,
+            fx_blocks(frozenset(config.payee_partitions)),
         )  # fmt: skip
     return build_flow(
         config,

@@ -65,7 +65,7 @@ from centflow.limits import (
     MICROS_PER_SECOND,
     WATERMARK_END_US,
 )
-from centflow.money.fx import RateBlock, decode_rate_messages
+from centflow.money.fx import RateBlock, decode_payee_messages, decode_rate_messages
 from centflow.ops.kafka import quiet_client_config
 from centflow.ops.lifecycle import StopWatch
 from centflow.ops.status import StatusWriter
@@ -309,12 +309,18 @@ def payment_blocks(future_skew_us: int) -> BlockDecoder:
     return decode
 
 
-def rate_blocks(
-    name: str, sources: pa.StringArray, ingest_us: list[int], values: list[bytes], mark: int
-) -> RateBlock:
-    """Messages of the ``fx-rates`` topic as `RateBlock` items (`centflow.money.fx`)."""
-    rates, dead = decode_rate_messages(sources.to_pylist(), ingest_us, values)
-    return RateBlock(name, rates, dead, mark)
+def fx_blocks(payee_partitions: frozenset[str]) -> BlockDecoder:
+    """Messages of the ``fx-rates`` topic, or of the payee directory topic (its
+    partitions `payee_partitions`), as `RateBlock` items (`centflow.money.fx`)."""
+
+    def decode(
+        name: str, sources: pa.StringArray, ingest_us: list[int], values: list[bytes], mark: int
+    ) -> RateBlock:
+        decoder = decode_payee_messages if name in payee_partitions else decode_rate_messages
+        updates, dead = decoder(sources.to_pylist(), ingest_us, values)
+        return RateBlock(name, list(updates), dead, mark)
+
+    return decode
 
 
 class _KafkaPartition(StatefulSourcePartition[Any, KafkaPosition]):
@@ -450,7 +456,7 @@ _NO_POSITIONS = pa.array([], pa.string())
 
 class KafkaBatchSource(FixedPartitionedSource[Any, KafkaPosition]):
     """Partitions ``<topic>/<n>`` of a Kafka topic, read and decoded in batches: into
-    `Decoded` payments, or by `decode` (`rate_blocks` for the ``fx-rates`` topic)."""
+    `Decoded` payments, or by `decode` (`fx_blocks` for the FX topics)."""
 
     def __init__(
         self,

@@ -351,7 +351,7 @@ class SettlementLogic(StatefulBatchLogic[SettleInput, int, SettlementResume]):
     ) -> None:
         self._publisher = publisher() if publisher is not None else None
         self._shard = SettlementShard(
-            risk_origins(config.rate_partitions),
+            risk_origins(config.rate_partitions + config.payee_partitions),
             config.window_us,
             config.lateness_us,
             resume and resume[0],

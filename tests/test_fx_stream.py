@@ -24,9 +24,11 @@ from centflow.money.fees import RailFee, schedule_terms
 from centflow.money.fx import (
     RATE_SCALE,
     FxBook,
+    PayeeUpdate,
     RateBook,
     RateEnvelope,
     RateUpdate,
+    decode_payee_messages,
     decode_rate_messages,
     parse_rate,
 )
@@ -44,7 +46,7 @@ ORIGINS = ["a", "fx/0", "fx/1"]
 
 
 def _shard(state=None, horizon_us: int | None = None) -> SettlementShard:
-    book = FxBook(RateBook({}), DIRECTORY, 25)
+    book = FxBook(RateBook({}), dict(DIRECTORY), 25)
     return SettlementShard(ORIGINS, WINDOW_US, 0, state, SCHEDULE, book, WAIT_US, horizon_us)
 
 
@@ -157,7 +159,13 @@ rate_specs = st.tuples(
 
 
 def _settle_all(
-    events, rates, step_s: int, snapshot_at: int | None, ahead_s: int = 0, horizon_us=None
+    events,
+    rates,
+    step_s: int,
+    snapshot_at: int | None,
+    ahead_s: int = 0,
+    horizon_us=None,
+    directory=(),
 ) -> Settled:
     """Feed events (ingested at their event time) and rates in steps of `step_s`
     seconds of watermark, each rate origin read `ahead_s` seconds ahead of the
@@ -167,6 +175,8 @@ def _settle_all(
     by_origin = defaultdict(list)
     for origin, ingest_s, (base, quote), as_of_s, text in rates:
         by_origin[origin].append(_rate(ingest_s, base, quote, as_of_s, text))
+    for ingest_s, payee, currency in directory:
+        by_origin["fx/1"].append(PayeeUpdate(ingest_s * SECOND_US, payee, currency))
     for updates in by_origin.values():
         updates.sort(key=lambda update: update.ingest_us)
     pays = sorted(
@@ -214,19 +224,26 @@ def _outcome(out: Settled) -> tuple:
     snapshot_at=st.one_of(st.none(), st.integers(0, 6)),
     ahead_s=st.sampled_from([0, 4, 15]),
     horizon_s=st.sampled_from([None, 20]),
+    directory=st.lists(
+        st.tuples(
+            st.integers(0, 90),
+            st.sampled_from(["m1", "m3"]),
+            st.sampled_from(["USD", "JPY", "EUR"]),
+        ),
+        max_size=3,
+    ),
 )
 def test_batches_settle_the_same_however_rates_and_events_are_grouped(
-    events, rates, step_s, snapshot_at, ahead_s, horizon_s
+    events, rates, step_s, snapshot_at, ahead_s, horizon_s, directory
 ):
     """One step a second against coarser steps (a rate partition read ahead of the
     events), with the shard snapshotted and restored in between: the same batches,
     postings, payouts and FX rows. And every batch balances per currency, settles at
     most once, never before its close, and pays only once settled."""
     horizon_us = None if horizon_s is None else horizon_s * SECOND_US
-    reference = _outcome(_settle_all(events, rates, 1, None, 0, horizon_us))
-    assert (
-        _outcome(_settle_all(events, rates, step_s, snapshot_at, ahead_s, horizon_us)) == reference
-    )
+    reference = _outcome(_settle_all(events, rates, 1, None, 0, horizon_us, directory))
+    again = _settle_all(events, rates, step_s, snapshot_at, ahead_s, horizon_us, directory)
+    assert _outcome(again) == reference
     batches, entries, payouts, _ = reference
     sums: dict[tuple[str, str], int] = defaultdict(int)
     for text in entries:
@@ -267,6 +284,52 @@ def test_rates_past_the_horizon_are_forgotten_and_an_event_before_them_awaits_a_
                             RateEnvelope("fx/1", 0, 100 * SECOND_US, [])]))  # fmt: skip
     converted = [b for b in out.batch_table().to_pylist() if b["status"] == "settled"]
     assert [b["fx_rate_e12"] for b in converted] == [parse_rate("1.035")]
+
+
+def test_a_directory_entry_from_the_topic_holds_from_its_ingestion_on():
+    """m3 settles in its events' currency until an entry ingested at 15 s makes it USD:
+    its window closing at 10 s stays EUR, the one closing at 20 s converts; a batch
+    awaiting its rate converts into the currency of its close, not a later one."""
+    shard = _shard()
+    out = Settled()
+    first = payment("e1", occurred_us=2 * SECOND_US, payee_id="m3", currency="EUR", amount_micros=4_000_000)  # fmt: skip
+    second = payment("e2", occurred_us=12 * SECOND_US, payee_id="m3", currency="EUR", amount_micros=4_000_000)  # fmt: skip
+    waits = payment("e3", occurred_us=13 * SECOND_US, payee_id="m1", currency="JPY", amount_micros=900_000_000)  # fmt: skip
+    updates = [
+        PayeeUpdate(15 * SECOND_US, "m3", "USD"),
+        _rate(15, "EUR", "USD", 0, "1.1"),
+        PayeeUpdate(25 * SECOND_US, "m1", "EUR"),  # after m1's batch closed in USD
+        _rate(30, "USD", "JPY", 0, "150"),
+    ]
+    _add(out, shard.settle([envelope("a", 40 * SECOND_US, [first, second, waits]),
+                            RateEnvelope("fx/0", 0, 40 * SECOND_US, updates),
+                            RateEnvelope("fx/1", 0, 40 * SECOND_US, [])]))  # fmt: skip
+    rows = {(b["payee_id"], b["window_start_us"]): b for b in out.batch_table().to_pylist()}
+    assert rows[("m3", 0)]["settlement_currency"] == "EUR" and rows[("m3", 0)]["fx_converted_micros"] is None  # fmt: skip
+    assert rows[("m3", WINDOW_US)]["settlement_currency"] == "USD"
+    assert rows[("m3", WINDOW_US)]["fx_rate_e12"] == parse_rate("1.1")
+    late = rows[("m1", WINDOW_US)]
+    assert late["settlement_currency"] == "USD" and late["settled_us"] == 30 * SECOND_US
+    assert late["fx_rate_e12"] == 6_666_666_667  # 1 / 150, half-even, 12 places
+    assert shard.fx.payees == {**DIRECTORY, "m3": "USD", "m1": "EUR"}
+
+
+def test_bad_directory_messages_are_dead_letters_with_a_reason():
+    values = [
+        b'{"payee_id": "m9", "settlement_currency": "GBP"}',
+        b'{"payee_id": "m9", "settlement_currency": "XYZ"}',
+        b'{"payee_id": "", "settlement_currency": "GBP"}',
+        b'{"payee_id": "m9"}',
+        b"[",
+    ]
+    entries, dead = decode_payee_messages([f"payees/0/{n}" for n in range(5)], [7] * 5, values)
+    assert entries == [PayeeUpdate(7, "m9", "GBP")]
+    assert [(d.source, d.reason) for d in dead] == [
+        ("payees/0/1", "unknown_currency"),
+        ("payees/0/2", "invalid_field"),
+        ("payees/0/3", "missing_field"),
+        ("payees/0/4", "invalid_json"),
+    ]
 
 
 def test_bad_rate_messages_are_dead_letters_with_a_reason_and_their_bytes():
@@ -313,10 +376,13 @@ def test_a_kafka_run_converts_with_rates_from_the_topic_and_settles_a_batch_when
 ):
     """10-second windows, a 5-second rate wait. m1 settles in USD: its EUR batch of
     10:00:00-10:00:10 closes at 10 s with no rate, shows awaiting_rate past 15 s, and
-    settles when the EUR/USD rate (as of 10:00:00) is ingested at 25 s. A bad rate
-    message is a dead letter; the loaded table keeps the settled row."""
+    settles when the EUR/USD rate (as of 10:00:00) is ingested at 25 s. m3 settles in
+    USD until a directory entry on the payees topic, ingested at 30 s, makes it EUR.
+    Bad rate and directory messages are dead letters; the loaded table keeps the
+    settled row."""
     topic = fresh_topic(partitions=1)
     rates_topic = fresh_topic(partitions=1, prefix="rates")
+    payees_topic = fresh_topic(partitions=2, prefix="payees")
     producer = Producer(client_config(kafka_bootstrap))
     for second, value in [
         (2, _pay("x1", 2, "m1", "EUR", "10.00")),
@@ -327,6 +393,12 @@ def test_a_kafka_run_converts_with_rates_from_the_topic_and_settles_a_batch_when
     for second, rate in [(1, "-1"), (25, "1.085"), (45, "1.09")]:
         line = {"base": "EUR", "quote": "USD", "rate": rate, "as_of": _at(0 if second < 45 else 44)}
         producer.produce(rates_topic, json.dumps(line).encode(), timestamp=T0_MS + second * 1000)
+    for second, entry, partition in [
+        (5, {"payee_id": "m3", "settlement_currency": "???"}, 0),
+        (30, {"payee_id": "m3", "settlement_currency": "EUR"}, 1),
+    ]:
+        producer.produce(payees_topic, json.dumps(entry).encode(), partition=partition,
+                         timestamp=T0_MS + second * 1000)  # fmt: skip
     producer.flush(10)
     payees = tmp_path / "payees.jsonl"
     payees.write_text('{"payee_id": "m1", "settlement_currency": "USD"}\n')
@@ -336,7 +408,8 @@ def test_a_kafka_run_converts_with_rates_from_the_topic_and_settles_a_batch_when
     run = centflow(
         "run", "--kafka", kafka_bootstrap, "--topic", topic, "--dlq-topic", f"{topic}.dlq",
         "--decisions-topic", f"{topic}.decisions", "--fx-rates-topic", rates_topic,
-        "--payee-directory", str(payees), "--config", str(config), "--out", str(out),
+        "--payee-directory", str(payees), "--payee-directory-topic", payees_topic,
+        "--config", str(config), "--out", str(out),
         "--window-s", "10", "--lateness-s", "0", "--until-idle", "--idle-s", "1",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
@@ -350,8 +423,20 @@ def test_a_kafka_run_converts_with_rates_from_the_topic_and_settles_a_batch_when
         assert (closed, settled) == (T0_MS / 1000 + 10, T0_MS / 1000 + 25)
         assert payout > 0
         assert db.execute(
-            "SELECT reason, source FROM dead_letters WHERE source LIKE ?", [f"{rates_topic}/%"]
-        ).fetchall() == [("invalid_rate", f"{rates_topic}/0/0")]
+            "SELECT reason, source FROM dead_letters WHERE source NOT LIKE ? ORDER BY source",
+            [f"{topic}/%"],
+        ).fetchall() == [
+            ("unknown_currency", f"{payees_topic}/0/0"),
+            ("invalid_rate", f"{rates_topic}/0/0"),
+        ]
+        assert db.execute(
+            "SELECT epoch(window_start) - ?, settlement_currency, fx_rate FROM settlement_batches"
+            " WHERE payee_id = 'm3' ORDER BY window_start",
+            [T0_MS / 1000],
+        ).fetchall() == [
+            (0, "USD", Decimal(1)),
+            (40, "EUR", Decimal("0.921658986175")),
+        ]  # 1 / 1.085
         assert db.execute("SELECT count(*) FROM recon_ledger_balance WHERE NOT balanced").fetchall() == [(0,)]  # fmt: skip
     rows = pq.read_table(out / "parquet" / "settlement_batches").to_pylist()
     assert sorted(row["status"] for row in rows if row["payee_id"] == "m1") == ["awaiting_rate", "settled"]  # fmt: skip

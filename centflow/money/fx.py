@@ -1,8 +1,9 @@
 """FX: a batch in its events' currency, paid in its payee's settlement currency.
 
-Inputs, read once at start (a bad line is one `ConfigError` naming file and line):
+Inputs, files read once at start (a bad line is one `ConfigError` naming file and line):
 
-- **Rates** (``--fx-rates FILE``, JSON lines, plain or gzipped):
+- **Rates** (``--fx-rates FILE``, JSON lines, plain or gzipped; or, in a run
+  from Kafka without a file, the messages of the ``fx-rates`` topic, below):
   ``{"base", "quote", "rate", "as_of"}``, ``rate`` a positive decimal string
   (units of quote per one base) with at most 12 fractional digits, below
   1,000,000. A rate is in force from its ``as_of`` until the next one for the
@@ -33,6 +34,18 @@ on the payee's payable in the event currency (as does one whose converted
 amount would not fit DECIMAL(18,6), ``fx_overflow``). `settlement_fx` holds,
 per batch and rate used, the events' signed amount at that rate, so
 ``trunc(Σ amount × rate − fees × fx_rate)`` recomputes ``converted`` exactly.
+
+**Rates from the topic** (`decode_rate_messages`, `RateBook.add`). Each message
+is one rate line; one that is not a usable rate is a dead letter with a reason
+code, never a rate. A rate's ingestion time is its message timestamp, and the
+topic's partitions are inputs of settlement's frontier, so a window that closes
+at ``C`` converts with exactly the rates ingested before ``C``, whatever the
+order the topics were read in (`centflow.money.settlement`). A batch missing a
+rate then waits (``[fx] rate_wait_s``; its row is written ``awaiting_rate``
+once the wait is over) and settles when a rate completing it is ingested, at
+that rate's ingestion time (`centflow.money.netting.settle_awaiting`). Rates
+older than ``[fx] rate_horizon_s`` are forgotten, each pair keeping the one in
+force at the cut (`RateBook.prune_before`): an older event then finds no rate.
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ import operator
 from bisect import bisect_right
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -269,7 +283,7 @@ class RateBook:
         return None
 
 
-class RateUpdate(msgspec.Struct, array_like=True, frozen=True, gc=False):
+class RateUpdate(msgspec.Struct, array_like=True, frozen=True, gc=False, tag=True):
     """A rate read from the ``fx-rates`` topic: when it was ingested (its message's
     timestamp, µs), the pair, its as-of time (µs) and the rate (10⁻¹²)."""
 
@@ -280,13 +294,27 @@ class RateUpdate(msgspec.Struct, array_like=True, frozen=True, gc=False):
     rate_e12: int
 
 
+class PayeeUpdate(msgspec.Struct, array_like=True, frozen=True, gc=False, tag=True):
+    """A payee directory entry read from its topic: when it was ingested (µs), the
+    payee and its settlement currency from then on."""
+
+    ingest_us: int
+    payee_id: str
+    settlement_currency: str
+
+
+#: What the FX topics bring settlement, in the order they are put in force.
+FxUpdate = RateUpdate | PayeeUpdate
+
+
 class RateBlock:
-    """What a rates partition emits: the rates read, dead letters, its watermark."""
+    """What a partition of an FX topic (rates, or the payee directory) emits: the
+    updates read, dead letters, its watermark."""
 
     __slots__ = ("dead", "partition", "rates", "watermark_us")
 
     def __init__(
-        self, partition: str, rates: list[RateUpdate], dead: list[DeadLetter], watermark_us: int
+        self, partition: str, rates: list[FxUpdate], dead: list[DeadLetter], watermark_us: int
     ) -> None:
         self.partition = partition
         self.rates = rates
@@ -295,12 +323,21 @@ class RateBlock:
 
 
 class RateEnvelope(msgspec.Struct, frozen=True, array_like=True):
-    """A settlement shard's copy of a `RateBlock` (every shard hears every rate)."""
+    """A settlement shard's copy of a `RateBlock` (every shard hears every update)."""
 
     origin: str
     shard: int
     watermark_us: int
-    rates: list[RateUpdate]
+    rates: list[FxUpdate]
+
+
+def update_order(update: FxUpdate) -> tuple[int, int, str, str, int, int]:
+    """Updates in the order they are put in force: by ingestion time, directory
+    entries first, then by content (the same updates read in another order end the
+    same)."""
+    if isinstance(update, PayeeUpdate):
+        return (update.ingest_us, 0, update.payee_id, update.settlement_currency, 0, 0)
+    return (update.ingest_us, 1, update.base, update.quote, update.as_of_us, update.rate_e12)
 
 
 #: A rate message is at most this long, like a payment (DESIGN.md).
@@ -319,17 +356,7 @@ def decode_rate_messages(
     dead: list[DeadLetter] = []
     for source, ingested, value in zip(sources, ingest_us, values, strict=True):
         try:
-            if len(value) > RATE_MESSAGE_BYTES_MAX:
-                raise InvalidEvent("oversize", f"{len(value)} bytes, over {RATE_MESSAGE_BYTES_MAX}")
-            try:
-                entry = decoder.decode(value)
-            except msgspec.ValidationError as error:
-                text = str(error)
-                reason = "missing_field" if text.startswith("Object missing") else "invalid_field"
-                raise InvalidEvent(reason, text[:200]) from None
-            except msgspec.DecodeError as error:
-                raise InvalidEvent("invalid_json", str(error)[:200]) from None
-            base, quote, as_of, rate = _checked_rate(entry)
+            base, quote, as_of, rate = _checked_rate(_decoded_line(decoder, value))
         except InvalidEvent as error:
             dead.append(DeadLetter(source, error.reason, error.detail, bytes(value), ingested))
             continue
@@ -338,6 +365,51 @@ def decode_rate_messages(
 
 
 _rate_decoder = msgspec.json.Decoder(_RateLine)
+
+
+def decode_payee_messages(
+    sources: list[str], ingest_us: list[int], values: list[bytes]
+) -> tuple[list[PayeeUpdate], list[DeadLetter]]:
+    """The directory entries among messages of the payee directory topic, and a dead
+    letter for each message that is not one (``oversize``, ``invalid_json``,
+    ``missing_field``, ``invalid_field`` for an id not of 1-64 characters,
+    ``unknown_currency``)."""
+    entries: list[PayeeUpdate] = []
+    dead: list[DeadLetter] = []
+    for source, ingested, value in zip(sources, ingest_us, values, strict=True):
+        try:
+            entry = _decoded_line(_payee_decoder, value)
+            if not 1 <= len(entry.payee_id) <= 64:
+                raise InvalidEvent("invalid_field", "payee_id must be 1-64 characters")
+            if not is_currency(entry.settlement_currency):
+                raise InvalidEvent(
+                    "unknown_currency", f"{entry.settlement_currency[:8]!r} is not an ISO 4217 code"
+                )
+        except InvalidEvent as error:
+            dead.append(DeadLetter(source, error.reason, error.detail, bytes(value), ingested))
+            continue
+        entries.append(PayeeUpdate(ingested, entry.payee_id, entry.settlement_currency))
+    return entries, dead
+
+
+def _decoded_line(decoder: msgspec.json.Decoder[Any], value: bytes) -> Any:
+    """One JSON message decoded by `decoder`, or `InvalidEvent` with its reason."""
+    if len(value) > RATE_MESSAGE_BYTES_MAX:
+        raise InvalidEvent("oversize", f"{len(value)} bytes, over {RATE_MESSAGE_BYTES_MAX}")
+    try:
+        return decoder.decode(value)
+    except msgspec.ValidationError as error:
+        text = str(error)
+        if text.startswith("Object missing"):
+            reason = "missing_field"
+        else:  # a field of the wrong type, or not a JSON object at all
+            reason = "invalid_field" if " - at `$." in text else "invalid_json"
+        raise InvalidEvent(reason, text[:200]) from None
+    except msgspec.DecodeError as error:
+        raise InvalidEvent("invalid_json", str(error)[:200]) from None
+
+
+_payee_decoder = msgspec.json.Decoder(_PayeeLine)
 
 
 def read_payee_directory(path: Path) -> dict[str, str]:
@@ -520,8 +592,9 @@ def convert(
 
 def fx_book(config: FxConfig) -> FxBook | None:
     """The FX inputs a configuration names, read and checked (None: no payee directory,
-    so nothing converts); a bad line is one ConfigError."""
-    if config.payee_directory is None:
+    file or topic, so nothing converts); a bad line is one ConfigError."""
+    if config.payee_directory is None and config.payee_directory_topic is None:
         return None
     rates = RateBook.read(Path(config.rates)) if config.rates else RateBook({})
-    return FxBook(rates, read_payee_directory(Path(config.payee_directory)), config.spread_bps)
+    payees = {} if config.payee_directory is None else read_payee_directory(Path(config.payee_directory))  # fmt: skip
+    return FxBook(rates, payees, config.spread_bps)

@@ -216,8 +216,12 @@ def settle_awaiting(
     """Net an awaiting batch again with the rates known now; if every rate it needs is
     in force, post its FX and payout at `at_us` (the payee's carry as it is then),
     emit its ``settled`` row and return True; else emit nothing and return False."""
+    rows = awaiting.rows()
+    if fx_book is not None:  # it converts into the currency the directory gave at its close
+        payee = rows["payee_id"][0].as_py()
+        fx_book = FxBook(fx_book.rates, {payee: awaiting.settlement_currency}, fx_book.spread_bps)
     return _net(
-        [awaiting.rows()], awaiting.index, window_us, lateness_us, carry_micros, out,
+        [rows], awaiting.index, window_us, lateness_us, carry_micros, out,
         fee_terms, fx_book, 0, _RETRY, awaiting.part, at_us,
     ) == []  # fmt: skip
 
@@ -231,8 +235,12 @@ def announce_awaiting(
     fx_book: FxBook | None,
 ) -> None:
     """Emit an awaiting batch's ``awaiting_rate`` row (its wait for the rate is over)."""
+    rows = awaiting.rows()
+    if fx_book is not None:
+        payee = rows["payee_id"][0].as_py()
+        fx_book = FxBook(fx_book.rates, {payee: awaiting.settlement_currency}, fx_book.spread_bps)
     _net(
-        [awaiting.rows()], awaiting.index, window_us, lateness_us, {}, out,
+        [rows], awaiting.index, window_us, lateness_us, {}, out,
         fee_terms, fx_book, 0, _ANNOUNCE, awaiting.part, awaiting.closed_us,
     )  # fmt: skip
 

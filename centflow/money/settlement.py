@@ -26,6 +26,11 @@ then joins window ``max(own window, release_window(resolved_at))``, marked
 late unless that is its own; a declined one is emitted again with its outcome
 and no batch. Either may arrive first; the result is the same.
 
+FX rates from a topic (`centflow.money.fx`) come in on origins of their own,
+part of the frontier too: each window converts with the rates ingested before
+its close, and a rate ingested at ``R`` settles, at ``R``, the batches that
+awaited it (closes and rates are taken in time order, `_close_through`).
+
 Why not Bytewax's ``EventClock`` windows: its watermark mixes in wall-clock
 time, and it forgets a key's clock once its windows close, so a late event for
 an idle key re-opens a window already emitted. Neither is acceptable for money.
@@ -63,7 +68,7 @@ from centflow.money.batches import (
     window_columns,
 )
 from centflow.money.fees import FeeTerms
-from centflow.money.fx import FxBook, RateEnvelope, RateUpdate
+from centflow.money.fx import FxBook, FxUpdate, PayeeUpdate, RateEnvelope, RateUpdate, update_order
 from centflow.money.netting import Awaiting, announce_awaiting, net_window, settle_awaiting
 from centflow.money.payouts import CarryKey
 from centflow.progress import Envelope, Frontier
@@ -120,8 +125,9 @@ class SettlementState(msgspec.Struct, array_like=True):
     carry_micros: list[tuple[tuple[str, ...], int]]
     reviews: ReviewState
     awaiting: list[Awaiting] = []
-    rates_pending: list[RateUpdate] = []  # read, not yet in force: ingested at or past the frontier
+    rates_pending: list[FxUpdate] = []  # read, not yet in force: ingested at or past the frontier
     rates_applied: list[RateUpdate] = []  # from the rates topic, in the book
+    payees_applied: list[tuple[str, str]] = []  # from the payee directory topic
 
     def __reduce__(self) -> tuple[object, tuple[bytes]]:
         """Snapshots pickle through msgpack."""
@@ -130,12 +136,6 @@ class SettlementState(msgspec.Struct, array_like=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(SettlementState)
-
-
-def _ingested(update: RateUpdate) -> tuple[int, str, str, int, int]:
-    """Rates in the order they are put in force: by ingestion time, then by content
-    (the same rates read in another order end the same)."""
-    return (update.ingest_us, update.base, update.quote, update.as_of_us, update.rate_e12)
 
 
 def _state_from_msgpack(data: bytes) -> SettlementState:
@@ -201,8 +201,9 @@ class SettlementShard:
         self.rate_wait_us = rate_wait_us
         self.rate_horizon_us = rate_horizon_us
         self.awaiting: list[Awaiting] = []
-        self.rates_pending: list[RateUpdate] = []
+        self.rates_pending: list[FxUpdate] = []
         self.rates_applied: list[RateUpdate] = []
+        self.payees_applied: dict[str, str] = {}
         if state is None:
             self.frontier = Frontier(origins)
             self.open_windows: dict[int, list[pa.RecordBatch]] = {}
@@ -221,6 +222,9 @@ class SettlementShard:
             self.rates_pending = list(state.rates_pending)
             for update in state.rates_applied:
                 self._apply(update)
+            self.payees_applied = dict(state.payees_applied)
+            if self.fx is not None:
+                self.fx.payees.update(self.payees_applied)
         # each open window's chunks as IPC messages, as far as the last snapshot took them
         self._ipc_messages: dict[int, list[bytes]] = {}
 
@@ -330,7 +334,7 @@ class SettlementShard:
         it is then. The frontier covers the rates topic, so which rates a batch
         sees does not depend on the order the inputs were read in."""
         if self.rates_pending:
-            self.rates_pending.sort(key=_ingested)
+            self.rates_pending.sort(key=update_order)
         while True:
             window = min(self.open_windows, default=None)
             close_us = (
@@ -379,8 +383,12 @@ class SettlementShard:
         if self.fx is None:
             return
         for update in updates:
-            self._apply(update)
-        self.rates_applied.extend(updates)
+            if isinstance(update, PayeeUpdate):
+                self.fx.payees[update.payee_id] = update.settlement_currency
+                self.payees_applied[update.payee_id] = update.settlement_currency
+            else:
+                self._apply(update)
+                self.rates_applied.append(update)
         if self.rate_horizon_us is not None:
             self.fx.rates.prune_before(at_us - self.rate_horizon_us)
             self.rates_applied = [u for u in self.rates_applied if self.fx.rates.keeps(u)]
@@ -418,6 +426,7 @@ class SettlementShard:
             sorted(self.carry_micros.items()),
             self.reviews.state(),
             list(self.awaiting),
-            sorted(self.rates_pending, key=_ingested),
+            sorted(self.rates_pending, key=update_order),
             list(self.rates_applied),
+            sorted(self.payees_applied.items()),
         )

@@ -355,6 +355,13 @@ def run(
         str | None,
         typer.Option(help="FX rates topic, read when no --fx-rates file is given [fx-rates]."),
     ] = None,
+    payee_directory_topic: Annotated[
+        str | None,
+        typer.Option(
+            help="A topic of payee directory entries {payee_id, settlement_currency}, each in "
+            "force from its message's timestamp (over --payee-directory's)."
+        ),
+    ] = None,
     kafka_config: KafkaConfigFile = None,
     kafka_setting: KafkaSetting = None,
     snapshot_s: Annotated[
@@ -463,6 +470,8 @@ def run(
         )
     if replay is not None and (kafka_config is not None or kafka_setting):
         raise ConfigError("--kafka-config and --kafka-setting (-X) need --kafka")
+    if replay is not None and (payee_directory_topic or file_config.fx.payee_directory_topic):
+        raise ConfigError("a payee directory topic needs --kafka (give --payee-directory FILE)")
     topics = Topics(topic, dlq_topic, decisions_topic, fx_rates_topic)
     risk = file_config.risk
     fees = DEFAULT_SCHEDULE if file_config.fees is None else file_config.fees
@@ -477,6 +486,7 @@ def run(
             for name, value in (
                 ("rates", fx_rates and str(fx_rates.resolve())),
                 ("payee_directory", payee_directory and str(payee_directory.resolve())),
+                ("payee_directory_topic", payee_directory_topic),
                 ("spread_bps", fx_spread_bps),
             )
             if value is not None
@@ -517,13 +527,19 @@ def run(
         ensure_topics(client, {dlq_topic: partition_count, decisions_topic: partition_count})
         partitions = tuple(f"{topic}/{index}" for index in range(partition_count))
         rate_partitions: tuple[str, ...] = ()
-        if fx.payee_directory is not None and fx.rates is None:  # rates from the topic
+        payee_partitions: tuple[str, ...] = ()
+        directory_topic = fx.payee_directory_topic
+        if (fx.payee_directory or directory_topic) and fx.rates is None:  # rates from the topic
             rate_count = topic_partition_count(client, fx_rates_topic)
             rate_partitions = tuple(f"{fx_rates_topic}/{index}" for index in range(rate_count))
+        if directory_topic is not None:
+            payee_count = topic_partition_count(client, directory_topic)
+            payee_partitions = tuple(f"{directory_topic}/{index}" for index in range(payee_count))
         config = PipelineConfig(
             kafka=client,
             partitions=partitions,
             rate_partitions=rate_partitions,
+            payee_partitions=payee_partitions,
             until_idle=until_idle is True,  # a stream is followed unless told otherwise
             **common,  # type: ignore[arg-type]
         )
