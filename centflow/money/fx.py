@@ -13,8 +13,10 @@ Inputs, files read once at start (a bad line is one `ConfigError` naming file an
   every rate used, is a decimal of 12 places (half-even); that is the rate
   stored, so the amounts can be recomputed from what is stored.
 - **Payee directory** (``--payee-directory FILE``, JSON lines
-  ``{"payee_id", "settlement_currency"}``): a payee it does not list settles
-  in its events' currency.
+  ``{"payee_id", "settlement_currency"}``; and in a run from Kafka, the
+  messages of ``--payee-directory-topic``, each in force from its ingestion,
+  `decode_payee_messages`): a payee it does not list settles in its events'
+  currency.
 
 Conversion, per batch whose settlement currency differs from its currency:
 every event converts at the rate in force at its own event time (latest
