@@ -6,6 +6,8 @@ import random
 from collections import defaultdict
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -306,3 +308,47 @@ def test_column_window_assignment_agrees_with_the_one_event_rule(
         assign_window(value, at, window_us, lateness_us)
         for value, at in zip(occurred, ingest, strict=False)
     ]
+
+
+@st.composite
+def _window_rows(draw):
+    spread = draw(st.sampled_from([3, 2_000, 10**9]))  # many ties, a few, none
+    return draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["m1", "m2", "m3"]),
+                st.sampled_from(["USD", "EUR"]),
+                st.integers(0, spread),
+                st.text("aé", min_size=1, max_size=2),
+                st.sampled_from(["payment", "refund", "chargeback"]),
+            ),
+            max_size=300,
+        )
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=_window_rows())
+@example(rows=[("m1", "USD", 5, "a", "refund"), ("m2", "USD", 5, "a", "payment"), ("m1", "USD", 5, "a", "payment")])  # fmt: skip
+def test_a_window_is_ordered_by_group_time_id_and_type_however_it_is_sorted(rows):
+    """The NumPy order of a window's events (with its tie-break of equal times) is
+    the order of Arrow's sort by all four keys."""
+    from centflow.money.netting import _ORDER, _group_codes, _sorted_order
+
+    events = pa.table(
+        {
+            "payee_id": pa.array([r[0] for r in rows], pa.string()),
+            "currency": pa.array([r[1] for r in rows], pa.string()),
+            "occurred_us": pa.array([r[2] for r in rows], pa.int64()),
+            "event_id": pa.array([r[3] for r in rows], pa.string()),
+            "type": pa.array([r[4] for r in rows], pa.string()),
+        }
+    )
+    codes = _group_codes(events)
+    expected = pc.sort_indices(
+        events.append_column("_group", pa.array(codes)), sort_keys=_ORDER
+    ).to_pylist()
+    key = [(int(codes[i]), r[2], r[3], r[4]) for i, r in enumerate(rows)]
+    order, groups = _sorted_order(events)
+    assert [key[i] for i in order.to_pylist()] == [key[i] for i in expected]
+    assert groups.tolist() == [key[i][0] for i in order.to_pylist()]

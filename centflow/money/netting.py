@@ -42,6 +42,10 @@ from centflow.money.ledger import (
 from centflow.money.payouts import BPS_WHOLE, CarryKey, Payouts, Weights, settle_payouts
 
 _ORDER = [("_group", "ascending"), ("occurred_us", "ascending"), ("event_id", "ascending"), ("type", "ascending")]  # fmt: skip
+_ORDER_COLUMNS = ["occurred_us", "event_id", "type"]
+#: The columns netting reads from a window's sorted events (the rest are only emitted,
+#: in the order they came).
+_NETTED_COLUMNS = ["event_id", "type", "occurred_us", "payee_id", "amount_micros", "currency", "rail", "splits", "late"]  # fmt: skip
 
 
 def _group_codes(events: pa.Table) -> np.ndarray:
@@ -51,6 +55,32 @@ def _group_codes(events: pa.Table) -> np.ndarray:
     return payees.indices.to_numpy().astype(np.int64) * len(
         currencies.dictionary
     ) + currencies.indices.to_numpy().astype(np.int64)
+
+
+def _sorted_order(events: pa.Table) -> tuple[pa.Array, np.ndarray]:
+    """The order of a window's events, by (group, event time, event id, type), and each
+    sorted row's group code. Sorted in NumPy by (group, event time) alone when no two
+    events of a group share a microsecond (then the ids never decide), by Arrow
+    over all four keys otherwise: the same order either way."""
+    codes = _group_codes(events)
+    occurred = events["occurred_us"].to_numpy()
+    order = np.lexsort((occurred, codes))
+    groups = codes[order]
+    times = occurred[order]
+    tied = np.flatnonzero((groups[1:] == groups[:-1]) & (times[1:] == times[:-1]))
+    if len(tied) > max(len(order) // 64, 8):  # many ties: let Arrow sort by all four keys
+        grouped = events.select(_ORDER_COLUMNS).append_column("_group", pa.array(codes))
+        ordered = pc.sort_indices(grouped, sort_keys=_ORDER)
+        return ordered, codes[ordered.to_numpy()]
+    if len(tied):  # a few runs of one group and microsecond: order each by (id, type)
+        ids = _whole(events["event_id"])
+        kinds = _whole(events["type"])
+        starts = tied[np.concatenate(([True], tied[1:] != tied[:-1] + 1))]
+        ends = np.append(tied[np.flatnonzero(tied[1:] != tied[:-1] + 1)], tied[-1]) + 2
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            rows = order[start:end].tolist()
+            order[start:end] = sorted(rows, key=lambda row: (ids[row].as_py(), kinds[row].as_py()))
+    return pa.array(order), groups
 
 
 def _parts(types: list[str], amounts: list[int]) -> list[int]:
@@ -306,10 +336,8 @@ def _net(
     )  # in chunks: the sort and the take below read them as they are
     count = events.num_rows
     invariant(count > 0, "window %s closed with no events", index)
-    grouped = events.append_column("_group", pa.array(_group_codes(events)))
-    order = pc.sort_indices(grouped, sort_keys=_ORDER)
-    groups = grouped["_group"].take(order).to_numpy()
-    events = events.take(order)
+    order, groups = _sorted_order(events)
+    window_events, events = events, events.select(_NETTED_COLUMNS).take(order)
     group_starts = np.concatenate(([0], np.flatnonzero(groups[1:] != groups[:-1]) + 1))
     amounts = events["amount_micros"].to_numpy()
     starts, parts = _batch_bounds(events, group_starts, amounts)
@@ -406,9 +434,7 @@ def _net(
         _post_paid(out, fx, paid, batch_ids, payees, currencies, targets, net, posted_us,
                    2 * counts + FEE_POSTINGS_PER_GROUP * fees.groups_per_batch)  # fmt: skip
         return []
-    batch_of_row = pa.array(batch_of)
     positions = np.arange(count) - np.repeat(starts, counts)
-    event_batch_ids = batch_ids.take(batch_of_row)
     out.entries.append(
         post_events(events, is_payment, batch_ids, batch_of, positions, payees, closed_us, rails)
     )
@@ -431,14 +457,18 @@ def _net(
     _post_paid(out, fx, paid, batch_ids, payees, currencies, targets, net, closed_us,
                2 * counts + FEE_POSTINGS_PER_GROUP * fees.groups_per_batch)  # fmt: skip
     out.fees.append(fees.rows)
-    out.events.extend(events.append_column("batch_id", event_batch_ids).to_batches())
+    # the window's events as they came, each with its batch: no need to reorder them all
+    arrival = np.empty(count, dtype=np.int64)
+    arrival[order.to_numpy()] = np.arange(count)
+    arrived_batch_ids = batch_ids.take(pa.array(batch_of[arrival]))
+    out.events.extend(window_events.append_column("batch_id", arrived_batch_ids).to_batches())
     return [
         Awaiting(
             index,
             int(parts[batch]),
             batch_ids[batch].as_py(),
             closed_us,
-            _ipc(events.slice(int(starts[batch]), int(counts[batch]))),
+            _ipc(window_events.take(order.slice(int(starts[batch]), int(counts[batch])))),
             rate_wait_us == 0,
             currency_list[batch],
             fx.settlement_currency[batch],
