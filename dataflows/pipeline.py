@@ -9,10 +9,14 @@ Items are blocks: a source item carries up to `SOURCE_BATCH_MESSAGES_MAX`
 messages (the replay and Kafka sources decode them as they read), events
 travel as Arrow record batches (`centflow.ingest.columns`), and each keyed step moves
 one `Envelope` of events per shard (see `centflow.progress`). Admission, the
-payee's risk context and settlement are keyed by the payee's shard; risk by
-the payer's, since payer features need the payer's whole history. So an event
-crosses between worker processes at most three times (to its payee shard, to
-its payer shard, back); the risk step publishes its decisions and the
+payee's risk context and settlement are keyed by the payee's shard; payer
+features by the payer's, since they need the payer's whole history; the
+decision step (models, rules, limits) has one key, so that one model learns
+from every label (a model per payer shard would learn from an eighth of
+them, and a dataflow has no cycle to share what each learned). So an event
+crosses between worker processes at most four times (to its payee shard, to
+its payer shard, to the decision step, back); the decision step publishes its
+decisions and the
 settlement step writes its tables itself, each flushed at every snapshot, so
 the biggest outputs never cross a process. Review resolutions
 (`centflow.risk.review`) are a second input, read from the output directory and
@@ -80,9 +84,13 @@ def build_flow(
     by_payer = op.map("route_by_payer", with_context, steps.rekeyed)
     # ("s03", Envelope(origin="payee/7", shard=3, events, context=<payee features per event>)):
     # routed by payer, since payer features need the payer's whole history
-    risk = op.stateful_batch("risk", by_payer, steps.risk_builder(config, decisions_client))
+    features = op.stateful_batch("payer_features", by_payer, steps.payer_features_builder())
+    to_decide = op.map("to_decide", features, steps.rekeyed)
+    # ("risk", Envelope(origin="payer/3", events, context=<payee and payer features>)): one
+    # decision step for all payers, so that one model learns from every label
+    risk = op.stateful_batch("risk", to_decide, steps.risk_builder(config, decisions_client))
     decided = op.map("route_back_by_payee", risk, steps.rekeyed)
-    # ("s07", Envelope(origin="risk/3", events=<RecordBatch, decision columns filled>)): back
+    # ("s07", Envelope(origin="risk", events=<RecordBatch, decision columns filled>)): back
     # to the payee's shard for settlement; each decision published to payments.decisions
     resolutions = op.input("read_reviews", flow, review_source)
     # ReviewBlock(resolutions=[Resolution(sequence, payee_id, event_id, "release", ...)], watermark_us)

@@ -42,7 +42,7 @@ from centflow.recon.tables import dead_letter_row, payments_table
 from centflow.risk.decision import decision_messages, resolution_messages
 from centflow.risk.review import Resolution, ReviewBlock, ReviewEnvelope
 from centflow.risk.scoring import RiskShard, decided_events
-from centflow.risk.shard import Group, PayeeContextShard, described_events
+from centflow.risk.shard import Group, PayeeContextShard, PayerFeatureShard, described_events
 from centflow.risk.tiers import TierLimits
 from sinks.kafka import KafkaPublisher
 from sinks.parquet import ShardTableWriter, TableRows, WriterState, writer_key
@@ -152,25 +152,31 @@ def admission_dead_letters(tagged: tuple[str, Tagged]) -> list[DeadLetter]:
 
 
 PAYEE_CONTEXT_ORIGIN = "payee/"
-RISK_ORIGIN = "risk/"
+PAYER_FEATURES_ORIGIN = "payer/"
+RISK_ORIGIN = "risk"
+#: The one key of the decision step: one model for all payers learns every label
+RISK_KEY = "risk"
 
 
 def payee_context_origins() -> list[str]:
-    """The origins a risk (payer) shard hears from: every payee shard's context step."""
+    """The origins a payer shard's features step hears from: every payee shard's
+    context step."""
     return [f"{PAYEE_CONTEXT_ORIGIN}{shard}" for shard in range(SHARD_COUNT)]
+
+
+def payer_features_origins() -> list[str]:
+    """The origins the decision step hears from: every payer shard's features step."""
+    return [f"{PAYER_FEATURES_ORIGIN}{shard}" for shard in range(SHARD_COUNT)]
 
 
 REVIEW_ORIGIN = "reviews"
 
 
 def risk_origins(rate_partitions: tuple[str, ...] = ()) -> list[str]:
-    """The origins a settlement shard hears from: every risk (payer) shard, the
-    review resolutions (`centflow.risk.review`) and each partition of the FX rates
-    topic, if rates come from one (`centflow.money.fx`)."""
-    return [f"{RISK_ORIGIN}{shard}" for shard in range(SHARD_COUNT)] + [
-        REVIEW_ORIGIN,
-        *rate_partitions,
-    ]
+    """The origins a settlement shard hears from: the decision step, the review
+    resolutions (`centflow.risk.review`) and each partition of the FX rates topic,
+    if rates come from one (`centflow.money.fx`)."""
+    return [RISK_ORIGIN, REVIEW_ORIGIN, *rate_partitions]
 
 
 def route_rates(block: RateBlock) -> list[tuple[str, RateEnvelope]]:
@@ -227,8 +233,34 @@ class PayeeContextLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, .
         return self._index, self._shard.snapshot()
 
 
+class PayerFeaturesLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
+    """One payer shard's features (`centflow.risk.shard.PayerFeatureShard`): adds the
+    payer features to the payee context of its events and sends them, with its
+    watermark, to the decision step."""
+
+    def __init__(self, resume: tuple[Any, ...] | None) -> None:
+        self._shard = PayerFeatureShard(payee_context_origins(), resume and resume[1])
+        self._index = resume[0] if resume else -1
+        self._sent_us: int | None = None
+
+    def on_batch(self, values: list[Envelope]) -> tuple[list[KeyedEnvelope], bool]:
+        self._index = values[0].shard
+        events, context = described_events(self._shard.push(values))
+        watermark_us = self._shard.frontier.value
+        if not events.num_rows and watermark_us == self._sent_us:
+            return [], StatefulBatchLogic.RETAIN
+        self._sent_us = watermark_us
+        origin = f"{PAYER_FEATURES_ORIGIN}{self._index}"
+        envelope = Envelope(origin, 0, watermark_us, events, context)
+        return [(RISK_KEY, envelope)], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return self._index, self._shard.snapshot()
+
+
 class RiskLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
-    """One payer shard: score and decide its events (`centflow.risk.scoring`), publish
+    """The decision step, one for all payers: score and decide every event
+    (`centflow.risk.scoring`) with one model that learns from every label, publish
     each decision to ``payments.decisions`` (at-least-once: flushed at every snapshot
     and at the end), and send the events on to their payee's settlement shard.
 
@@ -244,24 +276,20 @@ class RiskLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
         resume: tuple[Any, ...] | None,
     ) -> None:
         self._shard = RiskShard(
-            payee_context_origins(),
+            payer_features_origins(),
             config.risk,
             tiers,
             resume and resume[1],
             reference_keep_us=config.dedupe_horizon_us,
         )
         self._publisher = publisher() if publisher is not None else None
-        self._router: Router | None = None
-        self._index = resume[0] if resume else -1
+        self._router = Router(RISK_ORIGIN)
         self._metrics = worker_metrics()
         self._wall_clock_ingestion = config.replay_path is None  # Kafka timestamps: latency
         self._published = 0  # groups of this call whose decisions are out
         self._shard.before_learning = self._publish
 
     def on_batch(self, values: list[Envelope]) -> tuple[list[KeyedEnvelope], bool]:
-        if self._router is None:
-            self._index = values[0].shard
-            self._router = Router(f"{RISK_ORIGIN}{self._index}")
         self._published = 0
         groups = self._shard.describe(values)  # may publish what it decided before learning
         invariant(self._published <= len(groups), "published more groups than described")
@@ -293,7 +321,7 @@ class RiskLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
     def snapshot(self) -> tuple[Any, ...]:
         if self._publisher is not None:
             self._publisher.flush()
-        return self._index, self._shard.snapshot()
+        return RISK_KEY, self._shard.snapshot()
 
 
 def payee_context_builder() -> Callable[[tuple[Any, ...] | None], PayeeContextLogic]:
@@ -301,11 +329,16 @@ def payee_context_builder() -> Callable[[tuple[Any, ...] | None], PayeeContextLo
     return PayeeContextLogic
 
 
+def payer_features_builder() -> Callable[[tuple[Any, ...] | None], PayerFeaturesLogic]:
+    """Builds (or resumes) the features step of one payer shard."""
+    return PayerFeaturesLogic
+
+
 def risk_builder(
     config: PipelineConfig, client: dict[str, str] | None
 ) -> Callable[[tuple[Any, ...] | None], RiskLogic]:
-    """Builds (or resumes) the risk logic of one payer shard; it publishes decisions
-    only when a Kafka client is given."""
+    """Builds (or resumes) the decision step; it publishes decisions only when a
+    Kafka client is given."""
     topic = config.topics.decisions
     publisher = None if client is None else (lambda: KafkaPublisher.get(client, topic))
     if publisher is not None:

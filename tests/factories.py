@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 import msgspec
 
+from centflow.config import RiskConfig
 from centflow.ingest.columns import to_batch
 from centflow.ingest.events import Payment, Split
 from centflow.progress import Envelope
+from centflow.risk.scoring import RiskShard
+from centflow.risk.shard import Group, PayerFeatureShard, described_events
+from centflow.risk.tiers import TierLimits
 
 SECOND_US = 1_000_000
 
@@ -53,6 +58,31 @@ def payment(
 def envelope(origin: str, watermark_us: int, events: list[Payment], shard: int = 0) -> Envelope:
     """An envelope of `events` (as a record batch) from `origin`."""
     return Envelope(origin, shard, watermark_us, to_batch(events))
+
+
+class PayerRisk:
+    """A payer shard's features step and the decision step, chained as the dataflow
+    chains them (`dataflows.pipeline`): what one payer shard's events get."""
+
+    ORIGIN = "payer/0"
+
+    def __init__(
+        self,
+        origins: list[str],
+        config: RiskConfig,
+        tiers: TierLimits,
+        state: tuple[Any, ...] | None = None,
+    ) -> None:
+        self.features = PayerFeatureShard(origins, state and state[0])
+        self.decisions = RiskShard([self.ORIGIN], config, tiers, state and state[1])
+
+    def push(self, envelopes: list[Envelope]) -> list[Group]:
+        block, context = described_events(self.features.push(envelopes))
+        watermark_us = self.features.frontier.value
+        return self.decisions.push([Envelope(self.ORIGIN, 0, watermark_us, block, context)])
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return self.features.snapshot(), self.decisions.snapshot()
 
 
 def centflow(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

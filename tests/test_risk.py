@@ -21,10 +21,10 @@ from centflow.progress import Envelope
 from centflow.risk import model as model_module
 from centflow.risk.features import PAYEE_FEATURES, PAYER_FEATURES, PayeeBook, PayerBook, is_tiny
 from centflow.risk.model import RiskModel
-from centflow.risk.scoring import _COLUMN, RULES, RiskShard, decided_events, rule_scores
+from centflow.risk.scoring import _COLUMN, RULES, decided_events, rule_scores
 from centflow.risk.shard import PayeeContextShard, described_events
 from centflow.risk.tiers import DAY_US, Spending, TierLimits
-from tests.factories import SECOND_US, envelope, payment
+from tests.factories import SECOND_US, PayerRisk, envelope, payment
 
 MINUTE_US = 60 * SECOND_US
 PAYER = {name: index for index, name in enumerate(PAYER_FEATURES)}
@@ -159,7 +159,7 @@ def test_a_payee_refunding_most_of_what_it_was_just_paid_sends_its_refunds_to_re
     refunds of a busy payee with as many refunds are not."""
     config = RiskConfig()
     payees = PayeeContextShard(["a"])
-    shard = RiskShard(["payee"], config, TierLimits(config.tiers))
+    shard = PayerRisk(["payee"], config, TierLimits(config.tiers))
 
     def push(watermark_us: int, events: list) -> list:
         described = payees.push([envelope("a", watermark_us, events)])
@@ -398,7 +398,7 @@ def _decide(events, cuts: list[int], origins_of, restore: bool = False) -> dict[
     config = RiskConfig(label_age_s=60)  # labels mature within the traffic
     tiers = TierLimits(config.tiers)
     origins = ["a", "b"]
-    shard = RiskShard(origins, config, tiers)
+    shard = PayerRisk(origins, config, tiers)
     out: dict[str, tuple] = {}
     bounds = [0, *cuts, len(events)]
     for start, end in pairwise(bounds):
@@ -414,7 +414,7 @@ def _decide(events, cuts: list[int], origins_of, restore: bool = False) -> dict[
             out[event.event_id] = (event.decision, event.risk_score, event.reasons)
         if restore:
             state = pickle.loads(pickle.dumps(shard.snapshot()))
-            shard = RiskShard(origins, config, tiers, state)
+            shard = PayerRisk(origins, config, tiers, state)
     end_us = 2**62
     final = shard.push([envelope(origin, end_us, []) for origin in origins])
     for event in to_payments(decided_events(final)):
@@ -454,7 +454,7 @@ def _decide_interleaved(events, origins_of, seed: int) -> dict[str, tuple]:
     origins = ["a", "b"]
     queues = {origin: [e for e in events if origins_of(e) == origin] for origin in origins}
     generator = random.Random(seed)
-    shard = RiskShard(origins, config, tiers)
+    shard = PayerRisk(origins, config, tiers)
     out: dict[str, tuple] = {}
 
     def take(decided) -> None:
@@ -506,15 +506,15 @@ def test_scores_do_not_depend_on_which_partition_runs_ahead_within_a_second(seed
 
 def test_a_failing_feature_sends_that_payment_to_review_as_a_model_error(monkeypatch):
     config = RiskConfig()
-    shard = RiskShard(["a"], config, TierLimits(config.tiers))
-    original = shard.book.features
+    shard = PayerRisk(["a"], config, TierLimits(config.tiers))
+    original = shard.features.book.features
 
     def features(payer_id, *args):
         if payer_id == "broken":
             raise ValueError("a bug in one payer's state")
         return original(payer_id, *args)
 
-    monkeypatch.setattr(shard.book, "features", features)
+    monkeypatch.setattr(shard.features.book, "features", features)
     events = [
         payment("ok", occurred_us=SECOND_US, payer_id="fine"),
         payment("bad", occurred_us=SECOND_US, payer_id="broken"),
@@ -523,4 +523,4 @@ def test_a_failing_feature_sends_that_payment_to_review_as_a_model_error(monkeyp
     fates = {event.event_id: (event.decision, event.reasons) for event in decided}
     assert fates["bad"] == ("review", ("model_error",))
     assert fates["ok"][0] == "approve"
-    assert shard.model_errors == 1
+    assert shard.decisions.model_errors == 1

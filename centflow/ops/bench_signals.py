@@ -22,9 +22,9 @@ its label age (``[risk] label_age_s``, default 30 minutes) set to
 `LABEL_AGE_S`, as an operator of such a stream would: a shorter one teaches
 every fraud as legitimate first.
 
-The pipeline's models are per payer shard (`centflow.limits.SHARD_COUNT`):
-on a stream whose payers are all new, each learns from an eighth of the
-labels; the second baseline shows what one model over all of them reaches.
+The pipeline's decision step has one model for all payers
+(`centflow.risk.scoring`), which learns from every label, as the second
+baseline does.
 The goal is the issue's for a real stream of this kind (held out from the
 project): ROC AUC ≥ 0.96 and average precision ≥ 0.60. This stream is
 synthetic; its figures say how the pipeline ranks such a stream, not what it
@@ -181,9 +181,10 @@ def markdown(seeds: list[SeedFigures], pooled: QualityRow, command: str) -> str:
         ),
         "",
         "The baselines run in the same process as this bench, on the same events (module "
-        "docstring of `centflow/ops/bench_signals.py`). centflow's models live in its 8 payer "
-        "shards, so on this stream each learns from an eighth of the labels; the single "
-        "regression learns from all of them.",
+        "docstring of `centflow/ops/bench_signals.py`). centflow's decision step has one model "
+        "for all payers, which learns from every label, as the single regression does; "
+        "centflow scores with parameters frozen for each minute of ingestion time and combines "
+        "the regression with its anomaly model and graded rules.",
     ]
     return "\n".join(lines) + "\n"
 

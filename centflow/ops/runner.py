@@ -135,7 +135,8 @@ class StateIdentity(msgspec.Struct, frozen=True):
 #: 5: split parties' carries; settlement_batches with FX columns, and settlement_fx.
 #: 6: settlement hears from the review input and holds events in review.
 #: 7: payee risk state counts refunds.
-STATE_FORMAT = 7
+#: 8: payer features in their own step; one decision step (one model) for all payers.
+STATE_FORMAT = 8
 
 
 def state_identity(config: PipelineConfig) -> StateIdentity:

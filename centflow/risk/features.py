@@ -28,6 +28,11 @@ idle for `KEY_IDLE_S` is forgotten (its next event finds it new); whether a key
 is idle is judged on ingestion times at commit, so forgetting changes no
 feature in a way that depends on timing.
 
+**Snapshots.** A book's state is one MessagePack bytes object (`PayerBook.state`):
+pickle would walk every payer's lists and dicts and remember each in its memo,
+which took seconds a snapshot for a few hundred thousand payers and held their
+copies meanwhile; msgspec encodes a payer in about a microsecond.
+
 Amounts become floats here, and only here: model features are logarithms of the
 amount in its currency's major unit. No float ever goes back into money.
 """
@@ -206,8 +211,13 @@ class PayeeBook:
             refunds_10m / max(_window(payee.events, ten), 1),
         )
 
-    def state(self) -> dict[str, _Payee]:
-        return self.payees
+    def state(self) -> bytes:
+        """The book as one bytes object (see "Snapshots" in the module docstring)."""
+        return _ENCODER.encode(self.payees)
+
+    @classmethod
+    def restore(cls, state: bytes) -> PayeeBook:
+        return cls(_PAYEES.decode(state))
 
 
 def _since(payee: _Payee, first_s: int) -> int:
@@ -356,5 +366,15 @@ class PayerBook:
             value - mean,
         ]  # fmt: skip
 
-    def state(self) -> dict[str, _Payer]:
-        return self.payers
+    def state(self) -> bytes:
+        """The book as one bytes object (see "Snapshots" in the module docstring)."""
+        return _ENCODER.encode(self.payers)
+
+    @classmethod
+    def restore(cls, state: bytes) -> PayerBook:
+        return cls(_PAYERS.decode(state))
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_PAYEES = msgspec.msgpack.Decoder(dict[str, _Payee])
+_PAYERS = msgspec.msgpack.Decoder(dict[str, _Payer])

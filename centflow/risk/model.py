@@ -1,4 +1,4 @@
-"""The risk models of one payer shard: River learns, NumPy scores a block at once.
+"""The risk models (one for all payers): River learns, NumPy scores a block at once.
 
 Two models share one feature layout (`FeatureLayout`: the payee and payer
 features of `centflow.risk.features`, then the producer's ``risk_signals`` by
@@ -159,7 +159,7 @@ def _regression() -> linear_model.LogisticRegression:
 
 
 class RiskModel:
-    """The unsupervised and supervised models of one shard (see the module docstring):
+    """The unsupervised and supervised models (see the module docstring):
     River's `scaler` and `regression`, keyed by the layout's names, and how many
     examples each has learned."""
 

@@ -1,20 +1,20 @@
-"""The decision of every event, in a payer shard: features, models, rules, limits.
+"""The decision of every event, in one step for all payers: models, rules, limits.
 
 `RiskShard` is an `centflow.risk.shard.AsOfShard`: each event is described as
 of the start of its ingestion second, so its score does not depend on arrival
 order, the number of workers or a crash and resume. For each event it
 
-1. builds the feature row: the payee features that came with it (payee shard),
-   the payer features (`centflow.risk.features.PayerBook`), and the producer's
-   ``risk_signals`` as they are;
+1. builds the feature row: the payee and payer features that came with it
+   (computed in its payee and payer shards, `centflow.risk.shard`), and the
+   producer's ``risk_signals`` as they are;
 2. scores the block with both models at once (`centflow.risk.model.RiskModel`)
    and applies the rules that carry what models do poorly on packed bursts
    (`RULES`): ``card_testing``, ``velocity``, ``account_takeover``;
-3. combines them into one score in [0, 1]: the strongest rule (a rule that
-   does not fire still ranks by how much of it holds, below every threshold),
-   or the supervised probability raised by the anomaly, held under
-   `MODEL_CEILING` so that the models alone can send to review but only a
-   named rule declines; the decision is ``decline`` at
+3. combines them into one score in [0, 1] (`combined_scores`): the strongest
+   rule that fired, or the supervised probability raised by the anomaly, held
+   under `MODEL_CEILING` so that the models alone can send to review but only
+   a named rule declines; below the review threshold a rule that does not
+   fire adds by how much of it holds, without deciding; the decision is ``decline`` at
    `RiskConfig.decline_at` and above, ``review`` at `review_at` and above;
 4. applies the payer's tier limits (`centflow.risk.tiers`): over a limit is at
    least ``review`` with reason ``tier_limit``, whatever the models say.
@@ -34,6 +34,14 @@ labels the payment it references as fraud.
 **Failure is never approval.** A payment whose features fail goes to
 ``review`` with reason ``model_error`` and is counted (`model_errors`); if
 scoring a whole segment fails, every payment of it does.
+
+**One step, one model.** The step has a single key: on a stream with no usable
+payer ids (every payer new, only anonymised signals) a model per payer shard
+would learn from an eighth of the chargebacks, and a dataflow has no cycle to
+share what each shard learned. The costly per-payer work (the payer features)
+stays in the 8 payer shards; this step's own work per event is the decision and,
+off the decision path, the learning. Its state grows with the payers only by
+their day's spending (`centflow.risk.tiers.Spending`).
 
 **Epochs.** The models learn, and their parameters move, only where an epoch of
 ingestion time (`EPOCH_US`) starts: every example of the epochs before it is
@@ -65,14 +73,8 @@ from centflow.config import RiskConfig
 from centflow.errors import invariant
 from centflow.ingest.columns import PAYMENT_SCHEMA, empty_batch
 from centflow.limits import MICROS_PER_SECOND
-from centflow.risk.features import (
-    PAYEE_FEATURES,
-    PAYER_FEATURES,
-    PayerBook,
-    is_tiny,
-)
 from centflow.risk.model import FRAUD, LEGITIMATE, MODEL_VERSION, NEGATIVE_SAMPLE, NORMAL, RiskModel
-from centflow.risk.shard import AsOfShard, Group, whole_block
+from centflow.risk.shard import FAILED_COLUMN, FIXED_FEATURES, AsOfShard, Group, whole_block
 from centflow.risk.tiers import DAY_US, Spending, TierLimits
 
 LOG = logging.getLogger(__name__)
@@ -80,8 +82,7 @@ HELD_MAX = 2_000_000  # payments whose features wait for their label, per shard
 LABEL_KEEP_FACTOR = 4
 NORMAL_SAMPLE = 4  # one approved payment in this many teaches "normal" (by event id hash)
 REASONS_MAX = 3
-_FIXED = (*PAYEE_FEATURES, *PAYER_FEATURES)
-_COLUMN = {name: index for index, name in enumerate(_FIXED)}
+_COLUMN = {name: index for index, name in enumerate(FIXED_FEATURES)}
 _DECISION_COLUMNS = ("decision", "risk_score", "model_version", "reasons")
 _DECISIONS = ("approve", "review", "decline")  # by how many thresholds a score reaches
 _DECIDE_COLUMNS = (
@@ -157,6 +158,30 @@ def rule_scores(features: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     return score, masks
 
 
+def combined_scores(
+    rules: np.ndarray, fired: np.ndarray, models: np.ndarray, review_at: float
+) -> np.ndarray:
+    """One score in [0, 1] from the rules' grades, whether a rule fired, and the
+    models' score (already under `MODEL_CEILING`).
+
+    Where a rule fires, or either part alone reaches `review_at`, the score is the
+    larger of the two: that is what decides. Below it, the two combine as
+    independent evidence, a noisy-or of their shares of the threshold,
+    ``review_at * (1 - (1 - models / review_at) * (1 - rules / review_at))``: it
+    stays below the threshold, so no decision changes, but the models still order
+    the many events a partial rule alone would grade the same (every new payer's
+    tiny payment, say), and a partial rule orders those the models cannot tell apart.
+
+    >>> combined_scores(np.array([0.18, 0.18, 0.95, 0.1]), np.array([False, False, True, False]),
+    ...                 np.array([0.0, 0.2, 0.3, 0.6]), 0.5).round(3).tolist()
+    [0.18, 0.308, 0.95, 0.6]
+    """
+    deciding = fired | (models >= review_at) | (rules >= review_at)
+    below = review_at * (1.0 - (1.0 - models / review_at) * (1.0 - rules / review_at))
+    score = np.where(deciding, np.maximum(rules, models), below)
+    return np.clip(score, 0.0, 1.0)
+
+
 #: A refund is held for review (reason ``refund_abuse``) when its payee refunded at
 #: least `REFUND_ABUSE_MIN` payments in the 10 minutes before its second, at least
 #: `REFUND_ABUSE_SHARE` as many as it was paid in them: a payee sending back most
@@ -172,7 +197,7 @@ def refund_abuse_scores(features: np.ndarray) -> np.ndarray:
     """The ``refund_abuse`` score of each row (meaningful for refunds): the rule's
     score where it holds, else graded by how near both of its measures are.
 
-    >>> rows = np.zeros((3, len(_FIXED)))
+    >>> rows = np.zeros((3, len(FIXED_FEATURES)))
     >>> rows[:, _COLUMN["payee_refunds_10m"]] = [3, 1, 3]
     >>> rows[:, _COLUMN["payee_refund_share_10m"]] = [0.5, 0.5, 0.1]
     >>> refund_abuse_scores(rows).round(3).tolist()
@@ -209,7 +234,7 @@ class _Held:
 
 
 class RiskShard(AsOfShard):
-    """Scores and decides the events of one payer shard (see the module docstring)."""
+    """Scores and decides every event, for all payers (see the module docstring)."""
 
     COLUMNS = (
         "type",
@@ -218,10 +243,6 @@ class RiskShard(AsOfShard):
         "ingest_us",
         "amount_micros",
         "currency",
-        "payee_id",
-        "device_id",
-        "ip",
-        "country",
         "ref_event_id",
         "risk_signals",
     )
@@ -240,7 +261,6 @@ class RiskShard(AsOfShard):
         self.reference_keep_us = reference_keep_us
         #: payments not approved: event id -> (ingestion µs, decision), oldest first
         self.unapproved: dict[str, tuple[int, str]] = {}
-        self.book = PayerBook()
         self.model = RiskModel()
         self.spending = Spending()
         self.held = _Held()
@@ -253,23 +273,22 @@ class RiskShard(AsOfShard):
         self.before_learning: Callable[[list[Group]], None] | None = None
         if state is not None:
             self.restore_sequencer(state[0])
-            self.book = PayerBook(state[1])
-            self.model = state[2]
-            live = set(state[11])  # labelled or replaced entries stay queued, not found
-            for entry in state[3]:
+            self.model = state[1]
+            live = set(state[10])  # labelled or replaced entries stay queued, not found
+            for entry in _unpack_held(state[2]):
                 self.held.queue.append(entry)
                 if entry[1] in live:
                     self.held.by_id[entry[1]] = entry
-            for entry in state[6]:
+            for entry in _unpack_held(state[5]):
                 self.held.late.append(entry)
                 if entry[1] in live:
                     self.held.by_id[entry[1]] = entry
-            self.labelled = set(state[4])
-            self.model_errors = state[5]
-            self.unapproved = dict(state[7])
-            self.spending = Spending(state[8])
-            self.examples = list(state[9])
-            self.epoch = state[10]
+            self.labelled = set(state[3])
+            self.model_errors = state[4]
+            self.unapproved = dict(state[6])
+            self.spending = Spending.restore(state[7])
+            self.examples = list(state[8])
+            self.epoch = state[9]
         # the parameters of the current epoch: the model learns only as an epoch starts
         self.frozen = self.model.frozen()
 
@@ -293,28 +312,18 @@ class RiskShard(AsOfShard):
             start = end
 
     def _decide_segment(self, groups: list[Group]) -> None:
-        """Features group by group (each against the state of the groups before it),
-        scores for all of them in one pass (one epoch: one set of parameters), then
-        the decisions group by group."""
-        payer_rows: list[list[float]] = []
-        failed: set[int] = set()
-        for group in groups:
-            self._commit_before(group.as_of_us)
-            self._payer_features(group, payer_rows, failed)
-            self.uncommitted.append(group)
-        count = len(payer_rows)
+        """Scores for all the groups' feature rows in one pass (one epoch: one set of
+        parameters), then the decisions group by group."""
         contexts = [group.context for group in groups if group.context is not None]
-        payee = (
-            np.concatenate(contexts)
-            if len(contexts) == len(groups)
-            else np.zeros((count, len(PAYEE_FEATURES)))
-        )
-        features = self._with_signals(
-            np.hstack(
-                [payee, np.array(payer_rows, np.float64).reshape(count, len(PAYER_FEATURES))]
-            ),
-            groups,
-        )
+        invariant(len(contexts) == len(groups), "every event has its features")
+        fixed: np.ndarray = np.concatenate(contexts)
+        count = len(fixed)
+        broken = np.isnan(fixed[:, FAILED_COLUMN])
+        failed = set(np.flatnonzero(broken).tolist())
+        if failed:
+            fixed = fixed.copy()
+            fixed[broken] = 0.0
+        features = self._with_signals(fixed, groups)
         try:
             scores, contributions, masks = self._scores(features)
         except Exception:  # never approval: every payment of the segment goes to review
@@ -323,45 +332,6 @@ class RiskShard(AsOfShard):
             masks = [np.zeros(count, np.bool_) for _ in RULES]
             failed = set(range(count))
         self._decide(groups, features, scores, contributions, masks, failed)
-
-    def _payer_features(self, group: Group, out: list[list[float]], failed: set[int]) -> None:
-        rows = _slices(
-            group,
-            (
-                "type",
-                "payer_id",
-                "amount_micros",
-                "payee_id",
-                "device_id",
-                "ip",
-                "country",
-                "currency",
-            ),
-        )
-        features = self.book.features
-        as_of_us = group.as_of_us
-        blank = [0.0] * len(PAYER_FEATURES)
-        for kind, payer, amount, payee_id, device, ip, country, currency in zip(
-            rows["type"],
-            rows["payer_id"],
-            rows["amount_micros"],
-            rows["payee_id"],
-            rows["device_id"],
-            rows["ip"],
-            rows["country"],
-            rows["currency"],
-            strict=True,
-        ):
-            if kind != "payment":
-                out.append(blank)  # reversals follow their payment; they are not scored
-                continue
-            try:
-                tiny = is_tiny(amount, currency)
-                out.append(features(payer, as_of_us, amount, payee_id, device, ip, country, tiny))
-            except Exception:  # one event's features: that event goes to review
-                LOG.exception("risk features failed for a payment of payer %r", payer)
-                failed.add(len(out))
-                out.append(blank)
 
     def _with_signals(self, fixed: np.ndarray, groups: list[Group]) -> np.ndarray:
         """The fixed features, then the producer's ``risk_signals`` by name."""
@@ -393,9 +363,9 @@ class RiskShard(AsOfShard):
         """(score in [0, 1], per-feature contributions, rule masks) of feature rows."""
         supervised, anomaly, contributions = self.frozen.score(features)
         rules, masks = rule_scores(features)
-        models = 1.0 - (1.0 - supervised) * (1.0 - 0.5 * anomaly)
-        score = np.maximum(rules, MODEL_CEILING * models)
-        return np.clip(score, 0.0, 1.0), contributions, masks
+        models = MODEL_CEILING * (1.0 - (1.0 - supervised) * (1.0 - 0.5 * anomaly))
+        score = combined_scores(rules, np.any(masks, axis=0), models, self.risk.review_at)
+        return score, contributions, masks
 
     def _decide(
         self,
@@ -536,36 +506,9 @@ class RiskShard(AsOfShard):
                     self.labelled.add(reference)
                     self.examples.append((ingest_us, reference, FRAUD, held[2]))
 
-    # -- committing a group: the payer book
-
     def _commit(self, group: Group) -> None:
-        rows = _slices(
-            group,
-            (
-                "type",
-                "payer_id",
-                "ingest_us",
-                "amount_micros",
-                "payee_id",
-                "device_id",
-                "ip",
-                "country",
-            ),
-        )
-        commit = self.book.commit
-        for kind, payer, ingest, amount, payee, device, ip, country in zip(
-            rows["type"],
-            rows["payer_id"],
-            rows["ingest_us"],
-            rows["amount_micros"],
-            rows["payee_id"],
-            rows["device_id"],
-            rows["ip"],
-            rows["country"],
-            strict=True,
-        ):
-            if kind == "payment":
-                commit(payer, ingest, amount, payee, device, ip, country)
+        """Nothing to commit: what a decision changes (spending, the payments not
+        approved, the examples) changes as it is made, group by group."""
 
     # -- learning, as an epoch starts
 
@@ -626,14 +569,13 @@ class RiskShard(AsOfShard):
     def snapshot(self) -> tuple[Any, ...]:
         return (
             self.sequencer_state(),
-            self.book.state(),
             self.model,
-            list(self.held.queue),
+            _pack_held(self.held.queue),
             sorted(self.labelled),
             self.model_errors,
-            list(self.held.late),
+            _pack_held(self.held.late),
             list(self.unapproved.items()),
-            self.spending.payers,
+            self.spending.state(),
             list(self.examples),
             self.epoch,
             [
@@ -643,6 +585,34 @@ class RiskShard(AsOfShard):
                 if self.held.by_id.get(entry[1]) is entry
             ],
         )
+
+
+def _pack_held(entries: deque[HeldEntry]) -> tuple[Any, ...]:
+    """Held payments as a few flat objects for a snapshot: their feature rows as one
+    matrix (NaN beyond each row's width) instead of an array object each, which pickle
+    would take one at a time."""
+    count = len(entries)
+    widths = [len(entry[2]) for entry in entries]
+    rows = np.full((count, max(widths, default=0)), np.nan)
+    for index, entry in enumerate(entries):
+        rows[index, : widths[index]] = entry[2]
+    return (
+        [entry[0] for entry in entries],
+        [entry[1] for entry in entries],
+        rows,
+        widths,
+        [entry[3] for entry in entries],
+    )
+
+
+def _unpack_held(packed: tuple[Any, ...]) -> list[HeldEntry]:
+    times, event_ids, rows, widths, approved = packed
+    return [
+        (ingest_us, event_id, rows[index, :width], flag)
+        for index, (ingest_us, event_id, width, flag) in enumerate(
+            zip(times, event_ids, widths, approved, strict=True)
+        )
+    ]
 
 
 def _slices(group: Group, names: tuple[str, ...]) -> dict[str, list[Any]]:

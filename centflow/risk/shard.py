@@ -26,13 +26,16 @@ events themselves.
 An event waits only while some input is still short of the event's own second.
 When every input has ended, everything is described and committed.
 
-`PayeeContextShard` (payee shards) attaches the payee features; `RiskShard`
-(payer shards, `centflow.risk.scoring`) adds the payer features, scores and
-decides. Both keep their whole state in `snapshot`.
+`PayeeContextShard` (payee shards) attaches the payee features,
+`PayerFeatureShard` (payer shards) the payer features; `RiskShard`
+(`centflow.risk.scoring`, one for all payers) scores and decides. Each keeps
+its whole state in `snapshot`.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import deque
 from typing import Any
 
@@ -44,7 +47,20 @@ from centflow.errors import invariant
 from centflow.ingest.columns import concat, empty_batch
 from centflow.limits import WATERMARK_END_US
 from centflow.progress import WATERMARK_NONE_US, Envelope, Frontier
-from centflow.risk.features import AS_OF_STEP_US, PAYEE_FEATURES, PayeeBook, is_tiny
+from centflow.risk.features import (
+    AS_OF_STEP_US,
+    PAYEE_FEATURES,
+    PAYER_FEATURES,
+    PayeeBook,
+    PayerBook,
+    is_tiny,
+)
+
+LOG = logging.getLogger(__name__)
+#: The feature rows a shard sends on: the payee features, then the payer features.
+FIXED_FEATURES = (*PAYEE_FEATURES, *PAYER_FEATURES)
+#: The first payer column: NaN there marks a payment whose features failed.
+FAILED_COLUMN = len(PAYEE_FEATURES)
 
 _CANONICAL = [("ingest_us", "ascending"), ("payee_id", "ascending"), ("event_id", "ascending"), ("type", "ascending")]  # fmt: skip
 
@@ -241,7 +257,7 @@ class PayeeContextShard(AsOfShard):
         self.book = PayeeBook()
         if state is not None:
             self.restore_sequencer(state[0])
-            self.book = PayeeBook(state[1])
+            self.book = PayeeBook.restore(state[1])
 
     def _describe_groups(self, groups: list[Group]) -> None:
         """Every group's features in one list, then one array for the block."""
@@ -282,6 +298,98 @@ class PayeeContextShard(AsOfShard):
                 if kind != "chargeback"
             ],
         )
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return (self.sequencer_state(), self.book.state())
+
+
+class PayerFeatureShard(AsOfShard):
+    """Adds `PAYER_FEATURES` to the events of one payer shard: its context rows
+    become the whole fixed feature row (`FIXED_FEATURES`), which the decision step
+    (`centflow.risk.scoring.RiskShard`) scores.
+
+    Reversals get zeros (they follow their payment; they are not scored). A payment
+    whose features fail gets NaN in `FAILED_COLUMN` and is logged: the decision step
+    sends it to review as a model error, and the rest of its block goes on."""
+
+    COLUMNS = (
+        "type",
+        "payer_id",
+        "ingest_us",
+        "amount_micros",
+        "payee_id",
+        "device_id",
+        "ip",
+        "country",
+        "currency",
+    )
+
+    def __init__(self, origins: list[str], state: tuple[Any, ...] | None = None) -> None:
+        super().__init__(origins)
+        self.book = PayerBook()
+        if state is not None:
+            self.restore_sequencer(state[0])
+            self.book = PayerBook.restore(state[1])
+
+    def _describe_groups(self, groups: list[Group]) -> None:
+        rows: list[list[float]] = []
+        for group in groups:
+            self._commit_before(group.as_of_us)
+            self._payer_features(group, rows)
+            self.uncommitted.append(group)
+        payer = np.array(rows, np.float64).reshape(len(rows), len(PAYER_FEATURES))
+        start = 0
+        for group in groups:
+            size = len(group)
+            payee = group.context
+            if payee is None:  # no payee context upstream (a test's input): zeros
+                payee = np.zeros((size, len(PAYEE_FEATURES)))
+            group.context = np.hstack([payee, payer[start : start + size]])
+            start += size
+
+    def _payer_features(self, group: Group, out: list[list[float]]) -> None:
+        columns, span = group.columns, slice(group.start, group.stop)
+        features = self.book.features
+        as_of_us = group.as_of_us
+        blank = [0.0] * len(PAYER_FEATURES)
+        failed = [math.nan, *blank[1:]]
+        for kind, payer, amount, payee_id, device, ip, country, currency in zip(
+            columns["type"][span],
+            columns["payer_id"][span],
+            columns["amount_micros"][span],
+            columns["payee_id"][span],
+            columns["device_id"][span],
+            columns["ip"][span],
+            columns["country"][span],
+            columns["currency"][span],
+            strict=True,
+        ):
+            if kind != "payment":
+                out.append(blank)
+                continue
+            try:
+                tiny = is_tiny(amount, currency)
+                out.append(features(payer, as_of_us, amount, payee_id, device, ip, country, tiny))
+            except Exception:  # one event's features: that event goes to review
+                LOG.exception("risk features failed for a payment of payer %r", payer)
+                out.append(failed)
+
+    def _commit(self, group: Group) -> None:
+        columns, span = group.columns, slice(group.start, group.stop)
+        commit = self.book.commit
+        for kind, payer, ingest, amount, payee, device, ip, country in zip(
+            columns["type"][span],
+            columns["payer_id"][span],
+            columns["ingest_us"][span],
+            columns["amount_micros"][span],
+            columns["payee_id"][span],
+            columns["device_id"][span],
+            columns["ip"][span],
+            columns["country"][span],
+            strict=True,
+        ):
+            if kind == "payment":
+                commit(payer, ingest, amount, payee, device, ip, country)
 
     def snapshot(self) -> tuple[Any, ...]:
         return (self.sequencer_state(), self.book.state())

@@ -71,6 +71,15 @@ class Spending:
         end = bisect_left(times, before_us, start)
         return sums[end] - sums[start]
 
+    def state(self) -> bytes:
+        """Every payer's counts as one MessagePack bytes object: a snapshot pickles one
+        object, not every payer's lists (see "Snapshots" in `centflow.risk.features`)."""
+        return _ENCODER.encode(self.payers)
+
+    @classmethod
+    def restore(cls, state: bytes) -> Spending:
+        return cls(_SPENDING.decode(state))
+
     def forget_before(self, cutoff_us: int) -> None:
         """Drop payers with nothing counted since `cutoff_us` (bounded state)."""
         stale = [
@@ -80,6 +89,10 @@ class Spending:
         ]
         for payer in stale:
             del self.payers[payer]
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_SPENDING = msgspec.msgpack.Decoder(dict[str, dict[str, tuple[list[int], list[int]]]])
 
 
 class _Entry(msgspec.Struct):
