@@ -723,3 +723,15 @@ def test_simulation_is_deterministic_and_writes_its_breaks(folder: Path) -> None
     assert (folder / "c.xml").read_bytes() != outputs[0][
         0
     ] and other.injected != simulation.injected
+
+
+def test_the_matching_bench_builds_its_database_on_todays_tables(tmp_path):
+    """`make bench`'s statement-matching part writes its batches into the tables of
+    `schemas/tables.sql`: a column added there must be added to it too."""
+    from centflow.ops.bench_recon import measure
+
+    figures = measure(2_000, tmp_path)
+    classes = figures["classes"]
+    assert figures["entries"] > figures["payouts"] == 2_000
+    assert classes["matched"] >= 1_800
+    assert {"amount_mismatch", "missing_in_statement", "unexpected_in_statement"} <= set(classes)

@@ -46,7 +46,7 @@ BATCHES_SQL = """
 INSERT INTO settlement_batches
 SELECT 'b-' || lpad(CAST(i AS VARCHAR), 12, '0'), 'payee-' || (i % 50000), currency,
        start_at, start_at + INTERVAL 1 HOUR, 0, 10, 0, payout, 0, 0, payout, currency, 1, payout, 0, 0,
-       start_at + INTERVAL 65 MINUTE, 'settled', NULL, NULL
+       start_at + INTERVAL 65 MINUTE, 'settled', NULL, NULL, start_at + INTERVAL 65 MINUTE
 FROM (
     SELECT i, ['USD', 'EUR', 'GBP', 'JPY'][1 + i % 4] AS currency,
            TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_hours(CAST(i // 2000 AS BIGINT)) AS start_at,
