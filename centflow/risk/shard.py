@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -100,6 +101,11 @@ class Group:
     @property
     def rows(self) -> dict[str, list[Any]]:
         return {name: values[self.start : self.stop] for name, values in self.columns.items()}
+
+    def zipped(self, names: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
+        """The group's rows of the named columns, one tuple a row."""
+        span = slice(self.start, self.stop)
+        return zip(*(self.columns[name][span] for name in names), strict=True)
 
     def __getstate__(self) -> tuple[Any, ...]:
         """Pickled as its own slices, not its siblings'."""
@@ -348,21 +354,21 @@ class PayerFeatureShard(AsOfShard):
             start += size
 
     def _payer_features(self, group: Group, out: list[list[float]]) -> None:
-        columns, span = group.columns, slice(group.start, group.stop)
         features = self.book.features
         as_of_us = group.as_of_us
         blank = [0.0] * len(PAYER_FEATURES)
         failed = [math.nan, *blank[1:]]
-        for kind, payer, amount, payee_id, device, ip, country, currency in zip(
-            columns["type"][span],
-            columns["payer_id"][span],
-            columns["amount_micros"][span],
-            columns["payee_id"][span],
-            columns["device_id"][span],
-            columns["ip"][span],
-            columns["country"][span],
-            columns["currency"][span],
-            strict=True,
+        for kind, payer, amount, payee_id, device, ip, country, currency in group.zipped(
+            (
+                "type",
+                "payer_id",
+                "amount_micros",
+                "payee_id",
+                "device_id",
+                "ip",
+                "country",
+                "currency",
+            )
         ):
             if kind != "payment":
                 out.append(blank)
@@ -375,19 +381,9 @@ class PayerFeatureShard(AsOfShard):
                 out.append(failed)
 
     def _commit(self, group: Group) -> None:
-        columns, span = group.columns, slice(group.start, group.stop)
         commit = self.book.commit
-        for kind, payer, ingest, amount, payee, device, ip, country in zip(
-            columns["type"][span],
-            columns["payer_id"][span],
-            columns["ingest_us"][span],
-            columns["amount_micros"][span],
-            columns["payee_id"][span],
-            columns["device_id"][span],
-            columns["ip"][span],
-            columns["country"][span],
-            strict=True,
-        ):
+        committed = self.COLUMNS[:-1]  # all but the currency
+        for kind, payer, ingest, amount, payee, device, ip, country in group.zipped(committed):
             if kind == "payment":
                 commit(payer, ingest, amount, payee, device, ip, country)
 
