@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections import deque
 from collections.abc import Callable
 from itertools import chain
 from typing import Any
@@ -73,6 +72,7 @@ from centflow.config import RiskConfig
 from centflow.errors import invariant
 from centflow.ingest.columns import PAYMENT_SCHEMA, empty_batch
 from centflow.limits import MICROS_PER_SECOND
+from centflow.risk.held import HeldPayments
 from centflow.risk.model import FRAUD, LEGITIMATE, MODEL_VERSION, NEGATIVE_SAMPLE, NORMAL, RiskModel
 from centflow.risk.shard import FAILED_COLUMN, FIXED_FEATURES, AsOfShard, Group, whole_block
 from centflow.risk.tiers import DAY_US, Spending, TierLimits
@@ -212,25 +212,12 @@ def refund_abuse_scores(features: np.ndarray) -> np.ndarray:
     return np.where(fired, REFUND_ABUSE_SCORE, PARTIAL_WEIGHT * closeness)
 
 
-#: (ingestion µs, event id, feature row, approved)
-HeldEntry = tuple[int, str, np.ndarray, bool]
 #: A learning example waiting for its epoch: (ingestion µs, event id, kind, feature row).
 Example = tuple[int, str, int, np.ndarray]
 #: The models learn, and their parameters move, only at these steps of ingestion time.
 EPOCH_US = 60 * MICROS_PER_SECOND
 #: Spending of payers idle this long is forgotten, checked once an hour of ingestion time.
 SPENDING_SWEEP_EPOCHS = 60
-
-
-class _Held:
-    """Payments whose features wait for their label, in commit order."""
-
-    __slots__ = ("by_id", "late", "queue")
-
-    def __init__(self) -> None:
-        self.queue: deque[HeldEntry] = deque()  # awaiting the label age
-        self.late: deque[HeldEntry] = deque()  # learned as legitimate, kept for a late label
-        self.by_id: dict[str, HeldEntry] = {}
 
 
 class RiskShard(AsOfShard):
@@ -263,7 +250,7 @@ class RiskShard(AsOfShard):
         self.unapproved: dict[str, tuple[int, str]] = {}
         self.model = RiskModel()
         self.spending = Spending()
-        self.held = _Held()
+        self.held = HeldPayments()
         self.labelled: set[str] = set()
         self.examples: list[Example] = []
         self.epoch: int | None = None
@@ -274,21 +261,13 @@ class RiskShard(AsOfShard):
         if state is not None:
             self.restore_sequencer(state[0])
             self.model = state[1]
-            live = set(state[10])  # labelled or replaced entries stay queued, not found
-            for entry in _unpack_held(state[2]):
-                self.held.queue.append(entry)
-                if entry[1] in live:
-                    self.held.by_id[entry[1]] = entry
-            for entry in _unpack_held(state[5]):
-                self.held.late.append(entry)
-                if entry[1] in live:
-                    self.held.by_id[entry[1]] = entry
+            self.held = HeldPayments.restore(state[2])
             self.labelled = set(state[3])
             self.model_errors = state[4]
-            self.unapproved = dict(state[6])
-            self.spending = Spending.restore(state[7])
-            self.examples = list(state[8])
-            self.epoch = state[9]
+            self.unapproved = dict(state[5])
+            self.spending = Spending.restore(state[6])
+            self.examples = list(state[7])
+            self.epoch = state[8]
         # the parameters of the current epoch: the model learns only as an epoch starts
         self.frozen = self.model.frozen()
 
@@ -393,7 +372,6 @@ class RiskShard(AsOfShard):
         spending = self.spending
         unapproved = self.unapproved
         examples = self.examples
-        hold = self._hold
         row = 0
         for group in groups:
             rows = _slices(group, _DECIDE_COLUMNS)
@@ -404,6 +382,10 @@ class RiskShard(AsOfShard):
             reasons: list[str | None] = [None] * size
             group_scores = [0.0] * size
             counted: list[tuple[str, int, str, int]] = []
+            held_us: list[int] = []  # the payments whose features wait for their label
+            held_ids: list[str] = []
+            held_rows: list[int] = []
+            held_approved: list[bool] = []
             for index, (kind, event_id, payer, ingest_us, amount, currency) in enumerate(
                 zip(
                     kinds,
@@ -440,16 +422,19 @@ class RiskShard(AsOfShard):
                     approved = decision == "approve"
                     if approved and zlib.crc32(event_id.encode()) % NORMAL_SAMPLE == 0:
                         examples.append((ingest_us, event_id, NORMAL, vector))
-                    hold(ingest_us, event_id, vector, approved)
+                    held_us.append(ingest_us)
+                    held_ids.append(event_id)
+                    held_rows.append(at)
+                    held_approved.append(approved)
             for payer, ingest_us, currency, amount in counted:  # seen from the next second on
                 spending.add(payer, ingest_us, currency, amount)
+            self.held.add(held_us, held_ids, features[held_rows], held_approved)
             if len(counted) < size:
                 self._follow(rows, decisions, reasons, group_scores, refund_list[row : row + size])
             invariant(len(decisions) == size == len(reasons), "one decision per event")
             group.payload = (decisions, group_scores, reasons)
             row += size
-        while len(self.held.by_id) > HELD_MAX:
-            self._release_oldest()
+        self.held.release_to(HELD_MAX)
 
     def _reasons(
         self,
@@ -501,10 +486,10 @@ class RiskShard(AsOfShard):
             if kind == "refund":
                 scores[index] = refund_rule[index]
             if kind == "chargeback" and reference is not None:
-                held = self.held.by_id.pop(reference, None)
-                if held is not None and reference not in self.labelled:  # at most once
+                row = self.held.take(reference)
+                if row is not None and reference not in self.labelled:  # at most once
                     self.labelled.add(reference)
-                    self.examples.append((ingest_us, reference, FRAUD, held[2]))
+                    self.examples.append((ingest_us, reference, FRAUD, row))
 
     def _commit(self, group: Group) -> None:
         """Nothing to commit: what a decision changes (spending, the payments not
@@ -537,82 +522,27 @@ class RiskShard(AsOfShard):
                 break
             del unapproved[oldest]
 
-    def _hold(self, ingest_us: int, event_id: str, vector: np.ndarray, approved: bool) -> None:
-        entry = (ingest_us, event_id, vector, approved)
-        self.held.queue.append(entry)
-        self.held.by_id[event_id] = entry
-
-    def _release_oldest(self) -> None:
-        entry = (self.held.late or self.held.queue).popleft()
-        if self.held.by_id.get(entry[1]) is entry:
-            del self.held.by_id[entry[1]]
-
     def _learn_matured(self, as_of_us: int) -> None:
         """Queue as legitimate the held payments that reached the label age unlabelled;
         keep their features a while longer for a late chargeback (`LABEL_KEEP_FACTOR`)."""
         age_us = self.risk.label_age_us
-        held = self.held
-        while held.queue and held.queue[0][0] + age_us < as_of_us:
-            entry = held.queue.popleft()
-            ingest_us, event_id, vector, approved = entry
-            if held.by_id.get(event_id) is not entry:
-                continue  # labelled already (chargeback) or replaced
-            if approved and zlib.crc32(event_id.encode()) % NEGATIVE_SAMPLE == 1:
-                self.examples.append((ingest_us + age_us, event_id, LEGITIMATE, vector))
-            held.late.append(entry)
-        keep_us = age_us * LABEL_KEEP_FACTOR
-        while held.late and held.late[0][0] + keep_us < as_of_us:
-            entry = held.late.popleft()
-            if held.by_id.get(entry[1]) is entry:
-                del held.by_id[entry[1]]
+        matured = self.held.mature(as_of_us, age_us, age_us * LABEL_KEEP_FACTOR, NEGATIVE_SAMPLE)
+        self.examples.extend(
+            (ingest_us, event_id, LEGITIMATE, row) for ingest_us, event_id, row in matured
+        )
 
     def snapshot(self) -> tuple[Any, ...]:
         return (
             self.sequencer_state(),
             self.model,
-            _pack_held(self.held.queue),
+            self.held.state(),
             sorted(self.labelled),
             self.model_errors,
-            _pack_held(self.held.late),
             list(self.unapproved.items()),
             self.spending.state(),
             list(self.examples),
             self.epoch,
-            [
-                entry[1]
-                for entries in (self.held.queue, self.held.late)
-                for entry in entries
-                if self.held.by_id.get(entry[1]) is entry
-            ],
         )
-
-
-def _pack_held(entries: deque[HeldEntry]) -> tuple[Any, ...]:
-    """Held payments as a few flat objects for a snapshot: their feature rows as one
-    matrix (NaN beyond each row's width) instead of an array object each, which pickle
-    would take one at a time."""
-    count = len(entries)
-    widths = [len(entry[2]) for entry in entries]
-    rows = np.full((count, max(widths, default=0)), np.nan)
-    for index, entry in enumerate(entries):
-        rows[index, : widths[index]] = entry[2]
-    return (
-        [entry[0] for entry in entries],
-        [entry[1] for entry in entries],
-        rows,
-        widths,
-        [entry[3] for entry in entries],
-    )
-
-
-def _unpack_held(packed: tuple[Any, ...]) -> list[HeldEntry]:
-    times, event_ids, rows, widths, approved = packed
-    return [
-        (ingest_us, event_id, rows[index, :width], flag)
-        for index, (ingest_us, event_id, width, flag) in enumerate(
-            zip(times, event_ids, widths, approved, strict=True)
-        )
-    ]
 
 
 def _slices(group: Group, names: tuple[str, ...]) -> dict[str, list[Any]]:

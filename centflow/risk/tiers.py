@@ -18,6 +18,7 @@ are kept: a payer past that many in a day is over any sane limit already.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import msgspec
 from centflow.config import RiskConfig, Tier
 from centflow.errors import ConfigError
 from centflow.limits import MICROS_PER_SECOND, MICROS_PER_UNIT
+from centflow.risk.packed import ENCODER, decoder
 
 DAY_US = 86_400 * MICROS_PER_SECOND
 DIRECTORY_ENTRIES_MAX = 50_000_000
@@ -37,44 +39,55 @@ class Spending:
     last 24 hours: their ingestion µs (ascending) and the running sums of their
     micro-units before each and after the last (one more sum than times, so a sum
     over any span is one difference), at most `SPENT_KEPT_MAX` per payer and
-    currency."""
+    currency.
 
-    def __init__(
-        self, payers: dict[str, dict[str, tuple[list[int], list[int]]]] | None = None
-    ) -> None:
-        self.payers: dict[str, dict[str, tuple[list[int], list[int]]]] = payers or {}
+    A payer's counts are one packed array (`centflow.risk.packed`): for each
+    currency it paid in, a section ``[currency, n, n times, n + 1 sums]``."""
+
+    def __init__(self, payers: dict[str, array] | None = None) -> None:
+        self.payers: dict[str, array] = payers or {}
 
     def add(self, payer_id: str, ingest_us: int, currency: str, amount_micros: int) -> None:
         """Count a payment (calls come in ingestion order)."""
-        currencies = self.payers.get(payer_id)
-        if currencies is None:
-            currencies = self.payers[payer_id] = {}
-        entries = currencies.get(currency)
-        if entries is None:
-            currencies[currency] = ([ingest_us], [0, amount_micros])
+        code = _currency_code(currency)
+        data = self.payers.get(payer_id)
+        if data is None:
+            self.payers[payer_id] = array("q", (code, 1, ingest_us, 0, amount_micros))
             return
-        times, sums = entries
-        times.append(ingest_us)
-        sums.append(sums[-1] + amount_micros)
-        if times[0] < ingest_us - DAY_US or len(times) > SPENT_KEPT_MAX:
-            cut = max(bisect_left(times, ingest_us - DAY_US), len(times) - SPENT_KEPT_MAX)
-            del times[:cut], sums[:cut]  # running sums keep their meaning: differences
+        at = _section(data, code)
+        if at < 0:
+            data.extend((code, 1, ingest_us, 0, amount_micros))
+            return
+        count = data[at + 1]
+        times = at + 2
+        sums = times + count
+        data.insert(sums + count + 1, data[sums + count] + amount_micros)  # the last first
+        data.insert(sums, ingest_us)
+        count += 1
+        if data[times] < ingest_us - DAY_US or count > SPENT_KEPT_MAX:
+            kept = bisect_left(data, ingest_us - DAY_US, times, times + count) - times
+            cut = max(kept, count - SPENT_KEPT_MAX)
+            del data[times + count : times + count + cut]  # running sums keep their
+            del data[times : times + cut]  # meaning: differences
+            count -= cut
+        data[at + 1] = count
 
     def spent(self, payer_id: str, currency: str, since_us: int, before_us: int) -> int:
         """Micro-units counted for the payer in `currency`, ingested in [since, before)."""
-        currencies = self.payers.get(payer_id)
-        entries = currencies.get(currency) if currencies else None
-        if entries is None:
+        data = self.payers.get(payer_id)
+        at = -1 if data is None else _section(data, _currency_code(currency))
+        if data is None or at < 0:
             return 0
-        times, sums = entries
-        start = bisect_left(times, since_us)
-        end = bisect_left(times, before_us, start)
-        return sums[end] - sums[start]
+        times = at + 2
+        stop = times + data[at + 1]
+        start = bisect_left(data, since_us, times, stop)
+        end = bisect_left(data, before_us, start, stop)
+        return data[end + stop - times] - data[start + stop - times]
 
     def state(self) -> bytes:
         """Every payer's counts as one MessagePack bytes object: a snapshot pickles one
-        object, not every payer's lists (see "Snapshots" in `centflow.risk.features`)."""
-        return _ENCODER.encode(self.payers)
+        object, not every payer's arrays (see "Snapshots" in `centflow.risk.features`)."""
+        return ENCODER.encode(self.payers)
 
     @classmethod
     def restore(cls, state: bytes) -> Spending:
@@ -82,17 +95,41 @@ class Spending:
 
     def forget_before(self, cutoff_us: int) -> None:
         """Drop payers with nothing counted since `cutoff_us` (bounded state)."""
-        stale = [
-            payer
-            for payer, currencies in self.payers.items()
-            if all(times[-1] < cutoff_us for times, _ in currencies.values())
-        ]
+        stale = [payer for payer, data in self.payers.items() if _last_us(data) < cutoff_us]
         for payer in stale:
             del self.payers[payer]
 
 
-_ENCODER = msgspec.msgpack.Encoder()
-_SPENDING = msgspec.msgpack.Decoder(dict[str, dict[str, tuple[list[int], list[int]]]])
+def _currency_code(currency: str) -> int:
+    """A currency code as an integer (its bytes, big-endian).
+
+    >>> _currency_code("USD") == int.from_bytes(b"USD", "big")
+    True
+    """
+    return int.from_bytes(currency.encode(), "big")
+
+
+def _section(data: array, code: int) -> int:
+    """Where a currency's section starts in a payer's array, -1 if it has none."""
+    at = 0
+    while at < len(data):
+        if data[at] == code:
+            return at
+        at += 3 + 2 * data[at + 1]
+    return -1
+
+
+def _last_us(data: array) -> int:
+    """The latest ingestion µs counted in any currency of a payer's array."""
+    at, latest = 0, -1
+    while at < len(data):
+        count = data[at + 1]
+        latest = max(latest, data[at + 1 + count])
+        at += 3 + 2 * count
+    return latest
+
+
+_SPENDING = decoder(dict[str, array])
 
 
 class _Entry(msgspec.Struct):
