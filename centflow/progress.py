@@ -57,7 +57,7 @@ def shards_of(keys: pa.Array) -> np.ndarray:
     return distinct[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
-SHARD_CACHE_MAX = 200_000  # keys (payees) whose shard is remembered; cleared when full
+SHARD_CACHE_MAX = 50_000  # keys (payees, payers) whose shard is remembered; cleared when full
 _SHARDS: dict[str, int] = {}
 
 

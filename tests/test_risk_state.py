@@ -8,6 +8,7 @@ that changes nothing, and a bound on the bytes a payer costs."""
 from __future__ import annotations
 
 import tracemalloc
+import zlib
 
 import numpy as np
 from hypothesis import given, settings
@@ -100,24 +101,30 @@ def _held(count: int, first_us: int = START_US, approved: bool = True) -> tuple:
     return ingest, ids, rows, [approved] * count
 
 
+def _sampled(event_ids, sample: int = 2) -> set[str]:
+    return {event_id for event_id in event_ids if zlib.crc32(event_id.encode()) % sample == 1}
+
+
 def test_held_payments_mature_once_and_go_after_the_keep():
     held = HeldPayments()
-    held.add(*_held(100))
+    ingest, ids, rows, approved = _held(100)
+    held.add(ingest, ids, rows, approved)
     held.add(*_held(100, START_US + 100 * SECOND_US, approved=False))
     assert len(held) == 200
-    row = held.take(f"e{START_US}-7")  # labelled: never learned as legitimate
+    row = held.take(ids[7])  # labelled: never learned as legitimate
     assert row is not None and row.tolist() == [21.0, 22.0, 23.0]
-    assert held.take(f"e{START_US}-7") is None  # at most once
+    assert held.take(ids[7]) is None  # at most once
     age_us, keep_us = 30 * SECOND_US, 120 * SECOND_US
-    first = held.mature(START_US + 60 * SECOND_US, age_us, keep_us, sample=1)
-    again = held.mature(START_US + 60 * SECOND_US, age_us, keep_us, sample=1)
-    assert again == []
-    matured_ids = {event_id for _, event_id, _ in first}
-    assert f"e{START_US}-7" not in matured_ids
-    assert all(int(event_id.split("-")[1]) < 30 for event_id in matured_ids)
-    # the unapproved second group never matures into an example
-    late = held.mature(START_US + 1000 * SECOND_US, age_us, keep_us, sample=1)
-    assert all(event_id.startswith(f"e{START_US}-") for _, event_id, _ in late)
+    first = held.mature(START_US + 60 * SECOND_US, age_us, keep_us, sample=2)
+    # ingested before 30 s (the label age before 60 s), approved, sampled, not labelled
+    expected = _sampled(ids[:30]) - {ids[7]}
+    assert {event_id for _, event_id, _ in first} == expected and len(expected) > 5
+    assert all(ts == ingest[ids.index(e)] + age_us for ts, e, _ in first)
+    assert [r.tolist() for _, e, r in first] == [rows[ids.index(e)].tolist() for _, e, _ in first]
+    assert held.mature(START_US + 60 * SECOND_US, age_us, keep_us, sample=2) == []  # once
+    late = held.mature(START_US + 1000 * SECOND_US, age_us, keep_us, sample=2)
+    # the rest of the approved group; the unapproved group never becomes an example
+    assert {event_id for _, event_id, _ in late} == _sampled(ids[30:])
     assert len(held) == 0 and not held.chunks  # everything went after the keep
 
 
@@ -133,6 +140,7 @@ def test_held_payments_restored_from_a_snapshot_are_the_same():
     as_of = START_US + 500 * SECOND_US
     first = held.mature(as_of, 10 * SECOND_US, 1000 * SECOND_US, sample=2)
     second = restored.mature(as_of, 10 * SECOND_US, 1000 * SECOND_US, sample=2)
+    assert first  # something to compare
     assert [(t, e, r.tolist()) for t, e, r in first] == [(t, e, r.tolist()) for t, e, r in second]
 
 
@@ -144,3 +152,17 @@ def test_held_payments_beyond_the_bound_go_oldest_first():
     assert len(held) == 5
     assert sorted(held.by_id.values()) == [15, 16, 17, 18, 19]
     assert held.take(f"e{START_US}-0") is None
+
+
+def test_held_rows_keep_their_width_when_the_layout_grows():
+    held = HeldPayments()
+    held.add(*_held(3))
+    wider = np.full((2, 5), 7.0)
+    held.add([START_US + 3 * SECOND_US] * 2, ["w0", "w1"], wider, [True, True])
+    assert held.take("w1").tolist() == [7.0] * 5  # still in the open part
+    examples = held.mature(START_US + 100 * SECOND_US, SECOND_US, 1000 * SECOND_US, sample=2)
+    widths = {event_id: len(row) for _, event_id, row in examples}
+    assert widths == {event_id: 3 for event_id in _sampled(_held(3)[1])} | (
+        {"w0": 5} if _sampled(["w0"]) else {}
+    )
+    assert len(held.chunks) == 2  # a chunk for each width

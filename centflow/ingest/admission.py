@@ -52,6 +52,7 @@ them changes nothing.
 from __future__ import annotations
 
 from collections import deque
+from sys import intern
 
 import msgspec
 import numpy as np
@@ -290,8 +291,8 @@ class AdmissionShard:
                 zip(
                     ingest,
                     column("amount_micros"),
-                    column("currency"),
-                    column("payer_id"),
+                    map(intern, column("currency")),  # one string each, not one an event
+                    map(intern, column("payer_id")),  # shared with the risk state's keys
                     strict=True,
                 ),
                 strict=True,

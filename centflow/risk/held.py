@@ -7,12 +7,14 @@ row is kept a while longer in case a chargeback comes late. Rows are held in the
 order they were decided, as one FIFO with two marks: entries before `matured`
 have passed the label age, entries before `head` are gone.
 
-**Columns, not an object a payment.** Each group's held payments are one chunk:
-their rows as one matrix, their ingestion times and approvals as arrays, their
-event ids as one list. A tuple, an array view and an int a payment cost some 250
-bytes on top of the row itself; a chunk costs a few hundred bytes a group. A
-snapshot pickles each chunk's arrays as they are (the ids as one MessagePack
-bytes object), with no copy of the rows into one matrix first.
+**Columns, not an object a payment.** The payments held in one epoch of learning
+(a minute of ingestion time) are one chunk: their rows as one matrix, their
+ingestion times and approvals as arrays, their event ids as one list. A tuple, an
+array view and an int a payment cost some 250 bytes on top of the row itself, and
+so would a chunk a group (groups of a few payments are common). Until the epoch
+ends (`seal`) its payments wait as lists, one row block a group. A snapshot
+pickles each chunk's arrays as they are (the ids as one MessagePack bytes object),
+with no copy of the rows into one matrix first.
 
 A payment labelled, or held again under the same event id, is no longer live:
 `by_id` maps a live event id to its position, and an entry whose id maps
@@ -60,6 +62,21 @@ class _Chunk:
         return self.first + len(self.event_ids)
 
 
+class _Open:
+    """The payments held since the last seal, as lists (one row block a group)."""
+
+    __slots__ = ("approved", "block_firsts", "blocks", "event_ids", "first", "ingest_us", "width")
+
+    def __init__(self, first: int, width: int) -> None:
+        self.first = first
+        self.width = width
+        self.ingest_us: list[int] = []
+        self.event_ids: list[str] = []
+        self.approved: list[bool] = []
+        self.blocks: list[np.ndarray] = []
+        self.block_firsts: list[int] = []
+
+
 class HeldPayments:
     """Held feature rows in decision order (see the module docstring)."""
 
@@ -69,6 +86,7 @@ class HeldPayments:
         self.head = 0  # the first position still held
         self.matured = 0  # the first position not yet past the label age
         self.tail = 0  # the next position
+        self._open: _Open | None = None
 
     def __len__(self) -> int:
         """Live held payments (labelled or replaced ones are not counted)."""
@@ -83,15 +101,17 @@ class HeldPayments:
         if not count:
             return
         first = self.tail
-        self.chunks.append(
-            _Chunk(
-                first,
-                np.array(ingest_us, np.int64),
-                event_ids,
-                rows,
-                np.array(approved, np.bool_),
-            )
-        )
+        open_ = self._open
+        if open_ is not None and open_.width != rows.shape[1]:  # the layout grew
+            self.seal()
+            open_ = None
+        if open_ is None:
+            open_ = self._open = _Open(first, rows.shape[1])
+        open_.ingest_us.extend(ingest_us)
+        open_.event_ids.extend(event_ids)
+        open_.approved.extend(approved)
+        open_.blocks.append(rows)
+        open_.block_firsts.append(first)
         by_id = self.by_id
         for offset, event_id in enumerate(event_ids):
             by_id[event_id] = first + offset
@@ -102,13 +122,34 @@ class HeldPayments:
         position = self.by_id.pop(event_id, None)
         if position is None:
             return None
+        open_ = self._open
+        if open_ is not None and position >= open_.first:
+            index = bisect_right(open_.block_firsts, position) - 1
+            return open_.blocks[index][position - open_.block_firsts[index]]
         chunk = self._chunk_of(position)
         return chunk.rows[position - chunk.first]
+
+    def seal(self) -> None:
+        """Turn the payments held since the last seal into one chunk."""
+        open_, self._open = self._open, None
+        if open_ is None:
+            return
+        blocks = open_.blocks
+        self.chunks.append(
+            _Chunk(
+                open_.first,
+                np.array(open_.ingest_us, np.int64),
+                open_.event_ids,
+                blocks[0] if len(blocks) == 1 else np.concatenate(blocks),
+                np.array(open_.approved, np.bool_),
+            )
+        )
 
     def mature(self, as_of_us: int, age_us: int, keep_us: int, sample: int) -> list[Matured]:
         """Mark the payments that reached the label age by `as_of_us` unlabelled; return
         the approved ones of the `sample` (one in `sample` by event id hash) to learn as
         legitimate, counting from their label age; let go of those older than `keep_us`."""
+        self.seal()
         examples: list[Matured] = []
         by_id = self.by_id
         for chunk, start in self._from(self.matured):
@@ -132,6 +173,9 @@ class HeldPayments:
 
     def release_to(self, most: int) -> None:
         """Let go of the oldest held payments until at most `most` are live."""
+        if len(self.by_id) <= most:
+            return
+        self.seal()
         self._release_while(lambda chunk, offset: len(self.by_id) > most, past_matured=True)
 
     def _release_while(self, condition: Any, past_matured: bool = False) -> None:
@@ -171,6 +215,7 @@ class HeldPayments:
     def state(self) -> tuple[Any, ...]:
         """The held payments for a snapshot: each chunk's arrays, its ids as one bytes
         object, and which of its entries are live."""
+        self.seal()
         by_id = self.by_id
         chunks = []
         for chunk in self.chunks:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from pathlib import Path
+from sys import intern
 
 import msgspec
 
@@ -52,7 +53,7 @@ class Spending:
         code = _currency_code(currency)
         data = self.payers.get(payer_id)
         if data is None:
-            self.payers[payer_id] = array("q", (code, 1, ingest_us, 0, amount_micros))
+            self.payers[intern(payer_id)] = array("q", (code, 1, ingest_us, 0, amount_micros))
             return
         at = _section(data, code)
         if at < 0:
@@ -91,7 +92,7 @@ class Spending:
 
     @classmethod
     def restore(cls, state: bytes) -> Spending:
-        return cls(_SPENDING.decode(state))
+        return cls({intern(payer): data for payer, data in _SPENDING.decode(state).items()})
 
     def forget_before(self, cutoff_us: int) -> None:
         """Drop payers with nothing counted since `cutoff_us` (bounded state)."""
