@@ -44,6 +44,7 @@ from centflow.risk.review import Resolution, ReviewBlock, ReviewEnvelope
 from centflow.risk.scoring import RiskShard, decided_events
 from centflow.risk.shard import Group, PayeeContextShard, PayerFeatureShard, described_events
 from centflow.risk.tiers import TierLimits
+from dataflows.recovery import Packed, packed, unpacked
 from sinks.kafka import KafkaPublisher
 from sinks.parquet import ShardTableWriter, TableRows, WriterState, writer_key
 
@@ -101,7 +102,7 @@ def admission_origins() -> list[str]:
     return [ADMISSION_ORIGIN]
 
 
-class AdmissionLogic(StatefulBatchLogic[Envelope, Tagged, tuple[int, AdmissionState]]):
+class AdmissionLogic(StatefulBatchLogic[Envelope, Tagged, Packed]):
     """One admission shard: de-duplicate, check references, pass on to the same shard's
     decision and settlement (same key, same worker: no exchange)."""
 
@@ -125,15 +126,15 @@ class AdmissionLogic(StatefulBatchLogic[Envelope, Tagged, tuple[int, AdmissionSt
             out.append(("dead", dead))
         return out, StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> tuple[int, AdmissionState]:
-        return self._index, self._shard.snapshot()
+    def snapshot(self) -> Packed:
+        return packed((self._index, self._shard.snapshot()))
 
 
 def admission_builder(
     config: PipelineConfig,
-) -> Callable[[tuple[int, AdmissionState] | None], AdmissionLogic]:
+) -> Callable[[Packed | None], AdmissionLogic]:
     """Builds (or resumes) the logic of one admission shard."""
-    return lambda resume: AdmissionLogic(config, resume)
+    return lambda resume: AdmissionLogic(config, unpacked(resume))
 
 
 def routed_envelopes(tagged: tuple[str, Tagged]) -> list[KeyedEnvelope]:
@@ -210,7 +211,7 @@ def rekeyed(item: tuple[str, KeyedEnvelope]) -> KeyedEnvelope:
     return item[1]
 
 
-class PayeeContextLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
+class PayeeContextLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, Packed]):
     """One payee shard's risk context: attaches the payee features to its admitted
     events (same key as admission: no exchange) and sends them on by payer."""
 
@@ -229,11 +230,11 @@ class PayeeContextLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, .
             events, watermark_us, "payer_id", context
         ), StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> tuple[Any, ...]:
-        return self._index, self._shard.snapshot()
+    def snapshot(self) -> Packed:
+        return packed((self._index, self._shard.snapshot()))
 
 
-class PayerFeaturesLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
+class PayerFeaturesLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, Packed]):
     """One payer shard's features (`centflow.risk.shard.PayerFeatureShard`): adds the
     payer features to the payee context of its events and sends them, with its
     watermark, to the decision step."""
@@ -254,11 +255,11 @@ class PayerFeaturesLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, 
         envelope = Envelope(origin, 0, watermark_us, events, context)
         return [(RISK_KEY, envelope)], StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> tuple[Any, ...]:
-        return self._index, self._shard.snapshot()
+    def snapshot(self) -> Packed:
+        return packed((self._index, self._shard.snapshot()))
 
 
-class RiskLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
+class RiskLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, Packed]):
     """The decision step, one for all payers: score and decide every event
     (`centflow.risk.scoring`) with one model that learns from every label, publish
     each decision to ``payments.decisions`` (at-least-once: flushed at every snapshot
@@ -318,25 +319,25 @@ class RiskLogic(StatefulBatchLogic[Envelope, KeyedEnvelope, tuple[Any, ...]]):
             self._publisher.flush()
         return [], StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> tuple[Any, ...]:
+    def snapshot(self) -> Packed:
         if self._publisher is not None:
             self._publisher.flush()
-        return RISK_KEY, self._shard.snapshot()
+        return packed((RISK_KEY, self._shard.snapshot()))
 
 
-def payee_context_builder() -> Callable[[tuple[Any, ...] | None], PayeeContextLogic]:
+def payee_context_builder() -> Callable[[Packed | None], PayeeContextLogic]:
     """Builds (or resumes) the payee-context logic of one payee shard."""
-    return PayeeContextLogic
+    return lambda resume: PayeeContextLogic(unpacked(resume))
 
 
-def payer_features_builder() -> Callable[[tuple[Any, ...] | None], PayerFeaturesLogic]:
+def payer_features_builder() -> Callable[[Packed | None], PayerFeaturesLogic]:
     """Builds (or resumes) the features step of one payer shard."""
-    return PayerFeaturesLogic
+    return lambda resume: PayerFeaturesLogic(unpacked(resume))
 
 
 def risk_builder(
     config: PipelineConfig, client: dict[str, str] | None
-) -> Callable[[tuple[Any, ...] | None], RiskLogic]:
+) -> Callable[[Packed | None], RiskLogic]:
     """Builds (or resumes) the decision step; it publishes decisions only when a
     Kafka client is given."""
     topic = config.topics.decisions
@@ -344,7 +345,7 @@ def risk_builder(
     if publisher is not None:
         publisher().warm_up()  # as the worker starts, not when its first payment arrives
     tiers = TierLimits.from_config(config.risk)  # read once per worker process
-    return lambda resume: RiskLogic(config, tiers, publisher, resume)
+    return lambda resume: RiskLogic(config, tiers, publisher, unpacked(resume))
 
 
 #: The shard's state, its writer's, and the envelopes it holds not yet settled.
@@ -361,7 +362,7 @@ def _rows(envelope: SettleInput) -> int:
     return envelope.events.num_rows
 
 
-class SettlementLogic(StatefulBatchLogic[SettleInput, int, SettlementResume]):
+class SettlementLogic(StatefulBatchLogic[SettleInput, int, Packed]):
     """One settlement shard: window, close and net the payees it owns, and write
     the rows of what closed (see `sinks.parquet.ShardTableWriter` for why here);
     publish the decisions of reviews resolved (at-least-once, like the risk step's).
@@ -467,20 +468,20 @@ class SettlementLogic(StatefulBatchLogic[SettleInput, int, SettlementResume]):
             return None
         return datetime.now(UTC) + timedelta(seconds=max(min(due_s) - time.monotonic(), 0.0))
 
-    def snapshot(self) -> SettlementResume:
+    def snapshot(self) -> Packed:
         if self._publisher is not None:
             self._publisher.flush()
-        return self._shard.snapshot(), self._writer.state(), list(self._held)
+        return packed((self._shard.snapshot(), self._writer.state(), list(self._held)))
 
 
 def settlement_builder(
     config: PipelineConfig, client: dict[str, str] | None = None
-) -> Callable[[SettlementResume | None], SettlementLogic]:
+) -> Callable[[Packed | None], SettlementLogic]:
     """Builds (or resumes) the logic of one settlement shard; it publishes the decisions
     of resolved reviews to ``payments.decisions`` only when a Kafka client is given."""
     topic = config.topics.decisions
     publisher = None if client is None else (lambda: KafkaPublisher.get(client, topic))
-    return lambda resume: SettlementLogic(config, publisher, resume)
+    return lambda resume: SettlementLogic(config, publisher, unpacked(resume))
 
 
 def settled_tables(settled: Settled) -> list[tuple[str, pa.Table]]:

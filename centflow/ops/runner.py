@@ -136,7 +136,7 @@ class StateIdentity(msgspec.Struct, frozen=True):
 #: 6: settlement hears from the review input and holds events in review.
 #: 7: payee risk state counts refunds.
 #: 8: payer features in their own step; one decision step (one model) for all payers.
-#: 9: packed payer and spending state; held feature rows in chunks.
+#: 9: packed payer and spending state; held feature rows in chunks; snapshots compressed.
 STATE_FORMAT = 9
 
 

@@ -40,6 +40,7 @@ amount in its currency's major unit. No float ever goes back into money.
 from __future__ import annotations
 
 import math
+import struct
 from array import array
 from bisect import bisect_left
 from sys import intern
@@ -261,27 +262,45 @@ def _trim(payee: _Payee, first_s: int) -> None:
         payee.seconds[0] = first_s - 1  # the base entry lies before every window
 
 
-#: A payer's integers, packed in one ``array("q")`` (`_Payer.data`): a header of
-#: these six, then its recent payments' ingestion µs, their micro-units and their
-#: payees' keys (`RECENT` each, ascending ingestion), then the keys of its first
-#: sightings and their ingestion µs (`FIRSTS` each), then the ingestion µs of its
-#: first payments to a new payee within the last hour (`NEW_PAYEES`).
-COUNT, LAST_US, FIRST_US, RECENT, FIRSTS, NEW_PAYEES = range(6)
-_HEADER = 6
+#: A payer's state, packed in one ``array("q")``: a header of these six integers
+#: and the running moments of the log-amounts of all its payments (two doubles,
+#: their 64 bits in the slots `MOMENTS` and after); then its recent payments'
+#: ingestion µs, their micro-units and their payees' keys (`RECENT` each,
+#: ascending ingestion), then the keys of its first sightings and their ingestion
+#: µs (`FIRSTS` each), then the ingestion µs of its first payments to a new payee
+#: within the last hour (`NEW_PAYEES`).
+#:
+#: One array, not a list and a dict per field: a payer seen once held some 1.2 KB
+#: as lists of int objects, a dict of key strings and a record; so about 0.3 KB.
+COUNT, LAST_US, FIRST_US, RECENT, FIRSTS, NEW_PAYEES, MOMENTS = range(7)
+_HEADER = MOMENTS + 2
+_MOMENTS = struct.Struct("=dd")  # sum and sum of squares, at slot MOMENTS
+_MOMENTS_AT = MOMENTS * 8
 _HOUR_US = 3600 * MICROS_PER_SECOND
 _SIGNED = 2**63  # an unsigned 64-bit hash less this fits an int64
 
 
-class _Payer(msgspec.Struct, array_like=True, gc=False):
-    """One payer: its integers in one packed array (layout: `COUNT` and after), and
-    the running moments of the log-amounts of all its payments.
-
-    One array, not a list and a dict per field: a payer seen once held some 1.2 KB
-    as lists of int objects and a dict of key strings, and holds about 0.4 KB so."""
-
-    data: array
-    total: float
-    total_squares: float
+def _first_payment(
+    ingest_us: int,
+    amount_micros: int,
+    payee_id: str,
+    device_id: str | None,
+    ip: str | None,
+    country: str,
+) -> array:
+    """A payer's state after its first payment, built at its exact size (most payers
+    pay once in a while: an array grown by inserts would hold a third more)."""
+    keys = (
+        sighting_key("p", payee_id),
+        sighting_key("c", country),
+        sighting_key("d", device_id),
+        sighting_key("i", ip),
+    )
+    header = (1, ingest_us, ingest_us, 1, len(keys), 1, 0, 0)
+    data = array("q", (*header, ingest_us, amount_micros, keys[0], *keys, *(ingest_us,) * 5))
+    value = log_amount(amount_micros)
+    _MOMENTS.pack_into(data, _MOMENTS_AT, value, value * value)
+    return data
 
 
 def sighting_key(kind: str, value: object) -> int:
@@ -299,8 +318,8 @@ def sighting_key(kind: str, value: object) -> int:
 class PayerBook:
     """Payer state for one payer shard (see the module docstring)."""
 
-    def __init__(self, payers: dict[str, _Payer] | None = None) -> None:
-        self.payers: dict[str, _Payer] = payers or {}
+    def __init__(self, payers: dict[str, array] | None = None) -> None:
+        self.payers: dict[str, array] = payers or {}
 
     def commit(
         self,
@@ -313,11 +332,12 @@ class PayerBook:
         country: str,
     ) -> None:
         """Add one payment (calls come in ingestion order, a whole second at a time)."""
-        payer = self.payers.get(payer_id)
-        if payer is None or ingest_us - payer.data[LAST_US] > KEY_IDLE_S * MICROS_PER_SECOND:
-            header = (0, ingest_us, ingest_us, 0, 0, 0)
-            payer = self.payers[intern(payer_id)] = _Payer(array("q", header), 0.0, 0.0)
-        data = payer.data
+        data = self.payers.get(payer_id)
+        if data is None or ingest_us - data[LAST_US] > KEY_IDLE_S * MICROS_PER_SECOND:
+            self.payers[intern(payer_id)] = _first_payment(
+                ingest_us, amount_micros, payee_id, device_id, ip, country
+            )
+            return
         recent, firsts = data[RECENT], data[FIRSTS]
         horizon_us = ingest_us - PAYER_RECENT_S * MICROS_PER_SECOND
         at = _HEADER
@@ -335,8 +355,8 @@ class PayerBook:
         data[RECENT] = recent
         data[COUNT] += 1
         value = log_amount(amount_micros)
-        payer.total += value
-        payer.total_squares += value * value
+        total, squares = _MOMENTS.unpack_from(data, _MOMENTS_AT)
+        _MOMENTS.pack_into(data, _MOMENTS_AT, total + value, squares + value * value)
         keys = at + 3 * recent
         sightings = (
             payee,
@@ -373,12 +393,12 @@ class PayerBook:
     ) -> list[float]:
         """`PAYER_FEATURES` of a payment as of `as_of` µs (state holds only earlier ones)."""
         value = log_amount(amount_micros)
-        payer = self.payers.get(payer_id)
-        if payer is None or as_of - payer.data[LAST_US] > KEY_IDLE_S * MICROS_PER_SECOND:
+        data = self.payers.get(payer_id)
+        if data is None or as_of - data[LAST_US] > KEY_IDLE_S * MICROS_PER_SECOND:
             gap = math.log1p(GAP_S_MAX)
             return [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, gap, 0.0, 1.0, 1.0, 1.0, 1.0, value, float(tiny), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # fmt: skip
-        data = payer.data
-        count, last_us, first_us, recent, firsts, _ = data[:_HEADER]
+        count, last_us, first_us, recent, firsts = data[:NEW_PAYEES]
+        total, squares = _MOMENTS.unpack_from(data, _MOMENTS_AT)
         times = _HEADER
         amounts = times + recent
         payees = amounts + recent
@@ -388,8 +408,8 @@ class PayerBook:
         ten = bisect_left(data, as_of - 600 * MICROS_PER_SECOND, times, amounts) - times
         hour = bisect_left(data, as_of - _HOUR_US, times, amounts) - times
         amount_1h = sum(data[amounts + hour : payees]) / MICROS_PER_UNIT  # a feature, not money
-        mean = payer.total / count
-        variance = max(payer.total_squares / count - mean * mean, 0.0)
+        mean = total / count
+        variance = max(squares / count - mean * mean, 0.0)
         z = (value - mean) / math.sqrt(variance + 0.25) if count >= 3 else 0.0
         gap_s = (as_of - last_us) / MICROS_PER_SECOND
         seen = data[keys : keys + firsts]
@@ -438,4 +458,4 @@ class PayerBook:
 
 
 _PAYEES = decoder(dict[str, _Payee])
-_PAYERS = decoder(dict[str, _Payer])
+_PAYERS = decoder(dict[str, array])
