@@ -364,9 +364,11 @@ class PayerBook:
             sighting_key("d", device_id),
             sighting_key("i", ip),
         )
+        seen = data[keys : keys + firsts].tolist()  # a list: `in` without boxing each key
         for kind, key in enumerate(sightings):
-            if firsts >= PAYER_FIRSTS_MAX or key in data[keys : keys + firsts]:
+            if firsts >= PAYER_FIRSTS_MAX or key in seen:
                 continue
+            seen.append(key)
             data.insert(keys + 2 * firsts, ingest_us)
             data.insert(keys + firsts, key)
             firsts += 1
@@ -412,7 +414,7 @@ class PayerBook:
         variance = max(squares / count - mean * mean, 0.0)
         z = (value - mean) / math.sqrt(variance + 0.25) if count >= 3 else 0.0
         gap_s = (as_of - last_us) / MICROS_PER_SECOND
-        seen = data[keys : keys + firsts]
+        seen = data[keys : keys + firsts].tolist()  # a list: `in` without boxing each key
         full = firsts >= PAYER_FIRSTS_MAX  # cannot tell new from forgotten: not new
         age_s = max(as_of - first_us, 0) / MICROS_PER_SECOND
         recent_10m = recent - ten  # payments in the last 10 minutes
