@@ -38,7 +38,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -253,17 +253,29 @@ class AsOfShard:
         self.uncommitted = deque(uncommitted)
 
 
-class PayeeContextShard(AsOfShard):
+Book = TypeVar("Book", PayeeBook, PayerBook)
+
+
+class _BookShard(AsOfShard, Generic[Book]):
+    """An as-of shard whose state is one book of features (and its sequencer)."""
+
+    def __init__(self, origins: list[str], book: type[Book], state: tuple[Any, ...] | None) -> None:
+        super().__init__(origins)
+        self.book: Book = book() if state is None else book.restore(state[1])
+        if state is not None:
+            self.restore_sequencer(state[0])
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return (self.sequencer_state(), self.book.state())
+
+
+class PayeeContextShard(_BookShard[PayeeBook]):
     """Attaches `PAYEE_FEATURES` to the events of one payee shard."""
 
     COLUMNS = ("payee_id", "payer_id", "type", "currency", "amount_micros")
 
     def __init__(self, origins: list[str], state: tuple[Any, ...] | None = None) -> None:
-        super().__init__(origins)
-        self.book = PayeeBook()
-        if state is not None:
-            self.restore_sequencer(state[0])
-            self.book = PayeeBook.restore(state[1])
+        super().__init__(origins, PayeeBook, state)
 
     def _describe_groups(self, groups: list[Group]) -> None:
         """Every group's features in one list, then one array for the block."""
@@ -305,11 +317,8 @@ class PayeeContextShard(AsOfShard):
             ],
         )
 
-    def snapshot(self) -> tuple[Any, ...]:
-        return (self.sequencer_state(), self.book.state())
 
-
-class PayerFeatureShard(AsOfShard):
+class PayerFeatureShard(_BookShard[PayerBook]):
     """Adds `PAYER_FEATURES` to the events of one payer shard: its context rows
     become the whole fixed feature row (`FIXED_FEATURES`), which the decision step
     (`centflow.risk.scoring.RiskShard`) scores.
@@ -331,11 +340,7 @@ class PayerFeatureShard(AsOfShard):
     )
 
     def __init__(self, origins: list[str], state: tuple[Any, ...] | None = None) -> None:
-        super().__init__(origins)
-        self.book = PayerBook()
-        if state is not None:
-            self.restore_sequencer(state[0])
-            self.book = PayerBook.restore(state[1])
+        super().__init__(origins, PayerBook, state)
 
     def _describe_groups(self, groups: list[Group]) -> None:
         rows: list[list[float]] = []
@@ -386,9 +391,6 @@ class PayerFeatureShard(AsOfShard):
         for kind, payer, ingest, amount, payee, device, ip, country in group.zipped(committed):
             if kind == "payment":
                 commit(payer, ingest, amount, payee, device, ip, country)
-
-    def snapshot(self) -> tuple[Any, ...]:
-        return (self.sequencer_state(), self.book.state())
 
 
 def described_events(groups: list[Group]) -> tuple[pa.RecordBatch, np.ndarray | None]:
