@@ -262,17 +262,19 @@ def _trim(payee: _Payee, first_s: int) -> None:
         payee.seconds[0] = first_s - 1  # the base entry lies before every window
 
 
-#: A payer's state, packed in one ``array("q")``: a header of these six integers
+#: A payer's state, packed in one ``array("q")``: a header of these four integers
 #: and the running moments of the log-amounts of all its payments (two doubles,
 #: their 64 bits in the slots `MOMENTS` and after); then its recent payments'
 #: ingestion µs, their micro-units and their payees' keys (`RECENT` each,
 #: ascending ingestion), then the keys of its first sightings and their ingestion
-#: µs (`FIRSTS` each), then the ingestion µs of its first payments to a new payee
-#: within the last hour (`NEW_PAYEES`).
+#: µs (`FIRSTS` each), then to the end the ingestion µs of its first payments to a
+#: new payee within the last hour. Its first payment's time is its first
+#: sighting's: a payer's first payment records four, and sightings are never let
+#: go (only capped), so that needs no slot of its own.
 #:
 #: One array, not a list and a dict per field: a payer seen once held some 1.2 KB
 #: as lists of int objects, a dict of key strings and a record; so about 0.3 KB.
-COUNT, LAST_US, FIRST_US, RECENT, FIRSTS, NEW_PAYEES, MOMENTS = range(7)
+COUNT, LAST_US, RECENT, FIRSTS, MOMENTS = range(5)
 _HEADER = MOMENTS + 2
 _MOMENTS = struct.Struct("=dd")  # sum and sum of squares, at slot MOMENTS
 _MOMENTS_AT = MOMENTS * 8
@@ -296,7 +298,7 @@ def _first_payment(
         sighting_key("d", device_id),
         sighting_key("i", ip),
     )
-    header = (1, ingest_us, ingest_us, 1, len(keys), 1, 0, 0)
+    header = (1, ingest_us, 1, len(keys), 0, 0)
     data = array("q", (*header, ingest_us, amount_micros, keys[0], *keys, *(ingest_us,) * 5))
     value = log_amount(amount_micros)
     _MOMENTS.pack_into(data, _MOMENTS_AT, value, value * value)
@@ -378,7 +380,6 @@ class PayerBook:
                 cutoff_us = ingest_us - _HOUR_US
                 if data[fresh] < cutoff_us:
                     del data[fresh : bisect_left(data, cutoff_us, fresh, len(data))]
-                data[NEW_PAYEES] = len(data) - fresh
         data[FIRSTS] = firsts
         data[LAST_US] = ingest_us
 
@@ -399,13 +400,14 @@ class PayerBook:
         if data is None or as_of - data[LAST_US] > KEY_IDLE_S * MICROS_PER_SECOND:
             gap = math.log1p(GAP_S_MAX)
             return [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, gap, 0.0, 1.0, 1.0, 1.0, 1.0, value, float(tiny), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # fmt: skip
-        count, last_us, first_us, recent, firsts = data[:NEW_PAYEES]
+        count, last_us, recent, firsts = data[:MOMENTS]
         total, squares = _MOMENTS.unpack_from(data, _MOMENTS_AT)
         times = _HEADER
         amounts = times + recent
         payees = amounts + recent
         keys = payees + recent
         fresh = keys + 2 * firsts
+        first_us = data[keys + firsts]  # its first sighting's: its first payment's
         minute = bisect_left(data, as_of - 60 * MICROS_PER_SECOND, times, amounts) - times
         ten = bisect_left(data, as_of - 600 * MICROS_PER_SECOND, times, amounts) - times
         hour = bisect_left(data, as_of - _HOUR_US, times, amounts) - times
