@@ -155,15 +155,16 @@ _TINY_CACHE: dict[str, int] = {}
 
 class _Payee(msgspec.Struct, array_like=True, gc=False):
     """One payee: active seconds (ascending) with prefix sums of payments, tiny ones,
-    first-time payers and refunds; the payers it has seen, as 64-bit keys (a key, not
-    a string and its time: a third of the memory)."""
+    first-time payers and refunds; the payers it has seen, as 64-bit keys in one
+    sorted array (8 bytes a payer: a set of keys took some 80, a dict of strings and
+    times some 130; an insert moves at most `PAYEE_PAYERS_MAX` keys, about 20 µs)."""
 
     seconds: list[int]
     events: list[int]  # prefix sums of payments, one per second
     tiny: list[int]
     new_payers: list[int]
     refunds: list[int]
-    payers: set[int]  # payer_key of each payer seen
+    payers: array  # payer_key of each payer seen, ascending
     last_s: int
 
 
@@ -175,7 +176,7 @@ def payer_key(payer_id: str) -> int:
     >>> payer_key("p1") == payer_key("p1") != payer_key("p2")
     True
     """
-    return xxh3_64_intdigest(payer_id.encode())
+    return xxh3_64_intdigest(payer_id.encode()) - _SIGNED
 
 
 class PayeeBook:
@@ -190,7 +191,7 @@ class PayeeBook:
         for payee_id, payer_id, tiny, refund in rows:
             payee = self.payees.get(payee_id)
             if payee is None or second - payee.last_s > KEY_IDLE_S:
-                payee = self.payees[payee_id] = _Payee([], [], [], [], [], set(), second)
+                payee = self.payees[payee_id] = _Payee([], [], [], [], [], array("q"), second)
             if not payee.seconds or payee.seconds[-1] != second:
                 _trim(payee, second - PAYEE_HORIZON_S)
                 payee.seconds.append(second)
@@ -201,11 +202,14 @@ class PayeeBook:
                 payee.refunds[-1] += 1
                 continue
             payer = payer_key(payer_id)
-            new = payer not in payee.payers
+            payers = payee.payers
+            at = bisect_left(payers, payer)
+            new = at == len(payers) or payers[at] != payer
             if new:
-                if len(payee.payers) >= PAYEE_PAYERS_MAX:
-                    payee.payers.clear()  # bounded: the payee's payers are all new again
-                payee.payers.add(payer)
+                if len(payers) >= PAYEE_PAYERS_MAX:
+                    del payers[:]  # bounded: the payee's payers are all new again
+                    at = 0
+                payers.insert(at, payer)
             payee.events[-1] += 1
             payee.tiny[-1] += tiny
             payee.new_payers[-1] += new
