@@ -296,17 +296,24 @@ def _first_payment(
 ) -> array:
     """A payer's state after its first payment, built at its exact size (most payers
     pay once in a while: an array grown by inserts would hold a third more)."""
-    keys = (
-        sighting_key("p", payee_id),
-        sighting_key("c", country),
-        sighting_key("d", device_id),
-        sighting_key("i", ip),
-    )
+    keys = _sightings(payee_id, country, device_id, ip)
     header = (1, ingest_us, 1, len(keys), 0, 0)
     data = array("q", (*header, ingest_us, amount_micros, keys[0], *keys, *(ingest_us,) * 5))
     value = log_amount(amount_micros)
     _MOMENTS.pack_into(data, _MOMENTS_AT, value, value * value)
     return data
+
+
+def _sightings(
+    payee_id: str, country: str, device_id: str | None, ip: str | None
+) -> tuple[int, int, int, int]:
+    """The keys a payment's sightings are recorded under, its payee's first."""
+    return (
+        sighting_key("p", payee_id),
+        sighting_key("c", country),
+        sighting_key("d", device_id),
+        sighting_key("i", ip),
+    )
 
 
 def sighting_key(kind: str, value: object) -> int:
@@ -353,7 +360,8 @@ class PayerBook:
             for start in (at + 2 * recent, at + recent, at):  # the last section first
                 del data[start : start + cut]
             recent -= cut
-        payee = sighting_key("p", payee_id)
+        sightings = _sightings(payee_id, country, device_id, ip)
+        payee = sightings[0]
         data.insert(at + 3 * recent, payee)  # each section's end, the last one first
         data.insert(at + 2 * recent, amount_micros)
         data.insert(at + recent, ingest_us)
@@ -364,12 +372,6 @@ class PayerBook:
         total, squares = _MOMENTS.unpack_from(data, _MOMENTS_AT)
         _MOMENTS.pack_into(data, _MOMENTS_AT, total + value, squares + value * value)
         keys = at + 3 * recent
-        sightings = (
-            payee,
-            sighting_key("c", country),
-            sighting_key("d", device_id),
-            sighting_key("i", ip),
-        )
         seen = data[keys : keys + firsts].tolist()  # a list: `in` without boxing each key
         for kind, key in enumerate(sightings):
             if firsts >= PAYER_FIRSTS_MAX or key in seen:
