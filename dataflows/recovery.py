@@ -22,12 +22,13 @@ def init_recovery(directory: Path, partitions: int) -> None:
     init_db_dir(directory, partitions)
 
 
-#: A step's snapshot as Bytewax stores it: a pickle, Zstandard-compressed.
-Packed = bytes
+#: A step's snapshot as Bytewax stores it: (True, a pickle in a Zstandard stream), or
+#: (False, the state itself, which Bytewax pickles as it is).
+Packed = tuple[bool, Any]
 _CODEC = "zstd"
 
 
-def packed(state: object) -> Packed:
+def packed(state: object, compress: bool = True) -> Packed:
     """A step's state for a snapshot: pickled into a Zstandard stream.
 
     Every snapshot is copied by Bytewax and written to the recovery store, and all of
@@ -38,17 +39,27 @@ def packed(state: object) -> Packed:
     step's one key (every payer's spending, every held feature row) that pickle alone
     was over 100 MB.
 
-    >>> unpacked(packed({"a": [1, 2]}))
-    {'a': [1, 2]}
+    ``compress=False`` leaves the state as it is: settlement's open windows are Arrow
+    IPC messages, each serialized once and kept (`centflow.money.settlement`), and
+    compressing all of them again at every snapshot cost the worker more time than
+    any other step's snapshot (with hour-long windows, everything still open).
+
+    >>> unpacked(packed({"a": [1, 2]})), unpacked(packed({"a": [1, 2]}, compress=False))
+    ({'a': [1, 2]}, {'a': [1, 2]})
     """
+    if not compress:
+        return False, state
     sink = pa.BufferOutputStream()
     with pa.CompressedOutputStream(sink, _CODEC) as stream:
         pickle.dump(state, stream, protocol=pickle.HIGHEST_PROTOCOL)
-    return sink.getvalue().to_pybytes()
+    return True, sink.getvalue().to_pybytes()
 
 
 def unpacked(snapshot: Packed | None) -> Any:
     """The state `packed` made (None: no snapshot, a fresh start)."""
     if snapshot is None:
         return None
-    return pickle.loads(pa.CompressedInputStream(pa.BufferReader(snapshot), _CODEC).read())
+    compressed, data = snapshot
+    if not compressed:
+        return data
+    return pickle.loads(pa.CompressedInputStream(pa.BufferReader(data), _CODEC).read())

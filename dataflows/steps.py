@@ -471,7 +471,8 @@ class SettlementLogic(StatefulBatchLogic[SettleInput, int, Packed]):
     def snapshot(self) -> Packed:
         if self._publisher is not None:
             self._publisher.flush()
-        return packed((self._shard.snapshot(), self._writer.state(), list(self._held)))
+        state = (self._shard.snapshot(), self._writer.state(), list(self._held))
+        return packed(state, compress=False)  # see `packed`
 
 
 def settlement_builder(
