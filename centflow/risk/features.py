@@ -429,8 +429,7 @@ class PayerBook:
         before = count - recent_10m  # every payment before them
         span_s = max(age_s - 600, 600)  # the rate before the last 10 minutes
         expected = before * 600 / span_s
-        device = sighting_key("d", device_id)
-        country_key = sighting_key("c", country)
+        payee, country_key, device, ip_key = _sightings(payee_id, country, device_id, ip)
         device_us = data[keys + firsts + seen.index(device)] if device in seen else None
         country_us = data[keys + firsts + seen.index(country_key)] if country_key in seen else None
         unknown_age = math.log1p(age_s) if full else 0.0
@@ -445,9 +444,9 @@ class PayerBook:
             math.log1p(min(max(gap_s, 0.0), GAP_S_MAX)),
             float(len(set(data[payees + ten : keys]))),
             float(device_id is not None and device_us is None and not full),
-            float(ip is not None and sighting_key("i", ip) not in seen and not full),
+            float(ip is not None and ip_key not in seen and not full),
             float(country_us is None and not full),
-            float(sighting_key("p", payee_id) not in seen and not full),
+            float(payee not in seen and not full),
             value,
             float(tiny),
             math.log1p(age_s),

@@ -30,7 +30,7 @@ from __future__ import annotations
 import zlib
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -183,7 +183,9 @@ class HeldPayments:
         self.seal()
         self._release_while(lambda chunk, offset: len(self.by_id) > most, past_matured=True)
 
-    def _release_while(self, condition: Any, past_matured: bool = False) -> None:
+    def _release_while(
+        self, condition: Callable[[_Chunk, int], bool], past_matured: bool = False
+    ) -> None:
         """Let go of the oldest entries while `condition` holds for a live one (dead
         ones go unasked), up to `matured` unless `past_matured`."""
         by_id = self.by_id

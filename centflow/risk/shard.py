@@ -339,6 +339,8 @@ class PayerFeatureShard(_BookShard[PayerBook]):
         "currency",
     )
 
+    _FEATURE_COLUMNS = tuple(name for name in COLUMNS if name != "ingest_us")
+
     def __init__(self, origins: list[str], state: tuple[Any, ...] | None = None) -> None:
         super().__init__(origins, PayerBook, state)
 
@@ -364,16 +366,7 @@ class PayerFeatureShard(_BookShard[PayerBook]):
         blank = [0.0] * len(PAYER_FEATURES)
         failed = [math.nan, *blank[1:]]
         for kind, payer, amount, payee_id, device, ip, country, currency in group.zipped(
-            (
-                "type",
-                "payer_id",
-                "amount_micros",
-                "payee_id",
-                "device_id",
-                "ip",
-                "country",
-                "currency",
-            )
+            self._FEATURE_COLUMNS
         ):
             if kind != "payment":
                 out.append(blank)
