@@ -97,7 +97,7 @@ def test_a_payer_seen_once_costs_a_few_hundred_bytes():
         for stat in after.filter_traces(books).compare_to(before.filter_traces(books), "filename")
     )
     # lists of int objects and a dict of key strings cost 1.7 KB a payer
-    # 0.43 KB run alone, 0.58 inside the suite (the interned strings' table, grown by
+    # 0.43 KB run alone, 0.58 inside the suite (likely the interned strings' table, grown by
     # earlier tests, is resized in this loop)
     assert used / payers < 650
 
